@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine with only Python 3.10+:
+#   make demo   - create .venv, install the kit with all extras, run `c2seg demo`
+#   make test   - create .venv, install the kit with all extras and test tools, run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned: 2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[all,dev]" "$(TORCH_PIN)"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/c2seg demo
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,94 @@
+"""The `c2seg` command line: one click group whose verbs live in small modules.
+
+Verbs are imported lazily, so `c2seg validate` never pays for torch or fastapi, and a
+missing optional extra is reported in one line instead of breaking the whole CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from c2seg_kit import __version__
+from c2seg_kit.errors import C2SegError
+
+# verb -> "module:attribute"; one row per verb, grouped by the module that owns it.
+COMMANDS: dict[str, str] = {
+    "synth": "c2seg_kit.cli.data:synth",
+    "info": "c2seg_kit.cli.data:info",
+    "prepare": "c2seg_kit.cli.data:prepare",
+    "validate": "c2seg_kit.cli.scoring:validate",
+    "score": "c2seg_kit.cli.scoring:score",
+    "render": "c2seg_kit.cli.scoring:render",
+    "train-baseline": "c2seg_kit.cli.baseline:train_baseline",
+    "predict": "c2seg_kit.cli.baseline:predict",
+    "serve": "c2seg_kit.cli.server:serve",
+    "admin": "c2seg_kit.cli.server:admin",
+    "submit": "c2seg_kit.cli.server:submit",
+    "leaderboard": "c2seg_kit.cli.server:leaderboard",
+    "demo": "c2seg_kit.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n in COMMANDS if self._importable(n))
+
+    @staticmethod
+    def _importable(name: str) -> bool:
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._importable(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="c2seg")
+def cli() -> None:
+    """Tools for the C2Seg cross-city multimodal segmentation benchmark.
+
+    Data: synth, info, prepare. Scoring: validate, score, render. Baseline:
+    train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard.
+    Start with `c2seg demo` to see the whole path on synthetic data.
+    """
+
+
+def fail(message: str) -> "NoReturn":  # noqa: F821
+    """Print a one-line explanation on stderr and exit 1 (a user mistake)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes (C2SegError) become one line on stderr and exit 1."""
+    try:
+        # standalone_mode=False hands exceptions to us; ctx.exit(n) comes back as n.
+        rv = cli.main(args=argv, prog_name="c2seg", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:  # usage errors keep click's formatting and exit 2
+        e.show()
+        sys.exit(e.exit_code)
+    except C2SegError as e:
+        fail(str(e))
+    except ModuleNotFoundError as e:
+        extra = {"torch": "baseline", "sklearn": "baseline", "fastapi": "server",
+                 "sqlalchemy": "server", "uvicorn": "server"}.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        fail(f"this command needs the '{extra}' extra: pip install 'c2seg-kit[{extra}]' ({e.name} is missing)")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:  # disk full, permission denied, ...: the user's environment, not a bug
+        if isinstance(e, (BrokenPipeError,)):
+            sys.exit(1)
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+    sys.exit(rv if isinstance(rv, int) else 0)
