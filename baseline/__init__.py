@@ -1,0 +1,1 @@
+"""HighDAN baseline (installed as c2seg_baseline)."""

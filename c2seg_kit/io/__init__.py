@@ -1,0 +1,1 @@
+"""Readers for the C2Seg scene files and challenge tiles."""

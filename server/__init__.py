@@ -1,0 +1,1 @@
+"""C2Seg scoring server (installed as c2seg_server)."""
