@@ -1,0 +1,92 @@
+"""A lazy windowed torch Dataset over the prepared cache.
+
+This is the one core module that needs torch; it imports it at module level, and nothing in
+the light install imports this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from c2seg_kit.prepared import PreparedCity, PreparedData
+from c2seg_kit.registry import MODALITIES
+from c2seg_kit.tiling import window_origins
+
+
+def augment_window(arrays: dict[str, np.ndarray], label: np.ndarray, rng: np.random.Generator):
+    """Random 90-degree rotation and vertical/horizontal flips, the same for every array.
+
+    Images are (C, H, W), the label (H, W); the spatial axes are the last two of each.
+    """
+    k = int(rng.integers(4))
+    flip_v, flip_h = rng.random(2) < 0.5
+
+    def apply(a: np.ndarray) -> np.ndarray:
+        a = np.rot90(a, k, axes=(-2, -1))
+        if flip_v:
+            a = a[..., ::-1, :]
+        if flip_h:
+            a = a[..., :, ::-1]
+        return np.ascontiguousarray(a)
+
+    return {m: apply(a) for m, a in arrays.items()}, apply(label)
+
+
+class WindowDataset(Dataset):
+    """Windows of one prepared city, read from disk on demand.
+
+    Item: ``{"hsi", "msi", "sar": float32 (C, w, w), "label": int64 (w, w), "origin": int64 [r0, c0]}``.
+    Windows cover every pixel (the last ones snapped to the edges); a city smaller than the
+    window is zero-padded (label 0, ignored). With ``augment=True`` each item is rotated and
+    flipped deterministically from (seed, epoch, index), so runs repeat under a seed whatever
+    the number of DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        prepared: str | Path | PreparedData,
+        city: str = "source",
+        window: int = 128,
+        stride: int = 64,
+        augment: bool = False,
+        seed: int = 0,
+    ):
+        data = prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)
+        self.city: PreparedCity = data.city(city)
+        self.window = int(window)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.origins = window_origins(*self.city.shape, self.window, int(stride))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def read_window(self, r0: int, c0: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        h, w = self.city.shape
+        r1, c1 = min(r0 + self.window, h), min(c0 + self.window, w)
+        arrays = {m: self.city.read(m, r0, r1, c0, c1) for m in MODALITIES}
+        label = self.city.read_label(r0, r1, c0, c1)
+        pad = ((0, self.window - (r1 - r0)), (0, self.window - (c1 - c0)))
+        if any(p[1] for p in pad):
+            arrays = {m: np.pad(a, ((0, 0), *pad)) for m, a in arrays.items()}
+            label = np.pad(label, pad)
+        return arrays, label
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        r0, c0 = self.origins[index]
+        arrays, label = self.read_window(r0, c0)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            arrays, label = augment_window(arrays, label, rng)
+        item = {m: torch.from_numpy(a) for m, a in arrays.items()}
+        item["label"] = torch.from_numpy(label.astype(np.int64))
+        item["origin"] = torch.tensor([r0, c0], dtype=torch.int64)
+        return item
