@@ -1,0 +1,471 @@
+"""A defensive reader for one 2-D integer raster in an untrusted HDF5 file.
+
+Submissions are written by the people a leaderboard ranks, so the file is treated as hostile.
+Every check runs on metadata before any raster data is read:
+
+- the bytes: not empty, an HDF5 signature, a superblock whose end-of-file is not beyond the file;
+- the tree: walked one link at a time from the root; every link is inspected *itself*
+  (``getlink=True`` on each component) and only hard links are entered, so soft, external and
+  user-defined links are refused, never followed; bounded object count, depth and attributes;
+- every dataset's storage: no virtual layout (it maps other files), no external raw storage,
+  only the built-in filters (deflate, shuffle, fletcher32, lzf), so HDF5 never searches for a plugin;
+- the raster: an integer type (not enum/bool, float, string, compound, array, opaque...),
+  rank 2, not empty, a fixed maxshape, the expected shape (or a size cap), sane chunks.
+
+Data is then read in row bands. Deflate chunks are inflated here with a hard output limit of the
+chunk's own size, so a compression bomb is refused after costing one chunk of memory, exactly
+like an honest file. Refusals raise the error class the caller chose, with a one-line message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator
+
+import h5py
+import numpy as np
+from h5py import h5d, h5s, h5t, h5z
+
+from c2seg_kit.errors import C2SegError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FILTER_LZF = 32000  # h5py's built-in LZF filter id
+
+#: Filters HDF5 (or h5py) carry built in; any other id would make HDF5 go looking for a plugin.
+ALLOWED_FILTERS = {
+    h5z.FILTER_DEFLATE: "gzip",
+    h5z.FILTER_SHUFFLE: "shuffle",
+    h5z.FILTER_FLETCHER32: "fletcher32",
+    FILTER_LZF: "lzf",
+}
+
+# Names for refused type classes, so the message says what was found.
+_TYPE_CLASS_NAMES = {
+    h5t.FLOAT: "floating point",
+    h5t.ENUM: "enum (booleans are stored as enums)",
+    h5t.STRING: "string",
+    h5t.COMPOUND: "compound",
+    h5t.ARRAY: "array (a sub-array dtype hides extra dimensions)",
+    h5t.OPAQUE: "opaque",
+    h5t.BITFIELD: "bitfield",
+    h5t.REFERENCE: "reference",
+    h5t.VLEN: "variable-length",
+    h5t.TIME: "time",
+}
+if hasattr(h5t, "COMPLEX"):
+    _TYPE_CLASS_NAMES[h5t.COMPLEX] = "complex"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what an untrusted file may declare. Honest files are far inside all of them."""
+
+    max_objects: int = 64  # groups, datasets and named types in the whole file
+    max_depth: int = 4  # group nesting below the root
+    max_attrs: int = 32  # attributes on any one object
+    max_attr_bytes: int = 4096  # size of an attribute the kit reads (track, team, ...)
+    max_chunk_bytes: int = 16 << 20  # one chunk, decoded
+    band_bytes: int = 4 << 20  # target size of one row band read from unchunked storage
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _fmt_shape(shape: tuple) -> str:
+    return " x ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
+
+
+def _disable_plugin_search() -> None:
+    """Empty HDF5's plugin search path for this process: the kit never uses filter plugins, and
+    an unknown filter id in a hostile file must never make HDF5 load code from disk."""
+    try:
+        from h5py import h5pl
+
+        while h5pl.size():
+            h5pl.remove(0)
+    except Exception:  # pragma: no cover - h5py built without plugin support
+        pass
+
+
+_disable_plugin_search()
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_signature(fobj: BinaryIO, size: int, err: Callable[[str], C2SegError], what: str) -> None:
+    """HDF5 puts its signature at byte 0 or after a user block at 512, 1024, 2048, ..."""
+    if size == 0:
+        raise err(f"{what} is empty (0 bytes)")
+    offset = 0
+    while offset + len(HDF5_SIGNATURE) <= size:
+        fobj.seek(offset)
+        if fobj.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            fobj.seek(0)
+            return
+        offset = 512 if offset == 0 else offset * 2
+    raise err(f"{what} is not an HDF5 file (no HDF5 signature)")
+
+
+def open_hdf5(source: "str | os.PathLike | BinaryIO", err: Callable[[str], C2SegError], what: str) -> h5py.File:
+    """Open ``source`` (a path or a seekable binary file object) read-only, or raise ``err``."""
+    if hasattr(source, "read"):
+        fobj = source
+        fobj.seek(0, os.SEEK_END)
+        size = fobj.tell()
+        _check_signature(fobj, size, err, what)
+        target: Any = fobj
+    else:
+        path = os.fspath(source)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise err(f"{what} not found: {path}") from None
+        if os.path.isdir(path):
+            raise err(f"{what} is a directory, not a file: {path}")
+        with open(path, "rb") as fh:
+            _check_signature(fh, size, err, what)
+        target = path
+    try:
+        return h5py.File(target, "r", locking=False)
+    except OSError as e:
+        text = str(e).lower()
+        if "truncated" in text or "eof" in text:
+            raise err(f"{what} is truncated (the HDF5 header declares more bytes than the file has)") from None
+        raise err(f"{what} is not a readable HDF5 file (corrupt or unsupported header)") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure checks (no raster data read)
+# ---------------------------------------------------------------------------------------------
+
+
+def _link_kind(link: Any) -> str | None:
+    """None for a hard link, else a word for the link type that is refused."""
+    if isinstance(link, h5py.HardLink):
+        return None
+    if isinstance(link, h5py.SoftLink):
+        return "a soft link"
+    if isinstance(link, h5py.ExternalLink):
+        return "an external link (to another file)"
+    return "a user-defined link"
+
+
+def check_links(f: h5py.File, path: str, err: Callable[[str], C2SegError]) -> None:
+    """Check every component of ``path`` from the root is a hard link, without following any other.
+
+    ``get(name, getlink=True)`` only describes the *last* component of the name it is given, so
+    the path is walked one component at a time from the root.
+    """
+    group: Any = f
+    walked = ""
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        walked += "/" + part
+        try:
+            link = group.get(part, getlink=True)
+        except (KeyError, RuntimeError, OSError, ValueError):
+            link = None
+        if link is None:
+            return  # missing: the caller reports that with its own message
+        kind = _link_kind(link)
+        if kind is not None:
+            raise err(f"'{walked}' is {kind}; links are refused, not followed")
+        if i < len(parts) - 1:
+            group = group[part]
+            if not isinstance(group, h5py.Group):
+                return
+
+
+def check_storage(dset: h5py.Dataset, name: str, err: Callable[[str], C2SegError]) -> None:
+    """Refuse storage that reaches outside the file or needs code HDF5 does not carry."""
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        raise err(f"'{name}' is a virtual dataset (it maps data from other files); store the data itself")
+    if dcpl.get_external_count() > 0:
+        raise err(f"'{name}' uses external raw storage (data kept in another file); store the data itself")
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in ALLOWED_FILTERS:
+            raise err(
+                f"'{name}' uses compression filter id {code}, which is not built in; "
+                f"use one of {', '.join(sorted(set(ALLOWED_FILTERS.values())))}"
+            )
+
+
+def check_tree(f: h5py.File, err: Callable[[str], C2SegError], limits: Limits = DEFAULT_LIMITS) -> None:
+    """Walk the whole file one hard link at a time, refusing any other link and bounding its size.
+
+    Unlike ``visititems`` (which silently skips soft and external links), every link is looked at
+    itself. Every dataset's storage is checked, even ones the kit never reads, because whoever
+    opens the file next might read them.
+    """
+    objects = 0
+    _check_attr_count(f, "/", err, limits)
+    stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
+    while stack:
+        group, prefix, depth = stack.pop()
+        n = len(group)  # H5Gget_info: a count, no iteration over a hostile number of links
+        if objects + n > limits.max_objects:
+            raise err(f"file holds too many objects (more than {limits.max_objects}); a submission needs one dataset")
+        for name in group.keys():
+            path = f"{prefix}/{name}"
+            kind = _link_kind(group.get(name, getlink=True))
+            if kind is not None:
+                raise err(f"'{path}' is {kind}; links are refused, not followed")
+            objects += 1
+            cls = group.get(name, getclass=True)
+            if cls is h5py.Group:
+                if depth + 1 > limits.max_depth:
+                    raise err(f"groups are nested too deeply (more than {limits.max_depth} levels)")
+                sub = group[name]
+                _check_attr_count(sub, path, err, limits)
+                stack.append((sub, path, depth + 1))
+            elif cls is h5py.Dataset:
+                dset = group[name]
+                _check_attr_count(dset, path, err, limits)
+                check_storage(dset, path, err)
+
+
+def _check_attr_count(obj: Any, path: str, err: Callable[[str], C2SegError], limits: Limits) -> None:
+    if len(obj.attrs) > limits.max_attrs:
+        raise err(f"'{path}' has too many attributes ({len(obj.attrs)} > {limits.max_attrs})")
+
+
+def read_str_attr(obj: Any, key: str, err: Callable[[str], C2SegError], limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """A short text attribute, or None when absent; refuses anything that is not a small string."""
+    if key not in obj.attrs:
+        return None
+    aid = obj.attrs.get_id(key)
+    tclass = aid.get_type().get_class()
+    if tclass != h5t.STRING or aid.shape not in ((), (1,)):
+        raise err(f"attribute '{key}' must be a text string")
+    if not aid.get_type().is_variable_str() and aid.get_type().get_size() > limits.max_attr_bytes:
+        raise err(f"attribute '{key}' is too long")
+    value = obj.attrs[key]
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    value = str(value)
+    if len(value) > limits.max_attr_bytes:
+        raise err(f"attribute '{key}' is too long")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The raster
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RasterLayout:
+    """What a checked raster declares; decides how it is read."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    chunks: tuple[int, int] | None
+    filters: list[tuple[int, int]] = field(default_factory=list)  # (filter id, position)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return math.prod(self.chunks) * self.dtype.itemsize if self.chunks else 0
+
+
+def check_raster(
+    dset: h5py.Dataset,
+    name: str,
+    err: Callable[[str], C2SegError],
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> RasterLayout:
+    """Check type, space and storage of a 2-D integer raster before any of its data is read."""
+    dsid = dset.id
+    tid = dsid.get_type()
+    tclass = tid.get_class()
+    if tclass != h5t.INTEGER:
+        kind = _TYPE_CLASS_NAMES.get(tclass, f"type class {tclass}")
+        raise err(f"'{name}' must hold integers (uint8 class ids), got {kind} data")
+    size = tid.get_size()
+    if size not in (1, 2, 4, 8) or tid.get_precision() != 8 * size or tid.get_offset() != 0:
+        raise err(f"'{name}' has an unusual integer type ({size} bytes, {tid.get_precision()} bits); use uint8")
+    dtype = dset.dtype
+
+    space = dsid.get_space()
+    stype = space.get_simple_extent_type()
+    if stype == h5s.NULL:
+        raise err(f"'{name}' is empty (no dataspace)")
+    if stype == h5s.SCALAR:
+        raise err(f"'{name}' must be 2-D (H x W), got a scalar")
+    dims = tuple(int(d) for d in space.get_simple_extent_dims())
+    maxdims = tuple(int(d) for d in space.get_simple_extent_dims(maxdims=True))
+    if len(dims) != 2:
+        raise err(f"'{name}' must be 2-D (H x W), got {len(dims)}-D shape {_fmt_shape(dims)}")
+    if any(m == h5s.UNLIMITED for m in maxdims):
+        raise err(f"'{name}' has an unlimited maxshape; write it with a fixed shape")
+    if 0 in dims:
+        raise err(f"'{name}' is empty (shape {_fmt_shape(dims)})")
+    if expected_shape is not None and dims != tuple(expected_shape):
+        raise err(f"'{name}' has shape {_fmt_shape(dims)}, expected {_fmt_shape(tuple(expected_shape))}")
+    if max_pixels is not None and dims[0] * dims[1] > max_pixels:
+        raise err(f"'{name}' declares {_fmt_shape(dims)} pixels, far more than the target city has")
+
+    check_storage(dset, name, err)
+    dcpl = dsid.get_create_plist()
+    chunks = None
+    filters: list[tuple[int, int]] = []
+    if dcpl.get_layout() == h5d.CHUNKED:
+        chunks = tuple(int(c) for c in dcpl.get_chunk())
+        if len(chunks) != 2 or any(c > d for c, d in zip(chunks, dims)):
+            raise err(f"'{name}' has chunks {_fmt_shape(chunks)} larger than the dataset {_fmt_shape(dims)}")
+        nbytes = math.prod(chunks) * dtype.itemsize
+        if nbytes > limits.max_chunk_bytes:
+            raise err(
+                f"'{name}' has chunks of {nbytes / 2**20:.0f} MiB (limit {limits.max_chunk_bytes >> 20} MiB); "
+                "use smaller chunks, e.g. chunks=True"
+            )
+        filters = [(dcpl.get_filter(i)[0], i) for i in range(dcpl.get_nfilters())]
+    return RasterLayout(shape=dims, dtype=dtype, chunks=chunks, filters=filters)  # type: ignore[arg-type]
+
+
+class RasterReader:
+    """Reads a checked raster in row bands with memory bounded by one band of chunks."""
+
+    def __init__(self, dset: h5py.Dataset, layout: RasterLayout, name: str, err: Callable[[str], C2SegError],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        self.dset = dset
+        self.layout = layout
+        self.name = name
+        self.err = err
+        self.limits = limits
+
+    # Deflate and shuffle only (the usual case, and what the kit writes): chunks are decoded here
+    # with a bounded inflate and HDF5 never decodes them. With fletcher32 the bounded inflate runs
+    # as a check on every chunk of a band, then HDF5 decodes it (and verifies the checksum). LZF
+    # (at most ~100x expansion by its format) is guarded by the stored-size check alone.
+    def _decodes_itself(self) -> bool:
+        codes = {c for c, _ in self.layout.filters}
+        return self.layout.chunks is not None and codes <= {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE}
+
+    def iter_bands(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first row, block) covering the raster top to bottom, in the file's dtype."""
+        h, w = self.layout.shape
+        try:
+            if self._decodes_itself():
+                yield from self._iter_chunk_bands(decode=True)
+                return
+            if self.layout.chunks is not None:
+                precheck = any(c == h5z.FILTER_DEFLATE for c, _ in self.layout.filters) and not any(
+                    c == FILTER_LZF for c, _ in self.layout.filters
+                )
+                if precheck:
+                    for r0, _ in self._iter_chunk_bands(decode=False):
+                        yield r0, self.dset[r0 : min(h, r0 + self.layout.chunks[0])]
+                    return
+                self._check_chunk_sizes()
+                per_band = self.layout.chunk_nbytes * math.ceil(w / self.layout.chunks[1])
+                rows = self.layout.chunks[0] * max(1, self.limits.band_bytes // max(1, per_band))
+            else:
+                rows = max(1, self.limits.band_bytes // max(1, w * self.layout.dtype.itemsize))
+            for r0 in range(0, h, rows):
+                yield r0, self.dset[r0 : min(h, r0 + rows)]
+        except (OSError, RuntimeError, zlib.error) as e:
+            if isinstance(e, C2SegError):
+                raise
+            raise self.err(f"'{self.name}' could not be read: the file is truncated or corrupt") from None
+
+    def _chunk_index(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """chunk offset -> (filter mask, stored size), from the chunk index (no data read)."""
+        index: dict[tuple[int, int], tuple[int, int]] = {}
+        gh = math.ceil(self.layout.shape[0] / self.layout.chunks[0])  # type: ignore[index]
+        gw = math.ceil(self.layout.shape[1] / self.layout.chunks[1])  # type: ignore[index]
+
+        def visit(info: Any) -> None:
+            index[tuple(int(o) for o in info.chunk_offset)] = (int(info.filter_mask), int(info.size))  # type: ignore[index]
+
+        dsid = self.dset.id
+        if dsid.get_num_chunks() > gh * gw:
+            raise self.err(f"'{self.name}' has more chunks than its shape allows; the file is corrupt")
+        if hasattr(dsid, "chunk_iter"):
+            dsid.chunk_iter(visit)
+        else:  # pragma: no cover - HDF5 < 1.14
+            for i in range(dsid.get_num_chunks()):
+                visit(dsid.get_chunk_info(i))
+        return index
+
+    def _stored_limit(self) -> int:
+        # A compressed chunk is at most slightly larger than its raw bytes (HDF5 skips an optional
+        # filter that does not help); the checksum adds 4 bytes.
+        return self.layout.chunk_nbytes + self.layout.chunk_nbytes // 64 + 1024
+
+    def _check_chunk_sizes(self) -> None:
+        limit = self._stored_limit()
+        for off, (_, stored) in self._chunk_index().items():
+            if stored > limit:
+                raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
+
+    def _iter_chunk_bands(self, decode: bool) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Walk the chunk grid band by band, inflating each stored chunk with a hard limit.
+
+        With ``decode`` the band is assembled from the decoded chunks; without, chunks are only
+        checked (the caller then lets HDF5 read the band) and None is yielded.
+        """
+        h, w = self.layout.shape
+        ch, cw = self.layout.chunks  # type: ignore[misc]
+        dtype = self.layout.dtype
+        nbytes = self.layout.chunk_nbytes
+        limit = self._stored_limit()
+        index = self._chunk_index()
+        fill = self.dset.fillvalue
+        dsid = self.dset.id
+        for r0 in range(0, h, ch):
+            rows = min(ch, h - r0)
+            band = np.empty((rows, w), dtype=dtype) if decode else None
+            for c0 in range(0, w, cw):
+                cols = min(cw, w - c0)
+                entry = index.get((r0, c0))
+                if entry is None:  # never written: HDF5 would return the fill value
+                    if band is not None:
+                        band[:, c0 : c0 + cols] = fill
+                    continue
+                if entry[1] > limit:
+                    raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
+                mask, raw = dsid.read_direct_chunk((r0, c0))
+                data = self._decode(bytes(raw), mask, nbytes)
+                if band is not None:
+                    chunk = np.frombuffer(data, dtype=dtype).reshape(ch, cw)
+                    band[:, c0 : c0 + cols] = chunk[:rows, :cols]
+            yield r0, band
+
+    def _decode(self, data: bytes, mask: int, nbytes: int) -> bytes:
+        """Undo deflate/shuffle in reverse pipeline order; inflate never exceeds ``nbytes``."""
+        for code, pos in reversed(self.layout.filters):
+            if mask & (1 << pos):
+                continue  # HDF5 skipped this (optional) filter for this chunk
+            if code == h5z.FILTER_FLETCHER32:
+                data = data[:-4]  # the checksum; HDF5 verifies it when it decodes the chunk
+            elif code == h5z.FILTER_DEFLATE:
+                inflater = zlib.decompressobj()
+                out = inflater.decompress(data, nbytes)
+                if inflater.unconsumed_tail or (not inflater.eof and inflater.decompress(b"", 1)):
+                    raise self.err(
+                        f"'{self.name}' has a chunk that inflates beyond its declared {nbytes} bytes "
+                        "(a compression bomb)"
+                    )
+                if not inflater.eof:
+                    raise self.err(f"'{self.name}' has a truncated compressed chunk; the file is corrupt")
+                data = out
+            elif code == h5z.FILTER_SHUFFLE:
+                size = self.layout.dtype.itemsize
+                if size > 1 and len(data) == nbytes:
+                    data = np.frombuffer(data, np.uint8).reshape(size, -1).T.tobytes()
+        if len(data) != nbytes:
+            raise self.err(f"'{self.name}' has a chunk of {len(data)} bytes instead of {nbytes}; the file is corrupt")
+        return data

@@ -1,0 +1,177 @@
+"""The one C2Seg metric implementation (C2SEG.md section 3), used by training, the CLI and the server.
+
+The confusion matrix is the only state: rows are the true classes 1..13, columns the predicted
+values 0..13 (0 = "no class", always wrong on an evaluated pixel). It is accumulated chunk by
+chunk with one ``bincount`` over a combined ``uint8`` index ``14 * true + pred`` (at most 195),
+so scoring a whole city never makes a full-raster int64 copy. Every score is a reduction of it.
+
+Unlike the authors' evaluation (whose label set comes from the data, so a single predicted 0
+adds a 14th class with IoU 0 to the mean), the classes are fixed: 1..13. A class that appears
+neither in the labels nor in the predictions (TP + FP + FN = 0) is undefined: reported as
+``None`` and left out of mIoU and macro F1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS
+
+# Pixels per bincount call: big enough that the Python loop is negligible, small enough that
+# the uint8 index and bincount's internal intp copy (8 bytes/pixel) stay a few MB.
+_CHUNK_PIXELS = 1 << 19
+
+__all__ = ["ConfusionMatrix", "compute_scores", "SCORE_KEYS"]
+
+#: Keys of :func:`compute_scores`' result, in the order reports print them.
+SCORE_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels")
+
+
+def _describe_out_of_range(values: np.ndarray, what: str) -> str:
+    """'3 prediction values outside 0..13 (seen: 14, 255)': how many and which, never where."""
+    bad = values[(values < 0) | (values >= NUM_LABELS)]
+    seen = np.unique(bad)
+    shown = ", ".join(str(int(v)) for v in seen[:8]) + (", ..." if seen.size > 8 else "")
+    return f"{bad.size} {what} values outside 0..{NUM_LABELS - 1} (seen: {shown})"
+
+
+def _as_label_slab(a: np.ndarray, what: str) -> np.ndarray:
+    """Return ``a`` as uint8 after checking the range (never a silent cast)."""
+    if a.dtype == np.uint8:
+        if a.size and int(a.max()) >= NUM_LABELS:
+            raise ValueError(_describe_out_of_range(a, what))
+        return a
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= NUM_LABELS):
+        raise ValueError(_describe_out_of_range(a, what))
+    return a.astype(np.uint8)
+
+
+class ConfusionMatrix:
+    """Accumulates the 13 x 14 confusion matrix of C2SEG.md section 3.
+
+    >>> cm = ConfusionMatrix()
+    >>> cm.update(label_block, pred_block)   # any rank, same shape, integers 0..13
+    >>> cm.scores()["miou"]
+
+    ``matrix[i, j]`` counts pixels of true class ``i + 1`` predicted as ``j``; pixels whose
+    label is 0 are ignored. Matrices add: ``a.merge(b)`` combines two partial evaluations.
+    """
+
+    def __init__(self, matrix: np.ndarray | None = None) -> None:
+        self.matrix = np.zeros((NUM_CLASSES, NUM_LABELS), dtype=np.int64)
+        if matrix is not None:
+            self.matrix += _checked_matrix(matrix)
+
+    @property
+    def n_pixels(self) -> int:
+        """Evaluated pixels so far (label in 1..13)."""
+        return int(self.matrix.sum())
+
+    def reset(self) -> None:
+        self.matrix[:] = 0
+
+    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        self.matrix += other.matrix
+        return self
+
+    def update(self, target: Any, pred: Any) -> "ConfusionMatrix":
+        """Add a block of labels and predictions (same shape, integer values in 0..13).
+
+        Accepts numpy arrays or anything ``np.asarray`` takes (CPU tensors included). Raises
+        ValueError for mismatched shapes, non-integer data or values outside 0..13.
+        """
+        target = np.asarray(target)
+        pred = np.asarray(pred)
+        if target.shape != pred.shape:
+            raise ValueError(f"labels and predictions differ in shape: {target.shape} vs {pred.shape}")
+        for a, what in ((target, "label"), (pred, "prediction")):
+            if not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"{what}s must be integers, got dtype {a.dtype}")
+        if target.size == 0:
+            return self
+        # Walk the arrays as flat slabs without copying them whole: a C-contiguous array
+        # ravels to a view; anything else is walked along its first axis.
+        if target.flags.c_contiguous and pred.flags.c_contiguous:
+            t_flat, p_flat = target.reshape(-1), pred.reshape(-1)
+            for i in range(0, t_flat.size, _CHUNK_PIXELS):
+                self._update_flat(t_flat[i : i + _CHUNK_PIXELS], p_flat[i : i + _CHUNK_PIXELS])
+        elif target.ndim == 1:
+            self._update_flat(np.ascontiguousarray(target), np.ascontiguousarray(pred))
+        else:
+            rows = max(1, _CHUNK_PIXELS // max(1, target[0].size))
+            for i in range(0, target.shape[0], rows):
+                self.update(np.ascontiguousarray(target[i : i + rows]), np.ascontiguousarray(pred[i : i + rows]))
+        return self
+
+    def _update_flat(self, t: np.ndarray, p: np.ndarray) -> None:
+        t8 = _as_label_slab(t, "label")
+        p8 = _as_label_slab(p, "prediction")
+        index = t8 * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
+        index += p8  # <= 195: still uint8
+        counts = np.bincount(index, minlength=NUM_LABELS * NUM_LABELS)
+        # Row 0 (label 0, unlabelled) is dropped here: it is never evaluated.
+        self.matrix += counts.reshape(NUM_LABELS, NUM_LABELS)[1:]
+
+    def scores(self) -> dict:
+        return compute_scores(self.matrix)
+
+    def __repr__(self) -> str:
+        return f"ConfusionMatrix(n_pixels={self.n_pixels})"
+
+
+def _checked_matrix(matrix: Any) -> np.ndarray:
+    m = np.asarray(matrix)
+    if m.shape != (NUM_CLASSES, NUM_LABELS):
+        raise ValueError(f"confusion matrix must be {NUM_CLASSES} x {NUM_LABELS} (true 1..13 x pred 0..13), got {m.shape}")
+    if not np.issubdtype(m.dtype, np.integer) or (m.size and int(m.min()) < 0):
+        raise ValueError("confusion matrix must hold non-negative integer counts")
+    return m.astype(np.int64)
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def compute_scores(matrix: Any) -> dict:
+    """All scores of C2SEG.md section 3 from a 13 x 14 confusion matrix (true 1..13 x pred 0..13).
+
+    Returns ``oa``, ``miou``, ``f1`` (macro), ``kappa`` (Cohen's, over evaluated pixels, with
+    predicted 0 as its own category), ``per_class_iou`` (machine name -> float, or None when the
+    class is undefined), ``confusion_matrix`` (list of lists) and ``n_pixels``. With no
+    evaluated pixel, oa/miou/f1/kappa are None; kappa is None when chance agreement is 1.
+    """
+    m = _checked_matrix(matrix)
+    # Exact integer reductions first; floats only for the final ratios.
+    tp = np.array([m[c, c + 1] for c in range(NUM_CLASSES)], dtype=np.int64)
+    true_count = m.sum(axis=1)  # TP + FN, per true class 1..13
+    pred_count = m.sum(axis=0)[1:]  # TP + FP, per predicted class 1..13 (column 0 is "no class")
+    fp = pred_count - tp
+    fn = true_count - tp
+    union = tp + fp + fn
+    defined = union > 0
+    iou = np.where(defined, tp / np.maximum(union, 1), np.nan)
+    f1 = np.where(defined, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+
+    n = int(m.sum())
+    correct = int(tp.sum())
+    if n:
+        oa: float | None = correct / n
+        # Cohen's kappa in exact integers: (n * agree - chance) / (n^2 - chance), where chance sums
+        # P(true = k) P(pred = k) * n^2 over categories. The true side has no category 0, so
+        # predicted-0 pixels only lower the observed agreement. Undefined when chance = n^2.
+        chance = sum(int(a) * int(b) for a, b in zip(true_count, pred_count))
+        kappa = (n * correct - chance) / (n * n - chance) if chance != n * n else None
+    else:
+        oa = kappa = None
+
+    return {
+        "oa": oa,
+        "miou": _mean_or_none(iou[defined]),
+        "f1": _mean_or_none(f1[defined]),
+        "kappa": kappa,
+        "per_class_iou": {name: (float(iou[i]) if defined[i] else None) for i, name in enumerate(CLASS_NAMES)},
+        "confusion_matrix": m.tolist(),
+        "n_pixels": n,
+    }
