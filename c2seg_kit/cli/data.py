@@ -1,0 +1,114 @@
+"""Data verbs: `c2seg synth`, `c2seg info`, `c2seg prepare`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from c2seg_kit.classes import CLASSES
+from c2seg_kit.registry import TRACKS, get_track
+
+TRACK = click.option("--track", "track_name", type=click.Choice(sorted(TRACKS), case_sensitive=False), required=True,
+                     help="AB: Augsburg -> Berlin (MATLAB v5).  BW: Beijing -> Wuhan (MATLAB v7.3, HSI at 30 m).")
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@TRACK
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=4), default=0.1, show_default=True,
+              help="City sizes = nominal sizes x SCALE (1 = real size: several GB for BW).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed writes the same files.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def synth(out_dir: Path, track_name: str, scale: float, seed: int, quiet: bool) -> None:
+    """Write a synthetic C2Seg-like city pair into OUT_DIR.
+
+    The files have exactly the real scene-file layout (AB: MATLAB v5; BW: MATLAB v7.3 with
+    reversed axes and HSI at 1/3 resolution), so every other verb reads them like real data.
+    Also writes labels.h5, the target city's hidden labels in the organizers' format.
+    """
+    from c2seg_kit.synth import synthesize
+
+    track = get_track(track_name)
+    written = synthesize(out_dir, track, scale=scale, seed=seed, progress=not quiet)
+    for role, path in written.items():
+        click.echo(f"{role:>14}: {path}")
+
+
+def _format_info(info: dict) -> str:
+    lines = []
+    for name, city in info.items():
+        shape = "x".join(map(str, city.get("shape", []))) or f"{city['tiles']} tiles {city['tile_shapes']}"
+        extra = f", HSI grid 1/{city['hsi_grid_factor']}" if city.get("hsi_grid_factor", 1) > 1 else ""
+        lines.append(f"{name} ({city['role']}, {city.get('format', city['layout'])}): {shape}{extra}")
+        for m, s in city["modalities"].items():
+            rng = f"[{s['min']:.4g}, {s['max']:.4g}]" if s["min"] is not None else "[]"
+            lines.append(f"  {m.upper():4} {s['bands']:>4} bands  {s['dtype']:8} range {rng}  NaN {s['nan']}  inf {s['inf']}")
+        hist = city["label_histogram"]
+        if hist is None:
+            lines.append("  label: none")
+        else:
+            total = sum(hist)
+            lines.append(f"  label: {total} pixels, {hist[0]} unlabelled ({100 * hist[0] / max(total, 1):.1f}%)")
+            for c, n in zip(CLASSES[1:], hist[1:]):
+                lines.append(f"    {c.id:2d} {c.display:38} {n:>12} {100 * n / max(total, 1):6.2f}%")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@TRACK
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def info(data_dir: Path, track_name: str, as_json: bool) -> None:
+    """Describe the C2Seg data in DATA_DIR, city by city.
+
+    Reads scene files (MATLAB v5 / v7.3) or challenge GeoTIFF tiles and reports shape,
+    bands per modality, dtype, value range, NaN/inf counts and the label histogram,
+    streaming over every pixel.
+    """
+    from c2seg_kit.info import data_info
+
+    result = data_info(data_dir, get_track(track_name))
+    click.echo(json.dumps(result, indent=2) if as_json else _format_info(result))
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@TRACK
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the prepared cache (manifest.json + one HDF5 file per city).")
+@click.option("--pca-fit", type=click.Choice(["city", "source"]), default="city", show_default=True,
+              help="Fit the HSI PCA per city (the paper) or on the source city and apply it to both.")
+@click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True)
+@click.option("--normalise", "normalisation", type=click.Choice(["minmax", "percentile"]), default="minmax",
+              show_default=True, help="Per-band scaling: min-max per city (the paper) or percentile-clipped.")
+@click.option("--percentiles", type=(float, float), default=(1.0, 99.0), show_default=True,
+              help="Low and high percentiles for --normalise percentile.")
+@click.option("--sample-pixels", type=click.IntRange(1000), default=200_000, show_default=True,
+              help="Pixels sampled per city for the PCA fit and percentiles.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int, normalisation: str,
+            percentiles: tuple[float, float], sample_pixels: int, seed: int, quiet: bool) -> None:
+    """Turn the scene files in DATA_DIR into the cache that training and prediction read.
+
+    Repairs NaN/inf (counted and reported), reduces the HSI to PCA components, records
+    per-band normalisation, and writes chunked HDF5 read window by window. Memory stays
+    flat: cities are streamed in row bands.
+    """
+    from c2seg_kit.prepare import PrepareOptions
+    from c2seg_kit.prepare import prepare as run_prepare
+
+    try:
+        options = PrepareOptions(pca_components=pca_components, pca_fit=pca_fit, normalisation=normalisation,
+                                 percentiles=percentiles, sample_pixels=sample_pixels, seed=seed)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=not quiet)
+    for name, city in manifest["cities"].items():
+        repaired = ", ".join(f"{m.upper()} {n}" for m, n in city["nonfinite_repaired"].items())
+        kept = sum(city["pca_explained_variance"])
+        click.echo(f"{name}: {city['shape'][0]}x{city['shape'][1]}, non-finite repaired: {repaired}; "
+                   f"PCA keeps {100 * kept:.1f}% of HSI variance; labels: {'yes' if city['has_label'] else 'no'}")
+    click.echo(f"prepared cache: {out_dir}")

@@ -1,0 +1,67 @@
+"""Writers for the two MATLAB scene-file containers (used by the synthetic generator).
+
+- v5: scipy.io.savemat, whole variables (the format has no random access).
+- v7.3: HDF5 behind MATLAB's 512-byte header, arrays stored with the axes reversed
+  (MATLAB's H x W x C appears to HDF5 as C x W x H), written slab by slab.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+MATLAB_CLASS = {np.dtype("float32"): "single", np.dtype("float64"): "double", np.dtype("uint8"): "uint8",
+                np.dtype("uint16"): "uint16", np.dtype("int16"): "int16"}
+USERBLOCK = 512
+
+
+def write_mat_v5(path: str | Path, variables: dict[str, np.ndarray]) -> None:
+    import scipy.io
+
+    scipy.io.savemat(str(path), variables, do_compression=False, oned_as="column")
+
+
+class MatV73Writer:
+    """An HDF5 file MATLAB reads as a v7.3 MAT-file; variables are declared, then filled by slabs.
+
+    ``create(name, shape_hwc, dtype)`` declares a MATLAB H x W [x C] array;
+    ``write_rows(name, r0, block)`` writes rows r0.. of it from an (h, W[, C]) block.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.file = h5py.File(self.path, "w", userblock_size=USERBLOCK, libver="earliest")
+
+    def create(self, name: str, shape_hwc: tuple[int, ...], dtype, rows_per_chunk: int = 64) -> None:
+        dtype = np.dtype(dtype)
+        shape = tuple(reversed(shape_hwc))  # (C,) W, H: HDF5's view of MATLAB's H x W (x C)
+        # chunks hold whole row bands (the last axis), so slab writes never rewrite a chunk
+        chunks = (*shape[:-2], min(shape[-2], 256), min(shape[-1], rows_per_chunk))
+        if len(shape) == 3:
+            chunks = (min(shape[0], 16), *chunks[1:])
+        ds = self.file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+        ds.attrs["MATLAB_class"] = np.bytes_(MATLAB_CLASS.get(dtype, "double"))
+
+    def write_rows(self, name: str, r0: int, block: np.ndarray) -> None:
+        ds = self.file[name]
+        reversed_block = block.transpose(tuple(reversed(range(block.ndim))))
+        ds[..., r0 : r0 + block.shape[0]] = reversed_block
+
+    def close(self) -> None:
+        self.file.close()
+        header = (
+            f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
+            f"{_dt.datetime.now(_dt.timezone.utc):%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 ."
+        ).encode("ascii")
+        block = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+        with open(self.path, "r+b") as f:
+            f.write(block.ljust(128, b"\x00"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
