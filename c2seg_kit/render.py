@@ -144,7 +144,7 @@ def render_confusion_png(matrix: Any, out_path: "str | os.PathLike", *, title: s
     draw = ImageDraw.Draw(img)
     if title:
         draw.text((pad, pad), title, fill=_FG, font=font)
-    draw.text((grid_x, grid_y - 38), "predicted \u2192 (row-normalised %)", fill=_FG, font=small)
+    draw.text((grid_x, grid_y - 38), "predicted -> (row-normalised %)", fill=_FG, font=small)
     for j in range(NUM_LABELS):
         draw.text((grid_x + j * cell + cell // 2 - 6, grid_y - 18), str(j), fill=_FG, font=small)
     for i in range(NUM_CLASSES):

@@ -1,0 +1,282 @@
+"""c2seg_kit.metrics against scikit-learn, over a grid of random and edge cases (C2SEG.md section 3)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, jaccard_score
+
+from c2seg_kit.classes import CLASS_NAMES
+from c2seg_kit.metrics import ConfusionMatrix, compute_scores
+
+ALL = list(range(14))
+
+
+def oracle(target: np.ndarray, pred: np.ndarray) -> dict:
+    """The section-3 definitions written with scikit-learn on the masked, flattened arrays."""
+    mask = target.ravel() > 0
+    y, q = target.ravel()[mask], pred.ravel()[mask]
+    if y.size == 0:
+        return {"oa": None, "miou": None, "f1": None, "kappa": None,
+                "per_class_iou": dict.fromkeys(CLASS_NAMES), "n_pixels": 0,
+                "matrix": np.zeros((13, 14), dtype=np.int64)}
+    present = sorted((set(y.tolist()) | set(q.tolist())) - {0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ious = jaccard_score(y, q, labels=present, average=None, zero_division=0)
+        f1 = f1_score(y, q, labels=present, average="macro", zero_division=0)
+        kappa = cohen_kappa_score(y, q, labels=ALL)
+    per_class = dict.fromkeys(CLASS_NAMES)
+    for c, v in zip(present, ious):
+        per_class[CLASS_NAMES[c - 1]] = float(v)
+    return {
+        "oa": accuracy_score(y, q),
+        "miou": float(np.mean(ious)),
+        "f1": float(f1),
+        "kappa": None if math.isnan(kappa) else float(kappa),
+        "per_class_iou": per_class,
+        "n_pixels": int(y.size),
+        "matrix": confusion_matrix(y, q, labels=ALL)[1:],
+    }
+
+
+def assert_matches(scores: dict, expected: dict) -> None:
+    assert scores["n_pixels"] == expected["n_pixels"]
+    np.testing.assert_array_equal(np.array(scores["confusion_matrix"]).reshape(13, 14), expected["matrix"])
+    for key in ("oa", "miou", "f1", "kappa"):
+        if expected[key] is None:
+            assert scores[key] is None, key
+        else:
+            assert scores[key] == pytest.approx(expected[key], abs=1e-12), key
+    for name in CLASS_NAMES:
+        if expected["per_class_iou"][name] is None:
+            assert scores["per_class_iou"][name] is None, name
+        else:
+            assert scores["per_class_iou"][name] == pytest.approx(expected["per_class_iou"][name], abs=1e-12), name
+
+
+def score(target, pred) -> dict:
+    return ConfusionMatrix().update(target, pred).scores()
+
+
+# ---- a grid of random cases ------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shape", [(1,), (7, 5), (33, 64), (3, 17, 19)])
+@pytest.mark.parametrize("classes", [range(0, 14), range(1, 14), [0, 3, 7], [0, 5], [2, 9, 13]])
+@pytest.mark.parametrize("accuracy", [0.0, 0.6, 1.0])
+def test_random_grid_matches_sklearn(seed, shape, classes, accuracy):
+    rng = np.random.default_rng(seed)
+    target = rng.choice(list(classes), size=shape).astype(np.uint8)
+    noise = rng.integers(0, 14, size=shape).astype(np.uint8)
+    pred = np.where(rng.random(shape) < accuracy, target, noise).astype(np.uint8)
+    assert_matches(score(target, pred), oracle(target, pred))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint16])
+def test_any_integer_dtype_gives_the_same_scores(dtype):
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 14, (40, 30))
+    pred = rng.integers(0, 14, (40, 30))
+    expected = oracle(target, pred)
+    assert_matches(score(target.astype(dtype), pred.astype(dtype)), expected)
+
+
+# ---- edge cases named in the issue -----------------------------------------------------------
+
+def test_class_absent_from_labels_and_predictions_is_null_and_left_out():
+    target = np.array([1, 1, 2, 2, 3, 3])
+    pred = np.array([1, 2, 2, 2, 3, 1])
+    s = score(target, pred)
+    assert s["per_class_iou"]["inland_wetlands"] is None
+    assert sum(v is not None for v in s["per_class_iou"].values()) == 3
+    # By hand: IoU1 = 1/3, IoU2 = 2/3, IoU3 = 1/2.
+    assert s["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert_matches(s, oracle(target, pred))
+
+
+def test_class_only_in_predictions_counts_as_zero():
+    target = np.array([1, 1, 1, 1])
+    pred = np.array([1, 1, 1, 5])
+    s = score(target, pred)
+    assert s["per_class_iou"]["mine_dump_construction"] == 0.0
+    assert s["miou"] == pytest.approx((3 / 4 + 0) / 2)
+    assert_matches(s, oracle(target, pred))
+
+
+def test_class_only_in_labels_counts_as_zero():
+    target = np.array([1, 1, 4, 4])
+    pred = np.array([1, 1, 1, 1])
+    s = score(target, pred)
+    assert s["per_class_iou"]["industrial_commercial_transport"] == 0.0
+    assert_matches(s, oracle(target, pred))
+
+
+def test_all_predictions_zero_are_wrong_but_add_no_class():
+    target = np.array([[1, 2], [3, 0]])
+    pred = np.zeros_like(target)
+    s = score(target, pred)
+    assert s["oa"] == 0.0 and s["miou"] == 0.0 and s["f1"] == 0.0
+    # The reference would have a 14th class "0" in its mean; ours has exactly the 3 labelled ones.
+    assert sum(v is not None for v in s["per_class_iou"].values()) == 3
+    assert s["n_pixels"] == 3
+    assert_matches(s, oracle(target, pred))
+
+
+def test_predicted_zero_is_its_own_kappa_category():
+    target = np.array([1, 1, 2, 2, 3])
+    pred = np.array([1, 0, 2, 4, 3])
+    s = score(target, pred)
+    assert s["kappa"] == pytest.approx(cohen_kappa_score(target, pred, labels=ALL))
+    assert s["kappa"] == pytest.approx(0.5)
+
+
+def test_one_class_only_perfect():
+    target = np.full((5, 5), 7)
+    s = score(target, target)
+    assert s["oa"] == 1.0 and s["miou"] == 1.0 and s["f1"] == 1.0
+    assert s["kappa"] is None  # chance agreement is 1: Cohen's kappa is undefined (sklearn: nan)
+    assert_matches(s, oracle(target, target))
+
+
+def test_one_class_only_with_errors():
+    target = np.full(10, 7)
+    pred = np.array([7] * 8 + [0, 3])
+    assert_matches(score(target, pred), oracle(target, pred))
+
+
+def test_all_unlabelled_raster():
+    target = np.zeros((4, 6), dtype=np.uint8)
+    pred = np.full((4, 6), 3, dtype=np.uint8)
+    s = score(target, pred)
+    assert s["n_pixels"] == 0
+    assert s["oa"] is None and s["miou"] is None and s["f1"] is None and s["kappa"] is None
+    assert all(v is None for v in s["per_class_iou"].values())
+
+
+def test_unlabelled_pixels_are_ignored_whatever_is_predicted():
+    rng = np.random.default_rng(3)
+    target = rng.integers(1, 14, (20, 20))
+    pred = rng.integers(0, 14, (20, 20))
+    base = score(target, pred)
+    target2 = np.concatenate([target, np.zeros((5, 20), dtype=target.dtype)])
+    pred2 = np.concatenate([pred, rng.integers(0, 14, (5, 20))])
+    assert score(target2, pred2) == base
+
+
+def test_empty_input_changes_nothing():
+    cm = ConfusionMatrix().update(np.zeros((0, 5), np.uint8), np.zeros((0, 5), np.uint8))
+    assert cm.n_pixels == 0
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, pred, match", [
+    (np.zeros(3, np.uint8), np.zeros(4, np.uint8), "differ in shape"),
+    (np.zeros(3, np.uint8), np.zeros(3, np.float32), "must be integers"),
+    (np.zeros(3, np.float64), np.zeros(3, np.uint8), "must be integers"),
+    (np.array([1, 2, 3], np.uint8), np.array([1, 14, 200], np.uint8), r"2 prediction values outside 0..13 \(seen: 14, 200\)"),
+    (np.array([1, 2, 3], np.int64), np.array([1, -1, 2], np.int64), r"1 prediction values outside 0..13 \(seen: -1\)"),
+    (np.array([1, 20, 3], np.uint8), np.array([1, 2, 3], np.uint8), "1 label values outside"),
+])
+def test_bad_inputs_are_refused(target, pred, match):
+    with pytest.raises(ValueError, match=match):
+        ConfusionMatrix().update(target, pred)
+
+
+def test_compute_scores_refuses_a_wrong_matrix():
+    with pytest.raises(ValueError, match="13 x 14"):
+        compute_scores(np.zeros((14, 14), dtype=np.int64))
+    with pytest.raises(ValueError, match="non-negative"):
+        compute_scores(-np.ones((13, 14), dtype=np.int64))
+
+
+# ---- chunked accumulation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 64, 1000])
+def test_chunked_accumulation_equals_one_shot(rows_per_chunk):
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, 14, (150, 90), dtype=np.uint8)
+    pred = rng.integers(0, 14, (150, 90), dtype=np.uint8)
+    one_shot = ConfusionMatrix().update(target, pred)
+    chunked = ConfusionMatrix()
+    for r0 in range(0, 150, rows_per_chunk):
+        chunked.update(target[r0 : r0 + rows_per_chunk], pred[r0 : r0 + rows_per_chunk])
+    np.testing.assert_array_equal(chunked.matrix, one_shot.matrix)
+    assert chunked.scores() == one_shot.scores()
+
+
+def test_internal_slabs_and_non_contiguous_views(monkeypatch):
+    """Arrays larger than one internal slab, and strided views, count every pixel exactly once."""
+    import c2seg_kit.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_CHUNK_PIXELS", 97)
+    rng = np.random.default_rng(6)
+    target = rng.integers(0, 14, (60, 80), dtype=np.uint8)
+    pred = rng.integers(0, 14, (60, 80), dtype=np.uint8)
+    expected = oracle(target, pred)
+    assert_matches(ConfusionMatrix().update(target, pred).scores(), expected)
+    assert_matches(ConfusionMatrix().update(target.T, pred.T).scores(), expected)  # Fortran order
+    sub = oracle(target[::2, 1::3], pred[::2, 1::3])
+    assert_matches(ConfusionMatrix().update(target[::2, 1::3], pred[::2, 1::3]).scores(), sub)
+
+
+def test_merge_and_reset():
+    rng = np.random.default_rng(7)
+    a_t, a_p, b_t, b_p = (rng.integers(0, 14, 500) for _ in range(4))
+    merged = ConfusionMatrix().update(a_t, a_p).merge(ConfusionMatrix().update(b_t, b_p))
+    both = ConfusionMatrix().update(np.concatenate([a_t, b_t]), np.concatenate([a_p, b_p]))
+    np.testing.assert_array_equal(merged.matrix, both.matrix)
+    assert ConfusionMatrix(both.matrix).scores() == both.scores()
+    both.reset()
+    assert both.n_pixels == 0
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    t = torch.randint(0, 14, (4, 16, 16))
+    p = torch.randint(0, 14, (4, 16, 16))
+    assert_matches(score(t, p), oracle(t.numpy(), p.numpy()))
+
+
+# ---- properties (hypothesis) -------------------------------------------------------------------
+
+label_arrays = hnp.arrays(np.uint8, st.integers(1, 300), elements=st.integers(0, 13))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_property_matches_sklearn(data):
+    target = data.draw(label_arrays)
+    pred = data.draw(hnp.arrays(np.uint8, target.shape, elements=st.integers(0, 13)))
+    assert_matches(score(target, pred), oracle(target, pred))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_property_invariants(data):
+    target = data.draw(label_arrays)
+    pred = data.draw(hnp.arrays(np.uint8, target.shape, elements=st.integers(0, 13)))
+    s = score(target, pred)
+    m = np.array(s["confusion_matrix"])
+    assert m.sum() == s["n_pixels"] == int(np.count_nonzero(target))
+    # Every score lies in its range; a perfect prediction scores 1 on OA, mIoU and F1.
+    for key in ("oa", "miou", "f1"):
+        assert s[key] is None or 0.0 <= s[key] <= 1.0
+    assert s["kappa"] is None or -1.0 <= s["kappa"] <= 1.0 + 1e-12
+    perfect = score(target, target)
+    if perfect["n_pixels"]:
+        assert perfect["oa"] == perfect["miou"] == perfect["f1"] == 1.0
+    # Pixel order does not matter.
+    perm = np.random.default_rng(0).permutation(target.size)
+    assert score(target[perm], pred[perm]) == s
+    # Splitting at any point and merging gives the same matrix.
+    cut = data.draw(st.integers(0, target.size))
+    split = ConfusionMatrix().update(target[:cut], pred[:cut]).update(target[cut:], pred[cut:])
+    np.testing.assert_array_equal(split.matrix, m)
