@@ -1,0 +1,75 @@
+"""Server settings: one pydantic-settings class, read from C2SEG_* environment variables.
+
+`c2seg serve` turns its options into these variables so that every uvicorn worker process
+builds the same app from the environment (see `main.app_from_env`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="C2SEG_", extra="ignore")
+
+    #: Hidden label files (labels.h5, one per track); each file names its track.
+    labels: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    #: Where the SQLite database (by default), stored submissions and upload spool live.
+    data_dir: Path = Path("c2seg-data")
+    #: SQLAlchemy URL; default sqlite:///<data_dir>/c2seg.db. PostgreSQL: postgresql+psycopg://...
+    database_url: str | None = None
+    sqlite_busy_timeout_s: float = 30.0
+
+    # Quotas, per team, per track, per UTC day.
+    quota_per_day: int = Field(5, ge=0)
+    failed_per_day: int = Field(20, ge=0)
+
+    # Uploads.
+    max_upload_bytes: int = Field(256 * MB, ge=1)
+    upload_timeout_s: float = Field(120.0, gt=0)
+
+    # Scoring in child processes: how many at once, and the limits each one runs under.
+    scoring_workers: int = Field(2, ge=1, le=64)
+    scoring_timeout_s: float = Field(120.0, gt=0)
+    scoring_memory_mb: int = Field(2048, ge=256)
+    chunk_rows: int = Field(512, ge=1)
+
+    # The public/private split of the labelled pixels: a seeded mask of square blocks.
+    split_seed: int = 2023
+    split_block: int = Field(64, ge=1)
+    public_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+
+    #: Seconds a leaderboard may be served from this process's cache (0 disables it);
+    #: writes made by this process clear it at once.
+    leaderboard_cache_s: float = Field(2.0, ge=0)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        # C2SEG_LABELS may hold one path or a JSON list of paths.
+        if isinstance(v, Path):
+            return [v]
+        if isinstance(v, str):
+            return json.loads(v) if v.lstrip().startswith("[") else [v]
+        return v
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'c2seg.db'}"
+
+    @property
+    def storage_dir(self) -> Path:
+        """Accepted submission files, kept for rescoring after a label fix."""
+        return self.data_dir / "submissions"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Uploads in progress; on the same file system as storage_dir so a move is a rename."""
+        return self.data_dir / "spool"

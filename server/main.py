@@ -1,0 +1,142 @@
+"""The app factory: `create_app(settings)` builds the FastAPI app (routers, middleware, services).
+
+`app_from_env()` is what uvicorn calls in each worker process (`c2seg serve` passes the
+options as C2SEG_* variables).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from anyio import CapacityLimiter
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from c2seg_kit import __version__
+from c2seg_kit.errors import C2SegError
+
+from . import crud, pages, routes_leaderboard, routes_submissions, routes_teams
+from .board import BoardCache
+from .config import Settings
+from .db import init_db, make_engine, make_sessionmaker
+from .deps import Services
+from .workers import ScoringPool
+
+log = logging.getLogger("c2seg_server")
+
+#: Sent with every response. The page loads nothing but its own two stylesheets.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; "
+                                 b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (no body buffering): adds SECURITY_HEADERS to every HTTP response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def served_tracks(label_paths: list[Path]) -> dict[str, tuple[tuple[int, int], str]]:
+    """track -> (label shape, path), read from each labels file's header; one file per track."""
+    from c2seg_kit.submission import open_labels
+
+    tracks: dict[str, tuple[tuple[int, int], str]] = {}
+    for path in label_paths:
+        path = Path(path)
+        if not path.is_file():
+            raise C2SegError(f"labels file not found: {path}")
+        with open_labels(path) as lab:
+            if lab.track in tracks:
+                raise C2SegError(f"two labels files for track {lab.track}: {tracks[lab.track][1]} and {path}")
+            tracks[lab.track] = (tuple(lab.shape), str(path.resolve()))
+    return tracks
+
+
+def scorer_kwargs(settings: Settings, tracks: dict) -> dict:
+    return {"labels": {t: p for t, (_, p) in tracks.items()}, "seed": settings.split_seed,
+            "block": settings.split_block, "fraction": settings.public_fraction, "chunk_rows": settings.chunk_rows}
+
+
+def make_pool(settings: Settings, tracks: dict) -> ScoringPool:
+    return ScoringPool(scorer_kwargs(settings, tracks), workers=settings.scoring_workers,
+                       timeout_s=settings.scoring_timeout_s, memory_mb=settings.scoring_memory_mb)
+
+
+def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = None) -> FastAPI:
+    """Build the app. `pool` may be given (tests); otherwise one is started in the lifespan."""
+    settings = settings or Settings()
+    tracks = served_tracks(settings.labels)
+    engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
+    init_db(engine)
+    sessions = make_sessionmaker(engine)
+    services = Services(settings=settings, sessions=sessions, tracks={t: s for t, (s, _) in tracks.items()},
+                        boards=BoardCache(settings.leaderboard_cache_s))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        with sessions() as s:
+            crud.purge_expired_reservations(s)
+        own_pool = pool is None
+        services.pool = pool or make_pool(settings, tracks)
+        services.limiter = CapacityLimiter(services.pool.size)
+        if own_pool:
+            from fastapi.concurrency import run_in_threadpool
+
+            await run_in_threadpool(services.pool.start)
+        try:
+            yield
+        finally:
+            if own_pool:
+                services.pool.close()
+            engine.dispose()
+
+    app = FastAPI(title="C2Seg scoring server", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # the Swagger page loads scripts from a CDN: CSP forbids it
+                  description="Upload predictions.h5 with `c2seg submit`; see the leaderboard at `/`.")
+    app.state.services = services
+    app.add_middleware(SecurityHeaders)  # no CORS middleware: browsers on other origins get no access
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    for module in (routes_submissions, routes_leaderboard, routes_teams, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: `uvicorn --factory c2seg_server.main:app_from_env` (settings from C2SEG_*)."""
+    return create_app(Settings())

@@ -1,0 +1,45 @@
+"""GET /healthz, /api/v1/tracks and /api/v1/me (the caller's team and quota)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from sqlalchemy import text
+
+from . import crud
+from .deps import ServicesDep, SessionDep, TeamDep
+from .routes_submissions import ERRORS
+from .schemas import Health, QuotaInfo, TeamInfo, TrackInfo
+
+router = APIRouter(tags=["teams"])
+
+
+def track_infos(db, services) -> list[TrackInfo]:
+    return [TrackInfo(track=t, phase=crud.get_phase(db, t), shape=shape, quota_per_day=services.settings.quota_per_day)
+            for t, shape in sorted(services.tracks.items())]
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": ERRORS[400]["model"]}})
+def healthz(db: SessionDep, services: ServicesDep) -> Health:
+    try:
+        db.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001
+        raise HTTPException(503, "database unavailable") from None
+    return Health(status="ok", tracks=track_infos(db, services), max_upload_bytes=services.settings.max_upload_bytes)
+
+
+@router.get("/api/v1/tracks", response_model=list[TrackInfo])
+def tracks(db: SessionDep, services: ServicesDep) -> list[TrackInfo]:
+    return track_infos(db, services)
+
+
+@router.get("/api/v1/me", response_model=TeamInfo, responses={401: ERRORS[401]})
+def me(team: TeamDep, db: SessionDep, services: ServicesDep) -> TeamInfo:
+    settings = services.settings
+    _, resets = crud.utc_day()
+    quota = []
+    for t in sorted(services.tracks):
+        used = crud.used_today(db, team.id, t)
+        quota.append(QuotaInfo(track=t, used_today=used, left_today=max(0, settings.quota_per_day - used), resets=resets))
+    failed = crud.failures_today(db, team.id)
+    return TeamInfo(team=team.name, baseline=team.is_baseline, quota=quota, failed_today=failed,
+                    failed_left_today=max(0, settings.failed_per_day - failed))

@@ -1,0 +1,150 @@
+"""Streaming a multipart upload to a spool file, under a size cap and a time limit.
+
+The submissions route takes the raw Request (no `UploadFile` parameter), so FastAPI reads no
+body before the token has been checked; then the size is checked from Content-Length, and
+the body is streamed through python-multipart's parser straight into a file, counting bytes
+as they arrive. Nothing is buffered whole in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from fastapi import HTTPException, Request
+from python_multipart.exceptions import MultipartParseError
+from starlette.requests import ClientDisconnect
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+FIELD = "file"
+#: Room for the multipart framing and small extra fields on top of the file cap.
+FRAMING_BYTES = 64 * 1024
+
+
+@dataclass
+class Upload:
+    path: Path
+    filename: str
+    size: int
+    sha256: str
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the upload is larger than this server accepts ({limit / 2**20:g} MiB)")
+
+
+def check_content_length(request: Request, limit: int) -> None:
+    """413 from the Content-Length header alone, before a byte of the body is read."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return  # chunked: the cap is enforced while streaming
+    if not raw.isdigit():
+        raise HTTPException(400, "invalid Content-Length header")
+    if int(raw) > limit + FRAMING_BYTES:
+        raise too_large(limit)
+
+
+class _FilePart:
+    """python-multipart callbacks that write the `file` field to disk and skip everything else."""
+
+    def __init__(self, out, limit: int):
+        self.out, self.limit = out, limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.filename: str | None = None
+        self.found = self.ended = False
+        self._in_file = False
+        self._field = self._value = b""
+        self._disposition = b""
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, a, b: self._grow("_field", d[a:b]),
+            "on_header_value": lambda d, a, b: self._grow("_value", d[a:b]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _grow(self, attr: str, chunk: bytes) -> None:
+        setattr(self, attr, getattr(self, attr) + chunk)
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._in_file = False
+
+    def _header_end(self) -> None:
+        if self._field.strip().lower() == b"content-disposition":
+            self._disposition = self._value
+        self._field = self._value = b""
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._disposition)
+        if params.get(b"name") == FIELD.encode() and not self.found:
+            self.found = self._in_file = True
+            name = params.get(b"filename", b"predictions.h5").decode("utf-8", "replace")
+            self.filename = os.path.basename(name.replace("\\", "/"))[:255] or "predictions.h5"
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            return
+        self.size += end - start
+        if self.size > self.limit:
+            raise too_large(self.limit)
+        chunk = data[start:end]
+        self.out.write(chunk)
+        self.digest.update(chunk)
+
+    def _part_end(self) -> None:
+        self._in_file = False
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeout_s: float) -> Upload:
+    """Stream the request's multipart body; the `file` field lands in a spool file (caller deletes it)."""
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise HTTPException(400, f"send the predictions as multipart/form-data with a field named '{FIELD}'")
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".h5", dir=spool_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            part = _FilePart(out, limit)
+            try:
+                parser = MultipartParser(boundary, part.callbacks(), max_header_count=8, max_header_size=4096)
+            except (ValueError, MultipartParseError):
+                raise HTTPException(400, "invalid multipart boundary") from None
+            received = 0
+            try:
+                with anyio.fail_after(timeout_s):
+                    async for chunk in request.stream():
+                        received += len(chunk)
+                        if received > limit + FRAMING_BYTES:
+                            raise too_large(limit)
+                        parser.write(chunk)
+            except TimeoutError:
+                raise HTTPException(408, f"the upload did not finish within {timeout_s:g} s") from None
+            except MultipartParseError:
+                raise HTTPException(400, "the multipart body is malformed") from None
+            except ClientDisconnect:
+                raise HTTPException(400, "the client went away before the upload finished") from None
+        if not part.found:
+            raise HTTPException(400, f"the multipart body has no field named '{FIELD}'")
+        if not part.ended:
+            raise HTTPException(400, "the multipart body ended early (truncated upload)")
+        return Upload(path=path, filename=part.filename or "predictions.h5", size=part.size,
+                      sha256=part.digest.hexdigest())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise

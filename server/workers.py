@@ -1,0 +1,169 @@
+"""A small pool of scoring child processes.
+
+Uploads are parsed by HDF5, a C library: a hostile file could crash it, make it allocate
+without bound or loop forever. So parsing and scoring happen in long-lived child processes,
+each under an address-space limit (RLIMIT_AS), and every job has a wall-clock timeout. A
+child that crashes, runs out of memory or times out is killed and replaced; the request gets
+a 422 and the server keeps serving. The pool size bounds how many uploads are scored at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+# Threads a numeric library may start in a child: one each, so N children use N cores.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class ScoringFailed(Exception):
+    """The child could not finish the job: crashed, hit its memory limit or timed out."""
+
+
+class InvalidUpload(Exception):
+    """The reader refused the file; the message is its one-line reason."""
+
+
+def _child_main(fd: int, scorer_kwargs: dict, memory_bytes: int) -> None:
+    import resource
+
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file behind
+    from c2seg_kit.errors import C2SegError
+
+    from .scoring import Scorer
+
+    conn = Connection(fd)
+    scorer = Scorer(**scorer_kwargs)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        verb, args = msg
+        try:
+            reply = ("ok", getattr(scorer, verb)(*args))
+        except C2SegError as e:
+            reply = ("invalid", str(e))
+        except MemoryError:
+            reply = ("failed", "the file needs more memory than the server allows")
+        except Exception as e:  # noqa: BLE001 - reported by type only: messages may carry paths
+            reply = ("failed", f"the file could not be read ({type(e).__name__})")
+        conn.send(reply)
+
+
+@dataclass
+class _Child:
+    """One scoring child: `python -m c2seg_server.workers`, talking over a socket pair.
+
+    A plain subprocess rather than multiprocessing's spawn: spawn re-imports the parent's
+    __main__ module, which may be any script that built the app.
+    """
+
+    scorer_kwargs: dict
+    memory_bytes: int
+    proc: subprocess.Popen | None = None
+    conn: Connection | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, **{name: "1" for name in _THREAD_ENV})
+        config = json.dumps({"fd": theirs.fileno(), "scorer": self.scorer_kwargs, "memory": self.memory_bytes})
+        self.proc = subprocess.Popen([sys.executable, "-m", "c2seg_server.workers", config],
+                                     pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.conn = Connection(ours.detach())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> int | None:
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            code = self.proc.wait(10)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+        return code
+
+    def call(self, msg, timeout: float):
+        if not self.alive():
+            self.kill()
+            self.start()
+        try:
+            self.conn.send(msg)
+            if not self.conn.poll(timeout):
+                self.kill()
+                raise ScoringFailed(f"reading the file took longer than {timeout:g} s")
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            code = self.kill()
+            raise ScoringFailed(f"the file crashed the reader (exit status {code})") from None
+        if status == "ok":
+            return value
+        if status == "invalid":
+            raise InvalidUpload(value)
+        raise ScoringFailed(value)
+
+
+class ScoringPool:
+    """N scoring children; `call` blocks until one is free (so at most N jobs run at once)."""
+
+    def __init__(self, scorer_kwargs: dict, *, workers: int = 2, timeout_s: float = 120.0, memory_mb: int = 2048):
+        self.timeout_s = timeout_s
+        self._children = [_Child(scorer_kwargs, memory_mb * 1024 * 1024) for _ in range(workers)]
+        self._idle: queue.Queue[_Child] = queue.Queue()
+        for c in self._children:
+            self._idle.put(c)
+        self.size = workers
+
+    def start(self, warm: bool = True) -> None:
+        for c in self._children:
+            c.start()
+        if warm:  # load and split the labels now rather than in the first request
+            for c in self._children:
+                c.call(("warm", ()), self.timeout_s)
+
+    def call(self, verb: str, *args, timeout_s: float | None = None):
+        child = self._idle.get()
+        try:
+            return child.call((verb, args), timeout_s or self.timeout_s)
+        finally:
+            self._idle.put(child)
+
+    def close(self) -> None:
+        for c in self._children:
+            if c.conn is not None:
+                try:
+                    c.conn.send(None)
+                except OSError:
+                    pass
+            if c.proc is not None:
+                try:
+                    c.proc.wait(2)
+                except subprocess.TimeoutExpired:
+                    pass
+            c.kill()
+
+    def __enter__(self) -> "ScoringPool":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    _cfg = json.loads(sys.argv[1])
+    _child_main(_cfg["fd"], _cfg["scorer"], _cfg["memory"])
