@@ -12,7 +12,7 @@ What the generator models (and why):
   separate smooth field, as in the real reference data; images still show the true cover there.
 - Spectra: one reflectance spectrum per class (smooth, with physically flavoured traits:
   water dark and falling, vegetation with a red edge), shared by both cities. MSI is the
-  same spectrum averaged over 4 band windows (blue, green, red, NIR), so HSI and MSI agree.
+  same spectrum sampled at 4 band centres (blue, green, red, NIR), so HSI and MSI agree.
   Pixels vary within a class by a smooth multiplicative field and noise. Where the HSI grid
   is coarser (BW, 30 m), a 30 m pixel mixes the spectra of the 3 x 3 pixels it covers.
 - SAR: 2 polarisations, class-specific backscatter in dB, multiplicative gamma speckle
@@ -36,7 +36,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
@@ -121,10 +120,9 @@ class CitySynth:
                  spectra: np.ndarray, wavelengths: np.ndarray, seed: int):
         self.track, self.city, self.shape, self.style = track, city, shape, style
         self.spectra, self.wavelengths = spectra, wavelengths
-        self.msi_spectra = np.stack(
-            [spectra[:, (wavelengths >= lo) & (wavelengths <= hi)].mean(axis=1) if np.any((wavelengths >= lo) & (wavelengths <= hi))
-             else spectra[:, np.argmin(np.abs(wavelengths - (lo + hi) / 2))] for lo, hi in MSI_WAVELENGTHS], axis=1)
+        # each MSI band samples the HSI spectrum at the wavelength nearest its band centre
         self.msi_index = np.array([np.argmin(np.abs(wavelengths - (lo + hi) / 2)) for lo, hi in MSI_WAVELENGTHS])
+        self.msi_spectra = spectra[:, self.msi_index]
         self.seed = seed
         rng = np.random.default_rng(seed)
         h, w = shape
@@ -141,7 +139,8 @@ class CitySynth:
         self.street_rows = self._street_lines(h, spacing, rng)
         self.street_cols = self._street_lines(w, spacing, rng)
         self.nan_count = max(1, h * w // 200_000)
-        self.nan_pixels = set(map(tuple, np.stack([rng.integers(0, h, self.nan_count), rng.integers(0, w, self.nan_count)], 1).tolist()))
+        rows, cols = rng.integers(0, h, self.nan_count), rng.integers(0, w, self.nan_count)
+        self.nan_pixels = set(zip(rows.tolist(), cols.tolist()))
 
     @staticmethod
     def _street_lines(n: int, spacing: int, rng: np.random.Generator) -> np.ndarray:
@@ -189,7 +188,8 @@ class CitySynth:
 
     def hsi(self, true, brightness, illumination, r0) -> np.ndarray:
         idx = np.arange(self.wavelengths.size)
-        return self.optical(true, brightness, illumination, self.spectra, idx, self.track.hsi_factor, self.band_rng(r0, 1))
+        return self.optical(true, brightness, illumination, self.spectra, idx, self.track.hsi_factor,
+                            self.band_rng(r0, 1))
 
     def msi(self, true, brightness, illumination, r0) -> np.ndarray:
         return self.optical(true, brightness, illumination, self.msi_spectra, self.msi_index, 1, self.band_rng(r0, 2))

@@ -11,7 +11,6 @@ Both are detected from the bytes, not from the track, and both expose one interf
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import h5py
@@ -190,8 +189,9 @@ class MatV73Scene(CityScene):
         msi_c, w, h = self._ds["msi"].shape
         self.shape = (h, w)
         hsi_c, hsi_w, hsi_h = self._ds["hsi"].shape
-        factor = round(h / hsi_h) if hsi_h else 0
-        if factor < 1 or hsi_h != math.ceil(h / factor) or hsi_w != math.ceil(w / factor):
+        # the HSI grid is either the 10 m grid or the track's coarser one (ceil(n / f) cells)
+        factor = next((f for f in (track.hsi_factor, 1) if (hsi_h, hsi_w) == (-(-h // f), -(-w // f))), None)
+        if factor is None:
             raise InvalidDataError(
                 f"{scene_path}: HSI grid {hsi_h}x{hsi_w} does not match MSI {h}x{w} at 1/{track.hsi_factor} resolution"
             )

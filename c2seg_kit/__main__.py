@@ -1,0 +1,3 @@
+from c2seg_kit.cli import main
+
+main()

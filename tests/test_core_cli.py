@@ -1,0 +1,73 @@
+"""The data verbs from the command line: output, JSON, and one-line errors with exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from c2seg_kit.cli import main
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_info_json_matches_files(capsys, synth_ab):
+    code, out, err = run(capsys, "info", str(synth_ab), "--track", "AB", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    berlin = info["berlin"]
+    mat = scipy.io.loadmat(synth_ab / "berlin_multimodal.mat")
+    assert berlin["shape"] == list(mat["label"].shape)
+    assert berlin["label_histogram"] == np.bincount(mat["label"].ravel(), minlength=14).tolist()
+    assert berlin["modalities"]["sar"]["nan"] == int(np.isnan(mat["SAR"]).sum()) > 0
+    assert berlin["modalities"]["hsi"]["bands"] == 242
+
+
+def test_info_table(capsys, synth_bw):
+    code, out, _ = run(capsys, "info", str(synth_bw), "--track", "BW")
+    assert code == 0
+    assert "beijing (source, MATLAB v7.3 (HDF5))" in out and "HSI grid 1/3" in out and "Surface water" in out
+
+
+def test_prepare_cli(capsys, synth_ab, tmp_path):
+    code, out, err = run(capsys, "prepare", str(synth_ab), "--track", "AB", "--out", str(tmp_path / "p"), "--quiet")
+    assert code == 0, err
+    assert "non-finite repaired" in out and (tmp_path / "p" / "manifest.json").is_file()
+
+
+def test_synth_cli(capsys, tmp_path):
+    code, out, err = run(capsys, "synth", str(tmp_path), "--track", "BW", "--scale", "0.01", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "wuhan.mat").is_file() and (tmp_path / "labels.h5").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["info", "{missing}", "--track", "AB"], "does not exist"),
+    (["info", "{empty}", "--track", "AB"], "expected scene files augsburg_multimodal.mat"),
+    (["prepare", "{empty}", "--track", "BW", "--out", "{tmp}/o"], "expected Beijing scene file beijing.mat"),
+    (["info", "{broken}", "--track", "AB"], "not a readable MATLAB"),
+    (["prepare", "{empty}", "--track", "AB", "--out", "{tmp}/o", "--percentiles", "90", "10"], "percentiles"),
+])
+def test_user_mistakes_are_one_line(capsys, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "augsburg_multimodal.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "broken": tmp_path / "broken", "tmp": tmp_path}
+    code, out, err = run(capsys, *[a.format(**paths) for a in args])
+    assert code in (1, 2)
+    assert message in err
+    assert "Traceback" not in err
+    if code == 1:
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_track_is_usage_error(capsys, tmp_path):
+    code, _, err = run(capsys, "info", str(tmp_path), "--track", "XY")
+    assert code == 2 and "XY" in err
