@@ -218,7 +218,7 @@ def tiny() -> HighDANConfig:
                 StageSpec(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1)),
             ),
             head_widths=(32, 16, 16),
-            d0_widths=(64, 32, 16),
+            d0_widths=(32, 16, 8),
             d1_widths=(8, 16, 32, 64),
         ),
         train=TrainConfig(lr=1e-3, lr_d=1e-3, window=64, stride=32),
