@@ -1,0 +1,173 @@
+"""One checkpoint file per training state: weights, optimisers, config, step, metrics, RNG.
+
+The file is a plain dict saved with torch.save and read back with weights_only=True, so a
+checkpoint from a stranger cannot run code when loaded. Everything in it is a tensor, a
+number, a string or a container of those (RNG states are converted to tensors/lists).
+Writes go to a temporary file first and are renamed into place, so an interrupted save never
+leaves a half-written last.pt behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from c2seg_kit import __version__
+from c2seg_kit.errors import C2SegError
+
+FORMAT = "c2seg-highdan/1"
+PARTS = ("generator", "d0", "d1")  # the three networks, stored separately like the authors' files
+
+
+# --- config <-> plain dict --------------------------------------------------------------
+
+def config_to_dict(cfg: Any) -> dict:
+    if hasattr(cfg, "to_dict"):
+        return dict(cfg.to_dict())
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(cfg)
+
+
+def config_from_dict(data: dict) -> Any:
+    from c2seg_baseline.config import HighDANConfig
+
+    if hasattr(HighDANConfig, "from_dict"):
+        return HighDANConfig.from_dict(data)
+    fields = {f.name for f in dataclasses.fields(HighDANConfig)}
+    return HighDANConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields})
+
+
+# --- RNG states ---------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every generator a training step may draw from, in a weights_only-loadable form."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- save / load ----------------------------------------------------------------------------
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)
+
+
+def _cpu(obj: Any) -> Any:
+    """A copy of a (nested) state with every tensor on the CPU, so any machine can load it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def make_state(model: torch.nn.Module, cfg: Any, *, step: int, opt_g=None, opt_d=None,
+               metrics: dict | None = None, best: dict | None = None, run: dict | None = None,
+               with_rng: bool = True) -> dict:
+    model = _unwrap(model)
+    state = {
+        "format": FORMAT,
+        "kit_version": __version__,
+        "torch_version": str(torch.__version__),
+        "config": config_to_dict(cfg),
+        "step": int(step),
+        "metrics": metrics or {},
+        "best": best or {},
+        "run": run or {},
+    }
+    for part in PARTS:
+        state[part] = _cpu(getattr(model, part).state_dict())
+    if opt_g is not None:
+        state["opt_g"] = _cpu(opt_g.state_dict())
+    if opt_d is not None:
+        state["opt_d"] = _cpu(opt_d.state_dict())
+    if with_rng:
+        state["rng"] = rng_state()
+    return state
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict, checked; any problem is a one-line C2SegError."""
+    path = Path(path)
+    if not path.is_file():
+        raise C2SegError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            AttributeError, TypeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise C2SegError(f"{path} is not a readable HighDAN checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise C2SegError(f"{path} is not a c2seg HighDAN checkpoint (expected format {FORMAT!r})")
+    missing = [k for k in ("config", "step", *PARTS) if k not in state]
+    if missing:
+        raise C2SegError(f"{path} lacks {', '.join(missing)}: not a complete HighDAN checkpoint")
+    return state
+
+
+def build_model(state: dict, *, path: str | os.PathLike = "checkpoint"):
+    """A HighDAN with the checkpoint's config and weights (strict: every key must match)."""
+    from c2seg_baseline.model import HighDAN
+
+    try:
+        cfg = config_from_dict(state["config"])
+        model = HighDAN(cfg)
+        for part in PARTS:
+            getattr(model, part).load_state_dict(state[part], strict=True)
+    except C2SegError:
+        raise
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise C2SegError(f"{path}: weights do not fit its config ({first[:200]})") from None
+    return model, cfg
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
+    """(model, config) from a checkpoint file; the model is in eval mode on `device`."""
+    state = read_checkpoint(path)
+    model, cfg = build_model(state, path=path)
+    return model.to(device).eval(), cfg

@@ -1,0 +1,219 @@
+"""Whole-city prediction with a HighDAN: sliding windows, blended logits, row-band output.
+
+Windows may be larger than the training patches (the network is fully convolutional).
+Overlapping windows are blended with a weight that is 1 in a window's interior and ramps
+down (never to zero) towards its edges, so a pixel is decided mostly by the windows that
+see it with the most context. Work proceeds one row of windows at a time: the city's rows
+[r0, r0 + window) are read once from the prepared cache, every window in that band is
+predicted, and the rows no later window can touch are decided (argmax over classes 1..13)
+and handed to a sink (the submission file, or the confusion matrix during training). The
+memory needed is a few window-high bands, whatever the city's height.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from c2seg_kit.classes import NUM_CLASSES
+from c2seg_kit.errors import C2SegError
+from c2seg_kit.registry import MODALITIES
+from c2seg_kit.tiling import axis_starts
+
+# Output 0 ("unlabelled") is never predicted: the argmax runs over outputs 1..13.
+FIRST_CLASS = 1
+WINDOW_MULTIPLE = 32  # stem stride 2 x HRNet branches down to 1/16 of that grid
+
+
+def blend_weights(window: int, ramp: int) -> np.ndarray:
+    """(window, window) float32: 1 inside, falling linearly over `ramp` pixels to the edges.
+
+    Never zero, so pixels on the city border (seen by one window only) still get a vote.
+    """
+    i = np.arange(window)
+    edge = np.minimum(i, window - 1 - i)
+    w1 = np.minimum(1.0, (edge + 1) / (max(ramp, 0) + 1)).astype(np.float32)
+    return np.outer(w1, w1)
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """auto / cpu / cuda / cuda:N -> a torch.device; asking for CUDA without one is a user error."""
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise C2SegError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise C2SegError("--device cuda asked for, but torch sees no CUDA device")
+        if local_rank is not None and name == "cuda":
+            name = f"cuda:{local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def check_window(window: int, overlap: int) -> None:
+    if window <= 0 or window % WINDOW_MULTIPLE:
+        raise C2SegError(f"--window must be a positive multiple of {WINDOW_MULTIPLE}, got {window}")
+    if not 0 <= overlap < window:
+        raise C2SegError(f"--overlap must be in [0, window), got {overlap} for window {window}")
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _read_band(city, r0: int, r1: int, window: int) -> dict[str, np.ndarray]:
+    """Rows [r0, r1) of every modality, zero-padded to at least window x window."""
+    height, width = city.shape
+    out = {}
+    for m in MODALITIES:
+        band = city.read(m, r0, r1, 0, width)
+        pad_h, pad_w = max(0, window - band.shape[1]), max(0, window - band.shape[2])
+        if pad_h or pad_w:
+            band = np.pad(band, ((0, 0), (0, pad_h), (0, pad_w)))
+        out[m] = np.ascontiguousarray(band, dtype=np.float32)
+    return out
+
+
+@torch.no_grad()
+def predict_city(model, city, *, window: int = 256, overlap: int = 64, batch_size: int = 4,
+                 device: str | torch.device = "cpu", amp: bool = False,
+                 sink: Callable[[int, np.ndarray], None], progress: bool = True,
+                 desc: str = "predict") -> None:
+    """Predict every pixel of a PreparedCity; call sink(r0, uint8 rows) top to bottom.
+
+    The sink receives consecutive, non-overlapping row blocks covering the whole city, with
+    values 1..13.
+    """
+    check_window(window, overlap)
+    device = torch.device(device)
+    height, width = city.shape
+    row_starts = axis_starts(height, window, window - overlap)
+    col_starts = axis_starts(width, window, window - overlap)
+    weight = blend_weights(window, overlap)
+    padded_w = max(width, window)
+    # Blended logits (classes 1..13) and summed weights for rows [base, base + window).
+    acc = np.zeros((NUM_CLASSES, window, padded_w), np.float32)
+    wsum = np.zeros((window, padded_w), np.float32)
+    model.eval()
+    n_windows = len(row_starts) * len(col_starts)
+    bar = tqdm(total=n_windows, desc=desc, unit="win", disable=not progress, leave=False)
+    channels_last = device.type == "cuda"
+    try:
+        for i, r0 in enumerate(row_starts):
+            band = _read_band(city, r0, min(r0 + window, height), window)
+            for b0 in range(0, len(col_starts), batch_size):
+                cols = col_starts[b0:b0 + batch_size]
+                inputs = []
+                for m in MODALITIES:
+                    x = torch.from_numpy(np.stack([band[m][:, :window, c:c + window] for c in cols]))
+                    x = x.to(device, non_blocking=True)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    inputs.append(x)
+                with _autocast(device, amp):
+                    logits = model(*inputs, target=True)
+                logits = logits[:, FIRST_CLASS:FIRST_CLASS + NUM_CLASSES].float().cpu().numpy()
+                for k, c in enumerate(cols):
+                    acc[:, :, c:c + window] += logits[k] * weight
+                    wsum[:, c:c + window] += weight
+                bar.update(len(cols))
+            # Rows above the next band's start are final: decide and hand them out.
+            done = (row_starts[i + 1] if i + 1 < len(row_starts) else height) - r0
+            rows = acc[:, :done, :width] / wsum[None, :done, :width]
+            sink(r0, (rows.argmax(axis=0) + FIRST_CLASS).astype(np.uint8))
+            # Slide the accumulator up by `done` rows.
+            keep = window - done
+            acc[:, :keep] = acc[:, done:].copy()
+            wsum[:keep] = wsum[done:].copy()
+            acc[:, keep:] = 0
+            wsum[keep:] = 0
+    finally:
+        bar.close()
+
+
+# --- sinks ------------------------------------------------------------------------------------
+
+class ConfusionSink:
+    """Accumulates the confusion matrix of predicted rows against label rows."""
+
+    def __init__(self, labels: Callable[[int, int], np.ndarray]):
+        from c2seg_kit.metrics import ConfusionMatrix
+
+        self.labels = labels  # labels(r0, r1) -> uint8 rows
+        self.cm = ConfusionMatrix()
+
+    def __call__(self, r0: int, rows: np.ndarray) -> None:
+        self.cm.update(self.labels(r0, r0 + rows.shape[0]), rows)
+
+    def scores(self) -> dict:
+        return self.cm.scores()
+
+
+def evaluate_city(model, city, labels: Callable[[int, int], np.ndarray], **kw) -> dict:
+    """The kit's scores (c2seg_kit.metrics) of the model's prediction of a city."""
+    sink = ConfusionSink(labels)
+    predict_city(model, city, sink=sink, **kw)
+    return sink.scores()
+
+
+@contextlib.contextmanager
+def submission_rows(path: str | os.PathLike, shape: tuple[int, int], track: str, *,
+                    method: str | None = None, team: str | None = None) -> Iterator[Callable]:
+    """A sink writing row blocks into a submission file (C2SEG.md section 4).
+
+    Written to a temporary name and renamed when complete, so a crash never leaves a file
+    that looks like a finished submission.
+    """
+    from c2seg_kit import submission
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with submission.SubmissionWriter(tmp, shape, track, team=team, method=method) as writer:
+        yield writer.write_rows
+    os.replace(tmp, path)
+
+
+def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
+                    out: str | os.PathLike, *, window: int = 512, overlap: int = 128, batch_size: int = 4,
+                    device: str = "auto", amp: bool = True, method: str | None = None,
+                    progress: bool = True) -> dict:
+    """Predict the target city of a prepared track into a submission file; returns a summary."""
+    import time
+
+    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.registry import get_track
+
+    from c2seg_baseline.checkpoint import load_checkpoint
+
+    check_window(window, overlap)
+    try:
+        track = get_track(track).name
+    except ValueError as e:
+        raise C2SegError(str(e)) from None
+    dev = resolve_device(device)
+    model, cfg = load_checkpoint(checkpoint, device=dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    with PreparedData(data) as prepared:
+        if prepared.track.name != track:
+            raise C2SegError(f"{data} is prepared for track {prepared.track.name}, not {track}")
+        city = prepared.target
+        expected = dict(cfg.model.in_channels)
+        if dict(city.channels) != expected:
+            raise C2SegError(f"{data}: target bands {city.channels} do not match the checkpoint's {expected}")
+        started = time.perf_counter()
+        with submission_rows(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
+            predict_city(model, city, window=window, overlap=overlap, batch_size=batch_size, device=dev,
+                         amp=amp, sink=sink, progress=progress, desc=f"predict {city.name}")
+        seconds = time.perf_counter() - started
+        h, w = city.shape
+    return {"out": str(out), "shape": (h, w), "seconds": seconds, "pixels_per_second": h * w / max(seconds, 1e-9)}
