@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -84,14 +85,12 @@ def _read_band(city, r0: int, r1: int, window: int) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict_city(model, city, *, window: int = 256, overlap: int = 64, batch_size: int = 4,
-                 device: str | torch.device = "cpu", amp: bool = False,
-                 sink: Callable[[int, np.ndarray], None], progress: bool = True,
-                 desc: str = "predict") -> None:
-    """Predict every pixel of a PreparedCity; call sink(r0, uint8 rows) top to bottom.
+def blended_rows(model, city, *, window: int = 512, overlap: int = 128, batch_size: int = 4,
+                 device: str | torch.device = "cpu", amp: bool = False, progress: bool = True,
+                 desc: str = "predict") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (r0, float32 (13, rows, W)): the blended logits of classes 1..13, top to bottom.
 
-    The sink receives consecutive, non-overlapping row blocks covering the whole city, with
-    values 1..13.
+    Consecutive, non-overlapping row blocks cover the city; each is final when yielded.
     """
     check_window(window, overlap)
     device = torch.device(device)
@@ -100,13 +99,13 @@ def predict_city(model, city, *, window: int = 256, overlap: int = 64, batch_siz
     col_starts = axis_starts(width, window, window - overlap)
     weight = blend_weights(window, overlap)
     padded_w = max(width, window)
-    # Blended logits (classes 1..13) and summed weights for rows [base, base + window).
+    # Weighted logit sums (classes 1..13) and weight sums for rows [r0, r0 + window).
     acc = np.zeros((NUM_CLASSES, window, padded_w), np.float32)
     wsum = np.zeros((window, padded_w), np.float32)
     model.eval()
-    n_windows = len(row_starts) * len(col_starts)
-    bar = tqdm(total=n_windows, desc=desc, unit="win", disable=not progress, leave=False)
     channels_last = device.type == "cuda"
+    bar = tqdm(total=len(row_starts) * len(col_starts), desc=desc, unit="win", disable=not progress,
+               leave=False, dynamic_ncols=True)
     try:
         for i, r0 in enumerate(row_starts):
             band = _read_band(city, r0, min(r0 + window, height), window)
@@ -126,10 +125,9 @@ def predict_city(model, city, *, window: int = 256, overlap: int = 64, batch_siz
                     acc[:, :, c:c + window] += logits[k] * weight
                     wsum[:, c:c + window] += weight
                 bar.update(len(cols))
-            # Rows above the next band's start are final: decide and hand them out.
+            # Rows above the next band's start get no more votes: they are final.
             done = (row_starts[i + 1] if i + 1 < len(row_starts) else height) - r0
-            rows = acc[:, :done, :width] / wsum[None, :done, :width]
-            sink(r0, (rows.argmax(axis=0) + FIRST_CLASS).astype(np.uint8))
+            yield r0, acc[:, :done, :width] / wsum[None, :done, :width]
             # Slide the accumulator up by `done` rows.
             keep = window - done
             acc[:, :keep] = acc[:, done:].copy()
@@ -138,6 +136,13 @@ def predict_city(model, city, *, window: int = 256, overlap: int = 64, batch_siz
             wsum[keep:] = 0
     finally:
         bar.close()
+
+
+def predict_city(model, city, *, sink: Callable[[int, np.ndarray], None], **kw) -> None:
+    """Predict every pixel of a PreparedCity; call sink(r0, uint8 rows with values 1..13)
+    with consecutive row blocks from top to bottom. Keywords as for blended_rows."""
+    for r0, logits in blended_rows(model, city, **kw):
+        sink(r0, (logits.argmax(axis=0) + FIRST_CLASS).astype(np.uint8))
 
 
 # --- sinks ------------------------------------------------------------------------------------
@@ -165,21 +170,86 @@ def evaluate_city(model, city, labels: Callable[[int, int], np.ndarray], **kw) -
     return sink.scores()
 
 
-@contextlib.contextmanager
-def submission_rows(path: str | os.PathLike, shape: tuple[int, int], track: str, *,
-                    method: str | None = None, team: str | None = None) -> Iterator[Callable]:
-    """A sink writing row blocks into a submission file (C2SEG.md section 4).
+class SubmissionRows:
+    """Writes a submission file (C2SEG.md section 4) row block by row block.
 
-    Written to a temporary name and renamed when complete, so a crash never leaves a file
-    that looks like a finished submission.
+    The same layout as c2seg_kit.submission.write_submission (which takes a whole array):
+    root attributes c2seg_format/track/created/team/method, dataset ``prediction`` uint8,
+    chunked (256 rows x 1024 columns) and gzip-compressed. Rows are buffered up to whole
+    chunk rows so that every chunk is compressed once. The file is written under a temporary
+    name, checked with the kit's safe reader, and renamed into place only when complete.
     """
-    from c2seg_kit import submission
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with submission.SubmissionWriter(tmp, shape, track, team=team, method=method) as writer:
-        yield writer.write_rows
-    os.replace(tmp, path)
+    CHUNK_ROWS, CHUNK_COLS = 256, 1024
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int], track: str, *,
+                 team: str | None = None, method: str | None = None):
+        import h5py
+
+        from c2seg_kit import submission
+
+        self.path = Path(path)
+        self.shape = tuple(int(v) for v in shape)
+        self.track = track
+        if self.path.parent and not self.path.parent.is_dir():
+            raise C2SegError(f"output folder {self.path.parent} does not exist")
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.file = h5py.File(self.tmp, "w")
+        created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        attrs = {"c2seg_format": submission.SUBMISSION_FORMAT, "track": track, "created": created,
+                 "team": team, "method": method}
+        for k, v in attrs.items():
+            if v is not None:
+                self.file.attrs[k] = str(v)
+        h, w = self.shape
+        self.ds = self.file.create_dataset("prediction", shape=self.shape, dtype=np.uint8,
+                                           chunks=(min(self.CHUNK_ROWS, h), min(self.CHUNK_COLS, w)),
+                                           compression="gzip", compression_opts=4)
+        self.next_row = 0  # rows before this one have been received
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def __call__(self, r0: int, rows: np.ndarray) -> None:
+        if r0 != self.next_row or rows.shape[1] != self.shape[1]:
+            raise ValueError(f"rows must arrive in order: expected row {self.next_row}, got {r0}")
+        self.pending.append(rows)
+        self.pending_rows += rows.shape[0]
+        self.next_row += rows.shape[0]
+        if self.pending_rows >= self.CHUNK_ROWS:
+            self._flush(whole_chunks=True)
+
+    def _flush(self, whole_chunks: bool) -> None:
+        if not self.pending:
+            return
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        n = (block.shape[0] // self.CHUNK_ROWS) * self.CHUNK_ROWS if whole_chunks else block.shape[0]
+        start = self.next_row - block.shape[0]
+        self.ds[start:start + n] = block[:n]
+        rest = block[n:]
+        self.pending = [rest] if rest.shape[0] else []
+        self.pending_rows = rest.shape[0]
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                if self.next_row != self.shape[0]:
+                    raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were predicted")
+                self._flush(whole_chunks=False)
+            self.file.close()
+            if ok:
+                from c2seg_kit.submission import open_submission
+
+                with open_submission(self.tmp, track=self.track, expected_shape=self.shape):
+                    pass  # structure, attributes and shape as every reader will check them
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SubmissionRows":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(ok=exc_type is None)
 
 
 def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
@@ -211,7 +281,7 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
         if dict(city.channels) != expected:
             raise C2SegError(f"{data}: target bands {city.channels} do not match the checkpoint's {expected}")
         started = time.perf_counter()
-        with submission_rows(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
+        with SubmissionRows(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
             predict_city(model, city, window=window, overlap=overlap, batch_size=batch_size, device=dev,
                          amp=amp, sink=sink, progress=progress, desc=f"predict {city.name}")
         seconds = time.perf_counter() - started

@@ -1,0 +1,188 @@
+"""Whole-city prediction: blending against a naive per-pixel loop, lazy band reads, valid submissions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from c2seg_baseline.predict import blend_weights, blended_rows, predict_city  # noqa: E402
+from c2seg_kit.tiling import axis_starts  # noqa: E402
+from test_baseline_train import make_prepared, run_cli, tiny_options  # noqa: E402
+
+
+class PositionModel(torch.nn.Module):
+    """Logits depend on the input AND on the position inside the window, so overlapping
+    windows disagree and the blend decides; records how it was called."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.mix = torch.randn(14, 16, generator=g)
+        self.pos = torch.randn(14, 2, generator=g)
+        self.calls: list[tuple[tuple[int, ...], bool]] = []
+
+    def forward(self, hsi, msi, sar, *, target):
+        self.calls.append((tuple(hsi.shape), target))
+        x = torch.cat([hsi, msi, sar], 1)
+        logits = torch.einsum("kc,bchw->bkhw", self.mix, x)
+        h, w = x.shape[-2:]
+        rr = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+        cc = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+        return logits + self.pos[:, 0].view(1, -1, 1, 1) * rr + self.pos[:, 1].view(1, -1, 1, 1) * cc
+
+
+class RecordingCity:
+    """A PreparedCity stand-in that records the row span of every read."""
+
+    def __init__(self, city):
+        self.city, self.shape, self.reads = city, city.shape, []
+
+    def read(self, modality, r0, r1, c0, c1):
+        self.reads.append(r1 - r0)
+        return self.city.read(modality, r0, r1, c0, c1)
+
+
+def naive_blend(model, city, window, overlap):
+    """Per-pixel loop over every window covering the pixel: sum(w * logit) / sum(w)."""
+    h, w = city.shape
+    stride = window - overlap
+    weight = blend_weights(window, overlap)
+    num = np.zeros((13, h, w))
+    den = np.zeros((h, w))
+    for r0 in axis_starts(h, window, stride):
+        for c0 in axis_starts(w, window, stride):
+            xs = []
+            for m in ("hsi", "msi", "sar"):
+                a = city.read(m, r0, min(r0 + window, h), c0, min(c0 + window, w))
+                full = np.zeros((a.shape[0], window, window), np.float32)
+                full[:, :a.shape[1], :a.shape[2]] = a
+                xs.append(torch.from_numpy(full)[None])
+            with torch.no_grad():
+                logit = model(*xs, target=True)[0, 1:].numpy()
+            for i in range(min(window, h - r0)):
+                for j in range(min(window, w - c0)):
+                    num[:, r0 + i, c0 + j] += weight[i, j] * logit[:, i, j]
+                    den[r0 + i, c0 + j] += weight[i, j]
+    return num / den
+
+
+@pytest.mark.parametrize("shape, window, overlap", [((80, 72), 32, 8), ((45, 100), 64, 16), ((40, 50), 64, 0)])
+def test_blending_matches_a_naive_per_pixel_loop(tmp_path, shape, window, overlap):
+    from c2seg_kit.prepared import PreparedData
+
+    prep = make_prepared(tmp_path / "p", target_shape=shape)
+    model = PositionModel()
+    with PreparedData(prep) as data:
+        city = RecordingCity(data.target)
+        blocks = list(blended_rows(model, city, window=window, overlap=overlap, batch_size=3, progress=False))
+        expected = naive_blend(model, data.target, window, overlap)
+    starts = [r0 for r0, _ in blocks]
+    assert starts[0] == 0 and all(b[1].shape[1] > 0 for b in blocks)
+    got = np.concatenate([b for _, b in blocks], axis=1)
+    assert got.shape == (13, *shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Reads never exceed one window of rows; every call had the target-side attention on.
+    assert max(city.reads) <= window
+    assert all(target for _, target in model.calls)
+    # predict_city decides classes 1..13 by argmax of the same blend.
+    with PreparedData(prep) as data:
+        pieces = []
+        predict_city(model, data.target, window=window, overlap=overlap, progress=False,
+                     sink=lambda r0, rows: pieces.append(rows))
+    pred = np.concatenate(pieces)
+    np.testing.assert_array_equal(pred, expected.argmax(0) + 1)
+    assert pred.min() >= 1 and pred.max() <= 13
+
+
+def test_blend_weights_are_positive_and_flat_inside():
+    w = blend_weights(64, 16)
+    assert w.min() > 0 and w.max() == 1.0 and w[20:44, 20:44].min() == 1.0
+    assert np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from c2seg_baseline.train import train
+
+    root = tmp_path_factory.mktemp("pred")
+    prep = make_prepared(root / "AB", target_shape=(90, 70))
+    out = root / "run"
+    train(tiny_options(prep, out, steps=2, eval_every=100))
+    return prep, out / "last.pt"
+
+
+def test_predict_cli_writes_a_submission_that_scores(trained, tmp_path):
+    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.submission import open_submission, score_files, write_labels
+
+    prep, checkpoint = trained
+    out = tmp_path / "predictions.h5"
+    r = run_cli(["predict", "--checkpoint", str(checkpoint), "--data", str(prep), "--track", "AB", "--out", str(out),
+                 "--window", "64", "--overlap", "16", "--device", "cpu", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    with PreparedData(prep) as data:
+        shape = data.target.shape
+        label = data.target.read_label(0, shape[0], 0, shape[1])
+    with open_submission(out, track="AB", expected_shape=shape) as sub:
+        pred = sub.read()
+        assert sub.attrs.get("method", "").startswith("HighDAN")
+    assert pred.shape == (90, 70) and pred.min() >= 1 and pred.max() <= 13
+    labels = tmp_path / "labels.h5"
+    write_labels(labels, label, "AB")
+    scores = score_files(out, labels)
+    assert scores["track"] == "AB" and scores["n_pixels"] == int((label > 0).sum())
+    expected_oa = float((pred[label > 0] == label[label > 0]).mean())
+    assert scores["oa"] == pytest.approx(expected_oa)
+    r = run_cli(["score", str(out), "--labels", str(labels), "--json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["miou"] == pytest.approx(scores["miou"])
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_predict_matches_evaluation_during_training(trained, tmp_path):
+    """The file written by predict and the in-memory evaluation agree (one code path)."""
+    from c2seg_baseline.checkpoint import load_checkpoint
+    from c2seg_baseline.predict import evaluate_city, predict_to_file
+    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.submission import open_submission
+
+    prep, checkpoint = trained
+    out = tmp_path / "p.h5"
+    predict_to_file(checkpoint, prep, "AB", out, window=32, overlap=8, device="cpu", progress=False)
+    model, _ = load_checkpoint(checkpoint)
+    with PreparedData(prep) as data, open_submission(out) as sub:
+        t = data.target
+        label = t.read_label(0, t.shape[0], 0, t.shape[1])
+        pred = sub.read()
+        scores = evaluate_city(model, t, lambda a, b: t.read_label(a, b, 0, t.shape[1]), window=32, overlap=8,
+                               progress=False)
+    assert scores["oa"] == pytest.approx(float((pred[label > 0] == label[label > 0]).mean()))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "50"], "multiple of 32"),
+    (["--window", "64", "--overlap", "64"], "--overlap must be in"),
+    (["--checkpoint", "{junk}"], "not a readable HighDAN checkpoint"),
+    (["--checkpoint", "{missing}"], "checkpoint not found"),
+    (["--track", "BW"], "prepared for track AB"),
+    (["--data", "{missing}"], "does not exist"),
+    (["--out", "{nodir}"], "does not exist"),
+])
+def test_predict_cli_errors_are_one_line(trained, tmp_path, args, message):
+    prep, checkpoint = trained
+    junk = tmp_path / "junk.pt"
+    junk.write_text("hello")
+    opts = {"--checkpoint": str(checkpoint), "--data": str(prep), "--track": "AB",
+            "--out": str(tmp_path / "p.h5"), "--device": "cpu", "--window": "64"}
+    for k, v in zip(args[::2], args[1::2]):
+        opts[k] = v.format(junk=junk, missing=tmp_path / "missing", nodir=tmp_path / "no" / "p.h5")
+    r = run_cli(["predict", *[x for kv in opts.items() for x in kv], "--quiet"])
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "p.h5").exists()
