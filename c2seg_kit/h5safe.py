@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -68,6 +69,7 @@ class Limits:
     max_attrs: int = 32  # attributes on any one object
     max_attr_bytes: int = 4096  # size of an attribute the kit reads (track, team, ...)
     max_chunk_bytes: int = 16 << 20  # one chunk, decoded
+    max_chunks: int = 100_000  # chunks in the grid: each costs a Python step when read
     band_bytes: int = 4 << 20  # target size of one row band read from unchunked storage
 
 
@@ -331,8 +333,25 @@ def check_raster(
                 f"'{name}' has chunks of {nbytes / 2**20:.0f} MiB (limit {limits.max_chunk_bytes >> 20} MiB); "
                 "use smaller chunks, e.g. chunks=True"
             )
+        n_chunks = math.ceil(dims[0] / chunks[0]) * math.ceil(dims[1] / chunks[1])
+        if n_chunks > limits.max_chunks:
+            raise err(
+                f"'{name}' is split into {n_chunks} chunks of {_fmt_shape(chunks)} (limit {limits.max_chunks}); "
+                "use larger chunks, e.g. chunks=True"
+            )
         filters = [(dcpl.get_filter(i)[0], i) for i in range(dcpl.get_nfilters())]
     return RasterLayout(shape=dims, dtype=dtype, chunks=chunks, filters=filters)  # type: ignore[arg-type]
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One small thread pool for inflating chunks, created on first use."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="c2seg-inflate")
+    return _POOL
 
 
 class RasterReader:
@@ -428,6 +447,7 @@ class RasterReader:
         for r0 in range(0, h, ch):
             rows = min(ch, h - r0)
             band = np.empty((rows, w), dtype=dtype) if decode else None
+            stored = []  # (c0, cols, filter mask, raw bytes) of this band's written chunks
             for c0 in range(0, w, cw):
                 cols = min(cw, w - c0)
                 entry = index.get((r0, c0))
@@ -438,7 +458,10 @@ class RasterReader:
                 if entry[1] > limit:
                     raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
                 mask, raw = dsid.read_direct_chunk((r0, c0))
-                data = self._decode(bytes(raw), mask, nbytes)
+                stored.append((c0, cols, mask, raw))
+            # Inflate the band's chunks on all cores: zlib releases the GIL while it works.
+            decoded = _pool().map(lambda item: self._decode(bytes(item[3]), item[2], nbytes), stored)
+            for (c0, cols, _, _), data in zip(stored, decoded):
                 if band is not None:
                     chunk = np.frombuffer(data, dtype=dtype).reshape(ch, cw)
                     band[:, c0 : c0 + cols] = chunk[:rows, :cols]

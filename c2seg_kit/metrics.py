@@ -22,6 +22,7 @@ from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS
 # Pixels per bincount call: big enough that the Python loop is negligible, small enough that
 # the uint8 index and bincount's internal intp copy (8 bytes/pixel) stay a few MB.
 _CHUNK_PIXELS = 1 << 19
+_BINS = NUM_LABELS * NUM_LABELS  # combined index 14 * true + pred, 0..195
 
 __all__ = ["ConfusionMatrix", "compute_scores", "SCORE_KEYS"]
 
@@ -110,9 +111,18 @@ class ConfusionMatrix:
         p8 = _as_label_slab(p, "prediction")
         index = t8 * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
         index += p8  # <= 195: still uint8
-        counts = np.bincount(index, minlength=NUM_LABELS * NUM_LABELS)
+        if index.size % 2:
+            self._add_counts(np.bincount(index[-1:], minlength=_BINS))
+            index = index[:-1]
+        # bincount converts its input to intp (8 bytes per element) before counting; viewing two
+        # uint8 indices as one uint16 halves that work. The 65536 pair counts are folded back to
+        # single-index counts: each pair contributes its low byte and its high byte.
+        pairs = np.bincount(index.view(np.uint16), minlength=1 << 16).reshape(256, 256)
+        self._add_counts(pairs.sum(axis=0)[:_BINS] + pairs.sum(axis=1)[:_BINS])
+
+    def _add_counts(self, counts: np.ndarray) -> None:
         # Row 0 (label 0, unlabelled) is dropped here: it is never evaluated.
-        self.matrix += counts.reshape(NUM_LABELS, NUM_LABELS)[1:]
+        self.matrix += counts[:_BINS].reshape(NUM_LABELS, NUM_LABELS)[1:]
 
     def scores(self) -> dict:
         return compute_scores(self.matrix)

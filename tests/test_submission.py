@@ -444,6 +444,19 @@ def test_refuses_gigantic_chunks(tmp_path):
     refused(path, r"chunks of 34 MiB \(limit 16 MiB\)")
 
 
+def test_refuses_a_myriad_of_tiny_chunks(tmp_path):
+    path = make(tmp_path / "p.h5", shape=(2000, 1000), dtype="u1", chunks=(4, 4))
+    refused(path, r"split into 125000 chunks of 4 x 4 \(limit 100000\)")
+
+
+def test_hdf5_plugin_search_path_is_empty():
+    """An unknown filter id must never make HDF5 load a shared library from disk."""
+    import c2seg_kit.h5safe  # noqa: F401  (importing it empties the path)
+    from h5py import h5pl
+
+    assert h5pl.size() == 0
+
+
 def test_refuses_chunks_larger_than_the_dataset(tmp_path):
     path = make(tmp_path / "p.h5", data=None)
     with h5py.File(path, "a") as f:
