@@ -93,12 +93,3 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo, *, buffers_only: b
     with torch.no_grad():
         for t in tensors:
             dist.broadcast(t.data, src=0)
-
-
-def all_equal_float(value: float, info: DistInfo) -> float:
-    """Rank 0's value of a float on every rank (e.g. the best score deciding a checkpoint)."""
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.broadcast(t, src=0)
-    return float(t.item())

@@ -211,7 +211,8 @@ def _target_labels(opts: TrainOptions, target, track) -> Callable[[int, int], np
 # --- the loop -------------------------------------------------------------------------------------
 
 def train(opts: TrainOptions) -> dict:
-    """Train (or resume) a run; returns a summary (final step, last and best metrics)."""
+    """Train (or resume) a run; returns a summary: step, total_steps, metrics (last evaluation),
+    best ({step, miou}), out, and the trained model (on every rank)."""
     info = dist_utils.from_env()
     device = resolve_device(opts.device, info.local_rank if info.enabled else None)
     dist_utils.init(info, device)
@@ -369,7 +370,7 @@ def _train(opts: TrainOptions, info, device: torch.device) -> dict:
         if log is not None:
             log.close()
         data.close()
-    return {"step": step, "total_steps": total, "metrics": metrics, "best": best, "out": str(out)}
+    return {"step": step, "total_steps": total, "metrics": metrics, "best": best, "out": str(out), "model": model}
 
 
 class _DeferredInterrupt:
