@@ -71,3 +71,23 @@ def test_user_mistakes_are_one_line(capsys, tmp_path, args, message):
 def test_unknown_track_is_usage_error(capsys, tmp_path):
     code, _, err = run(capsys, "info", str(tmp_path), "--track", "XY")
     assert code == 2 and "XY" in err
+
+
+def test_light_core_imports_no_torch_or_fastapi():
+    """The participant's light install must not need torch or fastapi: import every core module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, importlib, sys, c2seg_kit\n"
+        "for m in pkgutil.walk_packages(c2seg_kit.__path__, 'c2seg_kit.'):\n"
+        "    if m.name not in ('c2seg_kit.dataset', 'c2seg_kit.__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "from c2seg_kit.cli import cli, COMMANDS\n"
+        "for verb in ('synth', 'info', 'prepare', 'validate', 'score', 'render', 'submit', 'leaderboard'):\n"
+        "    cli.get_command(None, verb)\n"
+        "bad = sorted(n for n in ('torch', 'fastapi', 'sqlalchemy', 'uvicorn', 'sklearn') if n in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
