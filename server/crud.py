@@ -117,14 +117,19 @@ def record_failure(s: Session, team_id: int, reason: str) -> None:
 
 
 def used_today(s: Session, team_id: int, track: str, now: dt.datetime | None = None) -> int:
+    """Today's scored submissions plus live reservations of (team, track).
+
+    One statement, so one snapshot: under PostgreSQL's READ COMMITTED two separate counts could
+    miss a submission that turns from reservation into row between them.
+    """
     now = now or utcnow()
     start, _ = utc_day(now)
-    done = s.scalar(select(func.count()).where(
-        Submission.team_id == team_id, Submission.track == track, Submission.created >= start))
-    held = s.scalar(select(func.count()).where(
+    done = select(func.count()).where(
+        Submission.team_id == team_id, Submission.track == track, Submission.created >= start).scalar_subquery()
+    held = select(func.count()).where(
         QuotaReservation.team_id == team_id, QuotaReservation.track == track,
-        QuotaReservation.created >= start, QuotaReservation.expires > now))
-    return done + held
+        QuotaReservation.created >= start, QuotaReservation.expires > now).scalar_subquery()
+    return s.scalar(select(done + held))
 
 
 def reserve_slot(s: Session, team_id: int, track: str, quota: int, hold_s: float) -> QuotaReservation:

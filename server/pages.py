@@ -26,7 +26,8 @@ def _text_colour(hex_colour: str) -> str:
 
 def classes_css() -> str:
     """One rule per class: column headers in the class colour (a stylesheet, so the CSP needs no inline styles)."""
-    return "".join(f".c{c.id}{{background:{c.colour};color:{_text_colour(c.colour)}}}\n" for c in EVAL_CLASSES)
+    return "".join(f".board th.cls.c{c.id}{{background:{c.colour};color:{_text_colour(c.colour)}}}\n"
+                   for c in EVAL_CLASSES)
 
 
 @router.get("/classes.css")

@@ -457,7 +457,7 @@ def test_page_escapes_names_sends_security_headers_and_class_colours(client, lab
         assert f'class="cls c{c.id}"' in r.text
     css = client.get("/classes.css").text
     for c in EVAL_CLASSES:
-        assert re.search(rf"\.c{c.id}\{{background:{c.colour};", css)
+        assert re.search(rf"th\.cls\.c{c.id}\{{background:{c.colour};", css)
     assert client.get("/static/style.css").status_code == 200
 
 

@@ -1,0 +1,371 @@
+"""The server as organizers run it: `c2seg serve` (uvicorn) on 127.0.0.1, a random port, SQLite
+and PostgreSQL; participants' `c2seg submit` / `c2seg leaderboard`; organizers' `c2seg admin`.
+
+PostgreSQL: C2SEG_TEST_POSTGRES_URL if set (CI starts one with scripts/start-test-postgres.sh),
+else a throwaway cluster started here from the local binaries. With C2SEG_REQUIRE_POSTGRES=1 a
+missing PostgreSQL fails these tests instead of skipping them; C2SEG_REQUIRE_BROWSER=1 does the
+same for Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from c2seg_kit.cli import cli, main  # noqa: E402
+from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (120, 100)
+TOKEN_RE = re.compile(r"^c2s_[A-Za-z0-9_-]{43}\n$")
+
+
+def _required(var: str) -> bool:
+    return os.environ.get(var, "") == "1"
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server URL for the session: CI's, or a throwaway cluster of our own."""
+    url = os.environ.get("C2SEG_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    pgdir = tempfile.mkdtemp(prefix="c2seg-pg-")  # under /tmp: the postgres user must reach it
+    env = dict(os.environ, C2SEG_PG_DIR=pgdir, C2SEG_PG_PORT=str(free_port()), C2SEG_PG_NO_INSTALL="1")
+    script = ROOT / "scripts" / "start-test-postgres.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        why = f"no PostgreSQL for the tests: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+        shutil.rmtree(pgdir, ignore_errors=True)
+        if _required("C2SEG_REQUIRE_POSTGRES"):
+            pytest.fail(why + " (C2SEG_REQUIRE_POSTGRES=1)")
+        pytest.skip(why)
+    try:
+        yield proc.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(postgres_server)
+    name = f"c2seg_{uuid.uuid4().hex[:12]}"
+    plain = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'c2seg.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+# --- a live server ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    lab = rng.integers(1, 14, SHAPE).astype(np.uint8)
+    lab[:10] = 0
+    path = tmp_path_factory.mktemp("live") / "labels.h5"
+    write_labels(path, lab, "AB")
+    return path, lab
+
+
+class LiveServer:
+    def __init__(self, url: str, db: str, data_dir: Path, proc: subprocess.Popen):
+        self.url, self.db, self.data_dir, self.proc = url, db, data_dir, proc
+
+    def admin(self, *args: str) -> str:
+        """Run `c2seg admin --db ... ARGS` in-process; returns stdout (stderr kept apart)."""
+        result = CliRunner().invoke(cli, ["admin", "--db", self.db, "--data-dir", str(self.data_dir), *args])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout
+
+
+@pytest.fixture
+def live_server(tmp_path, labels):
+    """Factory: start `c2seg serve` with the given C2SEG_* settings; wait until /healthz answers."""
+    procs = []
+
+    def start(db: str, **settings) -> LiveServer:
+        port = free_port()
+        data_dir = tmp_path / "data"
+        env = dict(os.environ, **{f"C2SEG_{k.upper()}": str(v) for k, v in settings.items()})
+        env.setdefault("C2SEG_SPLIT_BLOCK", "16")
+        env.setdefault("C2SEG_SCORING_WORKERS", "1")
+        log = open(tmp_path / f"server-{port}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from c2seg_kit.cli import main; main()", "serve", "--labels", str(labels[0]),
+             "--db", db, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(150):  # up to 30 s
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(tmp_path / f'server-{port}.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return LiveServer(url, db, data_dir, proc)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail("server did not start within 30 s")
+
+    yield start
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_cli(capsys, *args: str, env: dict | None = None) -> tuple[int, str, str]:
+    """`c2seg ARGS` through main() (as the console script runs it): (exit code, stdout, stderr)."""
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def db_count(db: str, table: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db)
+    try:
+        with engine.connect() as c:
+            return c.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+    finally:
+        engine.dispose()
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+def test_end_to_end_over_http(live_server, db_url, labels, tmp_path, capsys):
+    server = live_server(db_url)
+    token = server.admin("add-team", "alpha")
+    assert TOKEN_RE.match(token), "add-team prints the token alone on stdout"
+    token = token.strip()
+    other = server.admin("add-team", "beta").strip()
+    pred = tmp_path / "pred.h5"
+    write_submission(pred, labels[1], "AB", method="oracle")
+
+    code, out, err = run_cli(capsys, "submit", str(pred), "--server", server.url, "--token", token, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["scores"]["miou"] == 1.0 and result["track"] == "AB" and result["method"] == "oracle"
+
+    code, out, err = run_cli(capsys, "submit", str(pred), env={"C2SEG_SERVER": server.url, "C2SEG_TOKEN": token})
+    assert code == 0 and "mIoU" in out and "1.0000" in out and "Surface water" in out
+
+    code, out, _ = run_cli(capsys, "leaderboard", "--server", server.url, "--track", "AB", "--json")
+    board = json.loads(out)
+    assert [e["team"] for e in board["entries"]] == ["alpha"] and board["entries"][0]["submissions"] == 2
+    code, out, _ = run_cli(capsys, "leaderboard", "--server", server.url, "--track", "ab")
+    assert code == 0 and "alpha" in out and "1.0000" in out
+
+    own = httpx.get(f"{server.url}/api/v1/submissions/{result['id']}", headers={"Authorization": f"Bearer {token}"})
+    theirs = httpx.get(f"{server.url}/api/v1/submissions/{result['id']}", headers={"Authorization": f"Bearer {other}"})
+    assert own.status_code == 200 and own.json()["scores"] == result["scores"]
+    assert theirs.status_code == 404
+    assert db_count(db_url, "submissions") == 2 and db_count(db_url, "scores") == 4
+    assert db_count(db_url, "quota_reservations") == 0
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "alpha" in page.text and "content-security-policy" in page.headers
+
+
+def test_quota_holds_under_concurrent_requests(live_server, db_url, labels, tmp_path):
+    quota, clients = 3, 16
+    server = live_server(db_url, quota_per_day=quota, scoring_workers=2)
+    token = server.admin("add-team", "alpha").strip()
+    pred = tmp_path / "pred.h5"
+    write_submission(pred, labels[1], "AB")
+    data = pred.read_bytes()
+    barrier = threading.Barrier(clients)
+    codes: list[int] = []
+
+    def one():
+        barrier.wait(30)
+        r = httpx.post(f"{server.url}/api/v1/submissions", headers={"Authorization": f"Bearer {token}"},
+                       files={"file": ("p.h5", data)}, timeout=120)
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert sorted(codes) == [201] * quota + [429] * (clients - quota), str(sorted(codes))
+    assert db_count(db_url, "submissions") == quota
+    assert db_count(db_url, "quota_reservations") == 0
+
+
+def test_client_explains_401_413_429_and_network_failures(live_server, labels, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'data' / 'c2seg.db'}"
+    server = live_server(db, quota_per_day=1, max_upload_bytes=50_000)
+    token = server.admin("add-team", "alpha").strip()
+    small, big = tmp_path / "small.h5", tmp_path / "big.h5"
+    write_submission(small, labels[1], "AB")  # ~12 kB: under the cap
+    rng = np.random.default_rng(0)
+    h5 = __import__("h5py")
+    with h5.File(big, "w") as f:  # valid, but incompressible data makes it ~5x the cap
+        f.attrs["c2seg_format"], f.attrs["track"] = "submission/1", "AB"
+        f.create_dataset("prediction", data=rng.integers(0, 14, (500, 500)).astype(np.uint8))
+    base = ["--server", server.url]
+
+    def fails(*args, token_=token):
+        code, out, err = run_cli(capsys, "submit", *args, *base, "--token", token_)
+        assert code == 1 and out == "" and err.startswith("error: ") and err.count("\n") == 1, (code, out, err)
+        return err
+
+    assert "401" in fails(str(small), token_="c2s_wrong")
+    err = fails(str(big))
+    assert "413" in err or "too large" in err
+    code, out, err = run_cli(capsys, "submit", str(small), *base, "--token", token, "--json")
+    assert code == 0
+    err = fails(str(small))
+    assert "429" in err and "resets at" in err
+    code, out, err = run_cli(capsys, "submit", str(small), "--server", f"http://127.0.0.1:{free_port()}", "--token", token)
+    assert code == 1 and "cannot reach the server" in err and err.count("\n") == 1
+    code, out, err = run_cli(capsys, "leaderboard", "--server", f"http://127.0.0.1:{free_port()}", "--track", "AB")
+    assert code == 1 and "cannot reach the server" in err
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"junk")
+    code, out, err = run_cli(capsys, "submit", str(junk), *base, "--token", token)
+    assert code == 1 and "HDF5" in err  # refused locally, before any upload
+    me = httpx.get(server.url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["failed_today"] == 0
+
+
+def test_admin_verbs_revoke_phase_export_and_rescore(live_server, labels, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'data' / 'c2seg.db'}"
+    server = live_server(db)
+    token = server.admin("add-team", "alpha").strip()
+    server.admin("add-team", "HighDAN", "--baseline")
+    pred = tmp_path / "pred.h5"
+    write_submission(pred, labels[1], "AB")
+    code, out, err = run_cli(capsys, "submit", str(pred), "--server", server.url, "--token", token, "--json")
+    assert code == 0, err
+    teams = json.loads(server.admin("list-teams", "--json"))
+    assert [(t["name"], t["baseline"], t["submissions"]) for t in teams] == [("alpha", False, 1), ("HighDAN", True, 0)]
+
+    assert server.admin("phase", "AB").strip() == "AB open"
+    assert server.admin("phase", "AB", "closed").strip() == "AB closed"
+    r = httpx.post(f"{server.url}/api/v1/submissions", headers={"Authorization": f"Bearer {token}"},
+                   files={"file": ("p.h5", pred.read_bytes())})
+    assert r.status_code == 403 and "closed" in r.json()["detail"]
+
+    out_csv = tmp_path / "export.csv"
+    server.admin("export", "--out", str(out_csv))
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 1 and rows[0]["team"] == "alpha" and float(rows[0]["public_miou"]) == 1.0
+    assert float(rows[0]["private_miou"]) == 1.0
+
+    # A label fix: some class-3 pixels were really class 4. Rescoring brings the perfect-looking
+    # submission below 1 on both parts.
+    fixed = labels[1].copy()
+    fixed[(fixed == 3) & (np.arange(SHAPE[1]) % 2 == 0)] = 4
+    fixed_path = tmp_path / "labels_fixed.h5"
+    write_labels(fixed_path, fixed, "AB")
+    server.admin("rescore", "--labels", str(fixed_path), "--scoring-workers", "1")
+    rows = list(csv.DictReader(io.StringIO(server.admin("export"))))
+    assert float(rows[0]["public_miou"]) < 1.0 and float(rows[0]["private_miou"]) < 1.0
+
+    server.admin("revoke", "alpha")
+    r = httpx.get(server.url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    bad = CliRunner().invoke(cli, ["admin", "--db", db, "revoke", "nobody"])
+    assert bad.exit_code != 0 and "no team named" in str(bad.exception)
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_path, capsys):
+    browser = _chromium()
+    if browser is None:
+        if _required("C2SEG_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (C2SEG_REQUIRE_BROWSER=1)")
+        pytest.skip("chromium is not installed")
+    db = f"sqlite:///{tmp_path / 'data' / 'c2seg.db'}"
+    server = live_server(db)
+    token = server.admin("add-team", "<b>Team & Co</b>").strip()
+    pred = tmp_path / "pred.h5"
+    write_submission(pred, labels[1], "AB")
+    assert run_cli(capsys, "submit", str(pred), "--server", server.url, "--token", token)[0] == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", server.url + "/"], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert "C2Seg leaderboard" in html and "Track AB" in html
+    assert re.search(r'<td class="team">&lt;b&gt;Team &amp; Co&lt;/b&gt;</td>', html), "name shown as text"
+    assert "<b>Team" not in html
+    assert html.count('class="num iou"') == 13
+    # Screenshots at desktop and phone sizes: the page lays out and paints.
+    shots = {}
+    for name, size in (("desktop", (1400, 700)), ("phone", (390, 844))):
+        shot = tmp_path / f"{name}.png"
+        subprocess.run([browser, *flags, f"--window-size={size[0]},{size[1]}", f"--screenshot={shot}",
+                        server.url + "/"], capture_output=True, timeout=120)
+        from PIL import Image
+
+        shots[name] = np.asarray(Image.open(shot).convert("RGB"))
+        assert shots[name].shape[:2] == size[::-1]
+    # The class colours reached the header cells: surface water's cyan and urban fabric's red are painted.
+    desktop = shots["desktop"]
+    assert ((desktop == (0, 255, 255)).all(-1)).sum() > 50 and ((desktop == (255, 0, 0)).all(-1)).sum() > 50
+    # On a phone the page fits the screen width (the table scrolls inside its box) and shows text.
+    phone = shots["phone"]
+    assert (phone.max(-1) < 80).sum() > 500  # dark text pixels
