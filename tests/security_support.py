@@ -668,7 +668,7 @@ BAD_FILES = [
     Hostile("zero-byte file", zero_bytes, r"is empty \(0 bytes\)"),
     Hostile("truncated file", truncated, r"truncated"),
     Hostile("header only", header_only, r"truncated|not a readable HDF5"),
-    Hostile("gzip bomb: declares 10^10 pixels", bomb_declared_shape, r"has shape 100000 x 100000, expected"),
+    Hostile("gzip bomb: declares 10^10 pixels", bomb_declared_shape, r"100000 x 100000 (pixels, far more than the target|, expected)"),
     Hostile("gzip bomb: 2 MB chunk inflates to 256 MiB", bomb_chunk, r"inflates beyond its declared .* \(a compression bomb\)"),
     Hostile("gzip bomb: chunk stored larger than itself", bomb_chunk_oversized, r"chunk stored larger than its own size"),
     Hostile("gigantic chunk (finite maxshape)", gigantic_chunk, r"chunks .* larger than the dataset"),
