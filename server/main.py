@@ -10,7 +10,6 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -94,16 +93,15 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
     init_db(engine)
     sessions = make_sessionmaker(engine)
     services = Services(settings=settings, sessions=sessions, tracks={t: s for t, (s, _) in tracks.items()},
-                        boards=BoardCache(settings.leaderboard_cache_s))
+                        boards=BoardCache(settings.leaderboard_cache_s), pool=pool)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         with sessions() as s:
             crud.purge_expired_reservations(s)
-        own_pool = pool is None
-        services.pool = pool or make_pool(settings, tracks)
-        services.limiter = CapacityLimiter(services.pool.size)
+        own_pool = services.pool is None
         if own_pool:
+            services.pool = make_pool(settings, tracks)
             from fastapi.concurrency import run_in_threadpool
 
             await run_in_threadpool(services.pool.start)
@@ -112,6 +110,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
         finally:
             if own_pool:
                 services.pool.close()
+                services.pool = services.limiter = None
             engine.dispose()
 
     app = FastAPI(title="C2Seg scoring server", version=__version__, lifespan=lifespan,
@@ -133,6 +132,19 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
 
     for module in (routes_submissions, routes_leaderboard, routes_teams, pages):
         app.include_router(module.router)
+
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        # Validation errors are sent as one line ({"detail": "..."}, see above): say so in the schema.
+        if app.openapi_schema is None:
+            doc = plain_openapi()
+            doc.get("components", {}).get("schemas", {})["HTTPValidationError"] = {
+                "title": "HTTPValidationError", "type": "object", "required": ["detail"],
+                "properties": {"detail": {"type": "string", "title": "Detail"}}}
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 

@@ -49,6 +49,8 @@ def submission_out(sub: Submission, team: Team, phase: str) -> SubmissionOut:
 
 
 async def _in_child(services: Services, verb: str, *args):
+    if services.limiter is None:  # made here, inside the event loop, on first use
+        services.limiter = anyio.CapacityLimiter(services.pool.size)
     return await anyio.to_thread.run_sync(services.pool.call, verb, *args, limiter=services.limiter)
 
 
