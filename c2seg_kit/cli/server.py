@@ -81,7 +81,9 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     uvicorn.run(
         "c2seg_server.main:app_from_env", factory=True, host=host, port=port, workers=workers,
         log_level=log_level, server_header=False,
-        # Bounded edge: request head size, idle keep-alive, concurrent connections.
+        # Bounded edge: request head size and time, per-client connections (c2seg_server.edge),
+        # idle keep-alive, concurrent connections.
+        http="c2seg_server.edge:GuardedH11Protocol",
         h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5, limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=10,
     )
