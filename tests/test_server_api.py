@@ -324,9 +324,14 @@ def test_a_crashing_or_hanging_reader_gives_422_and_frees_the_slot(make_client, 
 
 
 def test_pool_replaces_a_child_that_hangs_or_dies(pool, label_array, pred_file):
+    import os
+    import signal
+
     path = str(pred_file(label_array))
+    pool.call("peek", path)  # the child is up
+    os.kill(pool._children[0].proc.pid, signal.SIGSTOP)  # a hang, as a stuck HDF5 call would be
     with pytest.raises(ScoringFailed, match="longer than"):
-        pool.call("score", path, "AB", timeout_s=1e-4)
+        pool.call("score", path, "AB", timeout_s=0.5)
     assert pool.call("score", path, "AB")["public"]["miou"] == 1.0  # a fresh child took over
     pool._children[0].proc.kill()
     pool._children[0].proc.wait()
