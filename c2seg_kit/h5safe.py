@@ -395,7 +395,7 @@ class RasterReader:
                 rows = max(1, self.limits.band_bytes // max(1, w * self.layout.dtype.itemsize))
             for r0 in range(0, h, rows):
                 yield r0, self.dset[r0 : min(h, r0 + rows)]
-        except (OSError, RuntimeError, zlib.error) as e:
+        except (OSError, RuntimeError, zlib.error, KeyError, ValueError, TypeError, IndexError) as e:
             if isinstance(e, C2SegError):
                 raise
             raise self.err(f"'{self.name}' could not be read: the file is truncated or corrupt") from None
@@ -444,10 +444,18 @@ class RasterReader:
         index = self._chunk_index()
         fill = self.dset.fillvalue
         dsid = self.dset.id
-        for r0 in range(0, h, ch):
+
+        def place(band: np.ndarray | None, rows: int, c0: int, cols: int, mask: int, raw: Any) -> None:
+            data = self._decode(bytes(raw), mask, nbytes)
+            if band is not None:
+                band[:, c0 : c0 + cols] = np.frombuffer(data, dtype=dtype).reshape(ch, cw)[:rows, :cols]
+
+        def start(r0: int) -> tuple[np.ndarray | None, list]:
+            """Read the band's stored chunks (HDF5, this thread) and hand their inflating and
+            placing to the pool, where zlib runs without the GIL."""
             rows = min(ch, h - r0)
             band = np.empty((rows, w), dtype=dtype) if decode else None
-            stored = []  # (c0, cols, filter mask, raw bytes) of this band's written chunks
+            jobs = []
             for c0 in range(0, w, cw):
                 cols = min(cw, w - c0)
                 entry = index.get((r0, c0))
@@ -458,13 +466,18 @@ class RasterReader:
                 if entry[1] > limit:
                     raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
                 mask, raw = dsid.read_direct_chunk((r0, c0))
-                stored.append((c0, cols, mask, raw))
-            # Inflate the band's chunks on all cores: zlib releases the GIL while it works.
-            decoded = _pool().map(lambda item: self._decode(bytes(item[3]), item[2], nbytes), stored)
-            for (c0, cols, _, _), data in zip(stored, decoded):
-                if band is not None:
-                    chunk = np.frombuffer(data, dtype=dtype).reshape(ch, cw)
-                    band[:, c0 : c0 + cols] = chunk[:rows, :cols]
+                jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
+            return band, jobs
+
+        # One band of look-ahead: the next band inflates while the caller works on this one.
+        pending = start(0)
+        for r0 in range(0, h, ch):
+            band, jobs = pending
+            try:
+                pending = start(r0 + ch) if r0 + ch < h else (None, [])
+            finally:
+                for job in jobs:
+                    job.result()  # re-raises a refusal from the worker
             yield r0, band
 
     def _decode(self, data: bytes, mask: int, nbytes: int) -> bytes:

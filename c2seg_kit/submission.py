@@ -139,6 +139,13 @@ class _ClassRaster:
         self._file = h5safe.open_hdf5(source, err, self.what)
         try:
             self._check(err, track, expected_shape, limits)
+        except C2SegError:
+            self._file.close()
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError):
+            # HDF5 choked on a damaged structure; its own text may quote the file, so it is dropped.
+            self._file.close()
+            raise err(f"{self.what} is corrupt: HDF5 could not read its structure") from None
         except BaseException:
             self._file.close()
             raise

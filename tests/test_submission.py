@@ -359,10 +359,13 @@ def test_refuses_virtual_dataset_beside_the_prediction(tmp_path, pred, labels_pa
 
 
 def test_refuses_external_raw_storage(tmp_path, labels_path):
-    raw = tmp_path / "raw.bin"
-    raw.write_bytes(bytes(SHAPE[0] * SHAPE[1]))
-    path = make(tmp_path / "p.h5", shape=SHAPE, dtype="u1", external=[(str(raw), 0, SHAPE[0] * SHAPE[1])])
-    refused(path, "external raw storage")
+    # Raw storage pointing straight into the organizers' labels file.
+    size = SHAPE[0] * SHAPE[1]
+    path = make(tmp_path / "p.h5", shape=SHAPE, dtype="u1", external=[(str(labels_path), 0, size)])
+    msg = refused(path, "'/prediction' uses external raw storage")
+    with pytest.raises(InvalidSubmissionError, match="external raw storage"):
+        score_files(path, labels_path)
+    assert str(labels_path) not in msg
 
 
 def test_refuses_unknown_filter_without_loading_a_plugin(tmp_path):
@@ -585,3 +588,23 @@ def test_property_random_and_cut_bytes_never_crash(tmp_path_factory, data, cut):
                 sub.check_values()
         except InvalidSubmissionError as e:
             assert "\n" not in str(e)
+
+
+@settings(max_examples=80, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), min_size=1, max_size=8),
+       compression=st.sampled_from([None, "gzip"]))
+def test_property_damaged_honest_files_are_refused_or_read(tmp_path_factory, flips, compression):
+    """Bytes flipped anywhere in an honest file: a one-line refusal, or data in 0..13; never a
+    traceback from HDF5 leaking out."""
+    d = tmp_path_factory.mktemp("f")
+    data = np.random.default_rng(0).integers(0, 14, (60, 50), dtype=np.uint8)
+    honest = bytearray(make(d / "h.h5", data=data, chunks=(16, 16), compression=compression).read_bytes())
+    for pos, xor in flips:
+        honest[pos % len(honest)] ^= xor
+    path = _write(d / "x.h5", bytes(honest))
+    try:
+        with open_submission(path) as sub:
+            out = sub.read()
+        assert out.shape == sub.shape and int(out.max()) <= 13
+    except InvalidSubmissionError as e:
+        assert "\n" not in str(e)
