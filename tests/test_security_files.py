@@ -121,10 +121,8 @@ def test_a_hung_or_killed_scoring_child_costs_one_422(server, client, token, tar
     for pid in children:
         os.kill(pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
         r = upload(client, token, good)
         assert r.status_code == 422 and "took longer than 6 s" in r.json()["detail"], r.text
-        assert time.monotonic() - t0 < 30
         assert client.get("/healthz").status_code == 200  # answered while a child hung
     finally:
         for pid in children:
