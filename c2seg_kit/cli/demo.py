@@ -1,0 +1,156 @@
+"""`c2seg demo`: the whole path on synthetic data, step by step, through the public verbs.
+
+Each step runs the same `c2seg` verb a user would type, in a child process, so the demo
+exercises exactly the documented interface and shows each verb's own progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from c2seg_kit.errors import C2SegError
+
+TOTAL_STEPS = 8
+
+
+class Demo:
+    def __init__(self, out: Path, quiet: bool):
+        self.out = out
+        self.quiet = quiet
+        self.step = 0
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for var in ("C2SEG_SERVER", "C2SEG_TOKEN", "C2SEG_DATABASE_URL"):  # the demo uses its own
+            self.env.pop(var, None)
+
+    def say(self, title: str) -> None:
+        self.step += 1
+        click.secho(f"\n[{self.step}/{TOTAL_STEPS}] {title}", bold=True)
+
+    def c2seg(self, *args: str, capture: bool = False) -> str:
+        cmd = [sys.executable, "-m", "c2seg_kit", *map(str, args)]
+        click.echo("  $ c2seg " + " ".join(map(str, args)))
+        proc = subprocess.run(cmd, env=self.env, text=True, stdout=subprocess.PIPE if capture else None,
+                              stderr=None)
+        if proc.returncode != 0:
+            raise C2SegError(f"demo step failed: `c2seg {' '.join(map(str, args))}` exited {proc.returncode}")
+        return proc.stdout or ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise C2SegError(f"the demo server exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise C2SegError(f"the demo server did not answer on {url} within {timeout:.0f} s")
+
+
+@click.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True, help="Folder for everything the demo writes (emptied first).")
+@click.option("--scale", type=click.FloatRange(0.02, 1.0), default=0.25, show_default=True,
+              help="Synthetic city size as a fraction of the real Augsburg/Berlin.")
+@click.option("--steps", type=click.IntRange(1), default=300, show_default=True, help="Training steps (tiny HighDAN).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out: Path, scale: float, steps: int, seed: int) -> None:
+    """Run the whole C2Seg path on synthetic data, on the CPU, in a few minutes.
+
+    Synthesises a small Augsburg -> Berlin pair, prepares it, trains the tiny HighDAN,
+    predicts Berlin, validates and scores the prediction, starts a local leaderboard server
+    (SQLite), adds a team, submits, prints the leaderboard, stops the server, and renders the
+    predicted map beside the true labels.
+    """
+    d = Demo(out, quiet=False)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    data, prepared, run = out / "data", out / "prepared", out / "run"
+    predictions, labels = out / "predictions.h5", data / "labels.h5"
+    t_start = time.monotonic()
+
+    d.say("Synthesise a small Augsburg -> Berlin city pair (MATLAB v5 layout, like the real files)")
+    d.c2seg("synth", data, "--track", "AB", "--scale", scale, "--seed", seed)
+    d.say("Describe it")
+    d.c2seg("info", data, "--track", "AB")
+    d.say("Prepare the window cache (NaN repair, HSI PCA to 10 components, per-band min-max)")
+    d.c2seg("prepare", data, "--track", "AB", "--out", prepared, "--seed", seed)
+    d.say(f"Train the tiny HighDAN for {steps} steps on the CPU (source: Augsburg labels; target: Berlin, unlabelled)")
+    d.c2seg("train-baseline", "--data", prepared, "--track", "AB", "--out", run, "--config", "tiny",
+            "--steps", steps, "--device", "cpu", "--seed", seed, "--labels", labels)
+    checkpoint = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    d.say("Predict the whole of Berlin, validate and score the submission file")
+    d.c2seg("predict", "--checkpoint", checkpoint, "--data", prepared, "--track", "AB", "--out", predictions,
+            "--device", "cpu", "--method", "HighDAN-tiny (demo)")
+    d.c2seg("validate", predictions, "--track", "AB", "--labels", labels)
+    scores = json.loads(d.c2seg("score", predictions, "--labels", labels, "--json", "--report", out / "report",
+                                capture=True))
+    click.echo(f"  target (Berlin) mIoU {scores['miou']:.4f}, OA {scores['oa']:.4f}, kappa {scores['kappa']:.4f}")
+
+    d.say("Start a local leaderboard server (SQLite) and add a team")
+    db = f"sqlite:///{(out / 'leaderboard.db').resolve()}"
+    token = d.c2seg("admin", "--db", db, "add-team", "demo-team", capture=True).strip()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(out / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "c2seg_kit", "serve", "--labels", str(labels), "--db", db, "--port", str(port),
+         "--data-dir", str(out / "server-data"), "--log-level", "warning"],
+        env=d.env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(url, server)
+        click.echo(f"  server up at {url}")
+        d.say("Submit the prediction and print the leaderboard")
+        d.c2seg("submit", predictions, "--server", url, "--token", token)
+        d.c2seg("leaderboard", "--server", url, "--track", "AB")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    click.echo("  server stopped")
+
+    d.say("Render the predicted map beside the true labels")
+    d.c2seg("render", predictions, "--out", out / "prediction.png")
+    d.c2seg("render", labels, "--out", out / "labels.png")
+
+    click.secho(f"\nDone in {time.monotonic() - t_start:.0f} s. Target (Berlin) mIoU {scores['miou']:.4f} "
+                f"(synthetic data; real C2Seg numbers need the real dataset).", bold=True)
+    click.echo("Files:")
+    for label, path in [
+        ("synthetic scene files", data),
+        ("hidden labels (organizers)", labels),
+        ("prepared cache", prepared),
+        ("training run (checkpoints, log.jsonl)", run),
+        ("submission file", predictions),
+        ("score report (JSON, CSV, PNG)", out / "report"),
+        ("leaderboard database", out / "leaderboard.db"),
+        ("server log", out / "server.log"),
+        ("predicted map", out / "prediction.png"),
+        ("true labels map", out / "labels.png"),
+    ]:
+        click.echo(f"  {label:40} {path}")
