@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -56,32 +57,50 @@ def build_board(s: Session, track: str) -> Leaderboard:
     return Leaderboard(track=track, phase=phase, ranked_by=split, entries=entries)
 
 
+@dataclass(frozen=True)
+class CachedBoard:
+    board: Leaderboard
+    json: bytes  # serialised once, sent as is to every reader
+
+
 class BoardCache:
     """Per-track boards kept for `ttl_s` seconds; writes made by this process clear them at once.
 
     With several server processes, a write made by another process shows after at most ttl_s.
+    A board built while a write was clearing the cache is not stored (generation counter), so a
+    reader never gets a board older than its own team's last acknowledged submission.
     """
 
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
-        self._boards: dict[str, tuple[float, Leaderboard]] = {}
+        self._boards: dict[str, tuple[float, CachedBoard]] = {}
+        self._generation = 0
         self._lock = threading.Lock()
 
-    def get(self, s_factory, track: str) -> Leaderboard:
-        now = time.monotonic()
+    def fresh(self, track: str) -> CachedBoard | None:
+        """The cached board if it is still fresh; never touches the database (safe on the event loop)."""
+        hit = self._boards.get(track)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def get(self, s_factory, track: str) -> CachedBoard:
+        hit = self.fresh(track)
+        if hit is not None:
+            return hit
         with self._lock:
-            hit = self._boards.get(track)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+            generation = self._generation
+        now = time.monotonic()
         with s_factory() as s:
             board = build_board(s, track)
+        entry = CachedBoard(board, board.model_dump_json().encode())
         if self.ttl_s > 0:
             with self._lock:
-                self._boards[track] = (now + self.ttl_s, board)
-        return board
+                if generation == self._generation:
+                    self._boards[track] = (now + self.ttl_s, entry)
+        return entry
 
     def invalidate(self, track: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if track is None:
                 self._boards.clear()
             else:

@@ -37,7 +37,8 @@ def classes_stylesheet() -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def leaderboard_page(request: Request, services: ServicesDep) -> HTMLResponse:
-    boards = [await run_in_threadpool(services.boards.get, services.sessions, t) for t in sorted(services.tracks)]
+    boards = [(services.boards.fresh(t) or await run_in_threadpool(services.boards.get, services.sessions, t)).board
+              for t in sorted(services.tracks)]
     return templates.TemplateResponse(request, "leaderboard.html", {
         "boards": boards, "classes": EVAL_CLASSES, "tracks": TRACKS,
         "quota": services.settings.quota_per_day,

@@ -14,21 +14,23 @@ from c2seg_kit.classes import CLASS_NAMES
 
 from .deps import ServicesDep, served_track
 from .routes_submissions import ERRORS
+from .board import CachedBoard
 from .schemas import Leaderboard, TrackName
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboard"])
 TrackQuery = Annotated[TrackName, Query(description="AB or BW")]
 
 
-async def get_board(services, track: str) -> Leaderboard:
+async def get_board(services, track: str) -> CachedBoard:
     track = served_track(track, services)
-    return await run_in_threadpool(services.boards.get, services.sessions, track)
+    # Fast path on the event loop; the database is only read (in a thread) when the cache is stale.
+    return services.boards.fresh(track) or await run_in_threadpool(services.boards.get, services.sessions, track)
 
 
 @router.get("/leaderboard", response_model=Leaderboard, responses={404: ERRORS[404]},
             summary="Each team's best submission on a track, ranked")
-async def leaderboard(track: TrackQuery, services: ServicesDep) -> Leaderboard:
-    return await get_board(services, track)
+async def leaderboard(track: TrackQuery, services: ServicesDep) -> Response:
+    return Response((await get_board(services, track)).json, media_type="application/json")
 
 
 def _cell(value) -> str:
@@ -59,6 +61,6 @@ def board_csv(board: Leaderboard) -> str:
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, 404: ERRORS[404]},
     summary="The leaderboard as CSV")
 async def leaderboard_csv(track: TrackQuery, services: ServicesDep) -> Response:
-    board = await get_board(services, track)
+    board = (await get_board(services, track)).board
     return Response(board_csv(board), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="c2seg-{board.track}-leaderboard.csv"'})
