@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from c2seg_baseline.predict import blend_weights, blended_rows, predict_city  # noqa: E402
 from c2seg_kit.tiling import axis_starts  # noqa: E402
-from test_baseline_train import make_prepared, run_cli, tiny_options  # noqa: E402
+from test_baseline_train import config_file, make_prepared, run_cli, tiny_options  # noqa: E402
 
 
 class PositionModel(torch.nn.Module):
@@ -186,3 +186,21 @@ def test_predict_cli_errors_are_one_line(trained, tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_end_to_end_on_the_kits_synth_and_prepare(synth_ab, prepared_ab, tmp_path):
+    """The real path: synth -> prepare -> train (eval against labels.h5) -> predict -> score."""
+    from c2seg_baseline.predict import predict_to_file
+    from c2seg_baseline.train import train
+    from c2seg_kit.submission import score_files
+
+    out = tmp_path / "run"
+    summary = train(tiny_options(prepared_ab, out, steps=2, eval_every=2, labels=synth_ab / "labels.h5",
+                                 config=config_file(tmp_path)))
+    assert summary["best"]["step"] == 2 and (out / "best.pt").is_file()
+    pred = tmp_path / "predictions.h5"
+    predict_to_file(out / "best.pt", prepared_ab, "AB", pred, window=64, overlap=16, device="cpu", progress=False)
+    scores = score_files(pred, synth_ab / "labels.h5")
+    # The evaluation during training used the same prediction path (window 64, overlap 16).
+    assert scores["miou"] == pytest.approx(summary["metrics"]["miou"])
+    assert scores["n_pixels"] > 0
