@@ -85,6 +85,20 @@ def make_pool(settings: Settings, tracks: dict) -> ScoringPool:
                        timeout_s=settings.scoring_timeout_s, memory_mb=settings.scoring_memory_mb)
 
 
+def purge_stale_spool(settings: Settings) -> None:
+    """Delete upload spool files left by a killed server (old enough that no live request owns them)."""
+    import time
+
+    max_age = settings.upload_timeout_s + 2 * settings.scoring_timeout_s + 60
+    if settings.spool_dir.is_dir():
+        for f in settings.spool_dir.glob("upload-*.h5"):
+            try:
+                if time.time() - f.stat().st_mtime > max_age:
+                    f.unlink()
+            except OSError:
+                pass
+
+
 def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = None) -> FastAPI:
     """Build the app. `pool` may be given (tests); otherwise one is started in the lifespan."""
     settings = settings or Settings()
@@ -99,6 +113,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
     async def lifespan(app: FastAPI):
         with sessions() as s:
             crud.purge_expired_reservations(s)
+        purge_stale_spool(settings)
         own_pool = services.pool is None
         if own_pool:
             services.pool = make_pool(settings, tracks)

@@ -472,3 +472,46 @@ def test_health_tracks_and_me(client):
     assert health["status"] == "ok" and health["tracks"][0]["shape"] == list(SHAPE)
     me = client.get("/api/v1/me", headers=h).json()
     assert me["team"] == "alpha" and me["quota"][0]["left_today"] == 5
+
+
+def test_board_cache_builds_once_per_burst_and_reads_your_writes(monkeypatch):
+    import threading
+    import time as _time
+
+    from c2seg_server import board as board_mod
+
+    builds = []
+
+    def slow_build(s, track):
+        builds.append(track)
+        _time.sleep(0.2)
+        return board_mod.Leaderboard(track=track, phase="open", ranked_by="public", entries=[])
+
+    class NoSession:
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(board_mod, "build_board", slow_build)
+    cache = board_mod.BoardCache(ttl_s=60)
+    threads = [threading.Thread(target=cache.get, args=(NoSession, "AB")) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["AB"]  # eight readers, one query
+    assert cache.fresh("AB") is not None
+    cache.invalidate("AB")  # a write: the cached board is no longer current
+    assert cache.fresh("AB") is None
+    cache.get(NoSession, "AB")
+    assert builds == ["AB", "AB"]
+    # A write landing while a build runs: that build is not cached as current.
+    t = threading.Thread(target=cache.get, args=(NoSession, "AB"))
+    cache.invalidate("AB")
+    t.start()
+    _time.sleep(0.05)
+    cache.invalidate("AB")
+    t.join()
+    assert cache.fresh("AB") is None

@@ -269,7 +269,15 @@ def test_client_explains_401_413_429_and_network_failures(live_server, labels, t
 
     assert "401" in fails(str(small), token_="c2s_wrong")
     err = fails(str(big))
-    assert "413" in err or "too large" in err
+    assert "larger than the server accepts" in err and "413" in err  # known before uploading
+    # Raw uploads past the cap get 413 from the server itself, from Content-Length alone.
+    r = httpx.post(f"{server.url}/api/v1/submissions", headers={"Authorization": f"Bearer {token}"},
+                   files={"file": ("big.h5", big.read_bytes() * 3)})
+    assert r.status_code == 413 and "larger than this server accepts" in r.json()["detail"]
+    wrong = tmp_path / "wrong_shape.h5"
+    write_submission(wrong, labels[1][:-1], "AB")
+    err = fails(str(wrong))
+    assert "shape" in err
     code, out, err = run_cli(capsys, "submit", str(small), *base, "--token", token, "--json")
     assert code == 0
     err = fails(str(small))

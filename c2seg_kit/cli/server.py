@@ -305,10 +305,21 @@ def submit(predictions, server, token, as_json):
         raise C2SegError(f"no such file: {path}")
     url = client.server_url(server)
     token = client.server_token(token)
-    with open_submission(path) as sub:
-        sub.check_values()
-        track = sub.track
     size = path.stat().st_size
+    with open_submission(path) as sub:
+        track = sub.track
+    # Ask the server what it scores first: an unreachable server, an unserved track, a wrong
+    # shape or an oversized file are all explained before a byte is uploaded.
+    info = client.health(url)
+    shapes = {t["track"]: tuple(t["shape"]) for t in info.get("tracks", [])}
+    if track not in shapes:
+        raise C2SegError(f"the server at {url} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
+    cap = info.get("max_upload_bytes")
+    if cap and size > cap:
+        raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
+                         f"({cap / 2**20:g} MiB; it would answer 413)")
+    with open_submission(path, track=track, expected_shape=shapes[track]) as sub:
+        sub.check_values()
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=None, leave=False) as bar:
         result = client.submit(path, server=url, token=token, progress=bar.update)
