@@ -70,6 +70,9 @@ class Limits:
     max_attr_bytes: int = 4096  # size of an attribute the kit reads (track, team, ...)
     max_chunk_bytes: int = 16 << 20  # one chunk, decoded
     max_chunks: int = 100_000  # chunks in the grid: each costs a Python step when read
+    # HDF5 decodes LZF chunks itself, growing its buffer up to LZF's worst ratio (~88x) of the
+    # stored chunk, so LZF chunks get a tighter bound (h5py's automatic chunks are <= 1 MiB).
+    max_lzf_chunk_bytes: int = 1 << 20
     band_bytes: int = 4 << 20  # target size of one row band read from unchunked storage
 
 
@@ -340,6 +343,18 @@ def check_raster(
                 "use larger chunks, e.g. chunks=True"
             )
         filters = [(dcpl.get_filter(i)[0], i) for i in range(dcpl.get_nfilters())]
+        for i in range(dcpl.get_nfilters()):
+            code, _, values, _ = dcpl.get_filter(i)
+            if code != FILTER_LZF:
+                continue
+            if nbytes > limits.max_lzf_chunk_bytes:
+                raise err(
+                    f"'{name}' has lzf chunks of {nbytes / 2**20:.1f} MiB (limit {limits.max_lzf_chunk_bytes >> 20} MiB "
+                    "for lzf); use gzip or smaller chunks"
+                )
+            # h5py's LZF filter allocates cd_values[2] bytes per chunk: a value from the file.
+            if len(values) >= 3 and values[2] not in (0, nbytes):
+                raise err(f"'{name}' has an lzf filter whose declared chunk size does not match its chunks")
     return RasterLayout(shape=dims, dtype=dtype, chunks=chunks, filters=filters)  # type: ignore[arg-type]
 
 

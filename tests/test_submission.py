@@ -447,6 +447,25 @@ def test_refuses_gigantic_chunks(tmp_path):
     refused(path, r"chunks of 34 MiB \(limit 16 MiB\)")
 
 
+def test_refuses_large_lzf_chunks(tmp_path):
+    path = make(tmp_path / "p.h5", shape=(2000, 1000), dtype="u1", chunks=(2000, 1000), compression="lzf")
+    refused(path, r"lzf chunks of 1.9 MiB \(limit 1 MiB for lzf\)")
+
+
+def test_refuses_lzf_declaring_another_chunk_size(tmp_path):
+    import struct
+
+    path = make(tmp_path / "p.h5", shape=SHAPE, dtype="u1", chunks=(8, 8), compression="lzf")
+    with h5py.File(path, "r") as f:
+        values = f["prediction"].id.get_create_plist().get_filter(0)[2]
+    # h5py fills the filter's client data itself; a hostile file edits it: "allocate 2 GiB per chunk".
+    honest = struct.pack("<3I", *values)
+    data = path.read_bytes()
+    assert data.count(honest) == 1
+    path.write_bytes(data.replace(honest, struct.pack("<3I", values[0], values[1], 1 << 31)))
+    refused(path, "lzf filter whose declared chunk size does not match")
+
+
 def test_refuses_a_myriad_of_tiny_chunks(tmp_path):
     path = make(tmp_path / "p.h5", shape=(2000, 1000), dtype="u1", chunks=(4, 4))
     refused(path, r"split into 125000 chunks of 4 x 4 \(limit 100000\)")
