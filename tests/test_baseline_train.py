@@ -182,6 +182,14 @@ def test_same_seed_same_weights_other_seed_differs(prepared, tmp_path):
     assert not torch.equal(runs["a"][key], runs["c"][key])
 
 
+def test_dataloader_workers_do_not_change_the_run(prepared, tmp_path):
+    """Augmentation is keyed on (seed, epoch, index), so worker processes see what the main one would."""
+    train(tiny_options(prepared, tmp_path / "w0", steps=5, eval_every=100, batch_size=4, workers=0))
+    train(tiny_options(prepared, tmp_path / "w2", steps=5, eval_every=100, batch_size=4, workers=2))
+    a, b = weights(tmp_path / "w0" / "last.pt"), weights(tmp_path / "w2" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_run(prepared, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(C2SegError, match="nothing to resume"):
