@@ -55,6 +55,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     per-step log (log.jsonl) into --out. Under torchrun, trains data-parallel (only rank 0
     writes). Example:
 
+    \b
         c2seg train-baseline --data prep --track AB --out runs/ab --config tiny --steps 300
     """
     from c2seg_baseline.train import TrainOptions, train
@@ -103,6 +104,7 @@ def predict(checkpoint, data, track, out, window, overlap, batch_size, device, f
     Sliding windows with blended overlaps, target-side attention on, argmax over classes
     1..13. Memory stays a few window-high bands, however large the city. Example:
 
+    \b
         c2seg predict --checkpoint runs/ab/best.pt --data prep --track AB --out predictions.h5
     """
     from c2seg_baseline.predict import predict_to_file
