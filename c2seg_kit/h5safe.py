@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -73,6 +75,10 @@ class Limits:
     # HDF5 decodes LZF chunks itself, growing its buffer up to LZF's worst ratio (~88x) of the
     # stored chunk, so LZF chunks get a tighter bound (h5py's automatic chunks are <= 1 MiB).
     max_lzf_chunk_bytes: int = 1 << 20
+    # While HDF5 itself parses the file (structure, attributes, bands it decodes), the process may
+    # grow its address space by at most this much; 0 turns the guard off. A damaged length field
+    # (a variable-length string declaring 4 GB, say) then fails at once instead of allocating.
+    memory_guard_bytes: int = 512 << 20
     band_bytes: int = 4 << 20  # target size of one row band read from unchunked storage
 
 
@@ -96,6 +102,39 @@ def _disable_plugin_search() -> None:
 
 
 _disable_plugin_search()
+
+
+@contextmanager
+def memory_guard(extra_bytes: int) -> Iterator[None]:
+    """Cap the address space at its current size + ``extra_bytes`` for the duration (Linux).
+
+    HDF5 allocates some buffers from lengths stored in the file before it can check them; under
+    the cap such an allocation fails (and the file is refused) instead of costing gigabytes. The
+    limit is process-wide, so a server should parse uploads in a child process anyway.
+    """
+    if extra_bytes <= 0 or not sys.platform.startswith("linux"):
+        yield
+        return
+    import resource
+
+    try:
+        with open("/proc/self/status") as fh:
+            vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (OSError, StopIteration, ValueError):
+        yield
+        return
+    cap = vm + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield  # already tighter than ours
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +177,8 @@ def open_hdf5(source: "str | os.PathLike | BinaryIO", err: Callable[[str], C2Seg
         target = path
     try:
         return h5py.File(target, "r", locking=False)
+    except MemoryError:
+        raise err(f"{what} is not a readable HDF5 file (its header declares absurd sizes)") from None
     except OSError as e:
         text = str(e).lower()
         if "truncated" in text or "eof" in text:
@@ -401,7 +442,9 @@ class RasterReader:
                 )
                 if precheck:
                     for r0, _ in self._iter_chunk_bands(decode=False):
-                        yield r0, self.dset[r0 : min(h, r0 + self.layout.chunks[0])]
+                        with memory_guard(self.limits.memory_guard_bytes):
+                            band = self.dset[r0 : min(h, r0 + self.layout.chunks[0])]
+                        yield r0, band
                     return
                 self._check_chunk_sizes()
                 per_band = self.layout.chunk_nbytes * math.ceil(w / self.layout.chunks[1])
@@ -409,8 +452,10 @@ class RasterReader:
             else:
                 rows = max(1, self.limits.band_bytes // max(1, w * self.layout.dtype.itemsize))
             for r0 in range(0, h, rows):
-                yield r0, self.dset[r0 : min(h, r0 + rows)]
-        except (OSError, RuntimeError, zlib.error, KeyError, ValueError, TypeError, IndexError) as e:
+                with memory_guard(self.limits.memory_guard_bytes):
+                    band = self.dset[r0 : min(h, r0 + rows)]
+                yield r0, band
+        except (OSError, RuntimeError, zlib.error, KeyError, ValueError, TypeError, IndexError, MemoryError) as e:
             if isinstance(e, C2SegError):
                 raise
             raise self.err(f"'{self.name}' could not be read: the file is truncated or corrupt") from None

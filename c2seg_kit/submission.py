@@ -136,13 +136,15 @@ class _ClassRaster:
                  expected_shape: tuple[int, int] | None = None,
                  limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> None:
         err = self.error
-        self._file = h5safe.open_hdf5(source, err, self.what)
+        with h5safe.memory_guard(limits.memory_guard_bytes):
+            self._file = h5safe.open_hdf5(source, err, self.what)
         try:
-            self._check(err, track, expected_shape, limits)
+            with h5safe.memory_guard(limits.memory_guard_bytes):
+                self._check(err, track, expected_shape, limits)
         except C2SegError:
             self._file.close()
             raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError):
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError, MemoryError):
             # HDF5 choked on a damaged structure; its own text may quote the file, so it is dropped.
             self._file.close()
             raise err(f"{self.what} is corrupt: HDF5 could not read its structure") from None

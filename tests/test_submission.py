@@ -274,6 +274,35 @@ def test_refuses_huge_fixed_string_attribute(tmp_path, pred):
     refused(make(tmp_path / "p.h5", attrs=attrs, data=pred), "attribute 'track' is too long")
 
 
+def test_refuses_string_attribute_declaring_gigabytes_quickly(tmp_path, pred):
+    """A variable-length string's length lives in a 16-byte descriptor; HDF5 allocates that many
+    bytes before it finds the heap object is short. The memory guard makes that fail at once."""
+    import resource
+    import struct
+    import subprocess
+    import sys
+
+    path = make(tmp_path / "p.h5", attrs={"c2seg_format": "submission/1", "track": "AB"}, data=pred)
+    data = path.read_bytes()
+    heap = data.index(b"GCOL")
+    descriptor = struct.pack("<IQ", 2, heap)  # "AB": length 2, in the collection at `heap`
+    assert data.count(descriptor) == 1
+    path.write_bytes(data.replace(descriptor, struct.pack("<IQ", 0xF000_0000, heap)))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    refused(path, "corrupt: HDF5 could not read its structure")
+    assert resource.getrlimit(resource.RLIMIT_AS) == before  # the guard is lifted again
+    # Peak memory of a fresh process refusing it: far below the 4 GB the descriptor claims.
+    code = (
+        "import sys\n"
+        "from c2seg_kit.submission import open_submission\n"
+        "try:\n    open_submission(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__)\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "InvalidSubmissionError"
+    assert int(out[1]) * 1024 < 600 << 20
+
+
 def test_refuses_too_many_objects(tmp_path, pred):
     path = make(tmp_path / "p.h5", data=pred)
     with h5py.File(path, "a") as f:
