@@ -718,5 +718,11 @@ def naive_read(path: Path) -> np.ndarray | None:
         return None
 
 
+def leaks_labels(path: Path, t: Target) -> bool:
+    """Whether a naive reader of `path` would get exactly the hidden labels."""
+    got = naive_read(path)
+    return got is not None and got.dtype == t.label.dtype and got.shape == t.shape and bool((got == t.label).all())
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
