@@ -384,6 +384,12 @@ def check_raster(
                 "use larger chunks, e.g. chunks=True"
             )
         filters = [(dcpl.get_filter(i)[0], i) for i in range(dcpl.get_nfilters())]
+        codes = [c for c, _ in filters]
+        if len(set(codes)) != len(codes):
+            raise err(f"'{name}' applies the same filter twice; write it with one gzip (or lzf) pass")
+        if FILTER_LZF in codes and h5z.FILTER_DEFLATE in codes:
+            # HDF5 would inflate that gzip itself, without our bound; no honest writer stacks them.
+            raise err(f"'{name}' stacks lzf and gzip compression; use one of them")
         for i in range(dcpl.get_nfilters()):
             code, _, values, _ = dcpl.get_filter(i)
             if code != FILTER_LZF:
@@ -424,7 +430,8 @@ class RasterReader:
     # Deflate and shuffle only (the usual case, and what the kit writes): chunks are decoded here
     # with a bounded inflate and HDF5 never decodes them. With fletcher32 the bounded inflate runs
     # as a check on every chunk of a band, then HDF5 decodes it (and verifies the checksum). LZF
-    # (at most ~100x expansion by its format) is guarded by the stored-size check alone.
+    # (never stacked with gzip) is bounded by its format: at most ~88x a stored chunk, which is at
+    # most its own size, which is at most max_lzf_chunk_bytes.
     def _decodes_itself(self) -> bool:
         codes = {c for c, _ in self.layout.filters}
         return self.layout.chunks is not None and codes <= {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE}

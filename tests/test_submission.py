@@ -495,6 +495,21 @@ def test_refuses_lzf_declaring_another_chunk_size(tmp_path):
     refused(path, "lzf filter whose declared chunk size does not match")
 
 
+@pytest.mark.parametrize("codes, match", [
+    ((1, 1), "applies the same filter twice"),
+    ((32000, 1), "stacks lzf and gzip"),
+])
+def test_refuses_stacked_filters(tmp_path, codes, match):
+    path = make(tmp_path / "p.h5", data=None)
+    with h5py.File(path, "a") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((8, 8))
+        for code in codes:
+            dcpl.set_filter(code, h5py.h5z.FLAG_OPTIONAL, (4,) if code == 1 else ())
+        h5py.h5d.create(f.id, b"prediction", h5py.h5t.STD_U8LE, h5py.h5s.create_simple(SHAPE), dcpl=dcpl)
+    refused(path, match)
+
+
 def test_refuses_a_myriad_of_tiny_chunks(tmp_path):
     path = make(tmp_path / "p.h5", shape=(2000, 1000), dtype="u1", chunks=(4, 4))
     refused(path, r"split into 125000 chunks of 4 x 4 \(limit 100000\)")
