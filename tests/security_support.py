@@ -460,6 +460,11 @@ def gigantic_chunk(p: Path, t: Target) -> Path:
     return _dataset(p, t, shape=t.shape, dtype="i8", maxshape=(8 * h, 8 * w), chunks=(2 * h, 2 * w))
 
 
+def tiny_chunks(p: Path, t: Target) -> Path:
+    # 1 x 16 chunks: a chunk index of ~125,000 entries for a Berlin raster, each a step to read.
+    return _dataset(p, t, shape=t.shape, dtype="u1", chunks=(1, 16), compression="gzip")
+
+
 def unlimited_maxshape(p: Path, t: Target) -> Path:
     return _dataset(p, t, _pred(t), maxshape=(None, None), chunks=(256, 256))
 
@@ -672,6 +677,7 @@ BAD_FILES = [
     Hostile("gzip bomb: 2 MB chunk inflates to 256 MiB", bomb_chunk, r"inflates beyond its declared .* \(a compression bomb\)"),
     Hostile("gzip bomb: chunk stored larger than itself", bomb_chunk_oversized, r"chunk stored larger than its own size"),
     Hostile("gigantic chunk (finite maxshape)", gigantic_chunk, r"chunks .* larger than the dataset"),
+    Hostile("125,000 tiny chunks", tiny_chunks, r"is split into \d+ chunks of 1 x 16"),
     Hostile("unlimited maxshape", unlimited_maxshape, r"unlimited maxshape"),
     Hostile("sub-array dtype", subarray_dtype, r"array \(a sub-array dtype hides extra dimensions\)"),
     Hostile("long fixed strings", long_strings, r"got string data"),
