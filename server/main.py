@@ -39,8 +39,14 @@ SECURITY_HEADERS = [
 ]
 
 
+#: Largest request head (all header lines) accepted. uvicorn's h11 limit only bounds a head
+#: that arrives in pieces; one that arrives whole in a single read is checked here.
+MAX_HEADER_BYTES = 16 * 1024
+
+
 class SecurityHeaders:
-    """Pure ASGI middleware (no body buffering): adds SECURITY_HEADERS to every HTTP response."""
+    """Pure ASGI middleware (no body buffering): refuses oversized request heads (431) and adds
+    SECURITY_HEADERS to every HTTP response."""
 
     def __init__(self, app):
         self.app = app
@@ -48,7 +54,15 @@ class SecurityHeaders:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            response = JSONResponse({"detail": f"request headers larger than {MAX_HEADER_BYTES // 1024} KiB"},
+                                    status_code=431, headers={"connection": "close"})
+            scope = {**scope, "headers": []}
+            return await response(scope, receive, self._with_headers(send))
+        return await self.app(scope, receive, self._with_headers(send))
 
+    @staticmethod
+    def _with_headers(send):
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
@@ -56,7 +70,7 @@ class SecurityHeaders:
                     (k, v) for k, v in SECURITY_HEADERS if k not in names]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return send_with_headers
 
 
 def served_tracks(label_paths: list[Path]) -> dict[str, tuple[tuple[int, int], str]]:
