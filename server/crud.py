@@ -45,6 +45,8 @@ def add_team(s: Session, name: str, *, baseline: bool = False) -> tuple[Team, st
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("a team name must be 1 to 100 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("a team name must be one line of printable characters")
     if s.scalar(select(Team).where(Team.name == name)) is not None:
         raise ValueError(f"team {name!r} already exists")
     token = new_token()

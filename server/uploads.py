@@ -109,6 +109,13 @@ class _FilePart:
         self.ended = True
 
 
+def _parser(boundary: bytes, callbacks: dict) -> MultipartParser:
+    try:  # per-part header limits, where this python-multipart has them
+        return MultipartParser(boundary, callbacks, max_header_count=8, max_header_size=4096)
+    except TypeError:
+        return MultipartParser(boundary, callbacks)
+
+
 async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeout_s: float) -> Upload:
     """Stream the request's multipart body; the `file` field lands in a spool file (caller deletes it)."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
@@ -122,7 +129,7 @@ async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeo
         with os.fdopen(fd, "wb") as out:
             part = _FilePart(out, limit)
             try:
-                parser = MultipartParser(boundary, part.callbacks(), max_header_count=8, max_header_size=4096)
+                parser = _parser(boundary, part.callbacks())
             except (ValueError, MultipartParseError):
                 raise HTTPException(400, "invalid multipart boundary") from None
             received = 0

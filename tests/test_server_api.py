@@ -466,6 +466,12 @@ def test_page_escapes_names_sends_security_headers_and_class_colours(client, lab
     assert client.get("/static/style.css").status_code == 200
 
 
+@pytest.mark.parametrize("name", ["", " ", "x" * 101, "two\nlines", "tab\there"])
+def test_team_names_are_one_printable_line(client, name):
+    with client.app.state.services.sessions() as s, pytest.raises(ValueError):
+        crud.add_team(s, name)
+
+
 def test_health_tracks_and_me(client):
     h = add_team(client)
     health = client.get("/healthz").json()
