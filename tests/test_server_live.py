@@ -34,6 +34,9 @@ from click.testing import CliRunner  # noqa: E402
 from c2seg_kit.cli import cli, main  # noqa: E402
 from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
 
+# Each test starts real server processes: bound them so a hang fails instead of stalling CI.
+pytestmark = pytest.mark.timeout(240)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (120, 100)
 TOKEN_RE = re.compile(r"^c2s_[A-Za-z0-9_-]{43}\n$")
@@ -223,6 +226,7 @@ def test_end_to_end_over_http(live_server, db_url, labels, tmp_path, capsys):
     assert page.status_code == 200 and "alpha" in page.text and "content-security-policy" in page.headers
 
 
+@pytest.mark.slow
 def test_quota_holds_under_concurrent_requests(live_server, db_url, labels, tmp_path):
     quota, clients = 3, 16
     server = live_server(db_url, quota_per_day=quota, scoring_workers=2)
@@ -381,6 +385,7 @@ def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_pa
 
 # --- faults and the HTTP edge --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_mid_load_loses_nothing_acknowledged(live_server, db_url, labels, tmp_path):
     """kill -9 the server while submissions are in flight; after a restart every 201 is there
     with both score rows, and no submission row lacks its scores."""
