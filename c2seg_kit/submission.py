@@ -203,12 +203,11 @@ class _ClassRaster:
                 yield r0, band.astype(np.uint8)
                 continue
             # Bad values: finish counting over the rest of the raster, then refuse.
-            count, seen = 0, set()
+            count, seen = 0, set()  # seen: the 9 smallest distinct bad values (8 shown, + "...")
             for _, b in itertools.chain([(r0, band)], bands):
                 bad = b[(b < 0) | (b >= NUM_LABELS)]
                 count += bad.size
-                if len(seen) < 8:
-                    seen.update(int(v) for v in np.unique(bad)[:8])
+                seen = set(sorted(seen | {int(v) for v in np.unique(bad)[:9]})[:9])
             shown = ", ".join(str(v) for v in sorted(seen)[:8]) + (", ..." if len(seen) > 8 else "")
             raise self.error(
                 f"'{self.dataset_name}' has {count} values outside 0..{NUM_LABELS - 1} (seen: {shown})"

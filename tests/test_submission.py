@@ -671,3 +671,25 @@ def test_property_damaged_honest_files_are_refused_or_read(tmp_path_factory, fli
         assert out.shape == sub.shape and int(out.max()) <= 13
     except InvalidSubmissionError as e:
         assert "\n" not in str(e)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=hnp.arrays(np.int16, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=30),
+                       elements=st.integers(-3, 20)),
+       dtype=st.sampled_from([np.uint8, np.int16, np.int64]),
+       chunked=st.booleans())
+def test_property_value_check_counts_exactly(tmp_path_factory, data, dtype, chunked):
+    """Any integer raster: read back exactly if all values are 0..13, else refused with the exact
+    count and the smallest bad values."""
+    data = (np.abs(data) if dtype == np.uint8 else data).astype(dtype)
+    path = tmp_path_factory.mktemp("v") / "p.h5"
+    make(path, data=data, **({"chunks": (7, 5), "compression": "gzip"} if chunked and min(data.shape) >= 7 else {}))
+    bad = data[(data < 0) | (data > 13)]
+    if bad.size == 0:
+        with open_submission(path) as sub:
+            np.testing.assert_array_equal(sub.read(), data)
+        return
+    distinct = np.unique(bad)
+    shown = ", ".join(str(int(v)) for v in distinct[:8]) + (", ..." if distinct.size > 8 else "")
+    msg = refused(path, f"has {bad.size} values outside 0..13")
+    assert msg.endswith(f"(seen: {shown})")
