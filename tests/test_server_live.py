@@ -462,3 +462,18 @@ def test_http_edge_oversized_headers_and_stalled_uploads(live_server, tmp_path):
         answer = s.recv(4096).decode("latin-1")
     assert answer.startswith("HTTP/1.1 408"), answer[:200]
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_organizer_mistakes_are_one_line(tmp_path, labels, capsys):
+    port = free_port()  # nothing listens there
+    cases = [
+        (["admin", "--db", f"postgresql+psycopg://u:pw@127.0.0.1:{port}/x", "list-teams"], "cannot open the database"),
+        (["admin", "--db", "not a url", "list-teams"], "not a database URL"),
+        (["serve", "--labels", str(tmp_path / "missing.h5")], "labels file not found"),
+        (["serve", "--labels", str(labels[0]), "--labels", str(labels[0])], "two labels files for track AB"),
+        (["admin", "--data-dir", str(tmp_path / "d"), "add-team", "<x>\nnew line"], "one line"),
+    ]
+    for args, words in cases:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and words in err, (args, err)
+        assert "pw@" not in err  # passwords are masked

@@ -63,7 +63,6 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     """
     import uvicorn
 
-    from c2seg_server.db import init_db, make_engine
     from c2seg_server.main import served_tracks
 
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
@@ -75,7 +74,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     os.environ.update(env)  # every worker process builds its app from these (main.app_from_env)
     settings = _settings(None, None)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
-    init_db(make_engine(settings.db_url))
+    _engine(settings).dispose()
     click.echo(f"serving track(s) {', '.join(sorted(tracks))} on http://{host}:{port}/ "
                f"(database: {_safe_url(settings.db_url)})", err=True)
     uvicorn.run(
@@ -92,7 +91,10 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: show nothing that might be a password
+        return "(unparsable URL)"
 
 
 # -------------------------------------------------------------------------------------------
@@ -108,13 +110,29 @@ def admin(ctx, db, data_dir):
     ctx.obj = {"db": db, "data_dir": data_dir}
 
 
+def _engine(settings):
+    """An engine with the tables in place; a bad or unreachable database is one line, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from c2seg_server.db import init_db, make_engine
+
+    try:
+        engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
+        init_db(engine, attempts=2)
+    except ArgumentError:
+        raise C2SegError(f"not a database URL: {settings.db_url!r} (e.g. sqlite:///c2seg.db, "
+                         "postgresql+psycopg://user@host/db)") from None
+    except (SQLAlchemyError, ModuleNotFoundError) as e:
+        first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise C2SegError(f"cannot open the database {_safe_url(settings.db_url)}: {first}") from None
+    return engine
+
+
 def _open(ctx):
-    from c2seg_server.db import init_db, make_engine, make_sessionmaker
+    from c2seg_server.db import make_sessionmaker
 
     settings = _settings(ctx.obj["db"], ctx.obj["data_dir"])
-    engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
-    init_db(engine)
-    return settings, make_sessionmaker(engine)
+    return settings, make_sessionmaker(_engine(settings))
 
 
 def _user_error(fn, *args):
