@@ -80,7 +80,7 @@ def peak_rss_of(cli_args: list[str]) -> int:
     """Peak RSS (VmHWM) of a fresh interpreter running `c2seg <cli_args>`, or only the imports
     when cli_args is empty. Read inside the child: ru_maxrss would include the parent's RSS,
     which Linux carries across fork + exec."""
-    proc = subprocess.run([sys.executable, "-c", _HWM_WRAPPER, *cli_args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _HWM_WRAPPER, *cli_args], capture_output=True, text=True, check=False)
     for line in proc.stderr.splitlines():
         if line.startswith("VMHWM "):
             return int(line.split()[1])

@@ -23,10 +23,11 @@ import math
 import os
 import sys
 import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -97,8 +98,8 @@ def _disable_plugin_search() -> None:
 
         while h5pl.size():
             h5pl.remove(0)
-    except Exception:  # pragma: no cover - h5py built without plugin support
-        pass
+    except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - h5py without plugin support
+        return
 
 
 _disable_plugin_search()
@@ -156,7 +157,7 @@ def _check_signature(fobj: BinaryIO, size: int, err: Callable[[str], C2SegError]
     raise err(f"{what} is not an HDF5 file (no HDF5 signature)")
 
 
-def open_hdf5(source: "str | os.PathLike | BinaryIO", err: Callable[[str], C2SegError], what: str) -> h5py.File:
+def open_hdf5(source: str | os.PathLike | BinaryIO, err: Callable[[str], C2SegError], what: str) -> h5py.File:
     """Open ``source`` (a path or a seekable binary file object) read-only, or raise ``err``."""
     if hasattr(source, "read"):
         fobj = source
@@ -259,7 +260,7 @@ def check_tree(f: h5py.File, err: Callable[[str], C2SegError], limits: Limits = 
         n = len(group)  # H5Gget_info: a count, no iteration over a hostile number of links
         if objects + n > limits.max_objects:
             raise err(f"file holds too many objects (more than {limits.max_objects}); a submission needs one dataset")
-        for name in group.keys():
+        for name in group:
             path = f"{prefix}/{name}"
             kind = _link_kind(group.get(name, getlink=True))
             if kind is not None:
@@ -493,7 +494,7 @@ class RasterReader:
 
     def _check_chunk_sizes(self) -> None:
         limit = self._stored_limit()
-        for off, (_, stored) in self._chunk_index().items():
+        for _, stored in self._chunk_index().values():
             if stored > limit:
                 raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
 

@@ -24,7 +24,7 @@ from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS
 _CHUNK_PIXELS = 1 << 19
 _BINS = NUM_LABELS * NUM_LABELS  # combined index 14 * true + pred, 0..195
 
-__all__ = ["ConfusionMatrix", "compute_scores", "SCORE_KEYS"]
+__all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
 
 #: Keys of :func:`compute_scores`' result, in the order reports print them.
 SCORE_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels")
@@ -73,11 +73,11 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix[:] = 0
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         self.matrix += other.matrix
         return self
 
-    def update(self, target: Any, pred: Any) -> "ConfusionMatrix":
+    def update(self, target: Any, pred: Any) -> ConfusionMatrix:
         """Add a block of labels and predictions (same shape, integer values in 0..13).
 
         Accepts numpy arrays or anything ``np.asarray`` takes (CPU tensors included). Raises

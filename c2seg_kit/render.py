@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, palette
 
-__all__ = ["render_png", "render_rows_png", "render_confusion_png", "DEFAULT_MAX_SIDE"]
+__all__ = ["DEFAULT_MAX_SIDE", "render_confusion_png", "render_png", "render_rows_png"]
 
 DEFAULT_MAX_SIDE = 2048
 _BG = (255, 255, 255)
@@ -75,7 +76,7 @@ def _compose(map_img: Image.Image, *, legend: bool, title: str | None, present: 
     return canvas
 
 
-def _save(img: Image.Image, out_path: "str | os.PathLike") -> Path:
+def _save(img: Image.Image, out_path: str | os.PathLike) -> Path:
     out = Path(out_path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,17 +94,17 @@ def _check_classes(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def render_png(array: Any, out_path: "str | os.PathLike", *, legend: bool = True, title: str | None = None,
+def render_png(array: Any, out_path: str | os.PathLike, *, legend: bool = True, title: str | None = None,
                max_side: int = DEFAULT_MAX_SIDE) -> Path:
     """Write a class map (H x W integers 0..13) as a PNG in the official colours, with a legend."""
     a = _check_classes(np.asarray(array))
     k = _stride(a.shape, max_side)
     small = a[::k, ::k].astype(np.uint8)
-    present = set(int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS)))
+    present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS))}
     return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
 
 
-def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray]], out_path: "str | os.PathLike",
+def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray]], out_path: str | os.PathLike,
                     *, legend: bool = True, title: str | None = None, max_side: int = DEFAULT_MAX_SIDE) -> Path:
     """Like :func:`render_png` for a raster streamed as ``(r0, uint8 block)`` row blocks (a file
     reader's ``iter_rows``): only the kept rows and columns are ever held in memory."""
@@ -112,7 +113,7 @@ def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray
     small = np.zeros((math.ceil(h / k), math.ceil(w / k)), dtype=np.uint8)
     for r0, block in _strided_rows(rows, k):
         small[r0 // k : r0 // k + block.shape[0]] = block
-    present = set(int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS)))
+    present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS))}
     return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
 
 
@@ -125,7 +126,7 @@ def _strided_rows(rows: Iterable[tuple[int, np.ndarray]], k: int) -> Iterator[tu
             yield r0 + first, kept
 
 
-def render_confusion_png(matrix: Any, out_path: "str | os.PathLike", *, title: str | None = None) -> Path:
+def render_confusion_png(matrix: Any, out_path: str | os.PathLike, *, title: str | None = None) -> Path:
     """The 13 x 14 confusion matrix (true 1..13 x pred 0..13) as a heat map, rows normalised,
     each cell labelled with its row percentage; class names listed beside it."""
     m = np.asarray(matrix, dtype=np.int64)
@@ -152,7 +153,7 @@ def render_confusion_png(matrix: Any, out_path: "str | os.PathLike", *, title: s
         for j in range(NUM_LABELS):
             v = float(frac[i, j])
             # White to dark blue; the diagonal (correct) cells use the same scale.
-            colour = tuple(int(round(255 - v * (255 - t))) for t in (8, 48, 107))
+            colour = tuple(round(255 - v * (255 - t)) for t in (8, 48, 107))
             x0, y0 = grid_x + j * cell, grid_y + i * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
             if m[i, j]:

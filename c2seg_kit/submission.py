@@ -17,9 +17,10 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -31,16 +32,16 @@ from c2seg_kit.metrics import ConfusionMatrix
 from c2seg_kit.registry import TRACKS
 
 __all__ = [
-    "SUBMISSION_FORMAT",
     "LABELS_FORMAT",
-    "write_submission",
-    "open_submission",
-    "write_labels",
-    "open_labels",
-    "score_files",
-    "open_class_raster",
-    "Submission",
+    "SUBMISSION_FORMAT",
     "Labels",
+    "Submission",
+    "open_class_raster",
+    "open_labels",
+    "open_submission",
+    "score_files",
+    "write_labels",
+    "write_submission",
 ]
 
 SUBMISSION_FORMAT = "submission/1"
@@ -78,7 +79,7 @@ def _class_raster(array: Any, what: str) -> np.ndarray:
     return a.astype(np.uint8, copy=False)
 
 
-def _write_raster(path: "str | os.PathLike", name: str, raster: np.ndarray, attrs: dict) -> None:
+def _write_raster(path: str | os.PathLike, name: str, raster: np.ndarray, attrs: dict) -> None:
     """Write atomically (temp file + rename), so a crash never leaves a half-written file."""
     path = Path(path)
     h, w = raster.shape
@@ -101,7 +102,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def write_submission(path: "str | os.PathLike", prediction: Any, track: str, *,
+def write_submission(path: str | os.PathLike, prediction: Any, track: str, *,
                      team: str | None = None, method: str | None = None) -> Path:
     """Write ``prediction`` (H x W integers 0..13, the target city's shape) as a submission file."""
     track = _check_track(track)
@@ -111,7 +112,7 @@ def write_submission(path: "str | os.PathLike", prediction: Any, track: str, *,
     return Path(path)
 
 
-def write_labels(path: "str | os.PathLike", label: Any, track: str) -> Path:
+def write_labels(path: str | os.PathLike, label: Any, track: str) -> Path:
     """Write the hidden target labels (H x W integers 0..13; 0 = unlabelled) as ``labels.h5``."""
     track = _check_track(track)
     raster = _class_raster(label, "label")
@@ -259,7 +260,7 @@ class _ClassRaster:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -302,7 +303,7 @@ def open_labels(path: Source) -> Labels:
     return Labels(path)
 
 
-def open_class_raster(path: Source) -> "Submission | Labels":
+def open_class_raster(path: Source) -> Submission | Labels:
     """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
     that accept both). Unknown files are refused as submissions."""
     with h5safe.open_hdf5(path, InvalidSubmissionError, "file") as f:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
 
-from c2seg_kit.cli import main
 from c2seg_kit.classes import CLASS_NAMES
+from c2seg_kit.cli import main
 from c2seg_kit.submission import write_labels, write_submission
 
 SHAPE = (50, 36)

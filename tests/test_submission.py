@@ -51,9 +51,8 @@ def make(path, *, attrs=None, **dataset_kwargs):
 
 
 def refused(path, match, **kwargs) -> str:
-    with pytest.raises(InvalidSubmissionError, match=match) as info:
-        with open_submission(path, **kwargs) as sub:
-            sub.check_values()
+    with pytest.raises(InvalidSubmissionError, match=match) as info, open_submission(path, **kwargs) as sub:
+        sub.check_values()
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -517,8 +516,9 @@ def test_refuses_a_myriad_of_tiny_chunks(tmp_path):
 
 def test_hdf5_plugin_search_path_is_empty():
     """An unknown filter id must never make HDF5 load a shared library from disk."""
-    import c2seg_kit.h5safe  # noqa: F401  (importing it empties the path)
     from h5py import h5pl
+
+    import c2seg_kit.h5safe  # noqa: F401  (importing it empties the path)
 
     assert h5pl.size() == 0
 
