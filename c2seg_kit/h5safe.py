@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -105,37 +106,45 @@ def _disable_plugin_search() -> None:
 _disable_plugin_search()
 
 
+_GUARD_LOCK = threading.Lock()
+_GUARD_STATE = {"depth": 0, "saved": None}  # the limits to restore when the last guard exits
+
+
 @contextmanager
 def memory_guard(extra_bytes: int) -> Iterator[None]:
     """Cap the address space at its current size + ``extra_bytes`` for the duration (Linux).
 
     HDF5 allocates some buffers from lengths stored in the file before it can check them; under
     the cap such an allocation fails (and the file is refused) instead of costing gigabytes. The
-    limit is process-wide, so a server should parse uploads in a child process anyway.
+    limit is process-wide: nested or concurrent guards share one cap, set by the first to enter
+    and lifted by the last to leave. A server should still parse uploads in a child process.
     """
     if extra_bytes <= 0 or not sys.platform.startswith("linux"):
         yield
         return
     import resource
 
-    try:
-        with open("/proc/self/status") as fh:
-            vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    except (OSError, StopIteration, ValueError):
-        yield
-        return
-    cap = vm + extra_bytes
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    if soft != resource.RLIM_INFINITY and soft <= cap:
-        yield  # already tighter than ours
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    with _GUARD_LOCK:
+        if _GUARD_STATE["depth"] == 0:
+            try:
+                with open("/proc/self/status") as fh:
+                    vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+                soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+                cap = vm + extra_bytes if hard == resource.RLIM_INFINITY else min(vm + extra_bytes, hard)
+                if soft == resource.RLIM_INFINITY or soft > cap:  # else: already tighter than ours
+                    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+                    _GUARD_STATE["saved"] = (soft, hard)
+            except (OSError, StopIteration, ValueError):
+                _GUARD_STATE["saved"] = None
+        _GUARD_STATE["depth"] += 1
     try:
         yield
     finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        with _GUARD_LOCK:
+            _GUARD_STATE["depth"] -= 1
+            if _GUARD_STATE["depth"] == 0 and _GUARD_STATE["saved"] is not None:
+                resource.setrlimit(resource.RLIMIT_AS, _GUARD_STATE["saved"])
+                _GUARD_STATE["saved"] = None
 
 
 # ---------------------------------------------------------------------------------------------

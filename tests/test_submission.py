@@ -302,6 +302,35 @@ def test_refuses_string_attribute_declaring_gigabytes_quickly(tmp_path, pred):
     assert int(out[1]) * 1024 < 600 << 20
 
 
+def test_memory_guard_nests_and_restores_across_threads():
+    import resource
+    import threading
+
+    from c2seg_kit.h5safe import memory_guard
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other_reader():
+        with memory_guard(256 << 20):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other_reader)
+    with memory_guard(512 << 20):
+        capped = resource.getrlimit(resource.RLIMIT_AS)[0]
+        assert capped != resource.RLIM_INFINITY or before[0] != resource.RLIM_INFINITY
+        t.start()
+        inside.wait(10)
+    # The first guard left while the other thread's is still open: the cap stays...
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == capped
+    release.set()
+    t.join(10)
+    # ...and the last one out restores the original limits exactly.
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
 def test_refuses_too_many_objects(tmp_path, pred):
     path = make(tmp_path / "p.h5", data=pred)
     with h5py.File(path, "a") as f:
