@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Scoring in child processes: how many at once, and the limits each one runs under.
     scoring_workers: int = Field(2, ge=1, le=64)
     scoring_timeout_s: float = Field(120.0, gt=0)
+    #: The header check (peek) reads no pixels: a file that keeps HDF5 busy there is hostile.
+    peek_timeout_s: float = Field(15.0, gt=0)
     scoring_memory_mb: int = Field(2048, ge=256)
     chunk_rows: int = Field(512, ge=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 
@@ -48,10 +49,11 @@ def submission_out(sub: Submission, team: Team, phase: str) -> SubmissionOut:
     )
 
 
-async def _in_child(services: Services, verb: str, *args):
+async def _in_child(services: Services, verb: str, *args, timeout_s: float | None = None):
     if services.limiter is None:  # made here, inside the event loop, on first use
         services.limiter = anyio.CapacityLimiter(services.pool.size)
-    return await anyio.to_thread.run_sync(services.pool.call, verb, *args, limiter=services.limiter)
+    call = functools.partial(services.pool.call, verb, *args, timeout_s=timeout_s)
+    return await anyio.to_thread.run_sync(call, limiter=services.limiter)
 
 
 async def _db(services: Services, fn, *args, **kwargs):
@@ -81,7 +83,9 @@ async def create_submission(request: Request, team: TeamDep, services: ServicesD
                                   timeout_s=settings.upload_timeout_s)
     try:
         try:
-            info = await _in_child(services, "peek", str(upload.path))
+            # Metadata only, so a short limit: a file that loops HDF5 there holds a child for seconds, not minutes.
+            info = await _in_child(services, "peek", str(upload.path),
+                                   timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
         except (InvalidUpload, ScoringFailed) as e:
             raise await _refuse(services, team, str(e)) from None
         track = info["track"]

@@ -646,6 +646,18 @@ def truncated_chunk(p: Path, t: Target) -> Path:
     return p
 
 
+def global_heap_loop(p: Path, t: Target) -> Path:
+    """Text attributes live in the file's global heap; an object of size 0 followed by a zeroed
+    object header makes HDF5 (2.0.0) loop for ever when the attribute is read. Found by
+    tests/test_security_fuzz.py; only the scoring child's time limit stops it."""
+    _dataset(p, t, _pred(t))
+    data = bytearray(p.read_bytes())
+    at = data.index(b"GCOL")
+    data[at + 24:at + 48] = bytes(24)
+    p.write_bytes(bytes(data))
+    return p
+
+
 @dataclass(frozen=True)
 class Hostile:
     name: str
@@ -712,6 +724,7 @@ BAD_FILES = [
     Hostile("prediction is a group", prediction_is_group, r"must be a dataset, got a group"),
     Hostile("corrupt checksum", corrupt_checksum, r"could not be read: the file is truncated or corrupt"),
     Hostile("truncated compressed chunk", truncated_chunk, r"truncated compressed chunk"),
+    Hostile("global heap that loops HDF5", global_heap_loop, r"reading the file took longer than \d+ s"),
 ]
 
 

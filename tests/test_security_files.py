@@ -46,7 +46,8 @@ def target(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path], env={"C2SEG_SCORING_TIMEOUT_S": "6"})
+    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path],
+                     env={"C2SEG_SCORING_TIMEOUT_S": "6", "C2SEG_PEEK_TIMEOUT_S": "3"})
     srv.start()
     yield srv
     srv.stop()
@@ -122,7 +123,7 @@ def test_a_hung_or_killed_scoring_child_costs_one_422(server, client, token, tar
         os.kill(pid, signal.SIGSTOP)
     try:
         r = upload(client, token, good)
-        assert r.status_code == 422 and "took longer than 6 s" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "took longer than 3 s" in r.json()["detail"], r.text  # the peek limit
         assert client.get("/healthz").status_code == 200  # answered while a child hung
     finally:
         for pid in children:
