@@ -71,29 +71,32 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def _read_band(city, r0: int, r1: int, window: int) -> dict[str, np.ndarray]:
-    """Rows [r0, r1) of every modality, zero-padded to at least window x window."""
+def _read_windows(city, r0: int, cols: list[int], window: int) -> list[np.ndarray]:
+    """Inputs (B, C, window, window) per modality for the windows at (r0, c) for c in cols.
+
+    One read per modality covers the batch's columns, so memory follows the batch, not the
+    city's width; parts beyond the city's edge (a city smaller than the window) are zeros.
+    """
     height, width = city.shape
-    out = {}
+    r1 = min(r0 + window, height)
+    c_lo, c_hi = cols[0], min(cols[-1] + window, width)
+    out = []
     for m in MODALITIES:
-        band = city.read(m, r0, r1, 0, width)
-        pad_h, pad_w = max(0, window - band.shape[1]), max(0, window - band.shape[2])
-        if pad_h or pad_w:
-            band = np.pad(band, ((0, 0), (0, pad_h), (0, pad_w)))
-        out[m] = np.ascontiguousarray(band, dtype=np.float32)
+        block = city.read(m, r0, r1, c_lo, c_hi)
+        span = max(cols[-1] + window, c_hi) - c_lo
+        if block.shape[1] < window or block.shape[2] < span:
+            block = np.pad(block, ((0, 0), (0, window - block.shape[1]), (0, span - block.shape[2])))
+        out.append(np.stack([block[:, :, c - c_lo:c - c_lo + window] for c in cols]))
     return out
 
 
-@torch.no_grad()
-def blended_rows(model, city, *, window: int = 512, overlap: int = 128, batch_size: int = 4,
-                 device: str | torch.device = "cpu", amp: bool = False, progress: bool = True,
-                 desc: str = "predict") -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (r0, float32 (13, rows, W)): the blended logits of classes 1..13, top to bottom.
+def _accumulate(model, city, window: int, overlap: int, batch_size: int, device: torch.device, amp: bool,
+                progress: bool, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (r0, weighted logit sums (13, rows, W), weight sums (rows, W)) for final rows.
 
-    Consecutive, non-overlapping row blocks cover the city; each is final when yielded.
+    The arrays are views into the accumulator, valid until the next item is requested.
     """
     check_window(window, overlap)
-    device = torch.device(device)
     height, width = city.shape
     row_starts = axis_starts(height, window, window - overlap)
     col_starts = axis_starts(width, window, window - overlap)
@@ -108,13 +111,11 @@ def blended_rows(model, city, *, window: int = 512, overlap: int = 128, batch_si
                leave=False, dynamic_ncols=True)
     try:
         for i, r0 in enumerate(row_starts):
-            band = _read_band(city, r0, min(r0 + window, height), window)
             for b0 in range(0, len(col_starts), batch_size):
                 cols = col_starts[b0:b0 + batch_size]
                 inputs = []
-                for m in MODALITIES:
-                    x = torch.from_numpy(np.stack([band[m][:, :window, c:c + window] for c in cols]))
-                    x = x.to(device, non_blocking=True)
+                for x in _read_windows(city, r0, cols, window):
+                    x = torch.from_numpy(x).to(device, non_blocking=True)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     inputs.append(x)
@@ -124,25 +125,47 @@ def blended_rows(model, city, *, window: int = 512, overlap: int = 128, batch_si
                 for k, c in enumerate(cols):
                     acc[:, :, c:c + window] += logits[k] * weight
                     wsum[:, c:c + window] += weight
+                del inputs, logits
                 bar.update(len(cols))
             # Rows above the next band's start get no more votes: they are final.
             done = (row_starts[i + 1] if i + 1 < len(row_starts) else height) - r0
-            yield r0, acc[:, :done, :width] / wsum[None, :done, :width]
-            # Slide the accumulator up by `done` rows.
+            yield r0, acc[:, :done, :width], wsum[:done, :width]
+            # Slide the accumulator up by `done` rows (numpy handles the overlapping copy).
             keep = window - done
-            acc[:, :keep] = acc[:, done:].copy()
-            wsum[:keep] = wsum[done:].copy()
+            acc[:, :keep] = acc[:, done:]
+            wsum[:keep] = wsum[done:]
             acc[:, keep:] = 0
             wsum[keep:] = 0
     finally:
         bar.close()
 
 
-def predict_city(model, city, *, sink: Callable[[int, np.ndarray], None], **kw) -> None:
+@torch.no_grad()
+def blended_rows(model, city, *, window: int = 512, overlap: int = 128, batch_size: int = 4,
+                 device: str | torch.device = "cpu", amp: bool = False, progress: bool = True,
+                 desc: str = "predict") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (r0, float32 (13, rows, W)): the blended logits of classes 1..13, top to bottom.
+
+    Consecutive, non-overlapping row blocks cover the city; each is final when yielded.
+    """
+    for r0, acc, wsum in _accumulate(model, city, window, overlap, batch_size, torch.device(device), amp,
+                                     progress, desc):
+        yield r0, acc / wsum[None]
+
+
+@torch.no_grad()
+def predict_city(model, city, *, sink: Callable[[int, np.ndarray], None], window: int = 512, overlap: int = 128,
+                 batch_size: int = 4, device: str | torch.device = "cpu", amp: bool = False,
+                 progress: bool = True, desc: str = "predict") -> None:
     """Predict every pixel of a PreparedCity; call sink(r0, uint8 rows with values 1..13)
-    with consecutive row blocks from top to bottom. Keywords as for blended_rows."""
-    for r0, logits in blended_rows(model, city, **kw):
-        sink(r0, (logits.argmax(axis=0) + FIRST_CLASS).astype(np.uint8))
+    with consecutive row blocks from top to bottom."""
+    for r0, acc, wsum in _accumulate(model, city, window, overlap, batch_size, torch.device(device), amp,
+                                     progress, desc):
+        # Dividing by the (positive) weight sum does not move the argmax: skip it.
+        rows = np.empty(wsum.shape, np.uint8)
+        for c in range(0, wsum.shape[1], 1024):  # column slabs keep the int64 argmax temporary small
+            rows[:, c:c + 1024] = acc[:, :, c:c + 1024].argmax(axis=0) + FIRST_CLASS
+        sink(r0, rows)
 
 
 # --- sinks ------------------------------------------------------------------------------------
@@ -253,10 +276,13 @@ class SubmissionRows:
 
 
 def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
-                    out: str | os.PathLike, *, window: int = 512, overlap: int = 128, batch_size: int = 4,
+                    out: str | os.PathLike, *, window: int = 512, overlap: int = 128, batch_size: int | None = None,
                     device: str = "auto", amp: bool = True, method: str | None = None,
                     progress: bool = True) -> dict:
-    """Predict the target city of a prepared track into a submission file; returns a summary."""
+    """Predict the target city of a prepared track into a submission file; returns a summary.
+
+    batch_size None = 4 windows per pass on CUDA, 1 on the CPU.
+    """
     import time
 
     from c2seg_kit.prepared import PreparedData
@@ -270,6 +296,10 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
     except ValueError as e:
         raise C2SegError(str(e)) from None
     dev = resolve_device(device)
+    if batch_size is None:
+        # A 512 x 512 window of the tiny net needs ~0.3 GB of activations on the CPU, where
+        # batching buys little speed; a GPU wants several windows per pass.
+        batch_size = 4 if dev.type == "cuda" else 1
     model, cfg = load_checkpoint(checkpoint, device=dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -72,14 +72,14 @@ def make_checkpoint(cache: Path) -> Path:
     return path
 
 
-def run_once(checkpoint: Path, prep: Path, out: Path, window: int, batch: int) -> tuple[float, float, float]:
+def run_once(checkpoint: Path, prep: Path, out: Path, window: int, batch: int | None) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS in MB) of one `c2seg predict` process.
 
     CPU seconds (user + system) are reported beside wall time because a shared machine's
     wall time says more about the neighbours than about the code."""
     cmd = [sys.executable, "-c", "from c2seg_kit.cli import main; main()", "predict", "--checkpoint",
            str(checkpoint), "--data", str(prep), "--track", "BW", "--out", str(out), "--window", str(window),
-           "--batch-size", str(batch), "--device", "cpu", "--quiet"]
+           "--device", "cpu", "--quiet"] + ([] if batch is None else ["--batch-size", str(batch)])
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (ru_maxrss in KB on Linux)
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=6225)
     ap.add_argument("--width", type=int, default=8670)
     ap.add_argument("--window", type=int, action="append", help="repeatable; default 512")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: predict's (1 on the CPU)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "c2seg-bench-predict")
     args = ap.parse_args()

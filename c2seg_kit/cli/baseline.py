@@ -93,7 +93,8 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
               help="Window size in pixels (a multiple of 32; may exceed the training patches).")
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in pixels; their logits are blended. Default: window/4.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=int, default=None,
+              help="Windows per forward pass. Default: 4 on CUDA, 1 on the CPU (memory).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--fp32", is_flag=True, help="On CUDA, predict in float32 instead of bf16 autocast.")
 @click.option("--method", default=None, help="Method name stored in the submission's attributes.")
@@ -110,7 +111,7 @@ def predict(checkpoint, data, track, out, window, overlap, batch_size, device, f
     from c2seg_baseline.predict import predict_to_file
 
     _existing_dir(data, "prepared data folder")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise C2SegError("--batch-size must be at least 1")
     result = predict_to_file(checkpoint, data, track.upper(), out, window=window,
                              overlap=window // 4 if overlap is None else overlap, batch_size=batch_size,
