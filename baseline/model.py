@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +153,7 @@ class Generator(nn.Module):
             widths = (cfg.in_channels[m], *cfg.stem_widths[m])
             self.stems[m] = nn.Sequential(*(
                 ConvBNAct(cin, cout, 3, 2 if k == 0 else 1, momentum=mom)
-                for k, (cin, cout) in enumerate(zip(widths, widths[1:]))
+                for k, (cin, cout) in enumerate(pairwise(widths))
             ))
             cin = widths[-1]
             self.stage1[m] = nn.Sequential(*(
@@ -170,7 +171,7 @@ class Generator(nn.Module):
         # The head's convs carry a bias (as in the authors' model) although a BN follows.
         widths = (cfg.fused_channels, *cfg.head_widths)
         self.head = nn.Sequential(*(
-            ConvBNAct(cin, cout, 3, bias=True, momentum=mom) for cin, cout in zip(widths, widths[1:])
+            ConvBNAct(cin, cout, 3, bias=True, momentum=mom) for cin, cout in pairwise(widths)
         ))
         self.upsample = nn.ConvTranspose2d(widths[-1], widths[-1], kernel_size=2, stride=2)
         self.classifier = nn.Conv2d(widths[-1], cfg.num_outputs, 1)
@@ -207,7 +208,7 @@ class Discriminator(nn.Module):
         super().__init__()
         chans = (cin, *widths, 1)
         self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, kernel, stride, padding=1) for a, b in zip(chans, chans[1:])
+            nn.Conv2d(a, b, kernel, stride, padding=1) for a, b in pairwise(chans)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-
 from c2seg_baseline.config import get_config
 from c2seg_baseline.model import HighDAN
 from c2seg_baseline.step import make_optimizers, naive_step, train_step
@@ -54,7 +53,7 @@ def main() -> None:
     base = HighDAN(cfg).to(device, memory_format=fmt)
     steps = {"kit train_step": train_step, "naive (authors)": naive_step}
     src, tgt = batch(1, args.size, args.batch, cfg), batch(2, args.size, args.batch, cfg)
-    flags = dict(amp=args.amp, channels_last=args.channels_last)
+    flags = {"amp": args.amp, "channels_last": args.channels_last}
     print(f"config={cfg.name} batch={args.batch}x{args.size}x{args.size} device={device} "
           f"threads={torch.get_num_threads()} amp={args.amp} channels_last={args.channels_last}")
 

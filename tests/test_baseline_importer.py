@@ -6,15 +6,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from c2seg_baseline.config import paper, tiny  # noqa: E402
-from c2seg_baseline.importer import (  # noqa: E402
+from c2seg_baseline.config import paper, tiny
+from c2seg_baseline.importer import (
     config_from_authors,
     load_authors_model,
     load_authors_state_dicts,
     to_authors_state_dicts,
 )
-from c2seg_baseline.model import HighDAN  # noqa: E402
-from c2seg_kit.errors import C2SegError  # noqa: E402
+from c2seg_baseline.model import HighDAN
+
+from c2seg_kit.errors import C2SegError
 
 # Keys and shapes read off the authors' networks/HighDAN.py and networks/discriminator.py
 # (attribute names, nn.Sequential indices) at paper settings: 10 PCA bands, 14 classes.

@@ -8,9 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from c2seg_baseline.config import HighDANConfig, get_config, paper, tiny  # noqa: E402
-from c2seg_baseline.model import HighDAN, labels_from_logits  # noqa: E402
-from c2seg_kit.errors import C2SegError  # noqa: E402
+from c2seg_baseline.config import HighDANConfig, get_config, paper, tiny
+from c2seg_baseline.model import HighDAN, labels_from_logits
+
+from c2seg_kit.errors import C2SegError
 
 
 def _inputs(batch=2, size=32, seed=0):
