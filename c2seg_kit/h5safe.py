@@ -36,6 +36,12 @@ from h5py import h5d, h5s, h5t, h5z
 
 from c2seg_kit.errors import C2SegError
 
+try:  # ISA-L's inflate is several times faster than zlib's and has the same streaming API
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - optional speed-up
+    _inflate = zlib  # type: ignore[assignment]
+_INFLATE_ERRORS = (zlib.error, _inflate.error)
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FILTER_LZF = 32000  # h5py's built-in LZF filter id
 
@@ -472,7 +478,7 @@ class RasterReader:
                 with memory_guard(self.limits.memory_guard_bytes):
                     band = self.dset[r0 : min(h, r0 + rows)]
                 yield r0, band
-        except (OSError, RuntimeError, zlib.error, KeyError, ValueError, TypeError, IndexError, MemoryError) as e:
+        except (OSError, RuntimeError, *_INFLATE_ERRORS, KeyError, ValueError, TypeError, IndexError, MemoryError) as e:
             if isinstance(e, C2SegError):
                 raise
             raise self.err(f"'{self.name}' could not be read: the file is truncated or corrupt") from None
@@ -565,7 +571,7 @@ class RasterReader:
             if code == h5z.FILTER_FLETCHER32:
                 data = data[:-4]  # the checksum; HDF5 verifies it when it decodes the chunk
             elif code == h5z.FILTER_DEFLATE:
-                inflater = zlib.decompressobj()
+                inflater = _inflate.decompressobj()
                 out = inflater.decompress(data, nbytes)
                 if inflater.unconsumed_tail or (not inflater.eof and inflater.decompress(b"", 1)):
                     raise self.err(

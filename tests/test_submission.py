@@ -722,3 +722,19 @@ def test_property_value_check_counts_exactly(tmp_path_factory, data, dtype, chun
     shown = ", ".join(str(int(v)) for v in distinct[:8]) + (", ..." if distinct.size > 8 else "")
     msg = refused(path, f"has {bad.size} values outside 0..13")
     assert msg.endswith(f"(seen: {shown})")
+
+
+def test_plain_zlib_fallback_reads_and_refuses_the_same(tmp_path, pred, monkeypatch):
+    """Without the optional ISA-L inflate the reader behaves the same."""
+    from c2seg_kit import h5safe
+
+    monkeypatch.setattr(h5safe, "_inflate", zlib)
+    path = make(tmp_path / "p.h5", data=pred, chunks=(16, 8), compression="gzip", shuffle=True)
+    with open_submission(path) as sub:
+        np.testing.assert_array_equal(sub.read(), pred)
+    shape = (200, 200)
+    bomb = make(tmp_path / "b.h5", shape=shape, dtype="u1", chunks=shape, compression="gzip")
+    with h5py.File(bomb, "a") as f:
+        f["prediction"].id.write_direct_chunk((0, 0), zlib.compress(bytes(4 << 20), 9))
+    refused(bomb, "inflates beyond its declared 40000 bytes")
+    refused(_with_raw_chunk(tmp_path / "t.h5", zlib.compress(bytes(64))[:-6]), "truncated compressed chunk")
