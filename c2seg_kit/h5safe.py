@@ -421,6 +421,38 @@ def check_raster(
     return RasterLayout(shape=dims, dtype=dtype, chunks=chunks, filters=filters)  # type: ignore[arg-type]
 
 
+class RawFile:
+    """Plain byte reads from the file HDF5 has open (a path or a seekable file object)."""
+
+    def __init__(self, source: Any) -> None:
+        self._lock = threading.Lock()
+        if hasattr(source, "read"):
+            self._fobj, self._fd = source, None
+            source.seek(0, os.SEEK_END)
+            self.size = source.tell()
+        else:
+            self._fobj, self._fd = None, os.open(os.fspath(source), os.O_RDONLY)
+            self.size = os.fstat(self._fd).st_size
+
+    def read_at(self, offset: int, size: int, err: Callable[[str], C2SegError], name: str) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise err(f"'{name}' has a chunk beyond the end of the file; the file is truncated or corrupt")
+        if self._fd is not None:
+            data = os.pread(self._fd, size, offset)
+        else:
+            with self._lock:
+                self._fobj.seek(offset)
+                data = self._fobj.read(size)
+        if len(data) != size:
+            raise err(f"'{name}' has a chunk beyond the end of the file; the file is truncated or corrupt")
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -436,12 +468,13 @@ class RasterReader:
     """Reads a checked raster in row bands with memory bounded by one band of chunks."""
 
     def __init__(self, dset: h5py.Dataset, layout: RasterLayout, name: str, err: Callable[[str], C2SegError],
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, raw: RawFile | None = None) -> None:
         self.dset = dset
         self.layout = layout
         self.name = name
         self.err = err
         self.limits = limits
+        self.raw = raw  # stored chunks are read from here (plain file reads) rather than through HDF5
 
     # Deflate and shuffle only (the usual case, and what the kit writes): chunks are decoded here
     # with a bounded inflate and HDF5 never decodes them. With fletcher32 the bounded inflate runs
@@ -483,14 +516,15 @@ class RasterReader:
                 raise
             raise self.err(f"'{self.name}' could not be read: the file is truncated or corrupt") from None
 
-    def _chunk_index(self) -> dict[tuple[int, int], tuple[int, int]]:
-        """chunk offset -> (filter mask, stored size), from the chunk index (no data read)."""
-        index: dict[tuple[int, int], tuple[int, int]] = {}
+    def _chunk_index(self) -> dict[tuple[int, int], tuple[int, int, int]]:
+        """chunk offset -> (filter mask, stored size, file address), from the chunk index."""
+        index: dict[tuple[int, int], tuple[int, int, int]] = {}
         gh = math.ceil(self.layout.shape[0] / self.layout.chunks[0])  # type: ignore[index]
         gw = math.ceil(self.layout.shape[1] / self.layout.chunks[1])  # type: ignore[index]
 
         def visit(info: Any) -> None:
-            index[tuple(int(o) for o in info.chunk_offset)] = (int(info.filter_mask), int(info.size))  # type: ignore[index]
+            index[tuple(int(o) for o in info.chunk_offset)] = (  # type: ignore[index]
+                int(info.filter_mask), int(info.size), int(info.byte_offset))
 
         dsid = self.dset.id
         if dsid.get_num_chunks() > gh * gw:
@@ -509,7 +543,7 @@ class RasterReader:
 
     def _check_chunk_sizes(self) -> None:
         limit = self._stored_limit()
-        for _, stored in self._chunk_index().values():
+        for _, stored, _ in self._chunk_index().values():
             if stored > limit:
                 raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
 
@@ -548,7 +582,12 @@ class RasterReader:
                     continue
                 if entry[1] > limit:
                     raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
-                mask, raw = dsid.read_direct_chunk((r0, c0))
+                if self.raw is not None:
+                    # Plain reads at the address the index gives: h5py's read_direct_chunk looks the
+                    # chunk up twice (size, then data) and a damaged index can make those disagree.
+                    mask, raw = entry[0], self.raw.read_at(entry[2], entry[1], self.err, self.name)
+                else:
+                    mask, raw = dsid.read_direct_chunk((r0, c0))
                 jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
             return band, jobs
 

@@ -137,6 +137,7 @@ class _ClassRaster:
                  expected_shape: tuple[int, int] | None = None,
                  limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> None:
         err = self.error
+        self._source = source
         with h5safe.memory_guard(limits.memory_guard_bytes):
             self._file = h5safe.open_hdf5(source, err, self.what)
         try:
@@ -187,7 +188,8 @@ class _ClassRaster:
         )
         self.shape: tuple[int, int] = layout.shape
         self.dtype = layout.dtype
-        self._reader = h5safe.RasterReader(dset, layout, name, err, limits)
+        self._raw = h5safe.RawFile(self._source)
+        self._reader = h5safe.RasterReader(dset, layout, name, err, limits, raw=self._raw)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -256,6 +258,9 @@ class _ClassRaster:
 
     def close(self) -> None:
         self._file.close()
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
 
     def __enter__(self):
         return self
