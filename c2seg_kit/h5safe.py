@@ -559,7 +559,7 @@ class RasterReader:
         nbytes = self.layout.chunk_nbytes
         limit = self._stored_limit()
         index = self._chunk_index()
-        fill = self.dset.fillvalue
+        fill: list = []  # read only if a chunk is missing: HDF5 has crashed decoding a damaged fill value
         dsid = self.dset.id
 
         def place(band: np.ndarray | None, rows: int, c0: int, cols: int, mask: int, raw: Any) -> None:
@@ -578,7 +578,9 @@ class RasterReader:
                 entry = index.get((r0, c0))
                 if entry is None:  # never written: HDF5 would return the fill value
                     if band is not None:
-                        band[:, c0 : c0 + cols] = fill
+                        if not fill:
+                            fill.append(self.dset.fillvalue)
+                        band[:, c0 : c0 + cols] = fill[0]
                     continue
                 if entry[1] > limit:
                     raise self.err(f"'{self.name}' has a chunk stored larger than its own size; the file is corrupt")
