@@ -23,8 +23,9 @@ import h5py
 import numpy as np
 
 from c2seg_kit import __version__
-from c2seg_kit.errors import InvalidDataError
+from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.scene import CityScene, open_city
+from c2seg_kit.io.tiles import find_tile_root
 from c2seg_kit.prepared import FORMAT, MANIFEST
 from c2seg_kit.registry import MODALITIES, Track
 
@@ -224,6 +225,14 @@ def prepare(data_dir: str | Path, track: Track, out_dir: str | Path, options: Pr
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetNotFoundError(f"data folder {data_dir} does not exist")
+    if not (data_dir / track.source.scene_file).is_file() and find_tile_root(data_dir, track) is not None:
+        raise DatasetNotFoundError(
+            f"{data_dir} holds challenge tiles; prepare reads the scene files ({track.source.scene_file}, "
+            f"{track.target.scene_file}). `c2seg info` describes tiles."
+        )
     scenes = [open_city(data_dir, track, city) for city in track.cities]
     try:
         out.mkdir(parents=True, exist_ok=True)

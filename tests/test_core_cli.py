@@ -91,3 +91,9 @@ def test_light_core_imports_no_torch_or_fastapi():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_prepare_on_tiles_explains(capsys, tmp_path):
+    (tmp_path / "C2Seg_AB" / "train" / "msi").mkdir(parents=True)
+    code, _, err = run(capsys, "prepare", str(tmp_path), "--track", "AB", "--out", str(tmp_path / "o"))
+    assert code == 1 and "holds challenge tiles" in err
