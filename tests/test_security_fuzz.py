@@ -58,13 +58,18 @@ def operations(schema):
     return ops
 
 
-@pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
-def test_schemathesis_over_http_never_gets_a_5xx(api, server, with_token):
+@pytest.mark.parametrize("with_token,mode", [(True, "positive"), (True, "negative"), (False, "positive")],
+                         ids=["token", "token-negative", "no-token"])
+def test_schemathesis_over_http_never_gets_a_5xx(api, server, with_token, mode):
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation.modes import GenerationMode
+
     schema, token = api
     headers = auth(token) if with_token else {}
+    tested = 0
     for op in operations(schema):
 
-        @given(case=op.as_strategy())
+        @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             r = case.call(headers=headers, timeout=60)
@@ -75,7 +80,12 @@ def test_schemathesis_over_http_never_gets_a_5xx(api, server, with_token):
             if not with_token and op.path.startswith(("/api/v1/submissions", "/api/v1/me")):
                 assert r.status_code in (401, 422), r.status_code  # nothing of a team's without its token
 
-        check()
+        try:
+            check()
+            tested += 1
+        except Unsatisfiable:  # negative mode: an operation with nothing to make invalid
+            assert mode == "negative"
+    assert tested >= 4
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/healthz").status_code == 200
 
