@@ -2,6 +2,7 @@
 
     python bench/hostile.py catalogue              # every hostile file kind over HTTP; bomb memory
     python bench/hostile.py fuzz --minutes 10      # byte-mutation fuzzing of the reader in a scoring child
+    python bench/hostile.py api --examples 500     # schemathesis over HTTP, many examples per operation
     python bench/hostile.py kill9 --rounds 3       # SIGKILL under 8 clients: acknowledged vs found
     python bench/hostile.py load --clients 8 --seconds 60   # Berlin-size uploads: rate, p50/p99, lost
     python bench/hostile.py all
@@ -243,9 +244,22 @@ def kill9(args, tmp: Path) -> None:
         server.stop()
 
 
+def api(args, tmp: Path) -> None:
+    """schemathesis over HTTP at length: the suite's own test with many more examples per operation."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, C2SEG_FUZZ_EXAMPLES=str(args.examples))
+    test = Path(__file__).resolve().parents[1] / "tests" / "test_security_fuzz.py"
+    rc = subprocess.call([sys.executable, "-m", "pytest", str(test), "-q", "-k", "schemathesis", "-p", "no:cacheprovider"],
+                         env=env)
+    print(f"api fuzz: {args.examples} examples per operation and mode: {'passed' if rc == 0 else 'FAILED'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["catalogue", "fuzz", "kill9", "load", "all"])
+    ap.add_argument("what", choices=["catalogue", "fuzz", "api", "kill9", "load", "all"])
+    ap.add_argument("--examples", type=int, default=500, help="api: schemathesis examples per operation")
     ap.add_argument("--minutes", type=float, default=10, help="fuzz: how long")
     ap.add_argument("--rows", type=int, default=512, help="fuzz: rows of the seed rasters (811 columns)")
     ap.add_argument("--seed", type=int, default=0)
@@ -258,7 +272,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="kill9: how many kills")
     ap.add_argument("--db", help="SQLAlchemy URL (default: SQLite in the server's data folder)")
     args = ap.parse_args()
-    for what in (["catalogue", "kill9", "load", "fuzz"] if args.what == "all" else [args.what]):
+    for what in (["catalogue", "kill9", "load", "api", "fuzz"] if args.what == "all" else [args.what]):
         with tempfile.TemporaryDirectory(prefix=f"c2seg-{what}-") as tmp:
             globals()[what](args, Path(tmp))
 

@@ -119,11 +119,12 @@ def test_private_scores_stay_hidden_until_the_final_phase(server, client, files)
     ]
     assert hidden and all(h is None for h in hidden)
     csv_head = client.get("/api/v1/leaderboard.csv", params={"track": "AB"}).text.splitlines()[0]
-    assert "private" not in csv_head and "private" not in client.get("/").text.lower().replace("private scores appear", "")
+    assert "private" not in csv_head and "Private mIoU" not in client.get("/").text
     for phase in ("closed", "final"):
         server.set_phase("AB", phase)
         shown = client.get(f"/api/v1/submissions/{sid}", headers=auth(token)).json()["private_scores"]
         assert (shown is None) == (phase == "closed")  # the positive control: final shows them
+    assert "Private mIoU" in client.get("/").text
     assert upload(client, token, files[5]).status_code == 403  # not open: nothing is scored
     server.set_phase("AB", "open")
 
