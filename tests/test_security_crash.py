@@ -60,7 +60,7 @@ def postgres_server():
         subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request):
     if request.param == "sqlite":
         yield None  # the server's default: sqlite in its data folder
