@@ -160,6 +160,9 @@ def test_resume_continues_exactly(prepared, tmp_path):
     train(tiny_options(prepared, straight, steps=6, eval_every=2))
     train(tiny_options(prepared, split, steps=6, eval_every=2, stop_after=4))
     assert ckpt.read_checkpoint(split / "last.pt")["step"] == 4
+    # A crash after logging step 5 but before its checkpoint: resume drops what it cannot hold.
+    with (split / "log.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 5, "ce": 99.0}) + "\n")
     summary = train(tiny_options(prepared, split, steps=None, eval_every=2, resume=True, config=None))
     assert summary["step"] == 6
     a, b = weights(straight / "last.pt"), weights(split / "last.pt")
