@@ -228,6 +228,12 @@ def test_slowloris_cannot_hold_the_server(server, client, token, good):
         for s in attack + [idle]:
             s.close()
     assert client.get("/healthz").status_code == 200
+    # Once its connections are gone, the attacker's address is served again (the count went down).
+    time.sleep(0.3)
+    for _ in range(PER_CLIENT + 2):
+        with connect(server, ATTACKER) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(s)[0] == 200
 
 
 # --- browsers --------------------------------------------------------------------------------
