@@ -20,6 +20,7 @@ like an honest file. Refusals raise the error class the caller chose, with a one
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import sys
 import threading
@@ -447,10 +448,79 @@ class RawFile:
             raise err(f"'{name}' has a chunk beyond the end of the file; the file is truncated or corrupt")
         return data
 
+    def find_all(self, needle: bytes) -> Iterator[int]:
+        """Offsets of ``needle`` in the file (memory-mapped for paths, so nothing is copied)."""
+        if self._fd is not None:
+            if self.size == 0:
+                return
+            with mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) as view:
+                at = view.find(needle)
+                while at >= 0:
+                    yield at
+                    at = view.find(needle, at + 1)
+        else:
+            with self._lock:
+                self._fobj.seek(0)
+                data = self._fobj.read()
+            at = data.find(needle)
+            while at >= 0:
+                yield at
+                at = data.find(needle, at + 1)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _sizeof_lengths(raw: RawFile, err: Callable[[str], C2SegError], what: str) -> int:
+    """The superblock's "size of lengths" (8 for files h5py writes)."""
+    base = 0
+    while base + 16 <= raw.size:
+        head = raw.read_at(base, 16, err, what)
+        if head[:8] == HDF5_SIGNATURE:
+            version = head[8]
+            size = head[14] if version in (0, 1) else head[10]
+            if size not in (2, 4, 8, 16, 32):
+                raise err(f"{what} is not a readable HDF5 file (corrupt superblock)")
+            return size
+        base = 512 if base == 0 else base * 2
+    raise err(f"{what} is not an HDF5 file (no HDF5 signature)")
+
+
+def check_global_heaps(raw: RawFile, err: Callable[[str], C2SegError], what: str) -> None:
+    """Walk every global heap collection (where variable-length strings live) the way HDF5 will,
+    refusing one whose object sizes would not lead to its end.
+
+    HDF5 parses a collection the first time a string in it is read; a damaged object size there
+    (a free-space object of size 0, say) sends it into an endless loop, in C, that no timeout in
+    this process can stop. Each step of this walk advances at least one object header, so it ends.
+    """
+    length = _sizeof_lengths(raw, err, what)
+    header = _align8(8 + length)  # "GCOL", version, 3 reserved, collection size
+    obj_header = _align8(8 + length)  # index, reference count, 4 reserved, object size
+    for at in raw.find_all(b"GCOL"):
+        if at + header > raw.size:
+            continue
+        head = raw.read_at(at, header, err, what)
+        if head[4] != 1:
+            continue  # not a collection HDF5 would accept; it refuses other versions itself
+        size = int.from_bytes(head[8 : 8 + length], "little")
+        if size < header or at + size > raw.size:
+            raise err(f"{what} is corrupt: a global heap collection runs past the end of the file")
+        data = raw.read_at(at, size, err, what)
+        p = header
+        while p + obj_header <= size:
+            index = int.from_bytes(data[p : p + 2], "little")
+            obj_size = int.from_bytes(data[p + 8 : p + 8 + length], "little")
+            need = obj_header + _align8(obj_size) if index else obj_size
+            if need < obj_header or (index == 0 and obj_size % 8) or p + need > size:
+                raise err(f"{what} is corrupt: damaged global heap (variable-length strings)")
+            p += need
 
 
 _POOL: ThreadPoolExecutor | None = None

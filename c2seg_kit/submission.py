@@ -140,18 +140,20 @@ class _ClassRaster:
         self._source = source
         with h5safe.memory_guard(limits.memory_guard_bytes):
             self._file = h5safe.open_hdf5(source, err, self.what)
+        self._raw = h5safe.RawFile(source)
         try:
+            h5safe.check_global_heaps(self._raw, err, self.what)
             with h5safe.memory_guard(limits.memory_guard_bytes):
                 self._check(err, track, expected_shape, limits)
         except C2SegError:
-            self._file.close()
+            self.close()
             raise
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError, MemoryError):
             # HDF5 choked on a damaged structure; its own text may quote the file, so it is dropped.
-            self._file.close()
+            self.close()
             raise err(f"{self.what} is corrupt: HDF5 could not read its structure") from None
         except BaseException:
-            self._file.close()
+            self.close()
             raise
 
     def _check(self, err: Any, track: str | None, expected_shape: Any, limits: h5safe.Limits) -> None:
@@ -188,7 +190,6 @@ class _ClassRaster:
         )
         self.shape: tuple[int, int] = layout.shape
         self.dtype = layout.dtype
-        self._raw = h5safe.RawFile(self._source)
         self._reader = h5safe.RasterReader(dset, layout, name, err, limits, raw=self._raw)
 
     # -- data -------------------------------------------------------------------------------
@@ -312,6 +313,11 @@ def open_class_raster(path: Source) -> Submission | Labels:
     """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
     that accept both). Unknown files are refused as submissions."""
     with h5safe.open_hdf5(path, InvalidSubmissionError, "file") as f:
+        raw = h5safe.RawFile(path)
+        try:
+            h5safe.check_global_heaps(raw, InvalidSubmissionError, "file")
+        finally:
+            raw.close()
         fmt = h5safe.read_str_attr(f, "c2seg_format", InvalidSubmissionError)
     if hasattr(path, "seek"):
         path.seek(0)  # type: ignore[union-attr]

@@ -331,6 +331,49 @@ def test_memory_guard_nests_and_restores_across_threads():
     assert resource.getrlimit(resource.RLIMIT_AS) == before
 
 
+def _global_heap_free_space_at(data: bytes) -> int:
+    """Offset of the size field of the free-space object (index 0) in the first collection."""
+    heap = data.index(b"GCOL")
+    p = heap + 16
+    while int.from_bytes(data[p : p + 2], "little") != 0:
+        p += 16 + ((int.from_bytes(data[p + 8 : p + 16], "little") + 7) & ~7)
+    return p + 8
+
+
+@pytest.mark.parametrize("forged", [3905, 0, 1 << 40])
+def test_refuses_damaged_global_heap_instead_of_hanging_hdf5(tmp_path, pred, forged):
+    """A misaligned or zero free-space size sends HDF5's heap parser into an endless loop (in C);
+    the reader walks the heap first and refuses. Run in a child with a timeout so a regression
+    fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    path = make(tmp_path / "p.h5", data=pred)
+    data = bytearray(path.read_bytes())
+    at = _global_heap_free_space_at(data)
+    data[at : at + 8] = forged.to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    code = (
+        "import sys\nfrom c2seg_kit.submission import open_submission\n"
+        "try:\n    open_submission(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert "damaged global heap" in out.stdout or "runs past the end" in out.stdout, out
+
+
+def test_honest_global_heaps_with_many_strings_pass(tmp_path, pred):
+    """Several collections (strings over 4 KB get their own) and many objects walk cleanly."""
+    path = make(tmp_path / "p.h5", data=pred, attrs={"c2seg_format": "submission/1", "track": "AB",
+                                                     "team": "x" * 3000, "method": "y" * 4000})
+    with h5py.File(path, "a") as f:
+        f["prediction"].attrs["notes"] = [f"note {i}" for i in range(900)]
+        f.attrs["long"] = "z" * 20000
+    assert path.read_bytes().count(b"GCOL") >= 2
+    with open_submission(path) as sub:
+        assert sub.attrs["team"] == "x" * 3000 and sub.attrs["method"] == "y" * 4000
+        np.testing.assert_array_equal(sub.read(), pred)
+
+
 def test_refuses_too_many_objects(tmp_path, pred):
     path = make(tmp_path / "p.h5", data=pred)
     with h5py.File(path, "a") as f:
