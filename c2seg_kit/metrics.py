@@ -20,8 +20,8 @@ import numpy as np
 from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS
 
 # Pixels per bincount call: big enough that the Python loop is negligible, small enough that
-# the uint8 index and bincount's internal intp copy (8 bytes/pixel) stay a few MB.
-_CHUNK_PIXELS = 1 << 19
+# the uint8 index and bincount's internal intp copy (4 bytes per pixel, in pairs) stay a few MB.
+_CHUNK_PIXELS = 1 << 20
 _BINS = NUM_LABELS * NUM_LABELS  # combined index 14 * true + pred, 0..195
 
 __all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
@@ -96,33 +96,37 @@ class ConfusionMatrix:
         # ravels to a view; anything else is walked along its first axis.
         if target.flags.c_contiguous and pred.flags.c_contiguous:
             t_flat, p_flat = target.reshape(-1), pred.reshape(-1)
+            pairs = np.zeros(1 << 16, dtype=np.int64)
+            singles = np.zeros(_BINS, dtype=np.int64)
             for i in range(0, t_flat.size, _CHUNK_PIXELS):
-                self._update_flat(t_flat[i : i + _CHUNK_PIXELS], p_flat[i : i + _CHUNK_PIXELS])
+                self._count_slab(t_flat[i : i + _CHUNK_PIXELS], p_flat[i : i + _CHUNK_PIXELS], pairs, singles)
+            # Fold the pair counts back to single-index counts once: each pair holds two indices,
+            # its low byte and its high byte.
+            pairs2d = pairs.reshape(256, 256)
+            singles += pairs2d.sum(axis=0)[:_BINS] + pairs2d.sum(axis=1)[:_BINS]
+            # Row 0 (label 0, unlabelled) is dropped here: it is never evaluated.
+            self.matrix += singles.reshape(NUM_LABELS, NUM_LABELS)[1:]
         elif target.ndim == 1:
-            self._update_flat(np.ascontiguousarray(target), np.ascontiguousarray(pred))
+            self.update(np.ascontiguousarray(target), np.ascontiguousarray(pred))
         else:
             rows = max(1, _CHUNK_PIXELS // max(1, target[0].size))
             for i in range(0, target.shape[0], rows):
                 self.update(np.ascontiguousarray(target[i : i + rows]), np.ascontiguousarray(pred[i : i + rows]))
         return self
 
-    def _update_flat(self, t: np.ndarray, p: np.ndarray) -> None:
+    @staticmethod
+    def _count_slab(t: np.ndarray, p: np.ndarray, pairs: np.ndarray, singles: np.ndarray) -> None:
+        """Add one flat slab's combined-index counts to ``pairs`` (uint16 pairs) and ``singles``."""
         t8 = _as_label_slab(t, "label")
         p8 = _as_label_slab(p, "prediction")
         index = t8 * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
         index += p8  # <= 195: still uint8
         if index.size % 2:
-            self._add_counts(np.bincount(index[-1:], minlength=_BINS))
+            singles += np.bincount(index[-1:], minlength=_BINS)
             index = index[:-1]
         # bincount converts its input to intp (8 bytes per element) before counting; viewing two
-        # uint8 indices as one uint16 halves that work. The 65536 pair counts are folded back to
-        # single-index counts: each pair contributes its low byte and its high byte.
-        pairs = np.bincount(index.view(np.uint16), minlength=1 << 16).reshape(256, 256)
-        self._add_counts(pairs.sum(axis=0)[:_BINS] + pairs.sum(axis=1)[:_BINS])
-
-    def _add_counts(self, counts: np.ndarray) -> None:
-        # Row 0 (label 0, unlabelled) is dropped here: it is never evaluated.
-        self.matrix += counts[:_BINS].reshape(NUM_LABELS, NUM_LABELS)[1:]
+        # uint8 indices as one uint16 halves that work.
+        pairs += np.bincount(index.view(np.uint16), minlength=1 << 16)
 
     def scores(self) -> dict:
         return compute_scores(self.matrix)
