@@ -100,11 +100,13 @@ def _accumulate(model, city, window: int, overlap: int, batch_size: int, device:
     height, width = city.shape
     row_starts = axis_starts(height, window, window - overlap)
     col_starts = axis_starts(width, window, window - overlap)
-    weight = blend_weights(window, overlap)
+    weight = torch.from_numpy(blend_weights(window, overlap))
     padded_w = max(width, window)
-    # Weighted logit sums (classes 1..13) and weight sums for rows [r0, r0 + window).
-    acc = np.zeros((NUM_CLASSES, window, padded_w), np.float32)
-    wsum = np.zeros((window, padded_w), np.float32)
+    # Weighted logit sums (classes 1..13) and weight sums for rows [r0, r0 + window): torch
+    # tensors for the multi-threaded fused multiply-add, numpy views of the same memory for the rest.
+    acc_t = torch.zeros((NUM_CLASSES, window, padded_w), dtype=torch.float32)
+    wsum_t = torch.zeros((window, padded_w), dtype=torch.float32)
+    acc, wsum = acc_t.numpy(), wsum_t.numpy()
     model.eval()
     channels_last = device.type == "cuda"
     bar = tqdm(total=len(row_starts) * len(col_starts), desc=desc, unit="win", disable=not progress,
@@ -121,10 +123,10 @@ def _accumulate(model, city, window: int, overlap: int, batch_size: int, device:
                     inputs.append(x)
                 with _autocast(device, amp):
                     logits = model(*inputs, target=True)
-                logits = logits[:, FIRST_CLASS:FIRST_CLASS + NUM_CLASSES].float().cpu().numpy()
+                logits = logits[:, FIRST_CLASS:FIRST_CLASS + NUM_CLASSES].float().cpu()
                 for k, c in enumerate(cols):
-                    acc[:, :, c:c + window] += logits[k] * weight
-                    wsum[:, c:c + window] += weight
+                    acc_t[:, :, c:c + window].addcmul_(logits[k], weight)
+                    wsum_t[:, c:c + window].add_(weight)
                 del inputs, logits
                 bar.update(len(cols))
             # Rows above the next band's start get no more votes: they are final.
