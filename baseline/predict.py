@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,6 +23,7 @@ from tqdm import tqdm
 from c2seg_kit.classes import NUM_CLASSES
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.registry import MODALITIES
+from c2seg_kit.submission import submission_writer
 from c2seg_kit.tiling import axis_starts
 
 # Output 0 ("unlabelled") is never predicted: the argmax runs over outputs 1..13.
@@ -195,88 +194,6 @@ def evaluate_city(model, city, labels: Callable[[int, int], np.ndarray], **kw) -
     return sink.scores()
 
 
-class SubmissionRows:
-    """Writes a submission file (C2SEG.md section 4) row block by row block.
-
-    The same layout as c2seg_kit.submission.write_submission (which takes a whole array):
-    root attributes c2seg_format/track/created/team/method, dataset ``prediction`` uint8,
-    chunked (256 rows x 1024 columns) and gzip-compressed. Rows are buffered up to whole
-    chunk rows so that every chunk is compressed once. The file is written under a temporary
-    name, checked with the kit's safe reader, and renamed into place only when complete.
-    """
-
-    CHUNK_ROWS, CHUNK_COLS = 256, 1024
-
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, int], track: str, *,
-                 team: str | None = None, method: str | None = None):
-        import h5py
-
-        from c2seg_kit import submission
-
-        self.path = Path(path)
-        self.shape = tuple(int(v) for v in shape)
-        self.track = track
-        if self.path.parent and not self.path.parent.is_dir():
-            raise C2SegError(f"output folder {self.path.parent} does not exist")
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.file = h5py.File(self.tmp, "w")
-        created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        attrs = {"c2seg_format": submission.SUBMISSION_FORMAT, "track": track, "created": created,
-                 "team": team, "method": method}
-        for k, v in attrs.items():
-            if v is not None:
-                self.file.attrs[k] = str(v)
-        h, w = self.shape
-        self.ds = self.file.create_dataset("prediction", shape=self.shape, dtype=np.uint8,
-                                           chunks=(min(self.CHUNK_ROWS, h), min(self.CHUNK_COLS, w)),
-                                           compression="gzip", compression_opts=4)
-        self.next_row = 0  # rows before this one have been received
-        self.pending: list[np.ndarray] = []
-        self.pending_rows = 0
-
-    def __call__(self, r0: int, rows: np.ndarray) -> None:
-        if r0 != self.next_row or rows.shape[1] != self.shape[1]:
-            raise ValueError(f"rows must arrive in order: expected row {self.next_row}, got {r0}")
-        self.pending.append(rows)
-        self.pending_rows += rows.shape[0]
-        self.next_row += rows.shape[0]
-        if self.pending_rows >= self.CHUNK_ROWS:
-            self._flush(whole_chunks=True)
-
-    def _flush(self, whole_chunks: bool) -> None:
-        if not self.pending:
-            return
-        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        n = (block.shape[0] // self.CHUNK_ROWS) * self.CHUNK_ROWS if whole_chunks else block.shape[0]
-        start = self.next_row - block.shape[0]
-        self.ds[start:start + n] = block[:n]
-        rest = block[n:]
-        self.pending = [rest] if rest.shape[0] else []
-        self.pending_rows = rest.shape[0]
-
-    def close(self, ok: bool) -> None:
-        try:
-            if ok:
-                if self.next_row != self.shape[0]:
-                    raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were predicted")
-                self._flush(whole_chunks=False)
-            self.file.close()
-            if ok:
-                from c2seg_kit.submission import open_submission
-
-                with open_submission(self.tmp, track=self.track, expected_shape=self.shape):
-                    pass  # structure, attributes and shape as every reader will check them
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "SubmissionRows":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        self.close(ok=exc_type is None)
-
-
 def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
                     out: str | os.PathLike, *, window: int = 512, overlap: int = 128, batch_size: int | None = None,
                     device: str = "auto", amp: bool = True, method: str | None = None,
@@ -287,10 +204,10 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
     """
     import time
 
+    from c2seg_baseline.checkpoint import load_checkpoint
+
     from c2seg_kit.prepared import PreparedData
     from c2seg_kit.registry import get_track
-
-    from c2seg_baseline.checkpoint import load_checkpoint
 
     check_window(window, overlap)
     try:
@@ -313,7 +230,7 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
         if dict(city.channels) != expected:
             raise C2SegError(f"{data}: target bands {city.channels} do not match the checkpoint's {expected}")
         started = time.perf_counter()
-        with SubmissionRows(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
+        with submission_writer(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
             predict_city(model, city, window=window, overlap=overlap, batch_size=batch_size, device=dev,
                          amp=amp, sink=sink, progress=progress, desc=f"predict {city.name}")
         seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,9 @@ __all__ = [
     "open_class_raster",
     "open_labels",
     "open_submission",
+    "RasterWriter",
     "score_files",
+    "submission_writer",
     "write_labels",
     "write_submission",
 ]
@@ -79,23 +81,107 @@ def _class_raster(array: Any, what: str) -> np.ndarray:
     return a.astype(np.uint8, copy=False)
 
 
+class RasterWriter:
+    """Writes a class raster file (a submission or labels) row band by row band.
+
+    The canonical layout: the given root attributes, one 2-D uint8 dataset chunked
+    256 rows x 1024 columns, gzip-compressed. Rows arrive in order and are buffered to whole
+    chunk rows, so every chunk is compressed once and memory stays at one chunk row. The
+    file is written under a temporary name and renamed into place only when complete (and,
+    with ``verify``, only after that check passed), so a crash never leaves a half file.
+    """
+
+    CHUNK_COLS = 1024
+
+    def __init__(self, path: str | os.PathLike, name: str, shape: tuple[int, int], attrs: dict,
+                 verify: "Callable[[Path], None] | None" = None) -> None:
+        self.path = Path(path)
+        self.shape = (int(shape[0]), int(shape[1]))
+        if min(self.shape) <= 0:
+            raise ValueError(f"{name} must be a non-empty 2-D raster, got shape {shape}")
+        if not self.path.parent.is_dir():
+            raise C2SegError(f"output folder {self.path.parent} does not exist")
+        self.name = name
+        self.verify = verify
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.chunk_rows = min(DEFAULT_CHUNK_ROWS, self.shape[0])
+        self.file = h5py.File(self.tmp, "w")
+        for key, value in attrs.items():
+            if value is not None:
+                self.file.attrs[key] = str(value)
+        self.ds = self.file.create_dataset(name, shape=self.shape, dtype=np.uint8,
+                                           chunks=(self.chunk_rows, min(self.CHUNK_COLS, self.shape[1])),
+                                           compression="gzip", compression_opts=4)
+        self.next_row = 0  # rows before this one have been received
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def write_rows(self, r0: int, rows: Any) -> None:
+        """Rows r0.. of the raster (integers 0..13); rows must arrive in order."""
+        rows = _class_raster(rows, self.name)
+        if r0 != self.next_row or rows.shape[1] != self.shape[1] or r0 + rows.shape[0] > self.shape[0]:
+            raise ValueError(f"rows must arrive in order and fit {self.shape}: expected row {self.next_row}, "
+                             f"got rows {r0}..{r0 + rows.shape[0]} of width {rows.shape[1]}")
+        self.pending.append(rows)
+        self.pending_rows += rows.shape[0]
+        self.next_row += rows.shape[0]
+        if self.pending_rows >= self.chunk_rows:
+            self._flush(whole_chunks=True)
+
+    __call__ = write_rows
+
+    def _flush(self, whole_chunks: bool) -> None:
+        if not self.pending:
+            return
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        n = (block.shape[0] // self.chunk_rows) * self.chunk_rows if whole_chunks else block.shape[0]
+        start = self.next_row - block.shape[0]
+        self.ds[start : start + n] = block[:n]
+        rest = block[n:]
+        self.pending = [rest] if rest.shape[0] else []
+        self.pending_rows = rest.shape[0]
+
+    def close(self, ok: bool = True) -> Path:
+        try:
+            if ok:
+                if self.next_row != self.shape[0]:
+                    raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were written")
+                self._flush(whole_chunks=False)
+            self.file.close()
+            if ok:
+                if self.verify is not None:
+                    self.verify(self.tmp)
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+    def __enter__(self) -> "RasterWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.file.id.valid or self.tmp.exists():
+            self.close(ok=exc_type is None)
+
+
+def submission_writer(path: str | os.PathLike, shape: tuple[int, int], track: str, *,
+                      team: str | None = None, method: str | None = None) -> RasterWriter:
+    """A streaming submission writer; the finished file is checked by the safe reader before it appears."""
+    track = _check_track(track)
+
+    def verify(tmp: Path) -> None:
+        with open_submission(tmp, track=track, expected_shape=tuple(shape)):
+            pass  # structure, attributes and shape exactly as every reader will check them
+
+    attrs = {"c2seg_format": SUBMISSION_FORMAT, "track": track, "created": _now(), "team": team, "method": method}
+    return RasterWriter(path, "prediction", shape, attrs, verify=verify)
+
+
 def _write_raster(path: str | os.PathLike, name: str, raster: np.ndarray, attrs: dict) -> None:
-    """Write atomically (temp file + rename), so a crash never leaves a half-written file."""
-    path = Path(path)
-    h, w = raster.shape
-    chunks = (min(DEFAULT_CHUNK_ROWS, h), min(1024, w))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in attrs.items():
-                if value is not None:
-                    f.attrs[key] = str(value)
-            f.create_dataset(name, data=raster, chunks=chunks, compression="gzip", compression_opts=4)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with RasterWriter(path, name, raster.shape, attrs) as writer:
+        writer.write_rows(0, raster)
 
 
 def _now() -> str:
