@@ -97,3 +97,33 @@ def test_prepare_on_tiles_explains(capsys, tmp_path):
     (tmp_path / "C2Seg_AB" / "train" / "msi").mkdir(parents=True)
     code, _, err = run(capsys, "prepare", str(tmp_path), "--track", "AB", "--out", str(tmp_path / "o"))
     assert code == 1 and "holds challenge tiles" in err
+
+
+# Simulates the light install: torch, fastapi & co. cannot be imported in the child process.
+BLOCK_EXTRAS = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'fastapi', 'sqlalchemy', 'uvicorn', 'sklearn', 'pydantic_settings'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from c2seg_kit.cli import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("args,code,expect", [
+    (["--help"], 0, "validate"),
+    (["validate", "--help"], 0, "PREDICTIONS"),
+    (["train-baseline", "--data", "x", "--track", "AB", "--out", "y"], 1, "'baseline' extra"),
+    (["serve", "--labels", "x"], 1, "'server' extra"),
+])
+def test_light_install_cli(args, code, expect):
+    """In a fresh interpreter without the extras, the CLI works and names the missing extra."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, *args], capture_output=True, text=True)
+    assert proc.returncode == code, proc.stderr
+    assert expect in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -7,6 +7,7 @@ missing optional extra is reported in one line instead of breaking the whole CLI
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -29,6 +30,14 @@ COMMANDS: dict[str, str] = {
     "submit": "c2seg_kit.cli.server:submit",
     "leaderboard": "c2seg_kit.cli.server:leaderboard",
     "demo": "c2seg_kit.cli.demo:demo",
+}
+
+
+# a missing import -> the extra that brings it, so the light install explains itself
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "sklearn"), "baseline"),
+    **dict.fromkeys(("fastapi", "starlette", "sqlalchemy", "uvicorn", "pydantic", "pydantic_settings", "jinja2",
+                     "multipart", "python_multipart", "psycopg", "psutil"), "server"),
 }
 
 
@@ -79,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except C2SegError as e:
         fail(str(e))
     except ModuleNotFoundError as e:
-        extra = {"torch": "baseline", "sklearn": "baseline", "fastapi": "server",
-                 "sqlalchemy": "server", "uvicorn": "server"}.get((e.name or "").split(".")[0])
+        extra = EXTRA_OF_MODULE.get((e.name or "").split(".")[0])
         if extra is None:
             raise
         fail(f"this command needs the '{extra}' extra: pip install 'c2seg-kit[{extra}]' ({e.name} is missing)")
