@@ -45,6 +45,20 @@ class Demo:
         return proc.stdout or ""
 
 
+def chance_miou(labels: Path, seed: int = 0) -> float:
+    """mIoU of a uniform random class per pixel: the floor a trained model should clear."""
+    import numpy as np
+
+    from c2seg_kit.metrics import ConfusionMatrix
+    from c2seg_kit.submission import open_labels
+
+    with open_labels(labels) as lab:
+        label = lab.read()
+    cm = ConfusionMatrix()
+    cm.update(label, np.random.default_rng(seed).integers(1, 14, label.shape, dtype=np.uint8))
+    return cm.scores()["miou"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +120,9 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
     d.c2seg("validate", predictions, "--track", "AB", "--labels", labels)
     scores = json.loads(d.c2seg("score", predictions, "--labels", labels, "--json", "--report", out / "report",
                                 capture=True))
-    click.echo(f"  target (Berlin) mIoU {scores['miou']:.4f}, OA {scores['oa']:.4f}, kappa {scores['kappa']:.4f}")
+    chance = chance_miou(labels)
+    click.echo(f"  target (Berlin) mIoU {scores['miou']:.4f}, OA {scores['oa']:.4f}, kappa {scores['kappa']:.4f} "
+               f"(a uniform random guess scores mIoU {chance:.4f})")
 
     d.say("Start a local leaderboard server (SQLite) and add a team")
     db = f"sqlite:///{(out / 'leaderboard.db').resolve()}"
@@ -138,8 +154,9 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
     d.c2seg("render", predictions, "--out", out / "prediction.png")
     d.c2seg("render", labels, "--out", out / "labels.png")
 
-    click.secho(f"\nDone in {time.monotonic() - t_start:.0f} s. Target (Berlin) mIoU {scores['miou']:.4f} "
-                f"(synthetic data; real C2Seg numbers need the real dataset).", bold=True)
+    click.secho(f"\nDone in {time.monotonic() - t_start:.0f} s. Target (Berlin) mIoU {scores['miou']:.4f}, "
+                f"against {chance:.4f} for a random guess (synthetic data; real C2Seg numbers need the real "
+                f"dataset).", bold=True)
     click.echo("Files:")
     for label, path in [
         ("synthetic scene files", data),
