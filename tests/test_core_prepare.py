@@ -185,3 +185,17 @@ def test_augmentation_deterministic_across_workers(prepared_ab):
     ds = WindowDataset(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)
     plain = WindowDataset(prepared_ab, "source", window=32, stride=32)
     assert any(not torch.equal(ds[i]["msi"], plain[i]["msi"]) for i in range(len(ds)))
+
+
+def test_prepare_bw_with_beijing_like_extra_hsi_cells(tmp_path):
+    """Real Beijing has one more 30 m column than ceil(W / 3): prepare crops it away."""
+    from test_core_readers import write_bw_city
+
+    bw = TRACKS["BW"]
+    write_bw_city(tmp_path, bw.source, 40, 26, seed=1, extra_cells=(1, 1))
+    write_bw_city(tmp_path, bw.target, 33, 30, seed=2)
+    prepare(tmp_path, bw, tmp_path / "p", PrepareOptions(pca_components=3), progress=False)
+    with PreparedData(tmp_path / "p") as data:
+        assert data.source.shape == (40, 26) and data.target.shape == (33, 30)
+        assert data.source.channels["hsi"] == 3
+        assert np.isfinite(data.source.read("hsi", 0, 40, 0, 26)).all()

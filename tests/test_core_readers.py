@@ -29,10 +29,10 @@ def write_ab(folder, arrays, city=AB.source):
     scipy.io.savemat(folder / city.scene_file, arrays)
 
 
-def write_bw_city(folder, city, h, w, seed=0, hsi_bands=116, nan_at=None):
-    """MATLAB v7.3 layout written with raw h5py: axes reversed, HSI on the ceil(n/3) grid."""
+def write_bw_city(folder, city, h, w, seed=0, hsi_bands=116, nan_at=None, extra_cells=(0, 0)):
+    """MATLAB v7.3 layout written with raw h5py: axes reversed, HSI on the ceil(n/3) grid (+ extra cells)."""
     rng = np.random.default_rng(seed)
-    hc, wc = -(-h // 3), -(-w // 3)
+    hc, wc = -(-h // 3) + extra_cells[0], -(-w // 3) + extra_cells[1]
     hsi = rng.random((hc, wc, hsi_bands)).astype(np.float32)  # MATLAB order H x W x C
     msi = rng.random((h, w, 4)).astype(np.float32)
     sar = rng.normal(size=(h, w, 2)).astype(np.float32)
@@ -60,9 +60,10 @@ def test_v5_reader_matches_savemat(tmp_path):
         np.testing.assert_array_equal(scene.read_label(2, 4, 0, 30), arrays["label"][2:4])
 
 
-@pytest.mark.parametrize("h,w", [(30, 27), (31, 29), (32, 28)])
-def test_v73_reader_reverses_axes_and_upsamples_hsi(tmp_path, h, w):
-    ref = write_bw_city(tmp_path, BW.source, h, w)
+@pytest.mark.parametrize("h,w,extra", [(30, 27, (0, 0)), (31, 29, (0, 0)), (32, 28, (0, 0)),
+                                       (32, 27, (0, 1)), (30, 27, (1, 1))])  # Beijing: 8706 px, 2903 cells
+def test_v73_reader_reverses_axes_and_upsamples_hsi(tmp_path, h, w, extra):
+    ref = write_bw_city(tmp_path, BW.source, h, w, extra_cells=extra)
     with open_city(tmp_path, BW, BW.source) as scene:
         assert isinstance(scene, MatV73Scene)
         assert scene.shape == (h, w) and scene.factor == 3

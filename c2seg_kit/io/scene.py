@@ -189,8 +189,13 @@ class MatV73Scene(CityScene):
         msi_c, w, h = self._ds["msi"].shape
         self.shape = (h, w)
         hsi_c, hsi_w, hsi_h = self._ds["hsi"].shape
-        # the HSI grid is either the 10 m grid or the track's coarser one (ceil(n / f) cells)
-        factor = next((f for f in (track.hsi_factor, 1) if (hsi_h, hsi_w) == (-(-h // f), -(-w // f))), None)
+        # The HSI grid is the 10 m grid or the track's coarser one, covering it with ceil(n / f)
+        # cells or one more: the real Beijing HSI is 4492 x 2903 cells for 13474 x 8706 pixels
+        # (8706 / 3 = 2902), and the reference crops the upsampled cube to the 10 m grid.
+        def covers(cells: int, n: int, f: int) -> bool:
+            return -(-n // f) <= cells <= -(-n // f) + (f > 1)
+
+        factor = next((f for f in (track.hsi_factor, 1) if covers(hsi_h, h, f) and covers(hsi_w, w, f)), None)
         if factor is None:
             raise InvalidDataError(
                 f"{scene_path}: HSI grid {hsi_h}x{hsi_w} does not match MSI {h}x{w} at 1/{track.hsi_factor} resolution"
