@@ -9,12 +9,13 @@ other processes hits both alike.
     python bench/train_step.py --config tiny --size 64 --runs 5
     python bench/train_step.py --flops --runs 0 --size 32 --batch 1   # work ratio only
 
-Measured 2026-11-27 on the shared 2-core dev VM (load average 4-13 from other jobs), paper settings,
+Measured 2026-11-27 on the 2-core dev VM with nothing else running, paper settings,
 batch 4 x 128 x 128, 2 threads, 3 runs each, medians:
-    CPU time  kit 74.5 s/step   naive 97.0 s/step   1.30x
-    wall      kit 168.5 s/step  naive 201.3 s/step  1.19x (the process got well under one core)
+    wall      kit 37.31 s/step  naive 48.88 s/step  1.31x
+    CPU time  kit 74.11 s/step  naive 96.94 s/step  1.31x
     work      kit 107.4 GFLOP   naive 149.7 GFLOP   1.39x (per 1 x 32 x 32 sample; scales with pixels)
     losses identical in every run (max relative difference 0.0).
+(Earlier runs beside other jobs, load 4-13: 1.02x-1.34x wall, 1.17x-1.30x CPU.)
 """
 
 from __future__ import annotations
