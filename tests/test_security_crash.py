@@ -12,13 +12,8 @@ scripts/start-test-postgres.sh; without one these tests skip, unless C2SEG_REQUI
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,7 +22,14 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("psutil")
 
-from security_support import LiveServer, auth, free_port, make_target, noisy_prediction, reap, upload  # noqa: E402
+from security_support import (  # noqa: E402
+    LiveServer,
+    auth,
+    make_target,
+    noisy_prediction,
+    reap,
+    upload,
+)
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -37,45 +39,12 @@ CLIENTS = 8
 ACKED_BEFORE_KILL = 12
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    url = os.environ.get("C2SEG_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    pgdir = tempfile.mkdtemp(prefix="c2seg-pg-")
-    env = dict(os.environ, C2SEG_PG_DIR=pgdir, C2SEG_PG_PORT=str(free_port()), C2SEG_PG_NO_INSTALL="1")
-    script = ROOT / "scripts" / "start-test-postgres.sh"
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120) \
-        if script.is_file() else None
-    if proc is None or proc.returncode != 0:
-        shutil.rmtree(pgdir, ignore_errors=True)
-        why = "no PostgreSQL for the tests" + (f": {proc.stderr.strip()[-200:]}" if proc else "")
-        if os.environ.get("C2SEG_REQUIRE_POSTGRES") == "1":
-            pytest.fail(why + " (C2SEG_REQUIRE_POSTGRES=1)")
-        pytest.skip(why)
-    try:
-        yield proc.stdout.strip()
-    finally:
-        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request):
     if request.param == "sqlite":
         yield None  # the server's default: sqlite in its data folder
         return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(request.getfixturevalue("postgres_server"))
-    name = f"c2seg_sec_{uuid.uuid4().hex[:10]}"
-    plain = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +83,8 @@ def hammer(server, tokens, files, acked, stop):
 
 def check_database(server) -> dict:
     """Every submission has its public and private score rows and its stored file."""
-    from sqlalchemy import func, select
-
     from c2seg_server.models import Score, Submission
+    from sqlalchemy import func, select
 
     with server.session() as s:
         subs = list(s.scalars(select(Submission)))

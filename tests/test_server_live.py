@@ -18,10 +18,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -47,45 +45,6 @@ def _required(var: str) -> bool:
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A PostgreSQL server URL for the session: CI's, or a throwaway cluster of our own."""
-    url = os.environ.get("C2SEG_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    pgdir = tempfile.mkdtemp(prefix="c2seg-pg-")  # under /tmp: the postgres user must reach it
-    env = dict(os.environ, C2SEG_PG_DIR=pgdir, C2SEG_PG_PORT=str(free_port()), C2SEG_PG_NO_INSTALL="1")
-    script = ROOT / "scripts" / "start-test-postgres.sh"
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        why = f"no PostgreSQL for the tests: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
-        shutil.rmtree(pgdir, ignore_errors=True)
-        if _required("C2SEG_REQUIRE_POSTGRES"):
-            pytest.fail(why + " (C2SEG_REQUIRE_POSTGRES=1)")
-        pytest.skip(why)
-    try:
-        yield proc.stdout.strip()
-    finally:
-        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def postgres_url(postgres_server):
-    """A fresh, empty database on the session's server, dropped afterwards."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(postgres_server)
-    name = f"c2seg_{uuid.uuid4().hex[:12]}"
-    plain = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
