@@ -747,3 +747,32 @@ def leaks_labels(path: Path, t: Target) -> bool:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def live_server_fixtures(*, shape=BERLIN, env: dict | None = None, options: list[str] | None = None,
+                         client_timeout: float = 60):
+    """Module-scoped `target`, `server` and `client` fixtures: one live server with these settings.
+
+    In a test module: ``target, server, client = live_server_fixtures(env={...})``.
+    """
+    import httpx
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def target(tmp_path_factory):
+        return make_target(tmp_path_factory.mktemp("labels"), shape=shape)
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory, target):
+        srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path], env=dict(env or {}),
+                         options=list(options or []))
+        srv.start()
+        yield srv
+        srv.stop()
+
+    @pytest.fixture(scope="module")
+    def client(server):
+        with httpx.Client(base_url=server.url, timeout=client_timeout) as c:
+            yield c
+
+    return target, server, client

@@ -16,7 +16,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import LiveServer, auth, make_target, noisy_prediction, upload  # noqa: E402
+from security_support import (  # noqa: E402
+    auth,
+    live_server_fixtures,  # noqa: E402
+    noisy_prediction,
+    upload,
+)
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -24,23 +29,7 @@ QUOTA = 5
 SHAPE = (300, 200)
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return make_target(tmp_path_factory.mktemp("labels"), shape=SHAPE)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path], env={"C2SEG_QUOTA_PER_DAY": str(QUOTA)})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
+target, server, client = live_server_fixtures(shape=SHAPE, env={"C2SEG_QUOTA_PER_DAY": str(QUOTA)})
 
 
 @pytest.fixture(scope="module")

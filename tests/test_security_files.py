@@ -22,9 +22,9 @@ psutil = pytest.importorskip("psutil")
 from security_support import (  # noqa: E402
     BAD_FILES,
     LINKS,
-    LiveServer,
     RssWatch,
     bomb_chunk,
+    live_server_fixtures,  # noqa: E402
     make_target,
     noisy_prediction,
     upload,
@@ -39,24 +39,8 @@ SERVER_PEAK_MB = 250
 CHILD_GROWTH_MB = 64
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return make_target(tmp_path_factory.mktemp("labels"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path],
-                     env={"C2SEG_SCORING_TIMEOUT_S": "6", "C2SEG_PEEK_TIMEOUT_S": "3"})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
+target, server, client = live_server_fixtures(
+    env={"C2SEG_SCORING_TIMEOUT_S": "6", "C2SEG_PEEK_TIMEOUT_S": "3"})
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,12 @@ schemathesis = pytest.importorskip("schemathesis")
 httpx = pytest.importorskip("httpx")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from security_support import LiveServer, auth, make_target, noisy_prediction, upload  # noqa: E402
+from security_support import (  # noqa: E402
+    auth,
+    live_server_fixtures,  # noqa: E402
+    noisy_prediction,
+    upload,
+)
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -29,17 +33,7 @@ EXAMPLES = int(os.environ.get("C2SEG_FUZZ_EXAMPLES", "8"))
 SHAPE = (96, 64)
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return make_target(tmp_path_factory.mktemp("labels"), shape=SHAPE)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path], env={"C2SEG_SCORING_WORKERS": "1"})
-    srv.start()
-    yield srv
-    srv.stop()
+target, server, _client = live_server_fixtures(shape=SHAPE, env={"C2SEG_SCORING_WORKERS": "1"})
 
 
 @pytest.fixture(scope="module")

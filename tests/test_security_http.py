@@ -15,7 +15,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import LiveServer, auth, make_target, noisy_prediction, upload  # noqa: E402
+from security_support import (  # noqa: E402
+    auth,
+    live_server_fixtures,  # noqa: E402
+    noisy_prediction,
+    upload,
+)
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -26,25 +31,10 @@ PER_CLIENT = 16
 ATTACKER = "127.0.0.2"  # still loopback: a second client address on the same machine
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return make_target(tmp_path_factory.mktemp("labels"), shape=(300, 200))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path], options=["--limit-concurrency", "48"], env={
-        "C2SEG_MAX_UPLOAD_BYTES": str(CAP), "C2SEG_UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),
-        "C2SEG_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S), "C2SEG_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT)})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
+target, server, client = live_server_fixtures(
+    shape=(300, 200), options=["--limit-concurrency", "48"], client_timeout=30,
+    env={"C2SEG_MAX_UPLOAD_BYTES": str(CAP), "C2SEG_UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),
+         "C2SEG_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S), "C2SEG_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT)})
 
 
 @pytest.fixture(scope="module")

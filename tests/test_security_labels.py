@@ -16,7 +16,13 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import LINKS, LiveServer, make_target, naive_read, noisy_prediction, upload  # noqa: E402
+from security_support import (  # noqa: E402
+    LINKS,
+    live_server_fixtures,  # noqa: E402
+    naive_read,
+    noisy_prediction,
+    upload,
+)
 
 from c2seg_kit.classes import CLASS_NAMES  # noqa: E402
 from c2seg_kit.submission import write_submission  # noqa: E402
@@ -24,24 +30,8 @@ from c2seg_kit.submission import write_submission  # noqa: E402
 BLOCK = 64
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return make_target(tmp_path_factory.mktemp("labels"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, target):
-    srv = LiveServer(tmp_path_factory.mktemp("server"), [target.path],
-                     env={"C2SEG_SPLIT_BLOCK": str(BLOCK), "C2SEG_SPLIT_SEED": "11"})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
+target, server, client = live_server_fixtures(
+    env={"C2SEG_SPLIT_BLOCK": str(BLOCK), "C2SEG_SPLIT_SEED": "11"})
 
 
 @pytest.fixture(scope="module")
