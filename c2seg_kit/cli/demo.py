@@ -21,6 +21,35 @@ from c2seg_kit.errors import C2SegError
 
 TOTAL_STEPS = 8
 
+#: Written into the demo's folder first; only a folder carrying it is ever cleared, and then only
+#: of the entries listed here (what a demo writes), never of anything else a user put there.
+MARKER = ".c2seg-demo"
+DEMO_ENTRIES = ("data", "prepared", "run", "predictions.h5", "report", "leaderboard.db", "leaderboard.db-wal",
+                "leaderboard.db-shm", "server.log", "server-data", "prediction.png", "labels.png")
+
+
+def claim_folder(out: Path) -> None:
+    """Make ``out`` ready for a demo without ever deleting a user's files.
+
+    A missing or empty folder is used as it is. A folder a previous demo wrote (it carries
+    MARKER) loses only the entries that demo writes (DEMO_ENTRIES); anything else stays. Any
+    other non-empty folder is refused.
+    """
+    if out.exists() and not out.is_dir():
+        raise C2SegError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise C2SegError(f"--out {out} is not empty and was not written by `c2seg demo`; "
+                             "choose an empty or new folder (nothing was changed)")
+        for name in DEMO_ENTRIES:
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `c2seg demo`; a later demo may clear the entries it writes here\n")
+
 
 class Demo:
     def __init__(self, out: Path, quiet: bool):
@@ -83,7 +112,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 
 @click.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for everything the demo writes (emptied first).")
+              show_default=True, help="Folder for everything the demo writes: new, empty, or one a previous demo wrote "
+                   "(then only the demo's own files are replaced).")
 @click.option("--scale", type=click.FloatRange(0.02, 1.0), default=0.25, show_default=True,
               help="Synthetic city size as a fraction of the real Augsburg/Berlin.")
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Training steps (tiny HighDAN).")
@@ -96,10 +126,8 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
     (SQLite), adds a team, submits, prints the leaderboard, stops the server, and renders the
     predicted map beside the true labels.
     """
+    claim_folder(out)
     d = Demo(out, quiet=False)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     data, prepared, run = out / "data", out / "prepared", out / "run"
     predictions, labels = out / "predictions.h5", data / "labels.h5"
     t_start = time.monotonic()

@@ -1,0 +1,67 @@
+"""`c2seg demo --out DIR` never deletes a user's files (issue 15.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from c2seg_kit.cli import main
+from c2seg_kit.cli.demo import DEMO_ENTRIES, MARKER, claim_folder
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_refuses_a_folder_holding_user_files(capsys, tmp_path):
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("three years of work")
+    (tmp_path / "figures").mkdir()
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path))
+    assert code == 1
+    assert err.count("\n") == 1 and "not empty" in err and "nothing was changed" in err
+    assert thesis.read_text() == "three years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "thesis.tex"]
+
+
+def test_refuses_a_file(capsys, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep")
+    code, _, err = run(capsys, "demo", "--out", str(target))
+    assert code == 1 and "is a file" in err and target.read_text() == "keep"
+
+
+def test_a_previous_demo_folder_loses_only_the_demo_entries(tmp_path):
+    claim_folder(tmp_path / "d")
+    out = tmp_path / "d"
+    assert (out / MARKER).is_file()
+    (out / "data").mkdir()
+    (out / "data" / "labels.h5").write_bytes(b"x")
+    (out / "predictions.h5").write_bytes(b"x")
+    (out / "my-notes.md").write_text("mine")
+    claim_folder(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "my-notes.md"])
+    assert (out / "my-notes.md").read_text() == "mine"
+
+
+def test_new_and_empty_folders_are_used(tmp_path):
+    claim_folder(tmp_path / "new" / "nested")
+    assert (tmp_path / "new" / "nested" / MARKER).is_file()
+    (tmp_path / "empty").mkdir()
+    claim_folder(tmp_path / "empty")
+    assert (tmp_path / "empty" / MARKER).is_file()
+
+
+def test_demo_entries_cover_what_the_demo_lists():
+    # every top-level name the demo writes must be in DEMO_ENTRIES, or a rerun would refuse its own folder
+    import inspect
+
+    from c2seg_kit.cli import demo as demo_module
+
+    source = inspect.getsource(demo_module.demo)
+    for name in ("predictions.h5", "report", "leaderboard.db", "server.log", "server-data", "prediction.png",
+                 "labels.png"):
+        assert f'"{name}"' in source or f"'{name}'" in source
+        assert name in DEMO_ENTRIES
