@@ -83,7 +83,7 @@ def test_light_core_imports_no_torch_or_fastapi():
         "for m in pkgutil.walk_packages(c2seg_kit.__path__, 'c2seg_kit.'):\n"
         "    if m.name not in ('c2seg_kit.dataset', 'c2seg_kit.__main__'):\n"
         "        importlib.import_module(m.name)\n"
-        "from c2seg_kit.cli import cli, COMMANDS\n"
+        "from c2seg_kit.cli import cli\n"
         "for verb in ('synth', 'info', 'prepare', 'validate', 'score', 'render', 'submit', 'leaderboard'):\n"
         "    cli.get_command(None, verb)\n"
         "bad = sorted(n for n in ('torch', 'fastapi', 'sqlalchemy', 'uvicorn', 'sklearn') if n in sys.modules)\n"
@@ -127,3 +127,26 @@ def test_light_install_cli(args, code, expect):
     assert proc.returncode == code, proc.stderr
     assert expect in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_core_names_neither_the_baseline_nor_the_server_package():
+    """Imports go one way: the baseline and server verbs join through entry points, so no file of
+    the core names c2seg_baseline or c2seg_server, not even for a lazy import."""
+    from pathlib import Path
+
+    import c2seg_kit
+
+    root = Path(c2seg_kit.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "c2seg_baseline" in p.read_text() or "c2seg_server" in p.read_text()]
+    assert offenders == []
+
+
+def test_plugin_verbs_come_from_entry_points():
+    from c2seg_kit.cli import CORE_COMMANDS, all_commands, plugin_commands
+
+    plugins = plugin_commands()
+    assert {"train-baseline", "predict", "serve", "admin"} <= set(plugins)
+    assert not set(plugins) & set(CORE_COMMANDS)
+    assert all(target.startswith(("c2seg_baseline.", "c2seg_server.")) for target in plugins.values())
+    assert set(all_commands()) == set(plugins) | set(CORE_COMMANDS)

@@ -30,7 +30,7 @@ def test_refuses_a_file(capsys, tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("keep")
     code, _, err = run(capsys, "demo", "--out", str(target))
-    assert code == 1 and "is a file" in err and target.read_text() == "keep"
+    assert code == 2 and "is a file" in err and target.read_text() == "keep"  # click's usage error
 
 
 def test_a_previous_demo_folder_loses_only_the_demo_entries(tmp_path):
@@ -60,7 +60,7 @@ def test_demo_entries_cover_what_the_demo_lists():
 
     from c2seg_kit.cli import demo as demo_module
 
-    source = inspect.getsource(demo_module.demo)
+    source = inspect.getsource(demo_module.demo.callback)
     for name in ("predictions.h5", "report", "leaderboard.db", "server.log", "server-data", "prediction.png",
                  "labels.png"):
         assert f'"{name}"' in source or f"'{name}'" in source

@@ -1,12 +1,16 @@
 """The `c2seg` command line: one click group whose verbs live in small modules.
 
-Verbs are imported lazily, so `c2seg validate` never pays for torch or fastapi, and a
-missing optional extra is reported in one line instead of breaking the whole CLI.
+The core's own verbs are listed in CORE_COMMANDS. The baseline's and the server's verbs live in
+their own packages and join through the ``c2seg.commands`` entry points that pyproject.toml
+declares, so the core never names those packages. Every verb is imported only when it is used
+(or its help is shown), so `c2seg validate` never pays for torch or fastapi, and a missing
+optional extra is reported in one line instead of breaking the whole CLI.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 
@@ -15,45 +19,56 @@ import click
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
 
+#: Entry-point group through which the baseline and server packages add their verbs.
+ENTRY_POINT_GROUP = "c2seg.commands"
+
 # verb -> "module:attribute"; one row per verb, grouped by the module that owns it.
-COMMANDS: dict[str, str] = {
+CORE_COMMANDS: dict[str, str] = {
     "synth": "c2seg_kit.cli.data:synth",
     "info": "c2seg_kit.cli.data:info",
     "prepare": "c2seg_kit.cli.data:prepare",
     "validate": "c2seg_kit.cli.scoring:validate",
     "score": "c2seg_kit.cli.scoring:score",
     "render": "c2seg_kit.cli.scoring:render",
-    "train-baseline": "c2seg_kit.cli.baseline:train_baseline",
-    "predict": "c2seg_kit.cli.baseline:predict",
-    "serve": "c2seg_kit.cli.server:serve",
-    "admin": "c2seg_kit.cli.server:admin",
-    "submit": "c2seg_kit.cli.server:submit",
-    "leaderboard": "c2seg_kit.cli.server:leaderboard",
+    "submit": "c2seg_kit.cli.participant:submit",
+    "leaderboard": "c2seg_kit.cli.participant:leaderboard",
     "demo": "c2seg_kit.cli.demo:demo",
 }
+
+
+def plugin_commands() -> dict[str, str]:
+    """Verbs other packages of the distribution register: name -> "module:attribute"."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def all_commands() -> dict[str, str]:
+    return {**plugin_commands(), **CORE_COMMANDS}
 
 
 # a missing import -> the extra that brings it, so the light install explains itself
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("torch", "sklearn"), "baseline"),
     **dict.fromkeys(("fastapi", "starlette", "sqlalchemy", "uvicorn", "pydantic", "pydantic_settings", "jinja2",
-                     "multipart", "python_multipart", "psycopg", "psutil"), "server"),
+                     "multipart", "python_multipart", "psycopg", "psutil", "alembic"), "server"),
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n in COMMANDS if self._importable(n))
+        return sorted(n for n, target in all_commands().items() if self._importable(target))
 
     @staticmethod
-    def _importable(name: str) -> bool:
-        module = COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(module) is not None
+    def _importable(target: str) -> bool:
+        try:
+            return importlib.util.find_spec(target.split(":")[0]) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            return False
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not self._importable(name):
+        target = all_commands().get(name)
+        if target is None or not self._importable(target):
             return None
-        module, attr = COMMANDS[name].split(":")
+        module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import CLASSES
-from c2seg_kit.registry import TRACKS, get_track
+from c2seg_kit.cli.options import track_option
+from c2seg_kit.registry import get_track
 
-TRACK = click.option("--track", "track_name", type=click.Choice(sorted(TRACKS), case_sensitive=False), required=True,
-                     help="AB: Augsburg -> Berlin (MATLAB v5).  BW: Beijing -> Wuhan (MATLAB v7.3, HSI at 30 m).")
+TRACK = track_option(param="track_name")
 
 
 @click.command()

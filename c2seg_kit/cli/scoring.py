@@ -13,15 +13,13 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
-from c2seg_kit.registry import TRACKS
-
-TRACK_CHOICE = click.Choice(sorted(TRACKS), case_sensitive=False)
+from c2seg_kit.cli.options import MISSING_SCORE, format_score, track_option
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command()
 @click.argument("predictions", type=_FILE)
-@click.option("--track", type=TRACK_CHOICE, help="Require the submission to be for this track.")
+@track_option(required=False, help="Require the submission to be for this track.")
 @click.option("--labels", type=_FILE,
               help="Hidden labels (labels.h5): also require the track and the exact shape they have.")
 def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
@@ -36,8 +34,8 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
     expected_shape = None
     if labels is not None:
         with open_labels(labels) as lab:
-            if track is not None and lab.track != track.upper():
-                raise click.UsageError(f"--track {track.upper()} contradicts the labels file (track {lab.track})")
+            if track is not None and lab.track != track:
+                raise click.UsageError(f"--track {track} contradicts the labels file (track {lab.track})")
             track, expected_shape = lab.track, lab.shape
     with open_submission(predictions, track=track, expected_shape=expected_shape) as sub:
         sub.check_values()
@@ -46,9 +44,7 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
 
 
 def _table(result: dict) -> str:
-    def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
+    fmt = format_score
     lines = [
         f"track {result['track']}   evaluated pixels {result['n_pixels']:,}",
         f"  OA     {fmt(result['oa'])}",
@@ -60,8 +56,8 @@ def _table(result: dict) -> str:
     ]
     for c in EVAL_CLASSES:
         iou = result["per_class_iou"][c.name]
-        lines.append(f"  {c.id:>2}  {c.display:<38} {fmt(iou) if iou is not None else '   n/a':>7}")
-    lines.append("  (n/a: class absent from both labels and predictions, left out of the means)")
+        lines.append(f"  {c.id:>2}  {c.display:<38} {fmt(iou):>7}")
+    lines.append(f"  ({MISSING_SCORE}: class absent from both labels and predictions, left out of the means)")
     return "\n".join(lines)
 
 

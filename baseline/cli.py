@@ -1,7 +1,9 @@
-"""`c2seg train-baseline` and `c2seg predict`: the HighDAN baseline from the command line.
+"""`c2seg train-baseline` and `c2seg predict`: the HighDAN baseline from the command line
+(registered with the core CLI through the ``c2seg.commands`` entry points in pyproject.toml).
 
-torch and c2seg_baseline are imported inside the commands, so `c2seg --help` stays light
-and a missing 'baseline' extra is reported in one line by the CLI's main().
+The modules that import torch are imported inside the commands: `c2seg --help` loads this module
+for the verbs' one-line help, and on the light install a missing 'baseline' extra must surface
+as the core CLI's one-line message, not at import.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from pathlib import Path
 
 import click
 
+from c2seg_kit.cli.options import track_option
 from c2seg_kit.errors import C2SegError
 
-TRACK = click.Choice(["AB", "BW"], case_sensitive=False)
 DEVICE_HELP = "auto = CUDA when available, else CPU."
 
 
@@ -25,7 +27,7 @@ def _existing_dir(path: Path, what: str) -> Path:
 @click.command("train-baseline")
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="Prepared cache (the output of `c2seg prepare`).")
-@click.option("--track", required=True, type=TRACK, help="AB (Augsburg -> Berlin) or BW (Beijing -> Wuhan).")
+@track_option()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
 @click.option("--config", default=None,
@@ -58,7 +60,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     \b
         c2seg train-baseline --data prep --track AB --out runs/ab --config tiny --steps 300
     """
-    from c2seg_baseline.train import TrainOptions, train
+    from .train import TrainOptions, train
 
     _existing_dir(data, "prepared data folder")
     if labels is not None and not labels.is_file():
@@ -70,7 +72,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     if stop_after is not None and stop_after < 1:
         raise C2SegError("--stop-after must be at least 1")
     summary = train(TrainOptions(
-        data=data, track=track.upper(), out=out, config=config, steps=steps, device=device, seed=seed,
+        data=data, track=track, out=out, config=config, steps=steps, device=device, seed=seed,
         resume=resume, eval_every=eval_every, source_only=source_only, no_dice=no_dice,
         batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after,
         amp=False if fp32 else None, progress=not quiet,
@@ -87,7 +89,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="A checkpoint written by train-baseline (last.pt / best.pt).")
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Prepared cache.")
-@click.option("--track", required=True, type=TRACK, help="AB or BW; the target city is predicted.")
+@track_option(help="The track whose target city is predicted.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Submission file to write.")
 @click.option("--window", type=int, default=512, show_default=True,
               help="Window size in pixels (a multiple of 32; may exceed the training patches).")
@@ -108,12 +110,12 @@ def predict(checkpoint, data, track, out, window, overlap, batch_size, device, f
     \b
         c2seg predict --checkpoint runs/ab/best.pt --data prep --track AB --out predictions.h5
     """
-    from c2seg_baseline.predict import predict_to_file
+    from .predict import predict_to_file
 
     _existing_dir(data, "prepared data folder")
     if batch_size is not None and batch_size < 1:
         raise C2SegError("--batch-size must be at least 1")
-    result = predict_to_file(checkpoint, data, track.upper(), out, window=window,
+    result = predict_to_file(checkpoint, data, track, out, window=window,
                              overlap=window // 4 if overlap is None else overlap, batch_size=batch_size,
                              device=device, amp=not fp32, method=method, progress=not quiet)
     h, w = result["shape"]

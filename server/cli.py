@@ -1,7 +1,8 @@
-"""Leaderboard verbs: `serve` and `admin` (organizers), `submit` and `leaderboard` (participants).
+"""Organizer verbs: `c2seg serve` and `c2seg admin ...` (registered with the core CLI through the
+``c2seg.commands`` entry points in pyproject.toml).
 
-fastapi, sqlalchemy and uvicorn are imported inside the organizer verbs only, so `submit` and
-`leaderboard` work on the light install.
+fastapi, sqlalchemy and uvicorn are imported inside the commands, not at module level: `c2seg --help`
+loads this module to show the verbs' one-line help, also on the light install.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import CLASS_NAMES
+from c2seg_kit.cli.options import TRACK_CHOICE, track_option
 from c2seg_kit.errors import C2SegError
 
-TRACK_CHOICE = click.Choice(["AB", "BW"], case_sensitive=False)
 DB_HELP = "SQLAlchemy database URL (default: SQLite in DATA_DIR; env C2SEG_DATABASE_URL). PostgreSQL: postgresql+psycopg://user@host/db"
 DATA_HELP = "folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data)"
 
 
 def _settings(db: str | None, data_dir: str | None, **more):
-    from c2seg_server.config import Settings
+    from .config import Settings
 
     given = {k: v for k, v in dict(database_url=db, data_dir=data_dir, **more).items() if v is not None}
     from pydantic import ValidationError
@@ -63,7 +64,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     """
     import uvicorn
 
-    from c2seg_server.main import served_tracks
+    from .main import served_tracks
 
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
     for key, value in (("DATABASE_URL", db), ("DATA_DIR", data_dir), ("SCORING_WORKERS", scoring_workers),
@@ -114,7 +115,7 @@ def _engine(settings):
     """An engine with the tables in place; a bad or unreachable database is one line, not a traceback."""
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from c2seg_server.db import init_db, make_engine
+    from .db import init_db, make_engine
 
     try:
         engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
@@ -129,7 +130,7 @@ def _engine(settings):
 
 
 def _open(ctx):
-    from c2seg_server.db import make_sessionmaker
+    from .db import make_sessionmaker
 
     settings = _settings(ctx.obj["db"], ctx.obj["data_dir"])
     return settings, make_sessionmaker(_engine(settings))
@@ -148,7 +149,7 @@ def _user_error(fn, *args):
 @click.pass_context
 def add_team(ctx, name, baseline):
     """Add a team; prints its token, alone, on stdout (shown once: only a hash is stored)."""
-    from c2seg_server import crud
+    from . import crud
 
     _, sessions = _open(ctx)
     with sessions() as s:
@@ -162,7 +163,7 @@ def add_team(ctx, name, baseline):
 @click.pass_context
 def list_teams(ctx, as_json):
     """List teams: name, baseline flag, created, revoked, submissions."""
-    from c2seg_server import crud
+    from . import crud
 
     _, sessions = _open(ctx)
     with sessions() as s:
@@ -183,7 +184,7 @@ def list_teams(ctx, as_json):
 @click.pass_context
 def revoke(ctx, team):
     """Revoke TEAM's token: it is refused from now on (its submissions stay on the board)."""
-    from c2seg_server import crud
+    from . import crud
 
     _, sessions = _open(ctx)
     with sessions() as s:
@@ -197,13 +198,13 @@ def revoke(ctx, team):
 @click.pass_context
 def phase(ctx, track, phase):
     """Show or set TRACK's phase: open (accepting), closed (not accepting), final (private scores shown)."""
-    from c2seg_server import crud
+    from . import crud
 
     _, sessions = _open(ctx)
     with sessions() as s:
         if phase:
-            crud.set_phase(s, track.upper(), phase)
-        click.echo(f"{track.upper()} {crud.get_phase(s, track.upper())}")
+            crud.set_phase(s, track, phase)
+        click.echo(f"{track} {crud.get_phase(s, track)}")
 
 
 EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
@@ -211,13 +212,13 @@ EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
 
 @admin.command()
 @click.option("--out", type=click.Path(dir_okay=False), help="CSV file to write (default: stdout)")
-@click.option("--track", type=TRACK_CHOICE)
+@track_option(required=False, help="Only this track.")
 @click.pass_context
 def export(ctx, out, track):
     """Export every scored submission (public and private scores, per-class IoU) as CSV."""
     import csv
 
-    from c2seg_server import crud
+    from . import crud
 
     _, sessions = _open(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size"]
@@ -225,7 +226,7 @@ def export(ctx, out, track):
         head += [f"{split}_{k}" for k in EXPORT_SCORES] + [f"{split}_iou_{n}" for n in CLASS_NAMES]
     with sessions() as s:
         rows = []
-        for sub in crud.all_submissions(s, track.upper() if track else None):
+        for sub in crud.all_submissions(s, track):
             row = [sub.id, sub.team.name, int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
                    sub.filename, sub.method or "", sub.sha256, sub.size]
             for split in ("public", "private"):
@@ -253,9 +254,9 @@ def rescore(ctx, labels, scoring_workers):
     """Rescore every stored submission of the given tracks against LABELS (after a label fix)."""
     from tqdm import tqdm
 
-    from c2seg_server import crud
-    from c2seg_server.main import make_pool, served_tracks
-    from c2seg_server.workers import InvalidUpload, ScoringFailed
+    from . import crud
+    from .main import make_pool, served_tracks
+    from .workers import InvalidUpload, ScoringFailed
 
     settings, sessions = _open(ctx)
     settings = settings.model_copy(update={"labels": [Path(p) for p in labels], "scoring_workers": scoring_workers})
@@ -280,98 +281,3 @@ def rescore(ctx, labels, scoring_workers):
                + (f"; {failed} failed" if failed else ""), err=True)
     if failed:
         sys.exit(1)
-
-
-# -------------------------------------------------------------------------------------------
-# participants: submit, leaderboard
-# -------------------------------------------------------------------------------------------
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def print_scores(result: dict) -> None:
-    sc = result["scores"]
-    click.echo(f"submission {result['id']} (track {result['track']}, team {result['team']}) scored; public split:")
-    for key, label in (("miou", "mIoU"), ("oa", "OA"), ("f1", "F1 (macro)"), ("kappa", "Kappa")):
-        click.echo(f"  {label:<36} {_fmt(sc[key])}")
-    click.echo("  per-class IoU:")
-    from c2seg_kit.classes import EVAL_CLASSES
-
-    for c in EVAL_CLASSES:
-        click.echo(f"    {c.display:<36} {_fmt(sc['per_class_iou'].get(c.name))}")
-
-
-@click.command()
-@click.argument("predictions", type=click.Path(dir_okay=False))
-@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
-@click.option("--token", envvar="C2SEG_TOKEN", help="your team's token (env C2SEG_TOKEN)")
-@click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
-def submit(predictions, server, token, as_json):
-    """Validate PREDICTIONS locally, upload them and print the public scores.
-
-    The file is checked with the same reader the server uses before a byte is sent, so a
-    broken file costs neither quota nor a failed attempt.
-    """
-    from tqdm import tqdm
-
-    from c2seg_kit import client
-    from c2seg_kit.submission import open_submission
-
-    path = Path(predictions)
-    if not path.is_file():
-        raise C2SegError(f"no such file: {path}")
-    url = client.server_url(server)
-    token = client.server_token(token)
-    size = path.stat().st_size
-    with open_submission(path) as sub:
-        track = sub.track
-    # Ask the server what it scores first: an unreachable server, an unserved track, a wrong
-    # shape or an oversized file are all explained before a byte is uploaded.
-    info = client.health(url)
-    shapes = {t["track"]: tuple(t["shape"]) for t in info.get("tracks", [])}
-    if track not in shapes:
-        raise C2SegError(f"the server at {url} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
-    cap = info.get("max_upload_bytes")
-    if cap and size > cap:
-        raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
-                         f"({cap / 2**20:g} MiB; it would answer 413)")
-    with open_submission(path, track=track, expected_shape=shapes[track]) as sub:
-        sub.check_values()
-    with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
-              disable=None, leave=False) as bar:
-        result = client.submit(path, server=url, token=token, progress=bar.update)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        print_scores(result)
-
-
-@click.command()
-@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
-@click.option("--track", required=True, type=TRACK_CHOICE)
-@click.option("--json", "as_json", is_flag=True, help="print the server's JSON")
-def leaderboard(server, track, as_json):
-    """Print a track's leaderboard: each team's best public mIoU."""
-    from c2seg_kit import client
-
-    board = client.leaderboard(track, server=server)
-    if as_json:
-        click.echo(json.dumps(board))
-        return
-    final = board["phase"] == "final"
-    click.echo(f"track {board['track']} ({board['phase']}), ranked by {board['ranked_by']} mIoU")
-    if not board["entries"]:
-        click.echo("no submissions yet")
-        return
-    head = f"{'#':>3}  {'team':<28} " + (f"{'priv.mIoU':>9} " if final else "") + \
-        f"{'mIoU':>7} {'OA':>7} {'F1':>7} {'kappa':>7} {'subs':>5}"
-    click.echo(head)
-    for e in board["entries"]:
-        name = e["team"][:28] + (" *" if e["baseline"] else "")
-        priv = f"{_fmt(e['private']['miou']):>9} " if final and e.get("private") else ""
-        p = e["public"]
-        click.echo(f"{e['rank']:>3}  {name:<28} {priv}{_fmt(p['miou']):>7} {_fmt(p['oa']):>7} "
-                   f"{_fmt(p['f1']):>7} {_fmt(p['kappa']):>7} {e['submissions']:>5}")
-    if any(e["baseline"] for e in board["entries"]):
-        click.echo("* baseline")

@@ -1,0 +1,98 @@
+"""Participant verbs: `c2seg submit` and `c2seg leaderboard` (the light install: httpx only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from c2seg_kit.classes import EVAL_CLASSES
+from c2seg_kit.cli.options import format_score, track_option
+from c2seg_kit.errors import C2SegError
+
+
+def print_scores(result: dict) -> None:
+    sc = result["scores"]
+    click.echo(f"submission {result['id']} (track {result['track']}, team {result['team']}) scored; public split:")
+    for key, label in (("miou", "mIoU"), ("oa", "OA"), ("f1", "F1 (macro)"), ("kappa", "Kappa")):
+        click.echo(f"  {label:<36} {format_score(sc[key])}")
+    click.echo("  per-class IoU:")
+    for c in EVAL_CLASSES:
+        click.echo(f"    {c.display:<36} {format_score(sc['per_class_iou'].get(c.name))}")
+
+
+@click.command()
+@click.argument("predictions", type=click.Path(dir_okay=False))
+@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
+@click.option("--token", envvar="C2SEG_TOKEN", help="your team's token (env C2SEG_TOKEN)")
+@click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
+def submit(predictions, server, token, as_json):
+    """Validate PREDICTIONS locally, upload them and print the public scores.
+
+    The file is checked with the same reader the server uses before a byte is sent, so a
+    broken file costs neither quota nor a failed attempt.
+    """
+    from tqdm import tqdm
+
+    from c2seg_kit import client
+    from c2seg_kit.submission import open_submission
+
+    path = Path(predictions)
+    if not path.is_file():
+        raise C2SegError(f"no such file: {path}")
+    url = client.server_url(server)
+    token = client.server_token(token)
+    size = path.stat().st_size
+    with open_submission(path) as sub:
+        track = sub.track
+    # Ask the server what it scores first: an unreachable server, an unserved track, a wrong
+    # shape or an oversized file are all explained before a byte is uploaded.
+    info = client.health(url)
+    shapes = {t["track"]: tuple(t["shape"]) for t in info.get("tracks", [])}
+    if track not in shapes:
+        raise C2SegError(f"the server at {url} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
+    cap = info.get("max_upload_bytes")
+    if cap and size > cap:
+        raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
+                         f"({cap / 2**20:g} MiB; it would answer 413)")
+    with open_submission(path, track=track, expected_shape=shapes[track]) as sub:
+        sub.check_values()
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
+              disable=None, leave=False) as bar:
+        result = client.submit(path, server=url, token=token, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        print_scores(result)
+
+
+@click.command()
+@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
+@track_option()
+@click.option("--json", "as_json", is_flag=True, help="print the server's JSON")
+def leaderboard(server, track, as_json):
+    """Print a track's leaderboard: each team's best public mIoU."""
+    from c2seg_kit import client
+
+    board = client.leaderboard(track, server=server)
+    if as_json:
+        click.echo(json.dumps(board))
+        return
+    final = board["phase"] == "final"
+    click.echo(f"track {board['track']} ({board['phase']}), ranked by {board['ranked_by']} mIoU")
+    if not board["entries"]:
+        click.echo("no submissions yet")
+        return
+    head = f"{'#':>3}  {'team':<28} " + (f"{'priv.mIoU':>9} " if final else "") + \
+        f"{'mIoU':>7} {'OA':>7} {'F1':>7} {'kappa':>7} {'subs':>5}"
+    click.echo(head)
+    for e in board["entries"]:
+        name = e["team"][:28] + (" *" if e["baseline"] else "")
+        priv = f"{format_score(e['private']['miou']):>9} " if final and e.get("private") else ""
+        p = e["public"]
+        click.echo(f"{e['rank']:>3}  {name:<28} {priv}{format_score(p['miou']):>7} {format_score(p['oa']):>7} "
+                   f"{format_score(p['f1']):>7} {format_score(p['kappa']):>7} {e['submissions']:>5}")
+    if any(e["baseline"] for e in board["entries"]):
+        click.echo("* baseline")
