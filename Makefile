@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ venv: $(BIN)/.installed
 
 demo: venv
 	$(BIN)/c2seg demo
+
+lint: venv
+	$(BIN)/ruff check .
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: venv

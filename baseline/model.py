@@ -86,7 +86,7 @@ class HRModule(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Sequential(*(basic_block(cin if k == 0 else w, w, momentum) for k in range(n)))
-            for cin, w, n in zip(cins, widths, blocks)
+            for cin, w, n in zip(cins, widths, blocks, strict=True)
         )
         n = len(widths)
         self.fuse = nn.ModuleList(
@@ -108,7 +108,7 @@ class HRModule(nn.Module):
         ))
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
         if self.fuse is None:
             return xs
         out = []
@@ -179,7 +179,7 @@ class Generator(nn.Module):
     def encode(self, modality: str, x: Tensor) -> list[Tensor]:
         """One modality through its stem and stage 1, then the shared stages: a list of branches."""
         branches = [self.stage1[modality](self.stems[modality](x))]
-        for paths, stage in zip(self.transitions, self.stages):
+        for paths, stage in zip(self.transitions, self.stages, strict=True):
             branches = [path(branches[min(i, len(branches) - 1)]) for i, path in enumerate(paths)]
             branches = stage(branches)
         return branches
@@ -187,7 +187,7 @@ class Generator(nn.Module):
     def features(self, hsi: Tensor, msi: Tensor, sar: Tensor) -> Tensor:
         """Fused features on the 1/2 grid: all branches of hsi, msi, sar, in that order."""
         parts = []
-        for modality, x in zip(self.modalities, (hsi, msi, sar)):
+        for modality, x in zip(self.modalities, (hsi, msi, sar), strict=True):
             branches = self.encode(modality, x)
             size = branches[0].shape[-2:]
             parts += [_resize(b, size, align_corners=True) for b in branches]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -205,7 +205,6 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
     import time
 
     from c2seg_baseline.checkpoint import load_checkpoint
-
     from c2seg_kit.prepared import PreparedData
     from c2seg_kit.registry import get_track
 

@@ -18,9 +18,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from c2seg_baseline import checkpoint as ckpt
 from c2seg_baseline import distributed as dist_utils
 from c2seg_baseline.predict import evaluate_city, resolve_device
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.registry import MODALITIES, get_track
+from c2seg_kit.registry import get_track
 
 LAST, BEST, LOG = "last.pt", "best.pt", "log.jsonl"
 
@@ -103,9 +104,9 @@ class StepBatches(Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step
         while True:
-            epoch, j = divmod(step, self.steps_per_epoch)
+            epoch, first = divmod(step, self.steps_per_epoch)
             order = self.epoch_order(epoch)
-            for j in range(j, self.steps_per_epoch):
+            for j in range(first, self.steps_per_epoch):
                 lo = (j * self.world_size + self.rank) * self.batch_size
                 yield [(epoch, int(i)) for i in order[lo:lo + self.batch_size]]
             step = (epoch + 1) * self.steps_per_epoch
@@ -223,11 +224,10 @@ def train(opts: TrainOptions) -> dict:
 
 
 def _train(opts: TrainOptions, info, device: torch.device) -> dict:
-    from c2seg_kit.dataset import WindowDataset
-    from c2seg_kit.prepared import PreparedData
-
     from c2seg_baseline.model import HighDAN
     from c2seg_baseline.step import make_optimizers, poly_lr, train_step
+    from c2seg_kit.dataset import WindowDataset
+    from c2seg_kit.prepared import PreparedData
 
     try:
         track = get_track(opts.track)

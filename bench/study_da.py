@@ -68,7 +68,7 @@ def main() -> None:
     for name, vals in results.items():
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         print(f"{name:<12} {statistics.mean(vals):>10.4f} {sd:>8.4f} {min(vals):>8.4f} {max(vals):>8.4f}")
-    diffs = [b - a for a, b in zip(results["source-only"], results["HighDAN"])]
+    diffs = [b - a for a, b in zip(results["source-only"], results["HighDAN"], strict=True)]
     sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     print(f"HighDAN - source-only, paired by seed: mean {statistics.mean(diffs):+.4f}, std {sd:.4f}, "
           f"per seed {', '.join(f'{d:+.4f}' for d in diffs)}")

@@ -26,6 +26,7 @@ import statistics
 import time
 
 import torch
+
 from c2seg_baseline.config import get_config
 from c2seg_baseline.model import HighDAN
 from c2seg_baseline.step import make_optimizers, naive_step, train_step

@@ -43,6 +43,6 @@ IGNORE_INDEX = 0
 CLASS_NAMES = tuple(c.name for c in EVAL_CLASSES)
 
 
-def palette() -> "list[tuple[int, int, int]]":
+def palette() -> list[tuple[int, int, int]]:
     """RGB colours indexed by label value 0..13."""
     return [c.rgb for c in CLASSES]

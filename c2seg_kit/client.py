@@ -119,7 +119,7 @@ def _multipart(path: Path, boundary: str, progress: Callable[[int], None] | None
     return len(head) + size + len(tail), chunks()
 
 
-def submit(path: "str | os.PathLike", *, server: str | None = None, token: str | None = None,
+def submit(path: str | os.PathLike, *, server: str | None = None, token: str | None = None,
            progress: Callable[[int], None] | None = None) -> dict:
     """Upload a predictions file; returns the server's 201 body (id, track, created, scores...).
 

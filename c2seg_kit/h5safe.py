@@ -386,7 +386,7 @@ def check_raster(
     filters: list[tuple[int, int]] = []
     if dcpl.get_layout() == h5d.CHUNKED:
         chunks = tuple(int(c) for c in dcpl.get_chunk())
-        if len(chunks) != 2 or any(c > d for c, d in zip(chunks, dims)):
+        if len(chunks) != 2 or any(c > d for c, d in zip(chunks, dims, strict=True)):
             raise err(f"'{name}' has chunks {_fmt_shape(chunks)} larger than the dataset {_fmt_shape(dims)}")
         nbytes = math.prod(chunks) * dtype.itemsize
         if nbytes > limits.max_chunk_bytes:

@@ -35,7 +35,7 @@ def _stats_add(stats: dict, block: np.ndarray) -> None:
 def city_info(data_dir: Path, track: Track, progress=None) -> dict:
     """Per city of a scene-file folder: shape, bands, dtypes, non-finite counts, label histogram."""
     out = {}
-    for role, city in zip(("source", "target"), track.cities):
+    for role, city in zip(("source", "target"), track.cities, strict=True):
         with open_city(data_dir, track, city) as scene:
             mods = {m: {"bands": scene.bands[m], "dtype": str(scene.dtypes.get(m, "")), **_stats_init()} for m in MODALITIES}
             hist = np.zeros(NUM_LABELS, dtype=np.int64)
@@ -67,7 +67,7 @@ def city_info(data_dir: Path, track: Track, progress=None) -> dict:
 def tile_info(root: Path, progress=None) -> dict:
     """Per split of a challenge tile folder: tile count and size, bands, dtypes, non-finite counts, labels."""
     out = {}
-    for role, split in zip(("source", "target"), SPLITS):
+    for role, split in zip(("source", "target"), SPLITS, strict=True):
         if not (root / split).is_dir():
             continue
         tiles = TileSplit(root, split)

@@ -175,7 +175,7 @@ def compute_scores(matrix: Any) -> dict:
         # Cohen's kappa in exact integers: (n * agree - chance) / (n^2 - chance), where chance sums
         # P(true = k) P(pred = k) * n^2 over categories. The true side has no category 0, so
         # predicted-0 pixels only lower the observed agreement. Undefined when chance = n^2.
-        chance = sum(int(a) * int(b) for a, b in zip(true_count, pred_count))
+        chance = sum(int(a) * int(b) for a, b in zip(true_count, pred_count, strict=True))
         kappa = (n * correct - chance) / (n * n - chance) if chance != n * n else None
     else:
         oa = kappa = None

@@ -65,7 +65,7 @@ class PCA:
     explained_variance_ratio: np.ndarray
 
     @classmethod
-    def from_sums(cls, n: int, s: np.ndarray, ss: np.ndarray, k: int) -> "PCA":
+    def from_sums(cls, n: int, s: np.ndarray, ss: np.ndarray, k: int) -> PCA:
         if n < 2:
             raise InvalidDataError("too few finite HSI pixels to fit a PCA")
         mean = s / n
@@ -174,7 +174,7 @@ def prepare_city(scene: CityScene, out_path: Path, pca: PCA, options: PrepareOpt
     samplers = {m: Sampler(h * w, options.sample_pixels, rng) for m in MODALITIES}
     lo = {m: np.full(channels[m], np.inf) for m in MODALITIES}
     hi = {m: np.full(channels[m], -np.inf) for m in MODALITIES}
-    counts = {m: 0 for m in MODALITIES}
+    counts = dict.fromkeys(MODALITIES, 0)
     tmp_path = out_path.with_suffix(".h5.partial")
     with h5py.File(tmp_path, "w") as f:
         ds = {m: f.create_dataset(m, shape=(channels[m], h, w), dtype=np.float32,

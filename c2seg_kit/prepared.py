@@ -135,7 +135,7 @@ class PreparedData:
         self.source.close()
         self.target.close()
 
-    def __enter__(self) -> "PreparedData":
+    def __enter__(self) -> PreparedData:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -94,7 +94,7 @@ class RasterWriter:
     CHUNK_COLS = 1024
 
     def __init__(self, path: str | os.PathLike, name: str, shape: tuple[int, int], attrs: dict,
-                 verify: "Callable[[Path], None] | None" = None) -> None:
+                 verify: Callable[[Path], None] | None = None) -> None:
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         if min(self.shape) <= 0:
@@ -158,7 +158,7 @@ class RasterWriter:
             self.tmp.unlink(missing_ok=True)
         return self.path
 
-    def __enter__(self) -> "RasterWriter":
+    def __enter__(self) -> RasterWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -420,6 +420,6 @@ def score_files(pred_path: Source, labels_path: Source, *, chunk_rows: int = DEF
         pred_path, track=labels.track, expected_shape=labels.shape
     ) as sub:
         cm = ConfusionMatrix()
-        for (_, lab), (_, pred) in zip(labels.iter_rows(chunk_rows), sub.iter_rows(chunk_rows)):
+        for (_, lab), (_, pred) in zip(labels.iter_rows(chunk_rows), sub.iter_rows(chunk_rows), strict=True):
             cm.update(lab, pred)
         return {"track": labels.track, **cm.scores()}

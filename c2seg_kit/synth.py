@@ -140,7 +140,7 @@ class CitySynth:
         self.street_cols = self._street_lines(w, spacing, rng)
         self.nan_count = max(1, h * w // 200_000)
         rows, cols = rng.integers(0, h, self.nan_count), rng.integers(0, w, self.nan_count)
-        self.nan_pixels = set(zip(rows.tolist(), cols.tolist()))
+        self.nan_pixels = set(zip(rows.tolist(), cols.tolist(), strict=True))
 
     @staticmethod
     def _street_lines(n: int, spacing: int, rng: np.random.Generator) -> np.ndarray:
@@ -293,7 +293,7 @@ def synthesize(out_dir: str | Path, track: Track, scale: float = 0.1, seed: int 
     gens = build_cities(track, scale, seed)
     written: dict[str, Path] = {}
     target_label = np.empty(gens[1].shape, np.uint8)  # uint8: 54 MB at full Wuhan size
-    for role, gen in zip(("source", "target"), gens):
+    for role, gen in zip(("source", "target"), gens, strict=True):
         with tqdm(total=gen.shape[0], desc=f"{gen.city.display} {gen.shape[0]}x{gen.shape[1]}",
                   unit="row", disable=not progress, leave=False) as bar:
             writer(gen, out, bar, target_label if role == "target" else None)

@@ -7,6 +7,7 @@ loads this module to show the verbs' one-line help, also on the light install.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -233,14 +234,10 @@ def export(ctx, out, track):
                 sc = sub.score(split)
                 row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]
             rows.append(["" if v is None else v for v in row])
-    f = open(out, "w", newline="") if out else sys.stdout
-    try:
+    with open(out, "w", newline="") if out else contextlib.nullcontext(sys.stdout) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(head)
         w.writerows(rows)
-    finally:
-        if out:
-            f.close()
     if out:
         click.echo(f"wrote {len(rows)} submissions to {out}", err=True)
 

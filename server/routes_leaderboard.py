@@ -12,9 +12,9 @@ from fastapi.responses import Response
 
 from c2seg_kit.classes import CLASS_NAMES
 
+from .board import CachedBoard
 from .deps import ServicesDep, served_track
 from .routes_submissions import ERRORS
-from .board import CachedBoard
 from .schemas import Leaderboard, TrackName
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboard"])

@@ -5,16 +5,15 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-
-import anyio
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
 from . import crud
 from .board import scores_out
-from .deps import ServicesDep, SessionDep, TeamDep, Services
+from .deps import Services, ServicesDep, SessionDep, TeamDep
 from .models import Submission, Team
 from .schemas import ErrorOut, SubmissionOut
 from .uploads import check_content_length, receive_upload

@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 from fastapi import HTTPException, Request
 from python_multipart.exceptions import MultipartParseError
-from starlette.requests import ClientDisconnect
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 FIELD = "file"
 #: Room for the multipart framing and small extra fields on top of the file cap.

@@ -76,7 +76,7 @@ class _Child:
 
     def start(self) -> None:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ, **{name: "1" for name in _THREAD_ENV})
+        env = dict(os.environ, **dict.fromkeys(_THREAD_ENV, "1"))
         config = json.dumps({"fd": theirs.fileno(), "scorer": self.scorer_kwargs, "memory": self.memory_bytes})
         self.proc = subprocess.Popen([sys.executable, "-m", "c2seg_server.workers", config],
                                      pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
@@ -156,7 +156,7 @@ class ScoringPool:
                     pass
             c.kill()
 
-    def __enter__(self) -> "ScoringPool":
+    def __enter__(self) -> ScoringPool:
         self.start()
         return self
 

@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -124,7 +124,7 @@ class LiveServer:
     def db(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'c2seg.db'}"
 
-    def start(self, timeout_s: float = 60) -> "LiveServer":
+    def start(self, timeout_s: float = 60) -> LiveServer:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("C2SEG_")}
         env.update(TEST_ENV, **self.env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -152,7 +152,7 @@ class LiveServer:
         raise RuntimeError(f"server did not come up in {timeout_s} s: {self.log()[-2000:]}")
 
     def log(self) -> str:
-        return "".join((p.read_text(errors="replace") for p in sorted(self.root.glob("server-*.log"))))
+        return "".join(p.read_text(errors="replace") for p in sorted(self.root.glob("server-*.log")))
 
     def children(self) -> list[int]:
         import psutil
@@ -289,7 +289,7 @@ class RssWatch:
             self.peak_total_mb = max(self.peak_total_mb, total)
             time.sleep(self.every_s)
 
-    def __enter__(self) -> "RssWatch":
+    def __enter__(self) -> RssWatch:
         self._thread.start()
         return self
 

@@ -14,7 +14,6 @@ from c2seg_baseline.importer import (
     to_authors_state_dicts,
 )
 from c2seg_baseline.model import HighDAN
-
 from c2seg_kit.errors import C2SegError
 
 # Keys and shapes read off the authors' networks/HighDAN.py and networks/discriminator.py
@@ -112,7 +111,7 @@ def test_dataparallel_prefix_and_missing_counters_are_accepted():
     gen = {f"module.{k}": v for k, v in to_authors_state_dicts(src)["generator"].items()
            if not k.endswith("num_batches_tracked")}
     dst = load_authors_state_dicts(_randomised(cfg, 4), gen)
-    for (k, a), b in zip(src.generator.state_dict().items(), dst.generator.state_dict().values()):
+    for (k, a), b in zip(src.generator.state_dict().items(), dst.generator.state_dict().values(), strict=True):
         if not k.endswith("num_batches_tracked"):
             assert torch.equal(a, b), k
 

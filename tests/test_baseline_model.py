@@ -10,7 +10,6 @@ torch = pytest.importorskip("torch")
 
 from c2seg_baseline.config import HighDANConfig, get_config, paper, tiny
 from c2seg_baseline.model import HighDAN, labels_from_logits
-
 from c2seg_kit.errors import C2SegError
 
 

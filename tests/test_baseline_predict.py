@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_baseline_train import config_file, make_prepared, run_cli, tiny_options  # noqa: E402
+
 from c2seg_baseline.predict import blend_weights, blended_rows, predict_city  # noqa: E402
 from c2seg_kit.tiling import axis_starts  # noqa: E402
-from test_baseline_train import config_file, make_prepared, run_cli, tiny_options  # noqa: E402
 
 
 class PositionModel(torch.nn.Module):
@@ -179,7 +179,7 @@ def test_predict_cli_errors_are_one_line(trained, tmp_path, args, message):
     junk.write_text("hello")
     opts = {"--checkpoint": str(checkpoint), "--data": str(prep), "--track": "AB",
             "--out": str(tmp_path / "p.h5"), "--device": "cpu", "--window": "64"}
-    for k, v in zip(args[::2], args[1::2]):
+    for k, v in zip(args[::2], args[1::2], strict=True):
         opts[k] = v.format(junk=junk, missing=tmp_path / "missing", nodir=tmp_path / "no" / "p.h5")
     r = run_cli(["predict", *[x for kv in opts.items() for x in kv], "--quiet"])
     assert r.returncode == 1, (r.stdout, r.stderr)

@@ -48,12 +48,12 @@ def test_one_evaluation_step_matches_naive_step(overrides):
     assert fast.keys() == slow.keys()
     for k in fast:
         assert fast[k] == pytest.approx(slow[k], rel=1e-6, abs=1e-8), k
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert (pa.grad is None) == (pb.grad is None), name
         if pa.grad is not None:
             assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-7), name
         assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-5), name
-    for (name, ba), (_, bb) in zip(a.named_buffers(), b.named_buffers()):
+    for (name, ba), (_, bb) in zip(a.named_buffers(), b.named_buffers(), strict=True):
         assert torch.allclose(ba.float(), bb.float(), rtol=1e-5, atol=1e-7), name
     if cfg.loss.adversarial:
         assert {"adv", "d_source", "d_target"} <= fast.keys()

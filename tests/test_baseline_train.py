@@ -271,7 +271,7 @@ def test_cli_errors_are_one_line(prepared, tmp_path, extra, message):
     badcfg.write_text(json.dumps({"base": "tiny", "model": {"wings": 3}}))
     args = {"--data": str(prepared), "--track": "AB", "--out": str(tmp_path / "run"), "--config": "tiny",
             "--steps": "1", "--device": "cpu"}
-    for k, v in zip(extra[::2], extra[1::2]):
+    for k, v in zip(extra[::2], extra[1::2], strict=True):
         args[k] = v.format(missing=tmp_path / "missing", badcfg=badcfg)
     r = run_cli(["train-baseline", *[x for kv in args.items() for x in kv], "--quiet"])
     assert r.returncode == 1, (r.stdout, r.stderr)

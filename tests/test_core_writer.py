@@ -26,10 +26,9 @@ def test_streamed_equals_whole(tmp_path, bands):
 
 def test_out_of_order_and_bad_values_refused_and_nothing_left(tmp_path):
     pred = np.ones((40, 10), np.uint8)
-    with pytest.raises(ValueError, match="in order"):
-        with submission_writer(tmp_path / "a.h5", pred.shape, "AB") as w:
-            w.write_rows(0, pred[:10])
-            w.write_rows(20, pred[20:])
+    with pytest.raises(ValueError, match="in order"), submission_writer(tmp_path / "a.h5", pred.shape, "AB") as w:
+        w.write_rows(0, pred[:10])
+        w.write_rows(20, pred[20:])
     with pytest.raises(ValueError, match="outside 0..13"):
         with submission_writer(tmp_path / "b.h5", pred.shape, "AB") as w:
             w.write_rows(0, pred * 14)

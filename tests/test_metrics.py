@@ -39,7 +39,7 @@ def oracle(target: np.ndarray, pred: np.ndarray) -> dict:
         f1 = f1_score(y, q, labels=present, average="macro", zero_division=0)
         kappa = cohen_kappa_score(y, q, labels=ALL)
     per_class = dict.fromkeys(CLASS_NAMES)
-    for c, v in zip(present, ious):
+    for c, v in zip(present, ious, strict=True):
         per_class[CLASS_NAMES[c - 1]] = float(v)
     return {
         "oa": accuracy_score(y, q),

@@ -83,8 +83,9 @@ def hammer(server, tokens, files, acked, stop):
 
 def check_database(server) -> dict:
     """Every submission has its public and private score rows and its stored file."""
-    from c2seg_server.models import Score, Submission
     from sqlalchemy import func, select
+
+    from c2seg_server.models import Score, Submission
 
     with server.session() as s:
         subs = list(s.scalars(select(Submission)))
@@ -125,7 +126,7 @@ def test_kill_9_loses_no_acknowledged_submission(tmp_path, target, files, db_url
             for token in tokens:
                 for sub in c.get("/api/v1/submissions", headers=auth(token)).json():
                     found[sub["id"]] = sub
-            for token, sub in acked:
+            for _token, sub in acked:
                 assert sub["id"] in found, f"submission {sub['id']} was acknowledged, then lost"
                 assert found[sub["id"]]["scores"] == sub["scores"]
                 assert found[sub["id"]]["team"] == sub["team"]

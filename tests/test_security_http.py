@@ -61,7 +61,7 @@ def read_response(s: socket.socket) -> tuple[int, bytes]:
     while True:
         try:
             chunk = s.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break
@@ -204,7 +204,7 @@ def test_slowloris_cannot_hold_the_server(server, client, token, good):
         def closed(s):
             try:
                 return s.recv(1) == b""
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 return True

@@ -83,7 +83,7 @@ def cli() -> None:
     """
 
 
-def fail(message: str) -> "NoReturn":  # noqa: F821
+def fail(message: str) -> NoReturn:  # noqa: F821
     """Print a one-line explanation on stderr and exit 1 (a user mistake)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(1)

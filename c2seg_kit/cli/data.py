@@ -51,7 +51,7 @@ def _format_info(info: dict) -> str:
         else:
             total = sum(hist)
             lines.append(f"  label: {total} pixels, {hist[0]} unlabelled ({100 * hist[0] / max(total, 1):.1f}%)")
-            for c, n in zip(CLASSES[1:], hist[1:]):
+            for c, n in zip(CLASSES[1:], hist[1:], strict=True):
                 lines.append(f"    {c.id:2d} {c.display:38} {n:>12} {100 * n / max(total, 1):6.2f}%")
     return "\n".join(lines)
 

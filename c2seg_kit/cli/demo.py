@@ -159,25 +159,24 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
     token = d.c2seg("admin", "--db", db, "add-team", "demo-team", capture=True).strip()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(out / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "c2seg_kit", "serve", "--labels", str(labels), "--db", db, "--port", str(port),
-         "--data-dir", str(out / "server-data"), "--log-level", "warning"],
-        env=d.env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(url, server)
-        click.echo(f"  server up at {url}")
-        d.say("Submit the prediction and print the leaderboard")
-        d.c2seg("submit", predictions, "--server", url, "--token", token)
-        d.c2seg("leaderboard", "--server", url, "--track", "AB")
-    finally:
-        server.terminate()
+    with open(out / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "c2seg_kit", "serve", "--labels", str(labels), "--db", db, "--port", str(port),
+             "--data-dir", str(out / "server-data"), "--log-level", "warning"],
+            env=d.env, stdout=log, stderr=subprocess.STDOUT,
+        )
         try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+            _wait_healthy(url, server)
+            click.echo(f"  server up at {url}")
+            d.say("Submit the prediction and print the leaderboard")
+            d.c2seg("submit", predictions, "--server", url, "--token", token)
+            d.c2seg("leaderboard", "--server", url, "--track", "AB")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
     click.echo("  server stopped")
 
     d.say("Render the predicted map beside the true labels")

@@ -14,6 +14,7 @@ import click
 
 from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
 from c2seg_kit.cli.options import MISSING_SCORE, format_score, track_option
+
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -81,7 +82,7 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
     with cm_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true \\ pred"] + [c.name for c in CLASSES[:NUM_LABELS]])
-        for c, row in zip(EVAL_CLASSES, m):
+        for c, row in zip(EVAL_CLASSES, m, strict=True):
             w.writerow([c.name] + list(row))
     png = render_confusion_png(m, out_dir / "confusion_matrix.png", title=f"C2Seg {result['track']} confusion matrix")
     return [scores, per_class, cm_csv, png]

@@ -97,7 +97,7 @@ class MatV5Scene(CityScene):
         import scipy.io
 
         self.name = city.name
-        self._paths = {m: scene_path for m in MODALITIES}
+        self._paths = dict.fromkeys(MODALITIES, scene_path)
         self._cache: dict[str, np.ndarray] = {}
         found: dict[str, tuple[tuple[int, ...], str]] = {}
         for path in {scene_path, label_path} - {None}:
