@@ -9,7 +9,6 @@ leaves a half-written last.pt behind.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 from pathlib import Path
@@ -21,27 +20,11 @@ import torch
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
 
+from .config import HighDANConfig
+from .model import HighDAN
+
 FORMAT = "c2seg-highdan/1"
 PARTS = ("generator", "d0", "d1")  # the three networks, stored separately like the authors' files
-
-
-# --- config <-> plain dict --------------------------------------------------------------
-
-def config_to_dict(cfg: Any) -> dict:
-    if hasattr(cfg, "to_dict"):
-        return dict(cfg.to_dict())
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    return dict(cfg)
-
-
-def config_from_dict(data: dict) -> Any:
-    from c2seg_baseline.config import HighDANConfig
-
-    if hasattr(HighDANConfig, "from_dict"):
-        return HighDANConfig.from_dict(data)
-    fields = {f.name for f in dataclasses.fields(HighDANConfig)}
-    return HighDANConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields})
 
 
 # --- RNG states ---------------------------------------------------------------------------
@@ -89,7 +72,7 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def make_state(model: torch.nn.Module, cfg: Any, *, step: int, opt_g=None, opt_d=None,
+def make_state(model: torch.nn.Module, cfg: HighDANConfig, *, step: int, opt_g=None, opt_d=None,
                metrics: dict | None = None, best: dict | None = None, run: dict | None = None,
                with_rng: bool = True) -> dict:
     model = _unwrap(model)
@@ -97,7 +80,7 @@ def make_state(model: torch.nn.Module, cfg: Any, *, step: int, opt_g=None, opt_d
         "format": FORMAT,
         "kit_version": __version__,
         "torch_version": str(torch.__version__),
-        "config": config_to_dict(cfg),
+        "config": cfg.to_dict(),
         "step": int(step),
         "metrics": metrics or {},
         "best": best or {},
@@ -148,10 +131,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 def build_model(state: dict, *, path: str | os.PathLike = "checkpoint"):
     """A HighDAN with the checkpoint's config and weights (strict: every key must match)."""
-    from c2seg_baseline.model import HighDAN
-
     try:
-        cfg = config_from_dict(state["config"])
+        cfg = HighDANConfig.from_dict(state["config"])
         model = HighDAN(cfg)
         for part in PARTS:
             getattr(model, part).load_state_dict(state[part], strict=True)
@@ -168,3 +149,12 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     state = read_checkpoint(path)
     model, cfg = build_model(state, path=path)
     return model.to(device).eval(), cfg
+
+
+def restore_training(state: dict, model: HighDAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+    """Put a training state back as make_state took it: the weights, both optimisers and every RNG."""
+    for part in PARTS:
+        getattr(model, part).load_state_dict(state[part])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    set_rng_state(state["rng"])

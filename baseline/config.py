@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from c2seg_kit.errors import C2SegError
-
-MODALITIES = ("hsi", "msi", "sar")
+from c2seg_kit.registry import MODALITIES
 
 
 @dataclass(frozen=True)

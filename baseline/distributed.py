@@ -93,3 +93,10 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo, *, buffers_only: b
     with torch.no_grad():
         for t in tensors:
             dist.broadcast(t.data, src=0)
+
+
+def data_parallel(model: torch.nn.Module, optimizers: tuple[torch.optim.Optimizer, ...], info: DistInfo) -> None:
+    """Start every rank from rank 0's weights, and have each optimiser average gradients first."""
+    broadcast_module(model, info)
+    for optimizer in optimizers:
+        average_gradients_before_step(optimizer, info)

@@ -18,10 +18,10 @@ from torch import Tensor
 
 from c2seg_kit.errors import C2SegError
 
+from .checkpoint import PARTS
 from .config import HighDANConfig, paper
 from .model import HighDAN
 
-PARTS = ("generator", "d0", "d1")
 _CONV_BN = {"conv": "0", "bn": "1"}  # their Sequential(conv, bn[, relu]) indices
 _STAGE1 = {"hsi": "layer1", "msi": "msi_layer1", "sar": "sar_layer1"}
 

@@ -12,9 +12,10 @@ memory needed is a few window-high bands, whatever the city's height.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,9 +23,15 @@ from tqdm import tqdm
 
 from c2seg_kit.classes import NUM_CLASSES
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.registry import MODALITIES
-from c2seg_kit.submission import submission_writer
+from c2seg_kit.metrics import ConfusionMatrix
+from c2seg_kit.prepared import PreparedCity
+from c2seg_kit.registry import MODALITIES, Track
+from c2seg_kit.submission import open_labels, submission_writer
 from c2seg_kit.tiling import axis_starts
+
+from .checkpoint import load_checkpoint
+from .dataset import open_prepared
+from .devices import autocast, channels_last_on, place_model, resolve_device, to_device
 
 # Output 0 ("unlabelled") is never predicted: the argmax runs over outputs 1..13.
 FIRST_CLASS = 1
@@ -42,32 +49,11 @@ def blend_weights(window: int, ramp: int) -> np.ndarray:
     return np.outer(w1, w1)
 
 
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """auto / cpu / cuda / cuda:N -> a torch.device; asking for CUDA without one is a user error."""
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise C2SegError(f"unknown device {name!r}; expected auto, cpu or cuda")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise C2SegError("--device cuda asked for, but torch sees no CUDA device")
-        if local_rank is not None and name == "cuda":
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
 def check_window(window: int, overlap: int) -> None:
     if window <= 0 or window % WINDOW_MULTIPLE:
         raise C2SegError(f"--window must be a positive multiple of {WINDOW_MULTIPLE}, got {window}")
     if not 0 <= overlap < window:
         raise C2SegError(f"--overlap must be in [0, window), got {overlap} for window {window}")
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _read_windows(city, r0: int, cols: list[int], window: int) -> list[np.ndarray]:
@@ -107,20 +93,16 @@ def _accumulate(model, city, window: int, overlap: int, batch_size: int, device:
     wsum_t = torch.zeros((window, padded_w), dtype=torch.float32)
     acc, wsum = acc_t.numpy(), wsum_t.numpy()
     model.eval()
-    channels_last = device.type == "cuda"
+    channels_last = channels_last_on(device)
     bar = tqdm(total=len(row_starts) * len(col_starts), desc=desc, unit="win", disable=not progress,
                leave=False, dynamic_ncols=True)
     try:
         for i, r0 in enumerate(row_starts):
             for b0 in range(0, len(col_starts), batch_size):
                 cols = col_starts[b0:b0 + batch_size]
-                inputs = []
-                for x in _read_windows(city, r0, cols, window):
-                    x = torch.from_numpy(x).to(device, non_blocking=True)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    inputs.append(x)
-                with _autocast(device, amp):
+                inputs = [to_device(torch.from_numpy(x), device, channels_last)
+                          for x in _read_windows(city, r0, cols, window)]
+                with autocast(device, amp):
                     logits = model(*inputs, target=True)
                 logits = logits[:, FIRST_CLASS:FIRST_CLASS + NUM_CLASSES].float().cpu()
                 for k, c in enumerate(cols):
@@ -175,8 +157,6 @@ class ConfusionSink:
     """Accumulates the confusion matrix of predicted rows against label rows."""
 
     def __init__(self, labels: Callable[[int, int], np.ndarray]):
-        from c2seg_kit.metrics import ConfusionMatrix
-
         self.labels = labels  # labels(r0, r1) -> uint8 rows
         self.cm = ConfusionMatrix()
 
@@ -194,6 +174,24 @@ def evaluate_city(model, city, labels: Callable[[int, int], np.ndarray], **kw) -
     return sink.scores()
 
 
+def target_labels(labels_file: Path | None, target: PreparedCity, track: Track
+                  ) -> Callable[[int, int], np.ndarray] | None:
+    """labels(r0, r1) -> uint8 rows of the target city, from `labels_file` when given, else from the
+    prepared city itself; None when no labels are known."""
+    if labels_file is not None:
+        with open_labels(labels_file) as lab:
+            if lab.track != track.name:
+                raise C2SegError(f"{labels_file} holds {lab.track} labels, not {track.name}")
+            full = lab.read()
+        if tuple(full.shape) != tuple(target.shape):
+            raise C2SegError(f"{labels_file}: label shape {full.shape} != target city shape {target.shape}")
+        return lambda r0, r1: full[r0:r1]
+    if target.has_label:
+        width = target.shape[1]
+        return lambda r0, r1: target.read_label(r0, r1, 0, width)
+    return None
+
+
 def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
                     out: str | os.PathLike, *, window: int = 512, overlap: int = 128, batch_size: int | None = None,
                     device: str = "auto", amp: bool = True, method: str | None = None,
@@ -202,34 +200,21 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
 
     batch_size None = 4 windows per pass on CUDA, 1 on the CPU.
     """
-    import time
-
-    from c2seg_baseline.checkpoint import load_checkpoint
-    from c2seg_kit.prepared import PreparedData
-    from c2seg_kit.registry import get_track
-
     check_window(window, overlap)
-    try:
-        track = get_track(track).name
-    except ValueError as e:
-        raise C2SegError(str(e)) from None
     dev = resolve_device(device)
     if batch_size is None:
         # A 512 x 512 window of the tiny net needs ~0.3 GB of activations on the CPU, where
         # batching buys little speed; a GPU wants several windows per pass.
         batch_size = 4 if dev.type == "cuda" else 1
     model, cfg = load_checkpoint(checkpoint, device=dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    with PreparedData(data) as prepared:
-        if prepared.track.name != track:
-            raise C2SegError(f"{data} is prepared for track {prepared.track.name}, not {track}")
+    model = place_model(model, dev)
+    with open_prepared(data, track) as prepared:
         city = prepared.target
         expected = dict(cfg.model.in_channels)
         if dict(city.channels) != expected:
             raise C2SegError(f"{data}: target bands {city.channels} do not match the checkpoint's {expected}")
         started = time.perf_counter()
-        with submission_writer(out, city.shape, track, method=method or f"HighDAN ({cfg.name})") as sink:
+        with submission_writer(out, city.shape, prepared.track.name, method=method or f"HighDAN ({cfg.name})") as sink:
             predict_city(model, city, window=window, overlap=overlap, batch_size=batch_size, device=dev,
                          amp=amp, sink=sink, progress=progress, desc=f"predict {city.name}")
         seconds = time.perf_counter() - started

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import config_file, make_prepared, run_cli, tiny_options  # noqa: E402
+from test_baseline_train import assert_one_line_error, config_file, make_prepared, run_cli, tiny_options
 
 from c2seg_baseline.predict import blend_weights, blended_rows, predict_city  # noqa: E402
 from c2seg_kit.tiling import axis_starts  # noqa: E402
@@ -181,10 +181,7 @@ def test_predict_cli_errors_are_one_line(trained, tmp_path, args, message):
             "--out": str(tmp_path / "p.h5"), "--device": "cpu", "--window": "64"}
     for k, v in zip(args[::2], args[1::2], strict=True):
         opts[k] = v.format(junk=junk, missing=tmp_path / "missing", nodir=tmp_path / "no" / "p.h5")
-    r = run_cli(["predict", *[x for kv in opts.items() for x in kv], "--quiet"])
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert_one_line_error(run_cli(["predict", *[x for kv in opts.items() for x in kv], "--quiet"]), message)
     assert not (tmp_path / "p.h5").exists()
 
 
@@ -192,7 +189,7 @@ def test_end_to_end_on_the_kits_synth_and_prepare(synth_ab, prepared_ab, tmp_pat
     """The real path: synth -> prepare -> train (eval against labels.h5) -> predict -> score."""
     from c2seg_baseline.predict import predict_to_file
     from c2seg_baseline.train import train
-    from c2seg_kit.submission import score_files
+    from c2seg_kit.submission import open_labels, score_files
 
     out = tmp_path / "run"
     summary = train(tiny_options(prepared_ab, out, steps=2, eval_every=2, labels=synth_ab / "labels.h5",
@@ -203,4 +200,5 @@ def test_end_to_end_on_the_kits_synth_and_prepare(synth_ab, prepared_ab, tmp_pat
     scores = score_files(pred, synth_ab / "labels.h5")
     # The evaluation during training used the same prediction path (window 64, overlap 16).
     assert scores["miou"] == pytest.approx(summary["metrics"]["miou"])
-    assert scores["n_pixels"] > 0
+    with open_labels(synth_ab / "labels.h5") as lab:
+        assert scores["n_pixels"] == int((lab.read() > 0).sum()) > 0

@@ -9,16 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from authors_order import naive_step
+
 from c2seg_baseline.config import HighDANConfig, tiny
 from c2seg_baseline.losses import cross_entropy, dice_loss, least_squares
 from c2seg_baseline.model import HighDAN
-from c2seg_baseline.step import (
-    make_optimizers,
-    naive_step,
-    poly_lr,
-    set_poly_lr,
-    train_step,
-)
+from c2seg_baseline.step import make_optimizers, poly_lr, set_poly_lr, train_step
 
 
 def _batch(seed, size=32, batch=2, labelled=True):
@@ -97,13 +93,21 @@ def test_steps_lower_the_source_loss():
     assert all(math.isfinite(v) for v in last.values())
 
 
-def test_bf16_autocast_and_channels_last_run_on_cpu():
+def test_amp_keeps_the_cpu_in_float32_and_channels_last_runs():
+    """bf16 autocast is CUDA-only (c2seg_baseline.devices): on the CPU, amp=True is the float32 step;
+    channels_last gives the contiguous layout's losses up to summation order."""
     cfg = tiny()
-    torch.manual_seed(0)
-    model = HighDAN(cfg).to(memory_format=torch.channels_last)
-    opt_g, opt_d = make_optimizers(model, cfg)
-    out = train_step(model, opt_g, opt_d, _batch(5), _batch(6), cfg, amp=True, channels_last=True)
+    (plain, gp, dp), (fast, gf, df) = _pair(cfg)
+    (cl, gc, dc), _ = _pair(cfg)
+    cl.to(memory_format=torch.channels_last)
+    src, tgt = _batch(5), _batch(6)
+    reference = train_step(plain, gp, dp, src, tgt, cfg)
+    assert train_step(fast, gf, df, src, tgt, cfg, amp=True) == reference
+    out = train_step(cl, gc, dc, src, tgt, cfg, amp=True, channels_last=True)
     assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert out.keys() == reference.keys()
+    for k in out:
+        assert out[k] == pytest.approx(reference[k], rel=1e-4, abs=1e-6), k
 
 
 def test_poly_schedule():

@@ -16,9 +16,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from c2seg_baseline import checkpoint as ckpt  # noqa: E402
-from c2seg_baseline.train import StepBatches, TrainOptions, train  # noqa: E402
-from c2seg_kit.errors import C2SegError  # noqa: E402
+from test_metrics import oracle
+
+from c2seg_baseline import checkpoint as ckpt
+from c2seg_baseline.batches import StepBatches
+from c2seg_baseline.config import get_config
+from c2seg_baseline.predict import predict_city
+from c2seg_baseline.step import poly_lr
+from c2seg_baseline.train import TrainOptions, train
+from c2seg_kit.errors import C2SegError
+from c2seg_kit.prepared import PreparedData
 
 CHANNELS = {"hsi": 10, "msi": 4, "sar": 2}
 
@@ -118,18 +125,46 @@ def test_training_lowers_the_loss_and_writes_run(prepared, tmp_path):
     assert last < 0.9 * first, (first, last)
     evals = [r for r in read_log(out) if "eval" in r]
     assert [r["step"] for r in evals] == [15, 30]
-    assert 0.0 <= summary["metrics"]["miou"] <= 1.0
+    assert evals[-1]["eval"] == summary["metrics"]
+    # The reported scores are the final model's on the target city: predict it again from last.pt
+    # (the evaluation's window, overlap and batch) and score that with scikit-learn.
+    model, _ = ckpt.load_checkpoint(out / "last.pt")
+    with PreparedData(prepared) as data:
+        t = data.target
+        rows = []
+        predict_city(model, t, sink=lambda r0, r: rows.append(r), window=64, overlap=16, batch_size=4,
+                     progress=False)
+        label = t.read_label(0, t.shape[0], 0, t.shape[1])
+    expected = oracle(label, np.concatenate(rows))
+    assert summary["metrics"]["miou"] == pytest.approx(expected["miou"], abs=1e-12)
+    assert summary["metrics"]["oa"] == pytest.approx(expected["oa"], abs=1e-12)
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
     assert ckpt.read_checkpoint(out / "best.pt")["step"] == summary["best"]["step"]
+
+
+SEGMENTATION_KEYS = {"ce", "dice", "seg"}
+ADVERSARIAL_KEYS = {"adv", "adv_d0", "adv_d1", "d_source", "d_source_d0", "d_source_d1",
+                    "d_target", "d_target_d0", "d_target_d1"}
 
 
 def test_full_highdan_step_logs_adversarial_terms(prepared, tmp_path):
     out = tmp_path / "run"
     train(tiny_options(prepared, out, steps=2, eval_every=100))
     rec = read_log(out)[0]
-    numeric = {k: v for k, v in rec.items() if isinstance(v, float)}
-    assert all(np.isfinite(v) for v in numeric.values())
-    assert len(numeric) > 4  # seg parts, adversarial and discriminator losses, lr, time
+    # Exactly the segmentation, generator-adversarial and discriminator terms, beside step, lr, time.
+    assert set(rec) == {"step", "lr", "lr_d", "sec"} | SEGMENTATION_KEYS | ADVERSARIAL_KEYS
+    assert all(np.isfinite(rec[k]) for k in SEGMENTATION_KEYS | ADVERSARIAL_KEYS)
+    cfg = get_config(config_file(prepared.parent))
+    assert rec["seg"] == pytest.approx(rec["ce"] + rec["dice"], rel=1e-6)
+    assert rec["adv"] == pytest.approx(cfg.loss.adv_weight * (rec["adv_d0"] + rec["adv_d1"]), rel=1e-6)
+    for side in ("source", "target"):
+        assert rec[f"d_{side}"] == pytest.approx(rec[f"d_{side}_d0"] + rec[f"d_{side}_d1"], rel=1e-6)
+    # Step 1 ran at the schedule's start; step 2 at its midpoint (steps=2).
+    assert (rec["lr"], rec["lr_d"]) == (cfg.train.lr, cfg.train.lr_d)
+    assert read_log(out)[1]["lr"] == pytest.approx(poly_lr(cfg.train.lr, 1, 2, cfg.train.poly_power))
+    # The source-only ablation logs none of the adversarial terms.
+    train(tiny_options(prepared, tmp_path / "source-only", steps=1, eval_every=100, source_only=True))
+    assert set(read_log(tmp_path / "source-only")[0]) == {"step", "lr", "lr_d", "sec"} | SEGMENTATION_KEYS
 
 
 def test_checkpoint_round_trip(prepared, tmp_path):
@@ -249,6 +284,13 @@ def run_cli(args: list[str]):
                           capture_output=True, text=True, timeout=300)
 
 
+def assert_one_line_error(r, message: str) -> None:
+    """A user mistake: exit 1 and one line on stderr, `error: ...` naming the problem."""
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
 def test_cli_trains_and_reports(prepared, tmp_path):
     out = tmp_path / "run"
     r = run_cli(["train-baseline", "--data", str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
@@ -273,7 +315,4 @@ def test_cli_errors_are_one_line(prepared, tmp_path, extra, message):
             "--steps": "1", "--device": "cpu"}
     for k, v in zip(extra[::2], extra[1::2], strict=True):
         args[k] = v.format(missing=tmp_path / "missing", badcfg=badcfg)
-    r = run_cli(["train-baseline", *[x for kv in args.items() for x in kv], "--quiet"])
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert_one_line_error(run_cli(["train-baseline", *[x for kv in args.items() for x in kv], "--quiet"]), message)

@@ -131,7 +131,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_dataset_windows_match_cache(prepared_ab):
-    from c2seg_kit.dataset import WindowDataset
+    from c2seg_baseline.dataset import WindowDataset
 
     ds = WindowDataset(prepared_ab, "target", window=32, stride=16)
     with PreparedData(prepared_ab) as data:
@@ -145,7 +145,7 @@ def test_dataset_windows_match_cache(prepared_ab):
 
 
 def test_dataset_pads_small_city(prepared_ab):
-    from c2seg_kit.dataset import WindowDataset
+    from c2seg_baseline.dataset import WindowDataset
 
     ds = WindowDataset(prepared_ab, "source", window=512, stride=256)
     item = ds[0]
@@ -156,7 +156,7 @@ def test_dataset_pads_small_city(prepared_ab):
 
 def test_augmentation_keeps_image_and_label_aligned(prepared_ab):
     """Replace the label by a channel of the image: after augmentation they must still match."""
-    from c2seg_kit.dataset import augment_window
+    from c2seg_baseline.dataset import augment_window
 
     rng = np.random.default_rng(0)
     img = rng.random((3, 8, 8)).astype(np.float32)
@@ -172,7 +172,7 @@ def test_augmentation_keeps_image_and_label_aligned(prepared_ab):
 def test_augmentation_deterministic_across_workers(prepared_ab):
     from torch.utils.data import DataLoader
 
-    from c2seg_kit.dataset import WindowDataset
+    from c2seg_baseline.dataset import WindowDataset
 
     def run(workers):
         ds = WindowDataset(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)

@@ -1,7 +1,7 @@
-"""A lazy windowed torch Dataset over the prepared cache.
+"""A lazy windowed torch Dataset over the prepared cache (c2seg_kit.prepared).
 
-This is the one core module that needs torch; it imports it at module level, and nothing in
-the light install imports this module.
+It lives in the baseline package, not in the core, because it needs torch: the light install
+(the core alone) imports no torch.
 """
 
 from __future__ import annotations
@@ -12,9 +12,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from c2seg_kit.errors import C2SegError
 from c2seg_kit.prepared import PreparedCity, PreparedData
-from c2seg_kit.registry import MODALITIES
+from c2seg_kit.registry import MODALITIES, get_track
 from c2seg_kit.tiling import window_origins
+
+
+def open_prepared(path: str | Path, track: str) -> PreparedData:
+    """The prepared cache at `path`, which must hold `track`; anything else is a one-line user error."""
+    try:
+        name = get_track(track).name
+    except ValueError as e:
+        raise C2SegError(str(e)) from None
+    data = PreparedData(path)
+    if data.track.name != name:
+        data.close()
+        raise C2SegError(f"{path} is prepared for track {data.track.name}, not {name}")
+    return data
 
 
 def augment_window(arrays: dict[str, np.ndarray], label: np.ndarray, rng: np.random.Generator):

@@ -1,0 +1,57 @@
+"""Where a run starts: a fresh run folder, or the last checkpoint of the run in it.
+
+A fresh run never writes over another run's checkpoints; a resumed run keeps its own network
+(a --config naming another network is refused) and its own track. Either way the command
+line's overrides (ablations, batch size, schedule length) apply to the config it runs under.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from c2seg_kit.errors import C2SegError
+
+from . import checkpoint as ckpt
+from .config import HighDANConfig, get_config
+from .options import TrainOptions
+
+LAST, BEST = "last.pt", "best.pt"  # in the run folder: the latest state, the best by target mIoU
+
+
+def effective_config(opts: TrainOptions, base: HighDANConfig | None, track: str) -> HighDANConfig:
+    """The config (`base`, else --config, else paper) with the command line's overrides applied."""
+    cfg = base if base is not None else get_config(opts.config or "paper")
+    loss = cfg.loss
+    if opts.source_only:
+        loss = dataclasses.replace(loss, adversarial=False)
+    if opts.no_dice:
+        loss = dataclasses.replace(loss, dice=False)
+    train = cfg.train
+    if opts.batch_size is not None:
+        if opts.batch_size < 1:
+            raise C2SegError("--batch-size must be at least 1")
+        train = dataclasses.replace(train, batch_size=opts.batch_size)
+    if opts.steps is not None:
+        if opts.steps < 1:
+            raise C2SegError("--steps must be at least 1")
+        train = dataclasses.replace(train, steps={**train.steps, track: opts.steps})
+    return dataclasses.replace(cfg, loss=loss, train=train).validate()
+
+
+def starting_point(opts: TrainOptions, out: Path, track: str) -> tuple[dict | None, HighDANConfig]:
+    """(the checkpoint state to resume from, or None for a fresh run; the config the run runs under)."""
+    if not opts.resume:
+        if (out / LAST).exists():
+            raise C2SegError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+        return None, effective_config(opts, None, track)
+    if not (out / LAST).is_file():
+        raise C2SegError(f"nothing to resume: no {LAST} in {out}")
+    state = ckpt.read_checkpoint(out / LAST)
+    saved = HighDANConfig.from_dict(state["config"])
+    if opts.config is not None and get_config(opts.config).model != saved.model:
+        raise C2SegError(f"--config {opts.config} describes another network than {out / LAST}; "
+                         "resume without --config")
+    if state.get("run", {}).get("track") not in (None, track):
+        raise C2SegError(f"{out / LAST} is a track {state['run']['track']} run, not {track}")
+    return state, effective_config(opts, saved, track)
