@@ -111,16 +111,27 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The raw checkpoint dict, checked; any problem is a one-line C2SegError."""
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type when it says nothing), short enough for a one-line error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def load_file(path: str | os.PathLike, what: str) -> Any:
+    """torch.load with weights_only=True (a stranger's file cannot run code); a missing or unreadable
+    file is a one-line C2SegError naming `what` it should have been."""
     path = Path(path)
     if not path.is_file():
-        raise C2SegError(f"checkpoint not found: {path}")
+        raise C2SegError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch.load fails on junk in many ways; all mean "not a checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise C2SegError(f"{path} is not a readable HighDAN checkpoint ({first[:200]})") from None
+        raise C2SegError(f"{path} is not a readable {what} ({first_line(e)})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict, checked; any problem is a one-line C2SegError."""
+    state = load_file(path, "HighDAN checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise C2SegError(f"{path} is not a c2seg HighDAN checkpoint (expected format {FORMAT!r})")
     missing = [k for k in ("config", "step", *PARTS) if k not in state]
@@ -139,8 +150,7 @@ def build_model(state: dict, *, path: str | os.PathLike = "checkpoint"):
     except C2SegError:
         raise
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise C2SegError(f"{path}: weights do not fit its config ({first[:200]})") from None
+        raise C2SegError(f"{path}: weights do not fit its config ({first_line(e)})") from None
     return model, cfg
 
 

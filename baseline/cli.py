@@ -60,6 +60,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     \b
         c2seg train-baseline --data prep --track AB --out runs/ab --config tiny --steps 300
     """
+    # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .train import TrainOptions, train
 
     _existing_dir(data, "prepared data folder")
@@ -110,6 +111,7 @@ def predict(checkpoint, data, track, out, window, overlap, batch_size, device, f
     \b
         c2seg predict --checkpoint runs/ab/best.pt --data prep --track AB --out predictions.h5
     """
+    # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file
 
     _existing_dir(data, "prepared data folder")

@@ -13,12 +13,11 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from c2seg_kit.errors import C2SegError
 
-from .checkpoint import PARTS
+from .checkpoint import PARTS, load_file
 from .config import HighDANConfig, paper
 from .model import HighDAN
 
@@ -94,12 +93,7 @@ def _read(source: str | Path | Mapping[str, Tensor], part: str) -> dict[str, Ten
         state = dict(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise C2SegError(f"{part} checkpoint not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise C2SegError(f"cannot read {part} checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        state = load_file(path, f"{part} checkpoint")
         if not isinstance(state, Mapping):
             raise C2SegError(f"{part} checkpoint {path} does not hold a state_dict")
     # nn.DataParallel / DDP checkpoints prefix every key with "module."

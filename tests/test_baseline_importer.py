@@ -130,8 +130,9 @@ def test_refusals_are_one_line_errors(tmp_path):
         assert "\n" not in str(info.value)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(C2SegError, match="cannot read"):
+    with pytest.raises(C2SegError, match="is not a readable generator checkpoint") as info:
         load_authors_state_dicts(model, junk)
+    assert "\n" not in str(info.value)
     with pytest.raises(C2SegError, match="not found"):
         load_authors_state_dicts(model, tmp_path / "nope.pth")
 

@@ -9,7 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, config_file, make_prepared, run_cli, tiny_options
+from test_baseline_train import (
+    assert_one_line_error,
+    cli_args,
+    config_file,
+    make_prepared,
+    run_cli,
+    tiny_options,
+)
 
 from c2seg_baseline.predict import blend_weights, blended_rows, predict_city  # noqa: E402
 from c2seg_kit.tiling import axis_starts  # noqa: E402
@@ -177,11 +184,10 @@ def test_predict_cli_errors_are_one_line(trained, tmp_path, args, message):
     prep, checkpoint = trained
     junk = tmp_path / "junk.pt"
     junk.write_text("hello")
-    opts = {"--checkpoint": str(checkpoint), "--data": str(prep), "--track": "AB",
-            "--out": str(tmp_path / "p.h5"), "--device": "cpu", "--window": "64"}
-    for k, v in zip(args[::2], args[1::2], strict=True):
-        opts[k] = v.format(junk=junk, missing=tmp_path / "missing", nodir=tmp_path / "no" / "p.h5")
-    assert_one_line_error(run_cli(["predict", *[x for kv in opts.items() for x in kv], "--quiet"]), message)
+    defaults = {"--checkpoint": str(checkpoint), "--data": str(prep), "--track": "AB",
+                "--out": str(tmp_path / "p.h5"), "--device": "cpu", "--window": "64"}
+    opts = cli_args(defaults, args, junk=junk, missing=tmp_path / "missing", nodir=tmp_path / "no" / "p.h5")
+    assert_one_line_error(run_cli(["predict", *opts, "--quiet"]), message)
     assert not (tmp_path / "p.h5").exists()
 
 

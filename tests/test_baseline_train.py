@@ -284,6 +284,15 @@ def run_cli(args: list[str]):
                           capture_output=True, text=True, timeout=300)
 
 
+def cli_args(defaults: dict[str, str], overrides: list[str], **fill) -> list[str]:
+    """`defaults` as command-line options, with the option/value pairs in `overrides` replacing theirs;
+    ``{name}`` in an override's value is filled from `fill`."""
+    opts = dict(defaults)
+    for k, v in zip(overrides[::2], overrides[1::2], strict=True):
+        opts[k] = v.format(**fill)
+    return [x for kv in opts.items() for x in kv]
+
+
 def assert_one_line_error(r, message: str) -> None:
     """A user mistake: exit 1 and one line on stderr, `error: ...` naming the problem."""
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -311,8 +320,7 @@ def test_cli_trains_and_reports(prepared, tmp_path):
 def test_cli_errors_are_one_line(prepared, tmp_path, extra, message):
     badcfg = tmp_path / "bad.json"
     badcfg.write_text(json.dumps({"base": "tiny", "model": {"wings": 3}}))
-    args = {"--data": str(prepared), "--track": "AB", "--out": str(tmp_path / "run"), "--config": "tiny",
-            "--steps": "1", "--device": "cpu"}
-    for k, v in zip(extra[::2], extra[1::2], strict=True):
-        args[k] = v.format(missing=tmp_path / "missing", badcfg=badcfg)
-    assert_one_line_error(run_cli(["train-baseline", *[x for kv in args.items() for x in kv], "--quiet"]), message)
+    defaults = {"--data": str(prepared), "--track": "AB", "--out": str(tmp_path / "run"), "--config": "tiny",
+                "--steps": "1", "--device": "cpu"}
+    args = cli_args(defaults, extra, missing=tmp_path / "missing", badcfg=badcfg)
+    assert_one_line_error(run_cli(["train-baseline", *args, "--quiet"]), message)
