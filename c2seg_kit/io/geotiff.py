@@ -17,7 +17,6 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -44,7 +43,7 @@ KEY_PROJECTED_TYPE, KEY_PROJ_LINEAR_UNITS = 3072, 3076
 USER_DEFINED = 32767
 MAX_GEO_VALUES = 4096  # a real key directory holds tens of values
 
-Source = "str | os.PathLike | BinaryIO"
+Source = "str | os.PathLike | typing.BinaryIO"
 
 
 @dataclass(frozen=True)
