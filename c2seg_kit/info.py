@@ -151,6 +151,8 @@ def data_info(data_dir: str | Path, track: Track, progress: bool = False) -> dic
     if is_zip_path(data_dir):
         with open_tiles(data_dir, track) as tiles:
             return {"archive": archive_info(data_dir, progress), **tile_info(tiles, progress)}
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InvalidDataError(f"{data_dir} is neither a data folder nor a zip archive")
     if not data_dir.is_dir():
         raise DatasetNotFoundError(f"data folder {data_dir} does not exist")
     if (data_dir / track.source.scene_file).is_file() or (data_dir / track.target.scene_file).is_file():

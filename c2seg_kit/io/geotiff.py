@@ -190,7 +190,7 @@ def read_geotiff(source: Source, *, where: str | None = None, header_only: bool 
     try:
         with tifffile.TiffFile(source) as tif:
             if not tif.series:
-                raise InvalidDataError(f"{where}: TIFF holds no image")
+                raise InvalidDataError(f"{where} is not a readable GeoTIFF (no image in it)")
             series = tif.series[0]
             axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
             to_chw = AXES_TO_CHW.get(axes)
