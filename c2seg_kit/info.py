@@ -160,6 +160,9 @@ def data_info(data_dir: str | Path, track: Track, progress: bool = False) -> dic
     if find_tile_root(data_dir, track) is not None:
         with open_tiles(data_dir, track) as tiles:
             return tile_info(tiles, progress)
+    archive = data_dir / f"{track.tile_dir}.zip"
+    if is_zip_path(archive):  # the folder the participant downloaded the zip into
+        return data_info(archive, track, progress)
     raise DatasetNotFoundError(
         f"no C2Seg {track.name} data in {data_dir}: expected scene files "
         f"{track.source.scene_file} and {track.target.scene_file}, or tiles under {track.tile_dir}/train/msi "

@@ -198,3 +198,67 @@ def test_natural_id_order_and_hidden_files_ignored(tmp_path):
 def test_no_tiles_names_expectation(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="expected C2Seg_AB/train/msi"):
         open_tiles(tmp_path, AB)
+
+
+def test_lzw_tiles_need_imagecodecs(tmp_path):
+    """GDAL's LZW compression: read when imagecodecs is installed, else one line saying what to install."""
+    import importlib.util
+
+    import rasterio
+
+    data = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", height=8, width=8, count=4, dtype="uint16",
+                       compress="lzw") as dst:
+        dst.write(data)
+    if importlib.util.find_spec("imagecodecs") is not None:
+        np.testing.assert_array_equal(read_geotiff(tmp_path / "c.tif").data, data)
+    else:
+        with pytest.raises(InvalidDataError, match=r"c.tif: .*LZW.*imagecodecs.*\(pip install imagecodecs\)$"):
+            read_geotiff(tmp_path / "c.tif")
+
+
+def _bad_folder(root, kind):
+    make_tiles(root / "C2Seg_AB")
+    base = root / "C2Seg_AB"
+    if kind == "sizes":
+        write_gdal(base / "train" / "sar" / "2.tiff", np.zeros((2, 16, 12), np.float32))
+    elif kind == "missing":
+        (base / "train" / "msi" / "1.tiff").unlink()
+    elif kind == "label":
+        write_gdal(base / "train" / "label" / "3.tiff", np.full((8, 12), 20, np.uint8))
+    elif kind == "layout":
+        tifffile.imwrite(base / "test" / "hsi" / "1.tiff", np.zeros((6, 16, 16), np.int16), photometric="minisblack")
+    elif kind == "bands":
+        write_gdal(base / "test" / "msi" / "2.tiff", np.zeros((3, 16, 16), np.uint16))
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("sizes", "tile 2 (train): modalities disagree in size"),
+    ("missing", "tile 1 has hsi and sar and label but no msi tile"),
+    ("label", "label pixels outside 0..13 (values 20"),
+    ("layout", "cannot tell which axis holds the bands"),
+    ("bands", "test: msi tiles disagree in band count (4 in tile 1, 3 in tile 2)"),
+])
+def test_info_on_bad_tiles_is_one_line(tmp_path, capsys, kind, message):
+    from c2seg_kit.cli import main
+
+    _bad_folder(tmp_path, kind)
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(tmp_path), "--track", "AB", "--quiet"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 1 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out == ""
+
+
+def test_info_finds_the_zip_in_the_download_folder(tmp_path, capsys):
+    from tile_support import zip_folder
+
+    from c2seg_kit.cli import main
+
+    make_tiles(tmp_path / "src" / "C2Seg_AB")
+    (tmp_path / "downloads").mkdir()
+    zip_folder(tmp_path / "src" / "C2Seg_AB", tmp_path / "downloads" / "C2Seg_AB.zip")
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(tmp_path / "downloads"), "--track", "AB", "--quiet"])
+    out, _ = capsys.readouterr()
+    assert exc.value.code == 0 and "archive " in out and "train: Augsburg (source, tiles): 3 tiles (2 of 16x16, 1 of 8x12)" in out
