@@ -37,6 +37,7 @@ GDAL_STRIP_BYTES = 8192
 
 # GeoTIFF tags and keys (GeoTIFF 1.1, OGC 19-008r4)
 TAG_PIXEL_SCALE, TAG_TIEPOINT, TAG_GEOKEYS, TAG_GEO_DOUBLES, TAG_GEO_ASCII = 33550, 33922, 34735, 34736, 34737
+TAG_TRANSFORMATION = 34264  # a 4 x 4 matrix, instead of tie point + scale
 KEY_MODEL_TYPE, KEY_RASTER_TYPE, KEY_CITATION = 1024, 1025, 1026
 KEY_GEOGRAPHIC_TYPE, KEY_GEOG_CITATION, KEY_GEOG_ANGULAR_UNITS = 2048, 2049, 2054
 KEY_PROJECTED_TYPE, KEY_PROJ_LINEAR_UNITS = 3072, 3076
@@ -146,9 +147,13 @@ def read_georef(page, where: str) -> GeoRef | None:
     scale = _tag_values(page, TAG_PIXEL_SCALE, where)
     tie = _tag_values(page, TAG_TIEPOINT, where)
     keys = _tag_values(page, TAG_GEOKEYS, where)
-    if scale is None and tie is None and keys is None:
+    matrix = _tag_values(page, TAG_TRANSFORMATION, where)
+    if scale is None and tie is None and keys is None and matrix is None:
         return None
     try:
+        if tie is None and scale is None and matrix is not None and len(matrix) == 16 and matrix[1] == matrix[4] == 0:
+            # a north-up ModelTransformation is the same as a tie point at pixel (0, 0) and a scale
+            tie, scale = (0.0, 0.0, 0.0, matrix[3], matrix[7], 0.0), (matrix[0], -matrix[5], 0.0)
         scale = None if scale is None or len(scale) != 3 else tuple(float(v) for v in scale)
         tie = None if tie is None or len(tie) < 6 else tuple(float(v) for v in tie[:6])  # the first tie point
         keys = () if keys is None else tuple(int(v) for v in keys)
@@ -187,6 +192,7 @@ def read_geotiff(source: Source, *, where: str | None = None, header_only: bool 
     import tifffile
 
     where = where or _describe(source)
+    compression = "its compression"
     try:
         with tifffile.TiffFile(source) as tif:
             if not tif.series:
@@ -204,13 +210,15 @@ def read_geotiff(source: Source, *, where: str | None = None, header_only: bool 
             if max(h, w) > MAX_TILE_SIDE or nbytes > MAX_TILE_BYTES:
                 raise InvalidDataError(f"{where}: tile of {h}x{w} pixels, {nbytes} bytes is over the size caps "
                                        f"({MAX_TILE_SIDE} px per side, {MAX_TILE_BYTES} bytes)")
-            georef = read_georef(tif.pages.first, where)
+            compression = getattr(tif.pages[0].compression, "name", compression)
+            georef = read_georef(tif.pages[0], where)
             data = np.empty(shape, dtype) if header_only else series.asarray()
     except InvalidDataError:
         raise
     except ValueError as e:
         if "imagecodecs" in str(e):
-            raise InvalidDataError(f"{where}: {e} (pip install imagecodecs)") from None
+            raise InvalidDataError(f"{where}: compressed with {compression}, which needs the imagecodecs "
+                                   "package (pip install imagecodecs)") from None
         raise InvalidDataError(f"{where} is not a readable GeoTIFF ({e})") from None
     except Exception as e:  # tifffile raises many types for damaged files
         raise InvalidDataError(f"{where} is not a readable GeoTIFF ({type(e).__name__}: {e})") from None
