@@ -1,15 +1,27 @@
-"""`c2seg info`: what is in a C2Seg data folder, computed by streaming over every pixel."""
+"""`c2seg info`: what is in a C2Seg data folder, tile folder or tile zip, computed by streaming over every pixel."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from c2seg_kit.classes import NUM_LABELS
-from c2seg_kit.errors import DatasetNotFoundError
+from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.scene import open_city
-from c2seg_kit.io.tiles import SPLITS, TileSplit, find_tile_root
+from c2seg_kit.io.tiles import (
+    DISTRIBUTED_MD5,
+    LABEL,
+    SPLIT_ROLES,
+    TileData,
+    TileSplit,
+    check_sizes,
+    distributed_md5_check,
+    find_tile_root,
+    is_zip_path,
+    open_tiles,
+)
 from c2seg_kit.registry import MODALITIES, Track
 
 BAND_ROWS = 384
@@ -64,49 +76,95 @@ def city_info(data_dir: Path, track: Track, progress=None) -> dict:
     return out
 
 
-def tile_info(root: Path, progress=None) -> dict:
-    """Per split of a challenge tile folder: tile count and size, bands, dtypes, non-finite counts, labels."""
-    out = {}
-    for role, split in zip(("source", "target"), SPLITS, strict=True):
-        if not (root / split).is_dir():
-            continue
-        tiles = TileSplit(root, split)
-        mods = {m: {"bands": None, "dtype": None, **_stats_init()} for m in MODALITIES}
-        hist = np.zeros(NUM_LABELS, dtype=np.int64)
-        sizes = set()
-        for tile_id in tiles.ids:
-            arrays, label = tiles.read_tile(tile_id)
-            for m, a in arrays.items():
-                mods[m]["bands"], mods[m]["dtype"] = a.shape[0], str(a.dtype)
-                _stats_add(mods[m], a)
-            sizes.add(arrays["msi"].shape[1:])
-            if label is not None:
-                from c2seg_kit.io.scene import check_label_values
+def _tile_split_info(split: TileSplit, role: str, city: str, progress: bool) -> dict:
+    from tqdm.auto import tqdm
 
-                check_label_values(label, f"label tile {tile_id}")
-                hist += np.bincount(label.ravel().astype(np.int64), minlength=NUM_LABELS)
-        out[split] = {
-            "role": role,
-            "layout": "tiles",
-            "tiles": len(tiles.ids),
-            "tile_shapes": sorted(list(s) for s in sizes),
-            "modalities": mods,
-            "label_histogram": hist.tolist() if tiles.has_label else None,
-        }
+    mods = {m: {"bands": None, "dtype": None, **_stats_init()} for m in MODALITIES}
+    first: dict[str, str] = {}  # modality -> the tile whose band count the others must match
+    hist = np.zeros(NUM_LABELS, dtype=np.int64)
+    sizes: Counter = Counter()
+    epsg, pixel, referenced = set(), set(), 0
+    kinds = (*MODALITIES, LABEL) if split.has_label else MODALITIES
+    for tile_id in tqdm(split.ids, desc=f"{split.split} ({city})", unit="tile", disable=not progress, leave=False):
+        rasters = {m: split.read_raster(m, tile_id) for m in kinds}
+        h, w = check_sizes(tile_id, split.split, {m: r.data for m, r in rasters.items()})
+        sizes[f"{h}x{w}"] += 1
+        for m in MODALITIES:
+            a, s = rasters[m].data, mods[m]
+            if s["bands"] is None:
+                s["bands"], first[m] = a.shape[0], tile_id
+            elif a.shape[0] != s["bands"]:
+                raise InvalidDataError(f"{split.split}: {m} tiles disagree in band count "
+                                       f"({s['bands']} in tile {first[m]}, {a.shape[0]} in tile {tile_id})")
+            dtypes = set(filter(None, (s["dtype"] or "").split(", "))) | {str(a.dtype)}
+            s["dtype"] = ", ".join(sorted(dtypes))
+            _stats_add(s, a)
+        if split.has_label:
+            hist += np.bincount(rasters[LABEL].data.ravel(), minlength=NUM_LABELS)
+        georefs = [r.georef for r in rasters.values() if r.georef is not None]
+        referenced += bool(georefs)
+        epsg |= {g.epsg for g in georefs if g.epsg is not None}
+        pixel |= {g.pixel_size for g in georefs if g.pixel_size is not None}
+    return {
+        "role": role,
+        "layout": "tiles",
+        "city": city,
+        "tiles": len(split.ids),
+        "tile_sizes": dict(sorted(sizes.items(), key=lambda kv: -kv[1])),
+        "modalities": mods,
+        "georef": {"tiles": referenced, "epsg": sorted(epsg), "pixel_size": sorted(list(p) for p in pixel)}
+        if referenced else None,
+        "label_histogram": hist.tolist() if split.has_label else None,
+    }
+
+
+def tile_info(tiles: TileData, progress: bool = False) -> dict:
+    """Per split of a challenge tile distribution: tile count and sizes, bands, dtypes, value ranges,
+    non-finite counts, georeferencing and the label histogram (every pixel of every tile read)."""
+    out = {}
+    for split_name, split in tiles.splits.items():
+        role = SPLIT_ROLES[split_name]
+        city = getattr(tiles.track, role).display
+        out[split_name] = _tile_split_info(split, role, city, progress)
     return out
 
 
-def data_info(data_dir: str | Path, track: Track, progress=None) -> dict:
-    """Info for whichever layout `data_dir` holds (scene files first, then challenge tiles)."""
+def archive_info(path: Path, progress: bool = False) -> dict:
+    """A zip's own facts: its name, and for a distributed name whether its MD5 matches the record."""
+    from tqdm.auto import tqdm
+
+    result: dict = {"path": str(path)}
+    if path.name in DISTRIBUTED_MD5:
+        with tqdm(total=path.stat().st_size, desc=f"MD5 {path.name}", unit="B", unit_scale=True,
+                  disable=not progress, leave=False) as bar:
+            result.update(distributed_md5_check(path, bar))
+    return result
+
+
+def data_info(data_dir: str | Path, track: Track, progress: bool = False) -> dict:
+    """Info for whichever layout `data_dir` holds: scene files, a tile folder, or the tile zip.
+
+    Scene and tile layouts give one entry per city (scene: keyed by city name; tiles: by split).
+    A zip adds an ``archive`` entry (see :func:`archive_info`).
+    """
     data_dir = Path(data_dir)
+    if is_zip_path(data_dir):
+        with open_tiles(data_dir, track) as tiles:
+            return {"archive": archive_info(data_dir, progress), **tile_info(tiles, progress)}
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InvalidDataError(f"{data_dir} is neither a data folder nor a zip archive")
     if not data_dir.is_dir():
         raise DatasetNotFoundError(f"data folder {data_dir} does not exist")
     if (data_dir / track.source.scene_file).is_file() or (data_dir / track.target.scene_file).is_file():
-        return city_info(data_dir, track, progress)
-    root = find_tile_root(data_dir, track)
-    if root is not None:
-        return tile_info(root, progress)
+        return city_info(data_dir, track)
+    if find_tile_root(data_dir, track) is not None:
+        with open_tiles(data_dir, track) as tiles:
+            return tile_info(tiles, progress)
+    archive = data_dir / f"{track.tile_dir}.zip"
+    if is_zip_path(archive):  # the folder the participant downloaded the zip into
+        return data_info(archive, track, progress)
     raise DatasetNotFoundError(
         f"no C2Seg {track.name} data in {data_dir}: expected scene files "
-        f"{track.source.scene_file} and {track.target.scene_file}, or tiles under {track.tile_dir}/train/msi"
+        f"{track.source.scene_file} and {track.target.scene_file}, or tiles under {track.tile_dir}/train/msi "
+        f"(or the zip {track.tile_dir}.zip)"
     )

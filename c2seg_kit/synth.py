@@ -222,7 +222,14 @@ def build_cities(track: Track, scale: float, seed: int) -> list[CitySynth]:
     return cities
 
 
-def _band_starts(height: int, band: int):
+def band_rows(track: Track) -> int:
+    """Rows generated at once: whole HSI rows on the track's grid. The noise of a band is seeded by
+    its first row, so every writer of a city (scene files, tiles) must use these same bands."""
+    return 64 * track.hsi_factor
+
+
+def band_starts(height: int, band: int):
+    """(r0, r1) of consecutive row bands covering [0, height)."""
     for r0 in range(0, height, band):
         yield r0, min(r0 + band, height)
 
@@ -238,7 +245,7 @@ def write_city_v5(gen: CitySynth, data_dir: Path, progress, label_sink: np.ndarr
         "SAR": np.empty((h, w, 2), np.float32),
         "label": np.empty((h, w), np.uint8),
     }
-    for r0, r1 in _band_starts(h, 64):
+    for r0, r1 in band_starts(h, band_rows(gen.track)):
         true, label, bright, illum = gen.cover(r0, r1)
         out["HSI"][r0:r1] = gen.hsi(true, bright, illum, r0)
         out["MSI"][r0:r1] = gen.msi(true, bright, illum, r0)
@@ -256,7 +263,7 @@ def write_city_v73(gen: CitySynth, data_dir: Path, progress, label_sink: np.ndar
 
     h, w = gen.shape
     f = gen.track.hsi_factor
-    band = 64 * f  # whole HSI rows per band
+    band = band_rows(gen.track)
     scene_path = data_dir / gen.city.scene_file
     label_path = data_dir / gen.city.label_file
     with MatV73Writer(scene_path) as scene, MatV73Writer(label_path) as labels:
@@ -264,7 +271,7 @@ def write_city_v73(gen: CitySynth, data_dir: Path, progress, label_sink: np.ndar
         scene.create("MSI", (h, w, 4), np.float32, rows_per_chunk=band)
         scene.create("SAR", (h, w, 2), np.float32, rows_per_chunk=band)
         labels.create("label", (h, w), np.uint8, rows_per_chunk=band)
-        for r0, r1 in _band_starts(h, band):
+        for r0, r1 in band_starts(h, band):
             true, label, bright, illum = gen.cover(r0, r1)
             scene.write_rows("HSI", r0 // f, gen.hsi(true, bright, illum, r0))
             scene.write_rows("MSI", r0, gen.msi(true, bright, illum, r0))

@@ -91,7 +91,9 @@ def test_tiles_reader(tmp_path):
                 arrays["label"] = rng.integers(0, 14, (16, 16)).astype(np.uint8)
             for m, a in arrays.items():
                 (root / split / m).mkdir(parents=True, exist_ok=True)
-                tifffile.imwrite(root / split / m / f"{tid}.tiff", a, photometric="minisblack")
+                # band-first (PlanarConfiguration 2); GDAL's pixel-interleaved tiles: test_tiles_reader.py
+                tifffile.imwrite(root / split / m / f"{tid}.tiff", a, photometric="minisblack",
+                                 planarconfig="separate" if a.ndim == 3 else None)
             tiles[(split, tid)] = arrays
     assert find_tile_root(tmp_path, AB) == root
     train = TileSplit(root, "train")

@@ -17,42 +17,86 @@ TRACK = track_option(param="track_name")
 @click.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @TRACK
+@click.option("--layout", type=click.Choice(["scene", "tiles"]), default="scene", show_default=True,
+              help="scene: the RSE scene files; tiles: the WHISPERS challenge's GeoTIFF tiles (C2Seg_XX/).")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=4), default=0.1, show_default=True,
-              help="City sizes = nominal sizes x SCALE (1 = real size: several GB for BW).")
+              help="City sizes = nominal sizes x SCALE (1 = real size: several GB for BW). Tiles keep their "
+                   "size (AB 128 px, BW 256 px) but never exceed half the city's shorter side, so small "
+                   "scales still give at least a 2 x 2 grid of smaller tiles.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed writes the same files.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def synth(out_dir: Path, track_name: str, scale: float, seed: int, quiet: bool) -> None:
+def synth(out_dir: Path, track_name: str, layout: str, scale: float, seed: int, quiet: bool) -> None:
     """Write a synthetic C2Seg-like city pair into OUT_DIR.
 
-    The files have exactly the real scene-file layout (AB: MATLAB v5; BW: MATLAB v7.3 with
-    reversed axes and HSI at 1/3 resolution), so every other verb reads them like real data.
-    Also writes labels.h5, the target city's hidden labels in the organizers' format.
-    """
-    from c2seg_kit.synth import synthesize
+    --layout scene (default): exactly the real scene-file layout (AB: MATLAB v5; BW: MATLAB
+    v7.3 with reversed axes and HSI at 1/3 resolution), so every other verb reads them like
+    real data. Also writes labels.h5, the target city's hidden labels in the organizers' format.
 
+    --layout tiles: the same cities cut into the challenge's tiles, OUT_DIR/C2Seg_XX/{train,test}/
+    {hsi,msi,sar,label}/<id>.tiff (BW's train HSI in train/hsi/hsi/), pixel-interleaved
+    georeferenced GeoTIFFs as GDAL writes them, ids 1, 2, ... in row-major order; the test split
+    has no labels: they go to OUT_DIR/labels.h5 in the tile layout. Refuses to overwrite either.
+    """
     track = get_track(track_name)
-    written = synthesize(out_dir, track, scale=scale, seed=seed, progress=not quiet)
+    if layout == "tiles":
+        from c2seg_kit.synth_tiles import synthesize_tiles
+
+        written = synthesize_tiles(out_dir, track, scale=scale, seed=seed, progress=not quiet)
+    else:
+        from c2seg_kit.synth import synthesize
+
+        written = synthesize(out_dir, track, scale=scale, seed=seed, progress=not quiet)
     for role, path in written.items():
         click.echo(f"{role:>14}: {path}")
 
 
+def _format_modalities(entry: dict) -> list[str]:
+    lines = []
+    for m, s in entry["modalities"].items():
+        rng = f"[{s['min']:.4g}, {s['max']:.4g}]" if s["min"] is not None else "[]"
+        lines.append(f"  {m.upper():4} {s['bands']:>4} bands  {s['dtype']:8} range {rng}  NaN {s['nan']}  inf {s['inf']}")
+    return lines
+
+
+def _format_labels(hist: list[int] | None) -> list[str]:
+    if hist is None:
+        return ["  label: none"]
+    total = sum(hist)
+    lines = [f"  label: {total} pixels, {hist[0]} unlabelled ({100 * hist[0] / max(total, 1):.1f}%)"]
+    for c, n in zip(CLASSES[1:], hist[1:], strict=True):
+        lines.append(f"    {c.id:2d} {c.display:38} {n:>12} {100 * n / max(total, 1):6.2f}%")
+    return lines
+
+
+def _format_archive(archive: dict) -> str:
+    if "match" not in archive:
+        return f"archive {archive['path']}"
+    verdict = "matches" if archive["match"] else f"differs from the distributed archive's ({archive['expected_md5']})"
+    return f"archive {archive['path']}: MD5 {archive['md5']} {verdict}"
+
+
 def _format_info(info: dict) -> str:
     lines = []
-    for name, city in info.items():
-        shape = "x".join(map(str, city.get("shape", []))) or f"{city['tiles']} tiles {city['tile_shapes']}"
-        extra = f", HSI grid 1/{city['hsi_grid_factor']}" if city.get("hsi_grid_factor", 1) > 1 else ""
-        lines.append(f"{name} ({city['role']}, {city.get('format', city['layout'])}): {shape}{extra}")
-        for m, s in city["modalities"].items():
-            rng = f"[{s['min']:.4g}, {s['max']:.4g}]" if s["min"] is not None else "[]"
-            lines.append(f"  {m.upper():4} {s['bands']:>4} bands  {s['dtype']:8} range {rng}  NaN {s['nan']}  inf {s['inf']}")
-        hist = city["label_histogram"]
-        if hist is None:
-            lines.append("  label: none")
+    for name, entry in info.items():
+        if name == "archive":
+            lines.append(_format_archive(entry))
+            continue
+        if entry["layout"] == "tiles":
+            sizes = ", ".join(f"{n} of {size}" for size, n in entry["tile_sizes"].items())
+            lines.append(f"{name}: {entry['city']} ({entry['role']}, tiles): {entry['tiles']} tiles ({sizes})")
+            geo = entry["georef"]
+            if geo is None:
+                lines.append("  georeferencing: none")
+            else:
+                crs = ", ".join(f"EPSG:{c}" for c in geo["epsg"]) or "no EPSG code"
+                px = ", ".join(f"{x:g} x {y:g}" for x, y in geo["pixel_size"]) or "?"
+                lines.append(f"  georeferencing: {crs}, pixel {px}, on {geo['tiles']} of {entry['tiles']} tiles")
         else:
-            total = sum(hist)
-            lines.append(f"  label: {total} pixels, {hist[0]} unlabelled ({100 * hist[0] / max(total, 1):.1f}%)")
-            for c, n in zip(CLASSES[1:], hist[1:], strict=True):
-                lines.append(f"    {c.id:2d} {c.display:38} {n:>12} {100 * n / max(total, 1):6.2f}%")
+            shape = "x".join(map(str, entry["shape"]))
+            extra = f", HSI grid 1/{entry['hsi_grid_factor']}" if entry.get("hsi_grid_factor", 1) > 1 else ""
+            lines.append(f"{name} ({entry['role']}, {entry['format']}): {shape}{extra}")
+        lines += _format_modalities(entry)
+        lines += _format_labels(entry["label_histogram"])
     return "\n".join(lines)
 
 
@@ -60,16 +104,24 @@ def _format_info(info: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def info(data_dir: Path, track_name: str, as_json: bool) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def info(data_dir: Path, track_name: str, as_json: bool, quiet: bool) -> None:
     """Describe the C2Seg data in DATA_DIR, city by city.
 
-    Reads scene files (MATLAB v5 / v7.3) or challenge GeoTIFF tiles and reports shape,
-    bands per modality, dtype, value range, NaN/inf counts and the label histogram,
-    streaming over every pixel.
+    Reads scene files (MATLAB v5 / v7.3), a folder of challenge GeoTIFF tiles, or the tile zip
+    as distributed (C2Seg_AB.zip, C2Seg_BW.zip: every member checked first, the MD5 compared
+    with the distributed one; a re-zipped copy only warns; inner zips are copied into a new
+    temporary folder under TMPDIR and removed afterwards). Reports shape (tiles: count and
+    sizes), bands per modality, dtype, value range, NaN/inf counts, georeferencing and the label
+    histogram, streaming over every pixel.
     """
     from c2seg_kit.info import data_info
 
-    result = data_info(data_dir, get_track(track_name))
+    result = data_info(data_dir, get_track(track_name), progress=not quiet)
+    archive = result.get("archive", {})
+    if archive.get("match") is False:
+        click.echo(f"warning: {archive['name']} has MD5 {archive['md5']}, the distributed archive "
+                   f"{archive['expected_md5']}; a re-zipped copy is fine, a damaged download is not", err=True)
     click.echo(json.dumps(result, indent=2) if as_json else _format_info(result))
 
 

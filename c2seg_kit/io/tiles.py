@@ -1,88 +1,293 @@
 """Reader for the WHISPERS challenge GeoTIFF tiles (C2SEG.md section 1, layout 2).
 
-``C2Seg_AB/{train,test}/{msi,sar,hsi,label}/<id>.tiff``: one multi-band GeoTIFF per tile and
-modality, band-first. The train split is the source city, the test split the target city
-(which ships without labels).
+``C2Seg_XX/{train,test}/{hsi,msi,sar,label}/<id>.tif[f]``: one GeoTIFF per tile and modality,
+pixel-interleaved as GDAL writes them (band-first files read just as well; see
+:mod:`c2seg_kit.io.geotiff`). The train split is the source city, the test split the target
+city, which ships without labels. A modality's tiles may sit one folder deeper, in
+``<split>/<m>/<m>/`` (BW's train HSI after unpacking its inner zip). The tiles come as a folder
+or as the zip itself (:class:`c2seg_kit.io.safezip.ZipStore`, checked before anything is read).
+
+>>> with open_tiles("C2Seg_AB.zip", get_track("AB")) as tiles:
+...     train = tiles.splits["train"]
+...     arrays, label = train.read_tile(train.ids[0])   # {"hsi": (C, H, W), ...}, (H, W) uint8
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import zipfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
+from c2seg_kit.io.geotiff import GeoRef, TileRaster, read_geotiff
+from c2seg_kit.io.safezip import ZipLimits, ZipStore
+from c2seg_kit.io.scene import check_label_values
 from c2seg_kit.registry import MODALITIES, Track
 
-SPLITS = ("train", "test")
-SUFFIXES = (".tiff", ".tif")
+SPLITS = ("train", "test")  # source city, target city
+SPLIT_ROLES = {"train": "source", "test": "target"}
+LABEL = "label"
+SUFFIXES = (".tiff", ".tif")  # any case
+#: The archives as distributed, with the MD5 a TorchGeo dataset draft records (C2SEG.md section 1).
+DISTRIBUTED_MD5 = {"C2Seg_AB.zip": "1a7eddf6b90b875ba1ab4cc173818296",
+                   "C2Seg_BW.zip": "4728fa97747fad55de8c55fcbef8be60"}
 
 
-def find_tile_root(data_dir: Path, track: Track) -> Path | None:
-    """The C2Seg_XX folder: `data_dir` itself or its child of that name."""
-    for root in (data_dir / track.tile_dir, data_dir):
-        if any((root / split / "msi").is_dir() for split in SPLITS):
+class TileStore(Protocol):
+    """A read-only tree of files: a folder (:class:`FolderStore`) or a zip (:class:`ZipStore`)."""
+
+    name: str
+
+    def is_dir(self, rel: str) -> bool: ...
+    def list_dir(self, rel: str) -> list[str]: ...
+    def describe(self, rel: str) -> str: ...
+    def open(self, rel: str): ...  # a path or a binary file object tifffile can read
+    def close(self) -> None: ...
+
+
+class FolderStore:
+    """A folder on disk as a :class:`TileStore`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.name = str(self.root)
+
+    def is_dir(self, rel: str) -> bool:
+        return (self.root / rel).is_dir()
+
+    def list_dir(self, rel: str) -> list[str]:
+        with os.scandir(self.root / rel) as it:
+            return [e.name for e in it if e.is_file()]
+
+    def describe(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def open(self, rel: str) -> Path:
+        return self.root / rel
+
+    def close(self) -> None:
+        pass
+
+
+def tile_id_of(name: str) -> str | None:
+    """The tile id (stem) of a tile file name, or None for anything else (hidden files included)."""
+    if name.startswith("."):
+        return None
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def natural_key(tile_id: str) -> tuple:
+    """Numeric ids in numeric order (2 before 10), then the rest by name."""
+    return (0, int(tile_id), tile_id) if tile_id.isdigit() else (1, 0, tile_id)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _tiles_in(store: TileStore, folder: str) -> dict[str, str]:
+    """id -> file name of the tiles directly in ``folder``; two files for one id is an error."""
+    found: dict[str, str] = {}
+    for name in sorted(store.list_dir(folder)):
+        tile_id = tile_id_of(name)
+        if tile_id is None:
+            continue
+        if tile_id in found:
+            raise InvalidDataError(f"{store.describe(folder)}: tile {tile_id} appears twice ({found[tile_id]}, {name})")
+        found[tile_id] = name
+    return found
+
+
+def modality_folder(store: TileStore, base: str, modality: str) -> tuple[str, dict[str, str]] | None:
+    """Where a modality's tiles are: ``base/m`` or, nested, ``base/m/m``; None when neither exists."""
+    flat, nested = _join(base, modality), _join(base, modality, modality)
+    if not store.is_dir(flat):
+        return None
+    tiles = _tiles_in(store, flat)
+    if store.is_dir(nested):
+        deeper = _tiles_in(store, nested)
+        if tiles and deeper:
+            raise InvalidDataError(f"both {store.describe(flat)} and {store.describe(nested)} hold tiles; keep one")
+        if deeper:
+            return nested, deeper
+    return flat, tiles
+
+
+class TileSplit:
+    """The tiles of one split (``train`` or ``test``), read one tile at a time.
+
+    ``ids`` lists every tile id in natural order; ``has_label`` says whether label tiles exist.
+    Images come back as (C, H, W) whatever the file's interleave, labels as (H, W) uint8
+    checked to be 0..13. Within one id all modalities must agree in size; across ids sizes may differ.
+    """
+
+    def __init__(self, source: str | Path | TileStore, split: str, *, prefix: str = ""):
+        self.store: TileStore = FolderStore(source) if isinstance(source, (str, Path)) else source
+        self.split = split
+        self.base = _join(prefix, split)
+        self.folders: dict[str, str] = {}
+        self.files: dict[str, dict[str, str]] = {}
+        for m in (*MODALITIES, LABEL):
+            found = modality_folder(self.store, self.base, m)
+            if found is not None:
+                self.folders[m], self.files[m] = found
+        missing = [m for m in MODALITIES if not self.files.get(m)]
+        if missing:
+            where = ", ".join(self.store.describe(_join(self.base, m)) for m in missing)
+            raise DatasetNotFoundError(f"expected {', '.join(missing)} tiles in {where}")
+        self.has_label = bool(self.files.get(LABEL))
+        kinds = (*MODALITIES, LABEL) if self.has_label else MODALITIES
+        every = set().union(*(self.files[m] for m in kinds))
+        for m in kinds:
+            absent = sorted(every - set(self.files[m]), key=natural_key)
+            if absent:
+                others = [o for o in kinds if o != m and absent[0] in self.files[o]]
+                more = f" ({len(absent)} ids lack one, e.g. {', '.join(absent[:5])})" if len(absent) > 1 else ""
+                raise InvalidDataError(f"{self.store.describe(self.base)}: tile {absent[0]} has "
+                                       f"{' and '.join(others)} but no {m} tile{more}")
+        self.ids = sorted(every, key=natural_key)
+
+    def path(self, modality: str, tile_id: str) -> str:
+        """The tile file's path relative to the store's root."""
+        try:
+            return _join(self.folders[modality], self.files[modality][tile_id])
+        except KeyError:
+            raise DatasetNotFoundError(f"no {modality} tile {tile_id} in {self.store.describe(self.base)}") from None
+
+    def describe(self, modality: str, tile_id: str) -> str:
+        return self.store.describe(self.path(modality, tile_id))
+
+    def read_raster(self, modality: str, tile_id: str, *, header_only: bool = False) -> TileRaster:
+        """A tile with its georeferencing; images (C, H, W), labels (H, W) uint8 0..13."""
+        rel = self.path(modality, tile_id)
+        where = self.store.describe(rel)
+        raster = read_geotiff(self.store.open(rel), where=where, header_only=header_only)
+        if modality != LABEL:
+            return raster
+        if raster.data.shape[0] != 1:
+            raise InvalidDataError(f"{where}: label tile has {raster.data.shape[0]} bands, expected 1")
+        label = raster.data[0]
+        if label.dtype.kind not in "uif":
+            raise InvalidDataError(f"{where}: label tile has dtype {label.dtype}, expected integers")
+        if not header_only:
+            check_label_values(label, where)
+        return TileRaster(label.astype(np.uint8, copy=False), raster.georef, raster.axes)
+
+    def read(self, modality: str, tile_id: str) -> np.ndarray:
+        """A tile as (C, H, W) for images or (H, W) uint8 for labels."""
+        return self.read_raster(modality, tile_id).data
+
+    def georef(self, tile_id: str, modality: str = "msi") -> GeoRef | None:
+        """A tile's georeferencing (from its header only)."""
+        return self.read_raster(modality, tile_id, header_only=True).georef
+
+    def tile_shape(self, tile_id: str, modality: str = "msi") -> tuple[int, int]:
+        """(H, W) of a tile, from its header only."""
+        return tuple(self.read_raster(modality, tile_id, header_only=True).data.shape[-2:])
+
+    def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
+        arrays = {m: self.read(m, tile_id) for m in MODALITIES}
+        label = self.read(LABEL, tile_id) if self.has_label else None
+        check_sizes(tile_id, self.split, {**arrays, **({LABEL: label} if label is not None else {})})
+        return arrays, label
+
+
+def check_sizes(tile_id: str, split: str, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
+    """The common (H, W) of one tile's modalities, or a one-line error listing each size."""
+    sizes = {m: tuple(a.shape[-2:]) for m, a in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        detail = ", ".join(f"{m.upper() if m != LABEL else m} {h}x{w}" for m, (h, w) in sizes.items())
+        raise InvalidDataError(f"tile {tile_id} ({split}): modalities disagree in size ({detail})")
+    return next(iter(sizes.values()))
+
+
+def _find_root(store: TileStore, track: Track) -> str | None:
+    for root in (track.tile_dir, ""):
+        if any(store.is_dir(_join(root, split, "msi")) for split in SPLITS):
             return root
     return None
 
 
-class TileSplit:
-    """The tiles of one split, read one tile at a time."""
+def find_tile_root(data_dir: Path, track: Track) -> Path | None:
+    """The C2Seg_XX folder: `data_dir` itself or its child of that name (None when neither holds tiles)."""
+    root = _find_root(FolderStore(data_dir), track)
+    return None if root is None else Path(data_dir) / root
 
-    def __init__(self, root: Path, split: str):
-        self.root = Path(root)
-        self.split = split
-        base = self.root / split
-        ids: dict[str, set[str]] = {}
-        for m in (*MODALITIES, "label"):
-            folder = base / m
-            ids[m] = {p.stem for p in folder.iterdir() if p.suffix.lower() in SUFFIXES} if folder.is_dir() else set()
-        missing = [m for m in MODALITIES if not ids[m]]
-        if missing:
-            raise DatasetNotFoundError(f"expected tiles in {', '.join(str(base / m) for m in missing)}")
-        if not (ids["hsi"] == ids["msi"] == ids["sar"]):
-            odd = sorted((ids["hsi"] ^ ids["msi"]) | (ids["msi"] ^ ids["sar"]))[:5]
-            raise InvalidDataError(f"{base}: modalities list different tiles (e.g. {', '.join(odd)})")
-        self.ids = sorted(ids["msi"])
-        self.has_label = bool(ids["label"])
-        if self.has_label and ids["label"] != ids["msi"]:
-            raise InvalidDataError(f"{base}/label lists different tiles than the images")
 
-    def _path(self, modality: str, tile_id: str) -> Path:
-        for suffix in SUFFIXES:
-            p = self.root / self.split / modality / f"{tile_id}{suffix}"
-            if p.is_file():
-                return p
-        raise DatasetNotFoundError(f"no {modality} tile {tile_id} in {self.root / self.split / modality}")
+def is_zip_path(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_file() and zipfile.is_zipfile(path)
 
-    def read(self, modality: str, tile_id: str) -> np.ndarray:
-        """A tile as (C, H, W) for images (band-first, as distributed) or (H, W) for labels."""
-        import tifffile
 
-        path = self._path(modality, tile_id)
-        try:
-            arr = tifffile.imread(path)
-        except Exception as e:  # tifffile raises several types for broken files
-            raise InvalidDataError(f"{path} is not a readable GeoTIFF ({type(e).__name__}: {e})") from None
-        if modality == "label":
-            if arr.ndim == 3 and arr.shape[0] == 1:
-                arr = arr[0]
-            if arr.ndim != 2:
-                raise InvalidDataError(f"{path}: label tile has shape {arr.shape}, expected H x W")
-            return arr
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise InvalidDataError(f"{path}: tile has shape {arr.shape}, expected bands x H x W")
-        return arr
+def file_md5(path: str | Path, progress=None, block: int = 8 << 20) -> str:
+    """MD5 of a file, streamed (``progress.update(n)`` per block when given)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
+    return digest.hexdigest()
 
-    def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """All modalities of one tile, checked to agree in size."""
-        arrays = {m: self.read(m, tile_id) for m in MODALITIES}
-        label = self.read("label", tile_id) if self.has_label else None
-        sizes = {m: a.shape[1:] for m, a in arrays.items()}
-        if label is not None:
-            sizes["label"] = label.shape
-        if len(set(sizes.values())) != 1:
-            raise InvalidDataError(f"tile {tile_id} ({self.split}): modalities disagree in size {sizes}")
-        return arrays, label
+
+def distributed_md5_check(path: str | Path, progress=None) -> dict | None:
+    """For an archive with a distributed name: its MD5, the expected one and whether they match."""
+    expected = DISTRIBUTED_MD5.get(Path(path).name)
+    if expected is None:
+        return None
+    md5 = file_md5(path, progress)
+    return {"name": Path(path).name, "md5": md5, "expected_md5": expected, "match": md5 == expected}
+
+
+class TileData:
+    """A tile distribution (folder or zip): ``splits`` maps "train"/"test" to :class:`TileSplit`."""
+
+    def __init__(self, store: TileStore, track: Track):
+        self.store, self.track = store, track
+        root = _find_root(store, track)
+        if root is None:
+            raise DatasetNotFoundError(
+                f"no C2Seg {track.name} tiles in {store.name}: expected {track.tile_dir}/train/msi or train/msi"
+            )
+        self.root = root
+        self.splits = {s: TileSplit(store, s, prefix=root) for s in SPLITS if store.is_dir(_join(root, s))}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> TileData:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_tiles(path: str | Path, track: Track, *, limits: ZipLimits | None = None,
+               workdir: str | Path | None = None) -> TileData:
+    """Open a tile distribution: a folder (``C2Seg_XX`` or its parent) or the zip as distributed.
+
+    For a zip, every member is checked first (:mod:`c2seg_kit.io.safezip`); inner zips are
+    copied into a temporary folder under ``workdir`` that close() removes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        store: TileStore = FolderStore(path)
+    elif is_zip_path(path):
+        store = ZipStore(path, limits, workdir)
+    elif path.exists():
+        raise InvalidDataError(f"{path} is neither a folder nor a zip archive")
+    else:
+        raise DatasetNotFoundError(f"{path} does not exist")
+    try:
+        return TileData(store, track)
+    except BaseException:
+        store.close()
+        raise

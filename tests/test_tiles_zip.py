@@ -1,0 +1,214 @@
+"""The tile zips as distributed, and hostile ones: every member is checked before anything is read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from tile_support import make_tiles, zip_folder
+
+from c2seg_kit.cli import main
+from c2seg_kit.errors import InvalidDataError
+from c2seg_kit.io import tiles as tiles_module
+from c2seg_kit.io.safezip import ZipLimits, ZipStore
+from c2seg_kit.io.tiles import open_tiles
+from c2seg_kit.registry import TRACKS
+
+AB, BW = TRACKS["AB"], TRACKS["BW"]
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture()
+def ab_zip(tmp_path):
+    """C2Seg_AB.zip made like `zip -r C2Seg_AB.zip C2Seg_AB`, and what its tiles hold."""
+    written = make_tiles(tmp_path / "src" / "C2Seg_AB")
+    (tmp_path / "dist").mkdir()
+    return zip_folder(tmp_path / "src" / "C2Seg_AB", tmp_path / "dist" / "C2Seg_AB.zip"), written
+
+
+def test_zip_as_distributed_reads_like_the_folder(ab_zip):
+    path, written = ab_zip
+    with open_tiles(path, AB) as tiles:
+        train = tiles.splits["train"]
+        assert train.ids == ["1", "2", "3"] and train.has_label
+        for (split, tid), ref in written.items():
+            arrays, label = tiles.splits[split].read_tile(tid)
+            for m in ("hsi", "msi", "sar"):
+                np.testing.assert_array_equal(arrays[m], ref[m])
+            if split == "train":
+                np.testing.assert_array_equal(label, ref["label"])
+        assert train.georef("1").epsg == 32632
+        assert train.describe("msi", "1") == f"{path}:C2Seg_AB/train/msi/1.tiff"
+
+
+def test_info_on_zip_reports_md5_mismatch_as_warning(capsys, ab_zip):
+    path, written = ab_zip
+    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--json", "--quiet")
+    assert code == 0, err
+    info = json.loads(out)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    assert info["archive"] == {"path": str(path), "name": "C2Seg_AB.zip", "md5": md5,
+                               "expected_md5": "1a7eddf6b90b875ba1ab4cc173818296", "match": False}
+    assert err.startswith("warning: C2Seg_AB.zip has MD5") and len(err.strip().splitlines()) == 1
+    assert info["train"]["tiles"] == 3 and info["test"]["tiles"] == 2
+    assert info["train"]["tile_sizes"] == {"16x16": 2, "8x12": 1}
+    labels = np.concatenate([written[("train", t)]["label"].ravel() for t in ("1", "2", "3")])
+    assert info["train"]["label_histogram"] == np.bincount(labels, minlength=14).tolist()
+
+
+def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
+    path, _ = ab_zip
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(tiles_module.DISTRIBUTED_MD5, "C2Seg_AB.zip", md5)
+    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--quiet")
+    assert code == 0 and err == ""
+    assert out.splitlines()[0] == f"archive {path}: MD5 {md5} matches"
+
+
+def test_renamed_zip_is_not_checked(tmp_path, ab_zip, capsys):
+    path, _ = ab_zip
+    other = path.rename(tmp_path / "my_copy.zip")
+    code, out, err = run(capsys, "info", str(other), "--track", "AB", "--json", "--quiet")
+    assert code == 0 and json.loads(out)["archive"] == {"path": str(other)} and err == ""
+
+
+def evil_zip(path, entries, method=zipfile.ZIP_DEFLATED):
+    """A zip with the given (ZipInfo or name, bytes) members, written without any checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "w", method) as zf:
+            for info, data in entries:
+                zf.writestr(info, data)
+    return path
+
+
+def _symlink(name):
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def set_encrypted_flag(path):
+    """Mark every member encrypted (zipfile will not write the flag itself): general-purpose bit 0
+    in the local headers (offset 6) and the central directory (offset 8)."""
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at >= 0:
+            data[at + offset] |= 0x1
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+TIFF = b"II*\0" + b"\0" * 60
+HOSTILE = {
+    "escaping": ([("C2Seg_AB/train/msi/../../../../evil.tiff", TIFF)], "escapes the archive"),
+    "absolute": ([("/etc/evil.tiff", TIFF)], "absolute name"),
+    "drive": ([("C:\\evil.tiff", TIFF)], "absolute name"),
+    "backslash escape": ([("C2Seg_AB\\..\\..\\evil.tiff", TIFF)], "escapes the archive"),
+    "control": ([("C2Seg_AB/train/msi/1\x07.tiff", TIFF)], "control characters"),
+    "symlink": ([(_symlink("C2Seg_AB/train/msi/1.tiff"), b"/etc/passwd")], "symbolic link"),
+    "encrypted": ([("C2Seg_AB/train/msi/1.tiff", TIFF)], "encrypted"),
+    "duplicate": ([("C2Seg_AB/train/msi/1.tiff", TIFF), ("C2Seg_AB/train/msi/1.tiff", TIFF)], "appears twice"),
+    "bomb": ([("C2Seg_AB/train/hsi/1.tiff", bytes(8 << 20))], "compression-ratio cap"),
+    # members each under the ratio floor, together a bomb (as overlapping-member bombs are)
+    "many small": ([(f"C2Seg_AB/train/hsi/{i}.tiff", bytes(900 << 10)) for i in range(4)], "from a"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_zip_is_refused_before_anything_is_read(tmp_path, capsys, kind):
+    entries, message = HOSTILE[kind]
+    path = evil_zip(tmp_path / "C2Seg_AB.zip", entries)
+    if kind == "encrypted":
+        set_encrypted_flag(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InvalidDataError, match=message):
+        ZipStore(path, workdir=tmp_path)
+    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--quiet")
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, nothing extracted
+    assert not (tmp_path.parent / "evil.tiff").exists()
+
+
+def test_member_size_cap(tmp_path):
+    path = evil_zip(tmp_path / "a.zip", [("C2Seg_AB/train/msi/1.tiff", bytes(5000))])
+    with pytest.raises(InvalidDataError, match=r"declares 5000 bytes \(cap 4096\)"):
+        ZipStore(path, ZipLimits(max_member_bytes=4096))
+    with pytest.raises(InvalidDataError, match=r"2 members \(cap 1\)"):
+        ZipStore(evil_zip(tmp_path / "b.zip", [("x", b""), ("y", b"")]), ZipLimits(max_members=1))
+
+
+def test_not_a_zip(tmp_path, capsys):
+    path = tmp_path / "C2Seg_AB.zip"
+    path.write_bytes(b"PK\x03\x04 this is not really a zip")
+    code, _, err = run(capsys, "info", str(path), "--track", "AB")
+    assert code == 1 and "neither a data folder nor a zip archive" in err
+
+
+def make_bw_with_inner_zip(tmp_path, arcroot):
+    """C2Seg_BW.zip whose train/hsi folder ships as an inner zip `train/hsi.zip` holding
+    `<arcroot>/<id>.tiff` (an archive tool that extracts it into a folder named after it gives the
+    nested train/hsi/hsi/ layout seen in the winners' file lists)."""
+    src = tmp_path / "src" / "C2Seg_BW"
+    written = make_tiles(src)
+    inner = zip_folder(src / "train" / "hsi", tmp_path / "hsi.zip", arcroot=arcroot)
+    outer = tmp_path / "C2Seg_BW.zip"
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.rglob("*.tiff")):
+            rel = p.relative_to(src.parent).as_posix()
+            if not rel.startswith("C2Seg_BW/train/hsi/"):
+                zf.write(p, rel)
+        zf.write(inner, "C2Seg_BW/train/hsi.zip")
+    return outer, written
+
+
+@pytest.mark.parametrize("arcroot,folder", [("hsi", "C2Seg_BW/train/hsi"), ("", "C2Seg_BW/train/hsi"),
+                                            ("hsi/hsi", "C2Seg_BW/train/hsi/hsi")])
+def test_inner_zip_is_read_and_its_copy_removed(tmp_path, arcroot, folder):
+    """The inner zip `train/hsi.zip` appears as the folder train/hsi/ (its own leading hsi/ dropped)."""
+    outer, written = make_bw_with_inner_zip(tmp_path, arcroot)
+    work = tmp_path / "work"
+    work.mkdir()
+    with open_tiles(outer, BW, workdir=work) as tiles:
+        train = tiles.splits["train"]
+        assert train.folders["hsi"] == folder
+        copies = list(work.iterdir())
+        assert len(copies) == 1 and copies[0].name.startswith("c2seg-inner-zips-")
+        assert [p.suffix for p in copies[0].iterdir()] == [".zip"]  # only the inner zip, nothing unpacked
+        for tid in train.ids:
+            arrays, label = train.read_tile(tid)
+            np.testing.assert_array_equal(arrays["hsi"], written[("train", tid)]["hsi"])
+            np.testing.assert_array_equal(label, written[("train", tid)]["label"])
+    assert list(work.iterdir()) == []
+
+
+def test_hostile_inner_zip_is_refused_and_cleaned(tmp_path):
+    inner = evil_zip(tmp_path / "inner.zip", [("../../evil.tiff", TIFF)])
+    outer = evil_zip(tmp_path / "C2Seg_BW.zip", [("C2Seg_BW/train/hsi.zip", inner.read_bytes())])
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(InvalidDataError, match=r"C2Seg_BW.zip:C2Seg_BW/train/hsi.zip: member '../../evil.tiff' escapes"):
+        open_tiles(outer, BW, workdir=work)
+    assert list(work.iterdir()) == []
+
+
+def test_zip_nested_too_deep(tmp_path):
+    deepest = evil_zip(tmp_path / "c.zip", [("x.tiff", TIFF)])
+    middle = evil_zip(tmp_path / "b.zip", [("c.zip", deepest.read_bytes())])
+    outer = evil_zip(tmp_path / "a.zip", [("C2Seg_BW/train/b.zip", middle.read_bytes())])
+    with pytest.raises(InvalidDataError, match="nested 2 levels deep"):
+        ZipStore(outer, workdir=tmp_path)
