@@ -17,8 +17,9 @@ synth's city, integer-scaled. What the tiles add, as in the real distribution:
   stride 256: 25 x 34 = 850. With ``--scale`` the cities shrink and the tiles keep their size,
   except that a tile is never more than half the city's shorter side (so every split keeps at
   least a 2 x 2 grid); the stride shrinks in proportion.
-- Tile ids: the sheet records none, so ids are 1-based integers in row-major order of the
-  grid ("1", "2", ...), numbered per split.
+- Tile ids: 0-based integers, numbered per split ("0", "1", ...), as the winners' file lists
+  show (``C2Seg_AB/train/msi/0.tiff`` ... ``272.tiff``); that they follow the grid in row-major
+  order is our choice, not something those lists reveal.
 - Values: HSI int16 and MSI uint16 reflectance x 10000 (rounded, clipped to the type), SAR
   float32 dB with its NaN pixels, labels uint8. The HSI is on the 10 m grid in every tile
   (BW's 30 m HSI repeated 3 x 3, as the reference upsamples it).
@@ -68,8 +69,8 @@ def tile_grid(city: City, shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def tile_plan(shape: tuple[int, int], tile: int, stride: int) -> list[tuple[str, int, int]]:
-    """(id, row, col) of every tile: the snapped grid in row-major order, ids 1-based."""
-    return [(str(i + 1), r, c) for i, (r, c) in enumerate(window_origins(shape[0], shape[1], tile, stride))]
+    """(id, row, col) of every tile: the snapped grid in row-major order, ids 0-based."""
+    return [(str(i), r, c) for i, (r, c) in enumerate(window_origins(shape[0], shape[1], tile, stride))]
 
 
 def folder_of(track: Track, split: str, modality: str) -> str:

@@ -89,9 +89,9 @@ def test_layout_counts_and_overlapping_edges(made):
         tile, stride = tile_grid(city, (h, w))
         rows, cols = naive_starts(h, tile, stride), naive_starts(w, tile, stride)
         ids = sorted((p.stem for p in (root / split / "msi").iterdir()), key=int)
-        assert ids == [str(i) for i in range(1, len(rows) * len(cols) + 1)]
+        assert ids == [str(i) for i in range(len(rows) * len(cols))]  # 0-based, as distributed
         epsg, x0, y0 = CITY_UTM[city.name]
-        for k, (r, c) in enumerate([(r, c) for r in rows for c in cols], start=1):  # ids in row-major order
+        for k, (r, c) in enumerate([(r, c) for r in rows for c in cols]):  # ids in row-major order
             with rasterio.open(root / split / "msi" / f"{k}.tiff") as src:
                 assert src.shape == (tile, tile) and src.crs.to_epsg() == epsg
                 assert (src.transform.c, src.transform.f) == (x0 + 10 * c, y0 - 10 * r)
@@ -99,7 +99,7 @@ def test_layout_counts_and_overlapping_edges(made):
         # the last column is snapped to the edge and overlaps its neighbour by the same pixels
         overlap = cols[-2] + tile - cols[-1]
         assert overlap > 0
-        last, prev = len(cols), len(cols) - 1
+        last, prev = len(cols) - 1, len(cols) - 2  # ids of the first row's last two tiles
         a = tifffile.imread(root / split / "sar" / f"{last}.tiff")
         b = tifffile.imread(root / split / "sar" / f"{prev}.tiff")
         np.testing.assert_array_equal(a[:, :overlap], b[:, -overlap:])
