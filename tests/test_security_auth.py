@@ -16,12 +16,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import (  # noqa: E402
-    auth,
-    live_server_fixtures,  # noqa: E402
-    noisy_prediction,
-    upload,
-)
+from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 

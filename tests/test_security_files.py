@@ -1,6 +1,6 @@
 """Promise 2: bad files cost little and break nothing.
 
-Every kind in security_support.BAD_FILES goes over HTTP to a real `c2seg serve`: each gets a 4xx
+Every kind in hostile_files.BAD_FILES goes over HTTP to a real `c2seg serve`: each gets a 4xx
 with its own one-line reason, the server answers /healthz after each, and an honest file is
 still scored at the end. Peak memory while refusing a gzip bomb is measured on the server's
 process tree; a scoring child that hangs or dies costs one 422, not the server.
@@ -19,17 +19,9 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 psutil = pytest.importorskip("psutil")
 
-from security_support import (  # noqa: E402
-    BAD_FILES,
-    LINKS,
-    RssWatch,
-    bomb_chunk,
-    live_server_fixtures,  # noqa: E402
-    make_target,
-    noisy_prediction,
-    upload,
-    vm_hwm_mb,
-)
+from hostile_files import BAD_FILES, LINKS, bomb_chunk  # noqa: E402
+from live_server import live_server_fixtures, make_target, noisy_prediction, upload  # noqa: E402
+from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 

@@ -20,12 +20,7 @@ schemathesis = pytest.importorskip("schemathesis")
 httpx = pytest.importorskip("httpx")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from security_support import (  # noqa: E402
-    auth,
-    live_server_fixtures,  # noqa: E402
-    noisy_prediction,
-    upload,
-)
+from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -168,7 +163,7 @@ def test_mutated_files_are_read_cleanly_or_refused_in_one_line(layout, scorer_po
         outcomes.append(status)
         if status == "failed":
             # HDF5 itself may hang or crash on a corrupt file (a global heap loop is known, see
-            # security_support.global_heap_loop): contained by the child's limits, and allowed.
+            # hostile_files.global_heap_loop): contained by the child's limits, and allowed.
             # An unexpected Python exception in the reader (an imprecise refusal) is not.
             assert "took longer than" in value or "crashed the reader" in value, value
         elif status == "refused":

@@ -16,13 +16,8 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import (  # noqa: E402
-    LINKS,
-    live_server_fixtures,  # noqa: E402
-    naive_read,
-    noisy_prediction,
-    upload,
-)
+from hostile_files import LINKS, naive_read  # noqa: E402
+from live_server import live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES  # noqa: E402
 from c2seg_kit.submission import write_submission  # noqa: E402

@@ -28,6 +28,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from live_server import free_port  # noqa: E402
 
 from c2seg_kit.cli import cli, main  # noqa: E402
 from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
@@ -54,12 +55,6 @@ def db_url(request, tmp_path):
 
 
 # --- a live server ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory):
