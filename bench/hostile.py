@@ -26,20 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
-from security_support import (  # noqa: E402
-    BAD_FILES,
-    LINKS,
-    LiveServer,
-    RssWatch,
-    auth,
-    bomb_chunk,
-    leaks_labels,
-    make_target,
-    noisy_prediction,
-    reap,
-    upload,
-    vm_hwm_mb,
-)
+from hostile_files import BAD_FILES, LINKS, bomb_chunk, leaks_labels  # noqa: E402
+from live_server import LiveServer, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
+from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 

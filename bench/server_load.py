@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -24,19 +23,14 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from c2seg_kit.submission import write_labels, write_submission
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+from live_server import BERLIN, free_port  # noqa: E402
 
-BERLIN = (2465, 811)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
 
 
 def blocky_map(rng, shape, block=24, noise=0.1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
 
     from .main import served_tracks
 
+    where = _check_can_listen(host, port)
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
     for key, value in (("DATABASE_URL", db), ("DATA_DIR", data_dir), ("SCORING_WORKERS", scoring_workers),
                        ("QUOTA_PER_DAY", quota),
@@ -77,7 +79,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     settings = _settings(None, None)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
     _engine(settings).dispose()
-    click.echo(f"serving track(s) {', '.join(sorted(tracks))} on http://{host}:{port}/ "
+    click.echo(f"serving track(s) {', '.join(sorted(tracks))} on http://{where}/ "
                f"(database: {_safe_url(settings.db_url)})", err=True)
     uvicorn.run(
         "c2seg_server.main:app_from_env", factory=True, host=host, port=port, workers=workers,
@@ -88,6 +90,21 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
         h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5, limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=10,
     )
+
+
+def _check_can_listen(host: str, port: int) -> str:
+    """Bind HOST:PORT the way uvicorn will (SO_REUSEADDR, IPv6 when the host has a colon), then
+    let it go: a port in use is one line and exit 1, before anything claims to be serving.
+    Returns the address as a URL writes it ([::1]:8000 for IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:  # in use, not an address of this machine, a privileged port, ...
+            raise C2SegError(f"cannot listen on {where}: {e.strerror or e}") from None
+    return where
 
 
 def _safe_url(url: str) -> str:

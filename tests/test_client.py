@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from live_server import free_port
 
 from c2seg_kit import client
 from c2seg_kit.errors import C2SegError
@@ -64,11 +65,7 @@ def test_multipart_body_streams_the_file_and_parses_back(tmp_path):
 
 
 def test_unreachable_server_is_one_line(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed when the block ends: nobody listens there
+    port = free_port()  # bound and closed again: nobody listens there
     with pytest.raises(client.ServerError, match="cannot reach the server"):
         client.leaderboard("AB", server=f"http://127.0.0.1:{port}")
     f = tmp_path / "p.h5"

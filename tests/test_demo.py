@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from PIL import Image
+from split_scores import as_served, scores_by_part
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -34,9 +35,20 @@ def test_demo_runs_end_to_end(tmp_path):
     assert f"target (Berlin) mIoU {scores['miou']:.4f}" in stdout
     assert json.loads((out / "report" / "scores.json").read_text())["miou"] == pytest.approx(scores["miou"])
 
-    # the leaderboard has the team, and the database holds its scored submission
+    # the leaderboard has the team with its public mIoU (`c2seg score` on the public part of the
+    # server's default split), and the database holds its scored submission
     board = stdout.split("c2seg leaderboard")[1].split("server stopped")[0]
     assert "demo-team" in board and "ranked by public mIoU" in board
+    from c2seg_server.config import Settings
+    from c2seg_server.scoring import public_mask
+
+    split = {k: Settings.model_fields[f].default for k, f in
+             (("seed", "split_seed"), ("block", "split_block"), ("fraction", "public_fraction"))}
+    with open_labels(out / "data" / "labels.h5") as labels:
+        label = labels.read()
+    public = as_served(scores_by_part(out / "predictions.h5", label, public_mask(shape, "AB", **split), tmp_path)["public"])
+    row = next(line for line in board.splitlines() if "demo-team" in line)
+    assert f"{public['miou']:.4f}" in row, (public["miou"], row)
     with sqlite3.connect(out / "leaderboard.db") as db:
         assert db.execute("select count(*) from submissions").fetchone()[0] == 1
         assert db.execute("select name from teams").fetchall() == [("demo-team",)]
@@ -46,5 +58,7 @@ def test_demo_runs_end_to_end(tmp_path):
         with Image.open(out / png) as im:
             im.verify()
     listed = [line.split()[-1] for line in stdout.split("Files:")[-1].strip().splitlines()]
-    assert len(listed) == 10 and all((tmp_path / "x").parent.joinpath(p).exists() for p in listed)
+    named = [out / "data", out / "data" / "labels.h5", out / "prepared", out / "run", out / "predictions.h5",
+             out / "report", out / "leaderboard.db", out / "server.log", out / "prediction.png", out / "labels.png"]
+    assert listed == [str(p) for p in named] and all(p.exists() for p in named)
     assert "server stopped" in stdout

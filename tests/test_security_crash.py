@@ -22,14 +22,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("psutil")
 
-from security_support import (  # noqa: E402
-    LiveServer,
-    auth,
-    make_target,
-    noisy_prediction,
-    reap,
-    upload,
-)
+from live_server import LiveServer, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 

@@ -20,17 +20,14 @@ schemathesis = pytest.importorskip("schemathesis")
 httpx = pytest.importorskip("httpx")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from security_support import (  # noqa: E402
-    auth,
-    live_server_fixtures,  # noqa: E402
-    noisy_prediction,
-    upload,
-)
+from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
+from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
 EXAMPLES = int(os.environ.get("C2SEG_FUZZ_EXAMPLES", "8"))
 SHAPE = (96, 64)
+SPLIT = {"seed": 1, "block": 16, "fraction": 0.5}  # how the scoring pool below splits the labels
 
 
 target, server, _client = live_server_fixtures(shape=SHAPE, env={"C2SEG_SCORING_WORKERS": "1"})
@@ -46,7 +43,10 @@ def api(server, target, tmp_path_factory):
 
 
 def operations(schema):
+    """Every operation the server's OpenAPI document lists, each once."""
     ops = [result.ok() for result in schema.get_all_operations()]
+    doc = schema.raw_schema["paths"]
+    assert sorted((op.method.upper(), op.path) for op in ops) == sorted((m.upper(), p) for p in doc for m in doc[p])
     assert {op.path for op in ops} >= {"/api/v1/submissions", "/api/v1/submissions/{submission_id}",
                                        "/api/v1/leaderboard", "/healthz", "/api/v1/me"}
     return ops
@@ -60,7 +60,7 @@ def test_schemathesis_over_http_never_gets_a_5xx(api, server, with_token, mode):
 
     schema, token = api
     headers = auth(token) if with_token else {}
-    tested = 0
+    tested, unsatisfiable = set(), set()
     for op in operations(schema):
 
         @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
@@ -76,10 +76,15 @@ def test_schemathesis_over_http_never_gets_a_5xx(api, server, with_token, mode):
 
         try:
             check()
-            tested += 1
+            tested.add((op.method.upper(), op.path))
         except Unsatisfiable:  # negative mode: an operation with nothing to make invalid
-            assert mode == "negative"
-    assert tested >= 4
+            unsatisfiable.add((op.method.upper(), op.path))
+    # Every operation ran, but in negative mode those without parameters or a body.
+    doc = schema.raw_schema["paths"]
+    no_inputs = {(m.upper(), p) for p in doc for m, o in doc[p].items()
+                 if not o.get("parameters") and not o.get("requestBody")}
+    assert unsatisfiable == (no_inputs if mode == "negative" else set())
+    assert tested == {(op.method.upper(), op.path) for op in operations(schema)} - unsatisfiable
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/healthz").status_code == 200
 
@@ -135,8 +140,8 @@ def mutate(data: bytes, edits, cut) -> bytes:
 def scorer_pool(target):
     from c2seg_server.workers import ScoringPool
 
-    pool = ScoringPool({"labels": {"AB": str(target.path)}, "seed": 1, "block": 16, "fraction": 0.5,
-                        "chunk_rows": 32}, workers=1, timeout_s=5, memory_mb=1024)
+    pool = ScoringPool({"labels": {"AB": str(target.path)}, **SPLIT, "chunk_rows": 32},
+                       workers=1, timeout_s=5, memory_mb=1024)
     with pool:
         yield pool
 
@@ -155,8 +160,18 @@ def read_in_child(pool, path) -> tuple[str, object]:
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_mutated_files_are_read_cleanly_or_refused_in_one_line(layout, scorer_pool, target, tmp_path):
+    from c2seg_server.scoring import public_mask
+
     base = honest_bytes(tmp_path, target.label, layout)
     path = tmp_path / "mutant.h5"
+    path.write_bytes(base)
+    public = public_mask(SHAPE, "AB", **SPLIT)
+    want = scores_by_part(path, target.label, public, tmp_path)
+    status, honest = read_in_child(scorer_pool, path)
+    assert status == "ok" and {part: served_part(honest[part]) for part in want} == {
+        part: as_served(scores) for part, scores in want.items()}
+    # Whatever a mutant holds, the labelled pixels of each part are what it is scored on.
+    counted = {part: scores["n_pixels"] for part, scores in want.items()}
     outcomes = []
 
     @given(m=mutations(len(base)))
@@ -168,19 +183,19 @@ def test_mutated_files_are_read_cleanly_or_refused_in_one_line(layout, scorer_po
         outcomes.append(status)
         if status == "failed":
             # HDF5 itself may hang or crash on a corrupt file (a global heap loop is known, see
-            # security_support.global_heap_loop): contained by the child's limits, and allowed.
+            # hostile_files.global_heap_loop): contained by the child's limits, and allowed.
             # An unexpected Python exception in the reader (an imprecise refusal) is not.
             assert "took longer than" in value or "crashed the reader" in value, value
         elif status == "refused":
             assert value and "\n" not in value and len(value) < 300
         else:
-            assert value["public"]["n_pixels"] > 0
+            assert {part: value[part]["n_pixels"] for part in counted} == counted
 
     check()
     assert "refused" in outcomes
     # The same child still scores an honest file exactly as before.
     path.write_bytes(base)
-    assert read_in_child(scorer_pool, path)[0] == "ok"
+    assert read_in_child(scorer_pool, path) == ("ok", honest)
 
 
 def test_random_bytes_never_fail_the_reader(scorer_pool, tmp_path):

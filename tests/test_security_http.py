@@ -15,12 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import (  # noqa: E402
-    auth,
-    live_server_fixtures,  # noqa: E402
-    noisy_prediction,
-    upload,
-)
+from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
 from c2seg_kit.submission import write_submission  # noqa: E402
 
@@ -144,7 +139,7 @@ def test_an_honest_upload_under_the_cap_is_scored(client, token, good):
     ("application/json", b"{}", "multipart/form-data"),
     ("multipart/form-data; boundary=b0undary", b"--b0undary\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b0undary--\r\n", "no field named 'file'"),
     ("multipart/form-data; boundary=b0undary", b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.h5\"\r\n\r\nabc", "ended early"),
-    ("multipart/form-data; boundary=b0undary", b"garbage without any boundary", "malformed|ended early|no field"),
+    ("multipart/form-data; boundary=b0undary", b"garbage without any boundary", "^the multipart body is malformed$"),
     ("multipart/form-data", b"--x\r\n", "multipart/form-data"),
 ])
 def test_malformed_multipart_gets_a_one_line_400(client, token, content_type, body, reason):
@@ -177,8 +172,10 @@ def test_oversized_request_heads_are_refused(server, client, head):
             s.sendall(head)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        status, _ = read_response(s)
-    assert status in (0, 400, 413, 431)  # refused (or the connection dropped), never served
+        status, data = read_response(s)
+    # uvicorn's parser refuses a head past its 16 KiB buffer with its own 400; a reset may still
+    # beat that answer to the client (the head was not read to its end): refused just the same.
+    assert (status == 400 and data.endswith(b"\r\n\r\nInvalid HTTP request received.")) or (status, data) == (0, b""), data[:300]
     assert client.get("/healthz").status_code == 200
 
 
@@ -210,8 +207,8 @@ def test_slowloris_cannot_hold_the_server(server, client, token, good):
                 return True
 
         refused_now = sum(closed(s) for s in attack)
-        assert refused_now >= n - PER_CLIENT
-        assert refused_now < n  # some were still held while the other client was served
+        # exactly the cap was held while the other client was served; every one past it refused
+        assert refused_now == n - PER_CLIENT
         time.sleep(HEAD_TIMEOUT_S + 1.5)
         assert all(closed(s) for s in attack) and closed(idle)
     finally:

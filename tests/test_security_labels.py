@@ -16,13 +16,9 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from security_support import (  # noqa: E402
-    LINKS,
-    live_server_fixtures,  # noqa: E402
-    naive_read,
-    noisy_prediction,
-    upload,
-)
+from hostile_files import LINKS, naive_read  # noqa: E402
+from live_server import live_server_fixtures, noisy_prediction, upload  # noqa: E402
+from sklearn.metrics import cohen_kappa_score, f1_score  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES  # noqa: E402
 from c2seg_kit.submission import write_submission  # noqa: E402
@@ -99,13 +95,16 @@ def naive_scores(label, pred, keep):
         fp = int(np.sum((lab != c) & (prd == c)))
         fn = int(np.sum((lab == c) & (prd != c)))
         iou[name] = None if tp + fp + fn == 0 else tp / (tp + fp + fn)
-    return {"oa": float(np.mean(lab == prd)), "per_class_iou": iou, "n_pixels": int(evaluated.sum())}
+    defined = [v for v in iou.values() if v is not None]
+    return {"oa": float(np.mean(lab == prd)), "miou": float(np.mean(defined)), "per_class_iou": iou,
+            "n_pixels": int(evaluated.sum())}
 
 
 def test_scores_are_rounded_and_only_from_the_public_part(tmp_path, target, server, client):
     token = server.add_team("rounder")
     public = mask_public(target.shape, seed=11, block=BLOCK)
-    assert 0.3 < public.mean() < 0.7
+    blocks = public[::BLOCK, ::BLOCK]  # one value per block: half of them public
+    assert blocks.sum() == round(0.5 * blocks.size)
 
     pred = noisy_prediction(target.label, seed=5, wrong=0.35)
     r = upload(client, token, write_submission(tmp_path / "a.h5", pred, "AB"))
@@ -115,6 +114,12 @@ def test_scores_are_rounded_and_only_from_the_public_part(tmp_path, target, serv
     want = naive_scores(target.label, pred, public)
     assert got["n_pixels"] == want["n_pixels"]
     assert got["oa"] == pytest.approx(want["oa"], abs=5e-5)
+    assert got["miou"] == pytest.approx(want["miou"], abs=5e-5)
+    evaluated = public & (target.label > 0)
+    y, q = target.label[evaluated], pred[evaluated]
+    assert got["kappa"] == pytest.approx(cohen_kappa_score(y, q, labels=list(range(14))), abs=5e-5)
+    present = sorted((set(y.tolist()) | set(q.tolist())) - {0})
+    assert got["f1"] == pytest.approx(f1_score(y, q, labels=present, average="macro"), abs=5e-5)
     for name, v in want["per_class_iou"].items():
         assert got["per_class_iou"][name] == (None if v is None else pytest.approx(v, abs=5e-5))
     # Rounded to 4 decimals: nothing finer leaves the server.
@@ -133,4 +138,6 @@ def test_scores_are_rounded_and_only_from_the_public_part(tmp_path, target, serv
     r0, c0 = np.argwhere(public)[0]
     pred3[r0:r0 + BLOCK, c0:c0 + BLOCK] = target.label[r0:r0 + BLOCK, c0:c0 + BLOCK]
     r3 = upload(client, token, write_submission(tmp_path / "c.h5", pred3, "AB"))
-    assert r3.json()["scores"]["oa"] > got["oa"]
+    want3 = naive_scores(target.label, pred3, public)
+    assert want3["oa"] > want["oa"]
+    assert r3.json()["scores"]["oa"] == pytest.approx(want3["oa"], abs=5e-5)
