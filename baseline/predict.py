@@ -23,8 +23,8 @@ from tqdm import tqdm
 from c2seg_kit.classes import NUM_CLASSES
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.registry import MODALITIES
-from c2seg_kit.submission import submission_writer
 from c2seg_kit.tiling import axis_starts
+from c2seg_kit.writers import submission_writer
 
 # Output 0 ("unlabelled") is never predicted: the argmax runs over outputs 1..13.
 FIRST_CLASS = 1

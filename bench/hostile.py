@@ -41,7 +41,7 @@ from security_support import (  # noqa: E402
     vm_hwm_mb,
 )
 
-from c2seg_kit.submission import write_submission  # noqa: E402
+from c2seg_kit.writers import write_submission  # noqa: E402
 
 
 def catalogue(args, tmp: Path) -> None:

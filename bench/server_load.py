@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import psutil
 
-from c2seg_kit.submission import write_labels, write_submission
+from c2seg_kit.writers import write_labels, write_submission
 
 BERLIN = (2465, 811)
 

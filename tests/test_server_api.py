@@ -17,7 +17,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES, EVAL_CLASSES  # noqa: E402
-from c2seg_kit.submission import score_files, write_labels, write_submission  # noqa: E402
+from c2seg_kit.scoring import score_files  # noqa: E402
+from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.deps import current_team  # noqa: E402
