@@ -4,9 +4,11 @@ Submissions are written by the people a leaderboard ranks, so the file is treate
 :func:`open_checked` is the one way in; it runs every whole-file check in one fixed order before
 the caller reads anything:
 
-1. the bytes (:mod:`.rawbytes`): not missing, not a directory, not empty, an HDF5 signature;
+1. the bytes (:mod:`.rawbytes`): a regular file (never a FIFO or device, which would block),
+   not empty, an HDF5 signature;
 2. HDF5 opens the file (under the address-space guard of :mod:`.limits`);
-3. every global heap collection is walked the way HDF5 would parse it (:mod:`.rawbytes`);
+3. every global heap collection is walked the way HDF5 would parse it (:mod:`.rawbytes`), in
+   time linear in the file size;
 4. the links on the paths the caller will read, then the whole tree (:mod:`.structure`): every
    link is inspected *itself* and only hard links are entered, so soft, external and user-defined
    links are refused, never followed; bounded object count, depth and attributes; every dataset's
@@ -17,8 +19,9 @@ the caller reads anything:
    shape or a size cap, sane chunks), which hands back a :class:`RasterReader`.
 
 Steps 2, 4 and 5 run under the memory guard, and anything HDF5 raises there becomes a one-line
-refusal of the caller's error class. Data is then read in row bands (:mod:`.chunks`). A file
-holding several rasters (one per tile, say) checks each through :meth:`CheckedFile.raster`.
+refusal of the caller's error class. Data is then read in row bands (:mod:`.chunks`), and a
+file cut short while it is read is refused. A file holding several rasters (one per tile, say)
+checks each through :meth:`CheckedFile.raster`.
 """
 
 from __future__ import annotations

@@ -61,35 +61,46 @@ class RasterReader:
         return self.layout.chunks is not None and codes <= {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE}
 
     def iter_bands(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first row, block) covering the raster top to bottom, in the file's dtype."""
-        h, w = self.layout.shape
+        """Yield (first row, block) covering the raster top to bottom, in the file's dtype.
+
+        After each band the file's size is checked again: HDF5 reads zeros past the end of a file
+        cut short while it is read, and those must not pass for class 0."""
         try:
-            if self._decodes_itself():
-                yield from self._iter_chunk_bands(decode=True)
-                return
-            if self.layout.chunks is not None:
-                precheck = any(c == h5z.FILTER_DEFLATE for c, _ in self.layout.filters) and not any(
-                    c == FILTER_LZF for c, _ in self.layout.filters
-                )
-                if precheck:
-                    for r0, _ in self._iter_chunk_bands(decode=False):
-                        with memory_guard(self.limits.memory_guard_bytes):
-                            band = self.dset[r0 : min(h, r0 + self.layout.chunks[0])]
-                        yield r0, band
-                    return
-                self._check_chunk_sizes()
-                per_band = self.layout.chunk_nbytes * math.ceil(w / self.layout.chunks[1])
-                rows = self.layout.chunks[0] * max(1, self.limits.band_bytes // max(1, per_band))
-            else:
-                rows = max(1, self.limits.band_bytes // max(1, w * self.layout.dtype.itemsize))
-            for r0 in range(0, h, rows):
-                with memory_guard(self.limits.memory_guard_bytes):
-                    band = self.dset[r0 : min(h, r0 + rows)]
+            for r0, band in self._bands():
+                if self.raw is not None:
+                    self.raw.check_unchanged()
                 yield r0, band
         except (OSError, RuntimeError, *_INFLATE_ERRORS, KeyError, ValueError, TypeError, IndexError, MemoryError) as e:
             if isinstance(e, C2SegError):
                 raise
+            if self.raw is not None:
+                self.raw.check_unchanged()
             raise self.ctx.error(f"'{self.name}' could not be read: the file is truncated or corrupt") from None
+
+    def _bands(self) -> Iterator[tuple[int, np.ndarray]]:
+        h, w = self.layout.shape
+        if self._decodes_itself():
+            yield from self._iter_chunk_bands(decode=True)  # type: ignore[misc]
+            return
+        if self.layout.chunks is not None:
+            precheck = any(c == h5z.FILTER_DEFLATE for c, _ in self.layout.filters) and not any(
+                c == FILTER_LZF for c, _ in self.layout.filters
+            )
+            if precheck:
+                for r0, _ in self._iter_chunk_bands(decode=False):
+                    with memory_guard(self.limits.memory_guard_bytes):
+                        band = self.dset[r0 : min(h, r0 + self.layout.chunks[0])]
+                    yield r0, band
+                return
+            self._check_chunk_sizes()
+            per_band = self.layout.chunk_nbytes * math.ceil(w / self.layout.chunks[1])
+            rows = self.layout.chunks[0] * max(1, self.limits.band_bytes // max(1, per_band))
+        else:
+            rows = max(1, self.limits.band_bytes // max(1, w * self.layout.dtype.itemsize))
+        for r0 in range(0, h, rows):
+            with memory_guard(self.limits.memory_guard_bytes):
+                band = self.dset[r0 : min(h, r0 + rows)]
+            yield r0, band
 
     def _chunk_index(self) -> dict[tuple[int, int], tuple[int, int, int]]:
         """chunk offset -> (filter mask, stored size, file address), from the chunk index."""
@@ -162,7 +173,7 @@ class RasterReader:
                 if self.raw is not None:
                     # Plain reads at the address the index gives: h5py's read_direct_chunk looks the
                     # chunk up twice (size, then data) and a damaged index can make those disagree.
-                    mask, raw = entry[0], self.raw.read_at(entry[2], entry[1], self.ctx, self.name)
+                    mask, raw = entry[0], self.raw.read_at(entry[2], entry[1], self.name)
                 else:
                     mask, raw = dsid.read_direct_chunk((r0, c0))
                 jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))

@@ -30,6 +30,12 @@ class Limits:
     # (a variable-length string declaring 4 GB, say) then fails at once instead of allocating.
     memory_guard_bytes: int = 512 << 20
     band_bytes: int = 4 << 20  # target size of one row band read from unchunked storage
+    # Global heaps (where variable-length strings live) are found by scanning the bytes for their
+    # magic, and each one found is walked object by object. A submission holds one or a few with
+    # a handful of strings; these bounds keep the walk linear in the file size whatever the bytes
+    # declare (collections nested in collections, a chain of a million tiny objects...).
+    max_heap_collections: int = 1024  # "GCOL" magics anywhere in the file
+    max_heap_objects: int = 100_000  # object headers walked, over all collections together
 
 
 DEFAULT_LIMITS = Limits()
