@@ -26,8 +26,9 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.metrics import ConfusionMatrix
 from c2seg_kit.prepared import PreparedCity
 from c2seg_kit.registry import MODALITIES, Track
-from c2seg_kit.submission import open_labels, submission_writer
+from c2seg_kit.submission import open_labels
 from c2seg_kit.tiling import axis_starts
+from c2seg_kit.writers import submission_writer
 
 from .checkpoint import load_checkpoint
 from .dataset import open_prepared
