@@ -107,3 +107,9 @@ def check_metadata(method: str | None = None, description: str | None = None, ur
     return {"method": check_text(method, field="method", max_len=METHOD_MAX),
             "description": check_text(description, field="description", max_len=DESCRIPTION_MAX, multiline=True),
             "url": check_url(url)}
+
+
+def csv_cell(value) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula (participant text goes into exports)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

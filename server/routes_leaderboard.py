@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from c2seg_kit.classes import CLASS_NAMES
+from c2seg_kit.text import csv_cell as _cell
 
 from .board import CachedBoard
 from .deps import ServicesDep, served_track
@@ -50,12 +51,6 @@ async def leaderboard(track: TrackQuery, services: ServicesDep, sort: SortQuery 
 async def leaderboard_combined(services: ServicesDep, sort: CombinedSortQuery = "rank",
                                dir: DirQuery = None) -> CombinedBoard:
     return sort_combined(await get_combined(services), sort, dir)
-
-
-def _cell(value) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def board_csv(board: Leaderboard) -> str:
