@@ -60,6 +60,15 @@ def rows() -> list:
     return out
 
 
+def insert(s: Session) -> None:
+    """Add rows() in dependency order (teams first: some rows name their team by id only)."""
+    items = rows()
+    s.add_all([x for x in items if isinstance(x, v0.Team)])
+    s.flush()
+    s.add_all([x for x in items if not isinstance(x, v0.Team)])
+    s.commit()
+
+
 def write(out: Path = FIXTURE) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -67,8 +76,7 @@ def write(out: Path = FIXTURE) -> Path:
     engine = create_engine(f"sqlite:///{tmp}")
     v0.Base.metadata.create_all(engine)
     with Session(engine) as s:
-        s.add_all(rows())
-        s.commit()
+        insert(s)
     engine.dispose()
     with sqlite3.connect(tmp) as conn:  # one self-contained file (no WAL), compact
         conn.execute("VACUUM")
