@@ -394,7 +394,7 @@ def test_duplicates_by_file_and_by_content(client, pred, tmp_path, labels):
 
 def test_sorting_reorders_rows_and_keeps_ranks(client, pred):
     heads = {n: add_team(client, n, baseline=n == "HighDAN") for n in ("delta", "alpha", "HighDAN", "charlie")}
-    for i, (name, h) in enumerate(heads.items()):
+    for i, h in enumerate(heads.values()):
         post(client, h, pred(right=0.2 + 0.2 * i, seed=i))
     post(client, heads["delta"], pred(right=0.3, seed=7))  # delta has 2 submissions
     ranked = board(client)["entries"]
