@@ -229,3 +229,20 @@ def test_admin_upgrades_a_0_1_database_on_open(tmp_path):
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
     assert re.match(r"^\d{4}$", head_revision())
+
+
+def test_the_migrations_ship_in_the_package():
+    """An installed wheel must be able to migrate: every migration file is in the package list or
+    its package data (pyproject.toml), so nothing is left behind by `pip install`."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    conf = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    root = HERE.parent / "server" / "migrations"
+    for path in root.rglob("*"):
+        if path.is_dir() or "__pycache__" in path.parts:
+            continue
+        package = ".".join(("c2seg_server", *path.parent.relative_to(root.parent).parts))
+        assert package in conf["packages"], package
+        if path.suffix != ".py":
+            assert path.name in conf["package-data"].get(package, []), path
+    assert "alembic" in " ".join(tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["server"])
