@@ -34,7 +34,8 @@ def changes(s: Session, track: str) -> list[PhaseChange]:
 
 def state(s: Session, track: str, *, now: dt.datetime | None = None, default_cap: int | None = None) -> PhaseState:
     """The track's phase at `now`. Consecutive changes to the same phase are one phase (a
-    change that only sets a new cap does not restart the count); the latest one's cap holds."""
+    change that only sets a new cap does not restart the count; a track open from the start and
+    reopened with a cap is still in its first phase); the latest change's cap holds."""
     now = now or utcnow()
     rows = changes(s, track)
     past = [r for r in rows if r.at <= now]
@@ -44,6 +45,8 @@ def state(s: Session, track: str, *, now: dt.datetime | None = None, default_cap
         if r.phase != phase:
             break
         since = r.at
+    else:  # every change so far set this phase: if it is "open", the phase runs from the start
+        since = None if phase == "open" else since
     cap = past[-1].cap if past and past[-1].cap is not None else default_cap
     upcoming = next((r for r in rows if r.at > now and r.phase != phase), None)
     return PhaseState(track=track, phase=phase, since=since, ends=upcoming.at if upcoming else None,

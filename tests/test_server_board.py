@@ -485,3 +485,26 @@ def test_page_sort_links_and_fallbacks(client, pred):
     odd = client.get('/?track=<x>&sort="><script>&dir=sideways&view=<y>')
     assert odd.status_code == 200 and "<script>" not in odd.text and "<x>" not in odd.text
     assert odd.text.index(">alpha<") < odd.text.index(">bravo<")
+
+
+def test_phase_boundaries_for_the_per_phase_count(client):
+    """Which submissions a phase cap counts: from the change that began the phase; a change to
+    the same phase (a new cap) does not restart it, and a track open from the start counts all."""
+    t0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+
+    def at(hours):
+        return t0 + dt.timedelta(hours=hours)
+
+    with client.app.state.services.sessions() as s:
+        assert phases.state(s, "AB", now=at(0)) == phases.PhaseState("AB", "open", None, None, None, None)
+        for hours, phase, cap in ((1, "open", 5), (2, "closed", None), (3, "open", 3), (4, "open", 9), (6, "final", None)):
+            phases.schedule(s, "AB", phase, at=at(hours), cap=cap, now=at(0))
+        got = [phases.state(s, "AB", now=at(h), default_cap=99) for h in (0.5, 1.5, 2.5, 3.5, 4.5, 7)]
+    assert [(g.phase, g.since, g.cap, g.ends, g.next_phase) for g in got] == [
+        ("open", None, 99, at(2), "closed"),  # open from the start; the cap change at 1 h is not an end
+        ("open", None, 5, at(2), "closed"),  # still the first open phase, now capped at 5
+        ("closed", at(2), 99, at(3), "open"),
+        ("open", at(3), 3, at(6), "final"),  # a new open phase: counted from 3 h
+        ("open", at(3), 9, at(6), "final"),  # a new cap, the same phase
+        ("final", at(6), 99, None, None),
+    ]
