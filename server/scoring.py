@@ -6,8 +6,8 @@ from one read of the prediction: per chunk, the public and the private label row
 the other part's pixels set to 0, i.e. ignored) are compared with the same prediction rows.
 
 Everything here runs inside a scoring child process (see workers.py); only rounded aggregate
-scores leave it. The confusion matrix does not: with exact counts one changed pixel would
-reveal its label.
+scores leave it, with a hash of the prediction itself (for the duplicate check). The confusion
+matrix does not: with exact counts one changed pixel would reveal its label.
 """
 
 from __future__ import annotations
