@@ -186,10 +186,10 @@ def test_the_0_1_sqlite_fixture_opens_with_this_release(tmp_path):
     from c2seg_server.config import Settings
     from c2seg_server.main import create_app
 
-    create_app(Settings(database_url=url, data_dir=tmp_path / "data"))  # what `c2seg serve` does on start
+    create_app(Settings(database_url=url, data_dir=tmp_path / "data", labels=[]))  # what `c2seg serve` does on start
     check_upgraded(url, before)
     before_again = old_columns(url)
-    create_app(Settings(database_url=url, data_dir=tmp_path / "data"))  # a second start changes nothing
+    create_app(Settings(database_url=url, data_dir=tmp_path / "data", labels=[]))  # a second start changes nothing
     assert old_columns(url) == before_again
 
 
