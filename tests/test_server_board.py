@@ -508,3 +508,17 @@ def test_phase_boundaries_for_the_per_phase_count(client):
         ("open", at(3), 9, at(6), "final"),  # a new cap, the same phase
         ("final", at(6), 99, None, None),
     ]
+
+
+def test_rescoring_fills_the_content_hash_of_older_rows(client, pred):
+    """Rows from before the content hash (NULL) get it from a rescore (`c2seg admin rescore`)."""
+    h = add_team(client, "alpha")
+    path = pred(right=0.5, seed=2)
+    sid = post(client, h, path).json()["id"]
+    with client.app.state.services.sessions() as s:
+        sub = s.get(Submission, sid)
+        want, sub.content_sha256 = sub.content_sha256, None
+        s.commit()
+        crud.set_scores(s, sub, client.app.state.services.pool.call("score", str(path), "AB"))
+        s.commit()
+        assert len(want) == 64 and s.get(Submission, sid).content_sha256 == want

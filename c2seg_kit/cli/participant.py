@@ -100,7 +100,7 @@ def submit(predictions, server, token, method, description, url, as_json):
 @track_option()
 @click.option("--json", "as_json", is_flag=True, help="print the server's JSON")
 def leaderboard(server, track, as_json):
-    """Print a track's leaderboard: each team's best public mIoU."""
+    """Print a track's leaderboard: each team's shown submission, ranked (baselines shown, not ranked)."""
     from c2seg_kit import client
 
     board = client.leaderboard(track, server=server)
