@@ -10,6 +10,7 @@ is known in advance: a prediction perfect on the public blocks and wrong on the 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 
 import h5py
@@ -386,6 +387,8 @@ def test_duplicates_by_file_and_by_content(client, pred, tmp_path, labels):
         subs = {x.id: x for x in s.query(Submission)}
     assert subs[a].sha256 == subs[b].sha256 != subs[c].sha256
     assert subs[a].content_sha256 == subs[c].content_sha256
+    # the oracle: sha256 of the whole raster as uint8, row-major
+    assert subs[a].content_sha256 == hashlib.sha256(np.ascontiguousarray(array, np.uint8).tobytes()).hexdigest()
     got = {(g["kind"], frozenset(x["id"] for x in g["submissions"])) for g in groups}
     assert got == {("file", frozenset((a, b))), ("content", frozenset((a, b, c))), ("content", frozenset((4, 5)))}
 
