@@ -1,0 +1,233 @@
+"""The HSI PCA of `c2seg prepare`, streamed: exact over all pixels or over a seeded sample,
+with the authors' sign rule.
+
+The authors reduce each city's HSI with scikit-learn 1.3's ``PCA(n_components=10)`` fitted on
+every pixel (BW: on the 30 m grid). A principal axis has no intrinsic sign; that release fixed
+it with ``svd_flip(U, Vt)`` deciding on U: for each component, the pixel with the largest
+absolute (centred) score scores positive, the first such pixel in row-major order on ties.
+Later releases decide on the loadings instead (the largest absolute loading positive), which
+disagrees on about half the components, and after min-max a flipped channel becomes 1 - x. So
+the kit pins the rule, not the library:
+
+1. :class:`Moments` streams sums of the pixels and of their outer products in float64 (in
+   fixed-size chunks of the pixel stream, so the result does not depend on how the caller
+   blocks its reads), or :class:`Sampler` keeps a seeded uniform sample of them;
+2. :meth:`PCA.from_moments` takes the top eigenvectors of the covariance (signs provisional);
+3. :class:`ExtremeScores` watches every pixel's scores in a second streamed pass and
+   :meth:`PCA.oriented` turns each component so that its extreme pixel scores positive.
+
+Memory is bounded by the chunk size and the number of bands, never by the city.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from c2seg_kit.errors import InvalidDataError
+
+#: What the manifest records as the sign rule.
+SIGN_RULE = ("scikit-learn 1.3 (svd_flip on U): on each component the pixel with the largest absolute "
+             "centred score scores positive, the first in pixel order on ties")
+#: Pixels per float64 Gram update: bounds memory (CHUNK x bands x 8 bytes) and fixes the summation order.
+CHUNK = 16384
+
+
+class Moments:
+    """Streamed count, sum and sum of outer products of (n, C) pixel blocks, in float64.
+
+    Values are shifted by the first chunk's mean before summing, so the covariance does not
+    suffer from cancellation when the values sit far from zero (integer-scaled reflectance).
+    Pixels are buffered into chunks of ``CHUNK`` in stream order, so the sums are bit-identical
+    however the stream is cut into blocks.
+    """
+
+    def __init__(self, channels: int, chunk: int = CHUNK):
+        self.channels = channels
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.s = np.zeros(channels)
+        self.ss = np.zeros((channels, channels))
+        self._buf = np.empty((chunk, channels))
+        self._fill = 0
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Add an (n, C) block of pixels (any real dtype)."""
+        if pixels.ndim != 2 or pixels.shape[1] != self.channels:
+            raise ValueError(f"expected (n, {self.channels}) pixels, got shape {pixels.shape}")
+        start = 0
+        while start < len(pixels):
+            take = min(len(self._buf) - self._fill, len(pixels) - start)
+            self._buf[self._fill : self._fill + take] = pixels[start : start + take]
+            self._fill += take
+            start += take
+            if self._fill == len(self._buf):
+                self._flush()
+
+    def _flush(self) -> None:
+        x = self._buf[: self._fill]
+        if not len(x):
+            return
+        if self.shift is None:
+            self.shift = x.mean(axis=0)
+        x -= self.shift
+        self.n += len(x)
+        self.s += x.sum(axis=0)
+        self.ss += x.T @ x
+        self._fill = 0
+
+    def finish(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(n, mean, covariance with ddof 1) of everything added."""
+        self._flush()
+        if self.n < 2:
+            raise InvalidDataError("too few finite HSI pixels to fit a PCA")
+        d = self.s / self.n
+        cov = (self.ss - self.n * np.outer(d, d)) / (self.n - 1)
+        return self.n, self.shift + d, (cov + cov.T) / 2
+
+
+class Sampler:
+    """A seeded uniform sample of at most ``limit`` rows of an (n, C) stream, without replacement.
+
+    Every row of the stream draws a uniform key from ``rng`` in stream order and the ``limit``
+    rows with the smallest keys are kept (bottom-k sampling), so the sample depends only on
+    the seed and the stream, not on how the stream is cut into blocks, and its size need not
+    be known in advance. ``keep`` masks rows that may not be sampled (they still draw a key).
+    """
+
+    def __init__(self, limit: int, rng: np.random.Generator):
+        if limit < 1:
+            raise ValueError("a sample needs at least one pixel")
+        self.limit = limit
+        self.rng = rng
+        self.threshold = np.inf
+        self._keys: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, rows: np.ndarray, keep: np.ndarray | None = None) -> None:
+        keys = self.rng.random(len(rows))
+        mask = keys < self.threshold
+        if keep is not None:
+            mask &= keep
+        if not mask.any():
+            return
+        self._keys.append(keys[mask])
+        self._rows.append(np.asarray(rows[mask], dtype=np.float32))
+        self._held += int(mask.sum())
+        if self._held >= 2 * self.limit:
+            self._prune()
+
+    def _prune(self) -> None:
+        keys = np.concatenate(self._keys) if self._keys else np.empty(0)
+        rows = np.concatenate(self._rows) if self._rows else np.empty((0, 0), np.float32)
+        if len(keys) > self.limit:
+            best = np.argpartition(keys, self.limit - 1)[: self.limit]
+            keys, rows = keys[best], rows[best]
+            self.threshold = float(keys.max())
+        self._keys, self._rows, self._held = [keys], [rows], len(keys)
+
+    def values(self) -> np.ndarray:
+        """The sampled rows as float32, in key order (deterministic)."""
+        self._prune()
+        keys, rows = self._keys[0], self._rows[0]
+        return rows[np.argsort(keys, kind="stable")]
+
+
+@dataclass
+class ExtremeScores:
+    """Per component, the pixel with the largest absolute score seen so far (first on ties).
+
+    Feed every pixel's scores in pixel order with :meth:`update`; :meth:`signs` then gives
+    the factor (+1 or -1) that makes each of those pixels score positive. ``where`` records
+    each extreme pixel's location as the caller names it (e.g. ``[row, col]`` or
+    ``[tile, row, col]``), for the manifest.
+    """
+
+    k: int
+    best: np.ndarray = field(init=False)
+    sign: np.ndarray = field(init=False)
+    where: list = field(init=False)
+
+    def __post_init__(self):
+        self.best = np.full(self.k, -1.0)
+        self.sign = np.ones(self.k)
+        self.where = [None] * self.k
+
+    def update(self, scores: np.ndarray, width: int, row0: int = 0, tile: str | None = None) -> None:
+        """Scores (n, k) of n pixels in row-major order of rows ``row0...`` that are ``width`` wide."""
+        if not len(scores):
+            return
+        a = np.abs(scores)
+        idx = np.argmax(a, axis=0)  # first occurrence on ties
+        vals = a[idx, np.arange(self.k)]
+        for j in np.flatnonzero(vals > self.best):  # strictly larger: an earlier pixel wins ties
+            i = int(idx[j])
+            self.best[j] = vals[j]
+            # a component whose scores are all zero keeps +1 (scikit-learn would zero it)
+            self.sign[j] = -1.0 if scores[i, j] < 0 else 1.0
+            loc = [row0 + i // width, i % width]
+            self.where[j] = loc if tile is None else [tile, *loc]
+
+    def signs(self) -> np.ndarray:
+        return self.sign.copy()
+
+
+@dataclass
+class PCA:
+    """A PCA fitted from streamed moments: mean (C,), components (C, k), explained variance ratio."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (C, k)
+    explained_variance_ratio: np.ndarray
+    pixels: int = 0  # how many pixels the fit saw
+
+    @classmethod
+    def from_covariance(cls, n: int, mean: np.ndarray, cov: np.ndarray, k: int) -> PCA:
+        """The top ``k`` eigenvectors; provisional signs (largest loading positive) until :meth:`oriented`."""
+        if k > len(mean):
+            raise InvalidDataError(f"cannot keep {k} PCA components of {len(mean)} HSI bands")
+        vals, vecs = np.linalg.eigh(cov)
+        order = np.argsort(vals)[::-1][:k]
+        vecs = vecs[:, order]
+        vecs *= np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
+        total = max(float(vals.clip(min=0).sum()), 1e-30)
+        return cls(np.asarray(mean, np.float64), vecs, vals[order].clip(min=0) / total, n)
+
+    @classmethod
+    def from_moments(cls, moments: Moments, k: int) -> PCA:
+        return cls.from_covariance(*moments.finish(), k)
+
+    @classmethod
+    def from_sums(cls, n: int, s: np.ndarray, ss: np.ndarray, k: int) -> PCA:
+        """From plain sums of x and of x x^T over n pixels (no shift)."""
+        if n < 2:
+            raise InvalidDataError("too few finite HSI pixels to fit a PCA")
+        mean = s / n
+        return cls.from_covariance(n, mean, (ss - n * np.outer(mean, mean)) / (n - 1), k)
+
+    @classmethod
+    def from_sample(cls, sample: np.ndarray, k: int) -> PCA:
+        moments = Moments(sample.shape[1])
+        moments.add(sample)
+        return cls.from_moments(moments, k)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, C) pixels -> (n, k) centred scores in float64 (what the sign rule looks at).
+
+        Computed ``CHUNK`` pixels at a time, so the float64 copy of the input stays small.
+        """
+        out = np.empty((len(pixels), self.components.shape[1]))
+        for i in range(0, len(pixels), CHUNK):
+            out[i : i + CHUNK] = (pixels[i : i + CHUNK].astype(np.float64) - self.mean) @ self.components
+        return out
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(..., C) -> (..., k) float32 centred scores."""
+        flat = x.reshape(-1, x.shape[-1])
+        return self.scores(flat).astype(np.float32).reshape(*x.shape[:-1], self.components.shape[1])
+
+    def oriented(self, signs: np.ndarray) -> PCA:
+        """The same PCA with component j multiplied by signs[j]."""
+        return replace(self, components=self.components * np.asarray(signs, np.float64))
