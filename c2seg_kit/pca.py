@@ -149,16 +149,19 @@ class ExtremeScores:
     best: np.ndarray = field(init=False)
     sign: np.ndarray = field(init=False)
     where: list = field(init=False)
+    tails: np.ndarray = field(init=False)  # (2, k): the largest positive score, the largest |negative| one
 
     def __post_init__(self):
         self.best = np.full(self.k, -1.0)
         self.sign = np.ones(self.k)
         self.where = [None] * self.k
+        self.tails = np.zeros((2, self.k))
 
     def update(self, scores: np.ndarray, width: int, row0: int = 0, tile: str | None = None) -> None:
         """Scores (n, k) of n pixels in row-major order of rows ``row0...`` that are ``width`` wide."""
         if not len(scores):
             return
+        self.tails = np.maximum(self.tails, [scores.max(axis=0), -scores.min(axis=0)])
         a = np.abs(scores)
         idx = np.argmax(a, axis=0)  # first occurrence on ties
         vals = a[idx, np.arange(self.k)]
@@ -172,6 +175,15 @@ class ExtremeScores:
 
     def signs(self) -> np.ndarray:
         return self.sign.copy()
+
+    def margins(self) -> np.ndarray:
+        """Per component, how clearly the extreme pixel beats the other tail: 1 - opposite / extreme.
+
+        Near 0, the largest positive and negative scores almost tie and the sign rests on
+        rounding: the authors' own solver could have gone either way on such a component.
+        """
+        hi, lo = self.tails.max(axis=0), self.tails.min(axis=0)
+        return np.divide(hi - lo, hi, out=np.ones(self.k), where=hi > 0)
 
 
 @dataclass

@@ -62,6 +62,8 @@ class CityReport:
     pca_fit_pixels: int = 0  # HSI pixels the PCA was fitted on (0: the source city's PCA was applied)
     # per component, where its extreme pixel lies: [row, col] on the HSI grid (tiles: [id, row, col])
     pca_sign_pixels: list = field(default_factory=list)
+    # per component, 1 - (largest score of the other sign) / (extreme score): near 0 the sign is fragile
+    pca_sign_margins: list[float] = field(default_factory=list)
     has_label: bool = False
 
 

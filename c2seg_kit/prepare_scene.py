@@ -1,7 +1,10 @@
 """`c2seg prepare` on scene files: one city streamed in row bands into ``<city>.h5``.
 
 1. The PCA fit (:func:`fit_scene_pca`): one pass over the HSI on its own grid (BW: 30 m, as the
-   authors fit it), every finite pixel into float64 moments or a seeded sample of them.
+   authors fit it), every finite pixel into float64 moments or a seeded sample of them. Every
+   30 m cell of the rows that cover the 10 m grid counts, Beijing's extra column included as
+   the authors include it (a 30 m row entirely below the 10 m grid, which no real file has,
+   would be left out).
 2. The write pass (:func:`prepare_scene_city`): per row band, NaN/inf repair (with a one-row
    halo, counted on the band's own rows), the HSI projected on the city's own grid and brought
    to the 10 m grid by nearest upsampling, per-band statistics, the chunked datasets. Meanwhile
@@ -100,5 +103,6 @@ def prepare_scene_city(scene: CityScene, out_path: Path, pca: PCA, options: Prep
     report = CityReport(shape=(h, w), has_label=scene.has_label, nonfinite_repaired=counts,
                         pca_explained_variance=[round(float(v), 6) for v in pca.explained_variance_ratio],
                         pca_fit_pixels=pca.pixels if orient else 0,
-                        pca_sign_pixels=extremes.where if orient else [])
+                        pca_sign_pixels=extremes.where if orient else [],
+                        pca_sign_margins=[round(float(v), 6) for v in extremes.margins()] if orient else [])
     return report, final

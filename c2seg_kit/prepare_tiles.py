@@ -147,7 +147,9 @@ class TileCityWriter:
                             nonfinite_repaired=self.counts,
                             pca_explained_variance=[round(float(v), 6) for v in self.pca.explained_variance_ratio],
                             pca_fit_pixels=self.pca.pixels if self.orient else 0,
-                            pca_sign_pixels=self.extremes.where if self.orient else [])
+                            pca_sign_pixels=self.extremes.where if self.orient else [],
+                            pca_sign_margins=[round(float(v), 6) for v in self.extremes.margins()]
+                            if self.orient else [])
         return report, final
 
 

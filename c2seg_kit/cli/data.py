@@ -125,6 +125,10 @@ def info(data_dir: Path, track_name: str, as_json: bool, quiet: bool) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else _format_info(result))
 
 
+#: A sign margin below this is reported: the authors' solver could have turned such a component either way.
+FRAGILE_SIGN = 1e-3
+
+
 class PixelCount(click.ParamType):
     """``all`` (None) or a whole number of pixels, at least ``minimum``."""
 
@@ -204,4 +208,8 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
     manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=not quiet)
     for name, city in manifest["cities"].items():
         click.echo(_report_line(name, city))
+        fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]
+        if fragile:
+            click.echo(f"  note: the sign of PCA component(s) {', '.join(map(str, fragile))} rests on a near tie "
+                       "between the largest positive and negative scores (see pca_sign_margins in the manifest)")
     click.echo(f"prepared cache ({manifest['layout']}): {out_dir}")
