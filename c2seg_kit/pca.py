@@ -94,45 +94,70 @@ class Sampler:
     rows with the smallest keys are kept (bottom-k sampling), so the sample depends only on
     the seed and the stream, not on how the stream is cut into blocks, and its size need not
     be known in advance. ``keep`` masks rows that may not be sampled (they still draw a key).
+    Rows are held as float32 in one preallocated array of ``limit`` plus a quarter rows.
     """
 
     def __init__(self, limit: int, rng: np.random.Generator):
         if limit < 1:
             raise ValueError("a sample needs at least one pixel")
         self.limit = limit
+        self.slack = max(limit // 4, 1)
         self.rng = rng
         self.threshold = np.inf
-        self._keys: list[np.ndarray] = []
-        self._rows: list[np.ndarray] = []
-        self._held = 0
+        self.keys = np.empty(limit + self.slack)
+        self.rows: np.ndarray | None = None
+        self.held = 0
 
     def add(self, rows: np.ndarray, keep: np.ndarray | None = None) -> None:
         keys = self.rng.random(len(rows))
         mask = keys < self.threshold
         if keep is not None:
             mask &= keep
-        if not mask.any():
+        picked = np.flatnonzero(mask)
+        if not len(picked):
             return
-        self._keys.append(keys[mask])
-        self._rows.append(np.asarray(rows[mask], dtype=np.float32))
-        self._held += int(mask.sum())
-        if self._held >= 2 * self.limit:
-            self._prune()
+        if self.rows is None:
+            self.rows = np.empty((len(self.keys), rows.shape[1]), np.float32)
+        for start in range(0, len(picked), self.slack):
+            part = picked[start : start + self.slack]
+            if self.held + len(part) > len(self.keys):
+                self._prune()
+                part = part[keys[part] < self.threshold]
+            n = len(part)
+            self.keys[self.held : self.held + n] = keys[part]
+            self.rows[self.held : self.held + n] = rows[part]
+            self.held += n
 
     def _prune(self) -> None:
-        keys = np.concatenate(self._keys) if self._keys else np.empty(0)
-        rows = np.concatenate(self._rows) if self._rows else np.empty((0, 0), np.float32)
-        if len(keys) > self.limit:
-            best = np.argpartition(keys, self.limit - 1)[: self.limit]
-            keys, rows = keys[best], rows[best]
-            self.threshold = float(keys.max())
-        self._keys, self._rows, self._held = [keys], [rows], len(keys)
+        """Keep the ``limit`` smallest keys, compacting in place (no second copy of the rows)."""
+        if self.held <= self.limit:
+            return
+        best = np.sort(np.argpartition(self.keys[: self.held], self.limit - 1)[: self.limit])
+        for i in range(0, self.limit, CHUNK):  # best[j] >= j: reads stay ahead of writes
+            part = best[i : i + CHUNK]
+            self.keys[i : i + len(part)] = self.keys[part]
+            self.rows[i : i + len(part)] = self.rows[part]
+        self.held = self.limit
+        self.threshold = float(self.keys[: self.held].max())
+
+    def order(self) -> np.ndarray:
+        """Indices of the held rows in key order (deterministic)."""
+        self._prune()
+        return np.argsort(self.keys[: self.held], kind="stable")
 
     def values(self) -> np.ndarray:
-        """The sampled rows as float32, in key order (deterministic)."""
-        self._prune()
-        keys, rows = self._keys[0], self._rows[0]
-        return rows[np.argsort(keys, kind="stable")]
+        """The sampled rows as float32, in key order."""
+        if self.rows is None:
+            return np.empty((0, 0), np.float32)
+        return self.rows[self.order()]
+
+    def moments(self) -> Moments:
+        """The sample's moments, fed in key order chunk by chunk (no float64 copy of the sample)."""
+        order = self.order()
+        moments = Moments(0 if self.rows is None else self.rows.shape[1])
+        for i in range(0, len(order), CHUNK):
+            moments.add(self.rows[order[i : i + CHUNK]])
+        return moments
 
 
 @dataclass
@@ -219,20 +244,18 @@ class PCA:
         mean = s / n
         return cls.from_covariance(n, mean, (ss - n * np.outer(mean, mean)) / (n - 1), k)
 
-    @classmethod
-    def from_sample(cls, sample: np.ndarray, k: int) -> PCA:
-        moments = Moments(sample.shape[1])
-        moments.add(sample)
-        return cls.from_moments(moments, k)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """(n, C) pixels -> (n, k) centred scores in float64 (what the sign rule looks at).
 
-        Computed ``CHUNK`` pixels at a time, so the float64 copy of the input stays small.
+        Computed ``CHUNK`` pixels at a time, so the float64 copy of the input stays small, as
+        ``x V - mean V`` (float64 keeps the cancellation harmless; centring every band first
+        would cost another pass over the widest array).
         """
         out = np.empty((len(pixels), self.components.shape[1]))
         for i in range(0, len(pixels), CHUNK):
-            out[i : i + CHUNK] = (pixels[i : i + CHUNK].astype(np.float64) - self.mean) @ self.components
+            np.matmul(pixels[i : i + CHUNK].astype(np.float64), self.components, out=out[i : i + CHUNK])
+        out -= self.mean @ self.components
         return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:

@@ -92,9 +92,7 @@ class FitStream:
 
     def fit(self) -> PCA:
         k = self.options.pca_components
-        if self.sampler is not None:
-            return PCA.from_sample(self.sampler.values().astype(np.float64), k)
-        return PCA.from_moments(self.moments, k)
+        return PCA.from_moments(self.sampler.moments() if self.sampler is not None else self.moments, k)
 
 
 class BandStats:
