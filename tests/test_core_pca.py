@@ -6,6 +6,8 @@ written out), never from the installed scikit-learn, whose current releases use 
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -172,3 +174,23 @@ def test_pca_from_sums_matches_an_svd():
     pca = PCA.from_sums(len(x), x.sum(0), x.T @ x, 4)
     oracle = authors_pca(x, 4)
     np.testing.assert_allclose(np.abs(pca.components.T @ oracle.T), np.eye(4), atol=1e-7)
+
+
+def test_cli_pca_sample_switch(ab_scenes, tmp_path, capsys):
+    from c2seg_kit.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(["prepare", str(ab_scenes[0]), "--track", "AB", "--quiet", *map(str, args)])
+        return exc.value.code, *capsys.readouterr()
+
+    code, _, err = run("--out", tmp_path / "a", "--pca-sample", "500")
+    assert code == 2 and "a sample needs at least 1000 pixels, got 500" in err and not (tmp_path / "a").exists()
+    code, _, err = run("--out", tmp_path / "a", "--pca-sample", "lots")
+    assert code == 2 and "expected 'all' or a number of pixels" in err
+    code, out, _ = run("--out", tmp_path / "b", "--pca-sample", "1_500")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert code == 0 and manifest["options"]["pca_sample"] == 1500 and manifest["pca"]["fit"] == "sample of 1500 pixels"
+    assert out.splitlines()[0].startswith("augsburg: 40x60, non-finite repaired: HSI 0, MSI 0, SAR 0; PCA keeps ")
+    code, out, _ = run("--out", tmp_path / "c", "--pca-sample", "ALL")
+    assert code == 0 and json.loads((tmp_path / "c" / "manifest.json").read_text())["options"]["pca_sample"] is None

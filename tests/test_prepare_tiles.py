@@ -150,6 +150,14 @@ def test_percentiles_over_all_tiles(tiles, tmp_path):
         np.testing.assert_allclose(f.attrs["norm_lo_sar"], lo, rtol=1e-6)
         np.testing.assert_allclose(f.attrs["norm_hi_sar"], hi, rtol=1e-6)
         assert f.attrs["normalisation"] == "percentile"
+    # HSI: percentiles of the authors' channels (signs turned before the percentiles are taken)
+    hsi = oracle["raw"]["hsi"]
+    lo, hi = np.percentile(np.concatenate([a.reshape(10, -1) for a in hsi.values()], axis=1), (5, 95), axis=1)
+    with PreparedData(tmp_path / "p") as data:
+        for tile_id, tile in data.source.rasters():
+            h, w = tile.shape
+            expected = np.clip((hsi[tile_id] - lo[:, None, None]) / (hi - lo)[:, None, None], 0, 1)
+            np.testing.assert_allclose(tile.read("hsi", 0, h, 0, w), expected, atol=1e-5)
 
 
 def test_source_fit_on_tiles(tiles, tmp_path):
