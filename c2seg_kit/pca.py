@@ -94,14 +94,14 @@ class Sampler:
     rows with the smallest keys are kept (bottom-k sampling), so the sample depends only on
     the seed and the stream, not on how the stream is cut into blocks, and its size need not
     be known in advance. ``keep`` masks rows that may not be sampled (they still draw a key).
-    Rows are held as float32 in one preallocated array of ``limit`` plus a quarter rows.
+    Rows are held as float32 in one preallocated array of ``limit`` plus a half rows.
     """
 
     def __init__(self, limit: int, rng: np.random.Generator):
         if limit < 1:
             raise ValueError("a sample needs at least one pixel")
         self.limit = limit
-        self.slack = max(limit // 4, 1)
+        self.slack = max(limit // 2, 1)
         self.rng = rng
         self.threshold = np.inf
         self.keys = np.empty(limit + self.slack)
@@ -183,18 +183,18 @@ class ExtremeScores:
         self.tails = np.zeros((2, self.k))
 
     def update(self, scores: np.ndarray, width: int, row0: int = 0, tile: str | None = None) -> None:
-        """Scores (n, k) of n pixels in row-major order of rows ``row0...`` that are ``width`` wide."""
-        if not len(scores):
+        """Scores (k, n) of n pixels in row-major order of rows ``row0...`` that are ``width`` wide."""
+        if not scores.shape[1]:
             return
-        self.tails = np.maximum(self.tails, [scores.max(axis=0), -scores.min(axis=0)])
+        self.tails = np.maximum(self.tails, [scores.max(axis=1), -scores.min(axis=1)])
         a = np.abs(scores)
-        idx = np.argmax(a, axis=0)  # first occurrence on ties
-        vals = a[idx, np.arange(self.k)]
+        idx = np.argmax(a, axis=1)  # first occurrence on ties
+        vals = a[np.arange(self.k), idx]
         for j in np.flatnonzero(vals > self.best):  # strictly larger: an earlier pixel wins ties
             i = int(idx[j])
             self.best[j] = vals[j]
             # a component whose scores are all zero keeps +1 (scikit-learn would zero it)
-            self.sign[j] = -1.0 if scores[i, j] < 0 else 1.0
+            self.sign[j] = -1.0 if scores[j, i] < 0 else 1.0
             loc = [row0 + i // width, i % width]
             self.where[j] = loc if tile is None else [tile, *loc]
 
@@ -246,22 +246,24 @@ class PCA:
 
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, C) pixels -> (n, k) centred scores in float64 (what the sign rule looks at).
+        """(n, C) pixels -> (k, n) centred scores in float64, channel-first (what the sign rule
+        looks at; channel-first keeps the per-component reductions and the cache layout fast).
 
         Computed ``CHUNK`` pixels at a time, so the float64 copy of the input stays small, as
-        ``x V - mean V`` (float64 keeps the cancellation harmless; centring every band first
-        would cost another pass over the widest array).
+        ``V^T x - V^T mean`` (float64 keeps the cancellation harmless; centring every band
+        first would cost another pass over the widest array).
         """
-        out = np.empty((len(pixels), self.components.shape[1]))
+        vt = np.ascontiguousarray(self.components.T)
+        out = np.empty((vt.shape[0], len(pixels)))
         for i in range(0, len(pixels), CHUNK):
-            np.matmul(pixels[i : i + CHUNK].astype(np.float64), self.components, out=out[i : i + CHUNK])
-        out -= self.mean @ self.components
+            np.matmul(vt, pixels[i : i + CHUNK].astype(np.float64).T, out=out[:, i : i + CHUNK])
+        out -= (vt @ self.mean)[:, None]
         return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """(..., C) -> (..., k) float32 centred scores."""
+        """(..., C) -> (k, ...) float32 centred scores, channel-first (the cache's layout)."""
         flat = x.reshape(-1, x.shape[-1])
-        return self.scores(flat).astype(np.float32).reshape(*x.shape[:-1], self.components.shape[1])
+        return self.scores(flat).astype(np.float32).reshape(self.components.shape[1], *x.shape[:-1])
 
     def oriented(self, signs: np.ndarray) -> PCA:
         """The same PCA with component j multiplied by signs[j]."""

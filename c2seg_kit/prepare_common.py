@@ -110,14 +110,14 @@ class BandStats:
                         if options.normalisation == "percentile" else None)
 
     def add(self, block: np.ndarray) -> None:
-        """An (..., C) block of repaired values."""
-        flat = block.reshape(-1, block.shape[-1])
-        if not len(flat):
+        """A channel-first (C, ...) block of repaired values (contiguous: reductions run along rows)."""
+        flat = block.reshape(block.shape[0], -1)
+        if not flat.shape[1]:
             return
-        self.lo = np.minimum(self.lo, flat.min(axis=0))
-        self.hi = np.maximum(self.hi, flat.max(axis=0))
+        self.lo = np.minimum(self.lo, flat.min(axis=1))
+        self.hi = np.maximum(self.hi, flat.max(axis=1))
         if self.sampler is not None:
-            self.sampler.add(flat)
+            self.sampler.add(flat.T)
 
     def finish(self, signs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) float32 per band: the values that normalise to 0 and to 1."""

@@ -81,12 +81,14 @@ def prepare_scene_city(scene: CityScene, out_path: Path, pca: PCA, options: Prep
                     scores = pca.scores(block.reshape(-1, block.shape[-1]))
                     if orient:  # every pixel of the HSI grid, the extra 30 m cells included (as the authors)
                         extremes.update(scores, block.shape[1], row0=nr0)
-                    block = scores.astype(np.float32).reshape(*block.shape[:2], k)
+                    chw = scores.astype(np.float32).reshape(k, *block.shape[:2])
                     if f_ > 1:  # 30 m -> 10 m: nearest upsampling, cropped to the band
-                        block = block.repeat(f_, axis=0).repeat(f_, axis=1)
-                        block = block[r0 - nr0 * f_ : r1 - nr0 * f_, :w]
-                stats[m].add(block)
-                ds[m][:, r0:r1, :] = block.transpose(2, 0, 1)
+                        chw = chw.repeat(f_, axis=1).repeat(f_, axis=2)
+                        chw = np.ascontiguousarray(chw[:, r0 - nr0 * f_ : r1 - nr0 * f_, :w])
+                else:
+                    chw = np.ascontiguousarray(block.transpose(2, 0, 1))
+                stats[m].add(chw)
+                ds[m][:, r0:r1, :] = chw
             if label_ds is not None:
                 label_ds[r0:r1] = scene.read_label(r0, r1, 0, w)
             if progress is not None:

@@ -86,7 +86,7 @@ class TileCityWriter:
         return self.stats[m]
 
     def _hsi(self, tile_id: str, chw: np.ndarray) -> np.ndarray:
-        """Repaired, projected HSI of one tile as (h, w, k) float32; the scores go to the sign rule."""
+        """Repaired, projected HSI of one tile as (k, h, w) float32; the scores go to the sign rule."""
         if chw.shape[0] != len(self.pca.mean):
             raise _band_mismatch(self.split.split, tile_id, chw.shape[0], len(self.pca.mean))
         h, w = chw.shape[1:]
@@ -99,7 +99,7 @@ class TileCityWriter:
         scores = self.pca.scores(pixels)
         if self.orient:
             self.extremes.update(scores, w, tile=tile_id)
-        return scores.astype(np.float32).reshape(h, w, self.k)
+        return scores.astype(np.float32).reshape(self.k, h, w)
 
     def add(self, tile_id: str) -> None:
         rasters = {m: self.split.read_raster(m, tile_id) for m in self.kinds}
@@ -111,10 +111,11 @@ class TileCityWriter:
             if m == "hsi":
                 block = self._hsi(tile_id, chw)
             else:
-                block = _hwc_float32(chw)
-                self.counts[m] += repair_nonfinite(block)
-            self._stats(m, block.shape[-1]).add(block)
-            group.create_dataset(m, data=block.transpose(2, 0, 1))
+                hwc = _hwc_float32(chw)
+                self.counts[m] += repair_nonfinite(hwc)
+                block = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+            self._stats(m, block.shape[0]).add(block)
+            group.create_dataset(m, data=block)
         if LABEL in rasters:
             group.create_dataset(LABEL, data=rasters[LABEL].data)
         # the MSI tile's georeferencing, else any other modality's (they share the grid)

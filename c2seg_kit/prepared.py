@@ -131,8 +131,10 @@ class RawTransform:
             if m == "hsi":
                 if hwc.shape[-1] != len(self.pca.mean):
                     raise InvalidDataError(f"HSI has {hwc.shape[-1]} bands; the prepared PCA expects {len(self.pca.mean)}")
-                hwc = self.pca.transform(hwc)
-            out[m] = normalise(np.ascontiguousarray(hwc.transpose(2, 0, 1)), self.norms[m])
+                chw = self.pca.transform(hwc)
+            else:
+                chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+            out[m] = normalise(chw, self.norms[m])
         return out
 
 

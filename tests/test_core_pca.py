@@ -161,8 +161,8 @@ def test_sampler_is_uniform_sized_and_independent_of_blocking():
 
 def test_extreme_scores_first_pixel_wins_ties():
     ext = ExtremeScores(2)
-    ext.update(np.array([[1.0, 0.5], [-3.0, 2.0]]), width=2)  # row 0
-    ext.update(np.array([[3.0, -2.0], [0.0, -2.5]]), width=2, row0=1)  # |3| ties with the earlier -3
+    ext.update(np.array([[1.0, 0.5], [-3.0, 2.0]]).T, width=2)  # row 0: scores are (k, n)
+    ext.update(np.array([[3.0, -2.0], [0.0, -2.5]]).T, width=2, row0=1)  # |3| ties with the earlier -3
     np.testing.assert_array_equal(ext.signs(), [-1.0, -1.0])
     assert ext.where == [[0, 1], [1, 1]]
     np.testing.assert_allclose(ext.margins(), [0.0, 1 - 2 / 2.5])  # component 0's tails tie: a fragile sign
