@@ -5,6 +5,7 @@ chunks and filters (:func:`check_raster`, which any per-raster reader reuses).""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,41 +99,48 @@ def check_storage(dset: h5py.Dataset, name: str, ctx: Context) -> None:
             )
 
 
-def check_tree(f: h5py.File, ctx: Context) -> None:
+def check_tree(f: h5py.File, ctx: Context, wide: Iterable[str] = ()) -> None:
     """Walk the whole file one hard link at a time, refusing any other link and bounding its size.
 
     Unlike ``visititems`` (which silently skips soft and external links), every link is looked at
     itself. Every dataset's storage is checked, even ones the kit never reads, because whoever
-    opens the file next might read them.
+    opens the file next might read them. The direct members of a ``wide`` group (paths such as
+    "/prediction") count against ``max_group_members`` instead of ``max_objects``. The walk makes
+    a bounded number of HDF5 calls per link, so it costs time linear in the number of links.
     """
     objects = 0
-    _check_attr_count(f, "/", ctx)
+    wide = {"/" + p.strip("/") for p in wide}
+    check_attr_count(f, "/", ctx)
     stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
     while stack:
         group, prefix, depth = stack.pop()
         n = len(group)  # H5Gget_info: a count, no iteration over a hostile number of links
-        if objects + n > ctx.limits.max_objects:
+        is_wide = prefix in wide
+        if is_wide and n > ctx.limits.max_group_members:
+            raise ctx.error(f"'{prefix}' holds {n} members, more than the {ctx.limits.max_group_members} allowed")
+        if not is_wide and objects + n > ctx.limits.max_objects:
             raise ctx.error(f"file holds too many objects (more than {ctx.limits.max_objects}); a submission needs one dataset")
         for name in group:
             path = f"{prefix}/{name}"
             kind = _link_kind(group.get(name, getlink=True))
             if kind is not None:
                 raise ctx.error(f"'{path}' is {kind}; links are refused, not followed")
-            objects += 1
+            objects += 0 if is_wide else 1
             cls = group.get(name, getclass=True)
             if cls is h5py.Group:
                 if depth + 1 > ctx.limits.max_depth:
                     raise ctx.error(f"groups are nested too deeply (more than {ctx.limits.max_depth} levels)")
                 sub = group[name]
-                _check_attr_count(sub, path, ctx)
+                check_attr_count(sub, path, ctx)
                 stack.append((sub, path, depth + 1))
             elif cls is h5py.Dataset:
                 dset = group[name]
-                _check_attr_count(dset, path, ctx)
+                check_attr_count(dset, path, ctx)
                 check_storage(dset, path, ctx)
 
 
-def _check_attr_count(obj: Any, path: str, ctx: Context) -> None:
+def check_attr_count(obj: Any, path: str, ctx: Context) -> None:
+    """Refuse an object with more attributes than the limits allow (a count, nothing is read)."""
     if len(obj.attrs) > ctx.limits.max_attrs:
         raise ctx.error(f"'{path}' has too many attributes ({len(obj.attrs)} > {ctx.limits.max_attrs})")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -192,6 +194,13 @@ class TileSplit:
         """(H, W) of a tile, from its header only."""
         return tuple(self.read_raster(modality, tile_id, header_only=True).data.shape[-2:])
 
+    def header(self, tile_id: str) -> tuple[tuple[int, int], GeoRef | None]:
+        """A tile's (H, W), checked to agree across its modalities, and its georeferencing (MSI's),
+        from the files' headers only (no pixel is read)."""
+        rasters = {m: self.read_raster(m, tile_id, header_only=True) for m in MODALITIES}
+        shape = check_sizes(tile_id, self.split or "tiles", {m: r.data for m, r in rasters.items()})
+        return shape, rasters["msi"].georef
+
     def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
         arrays = {m: self.read(m, tile_id) for m in MODALITIES}
@@ -268,6 +277,20 @@ class TileData:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def open_test_split(path: str | Path, track: Track) -> Iterator[TileSplit]:
+    """The test tiles: of a distribution (``C2Seg_XX``, its parent or the zip, as :func:`open_tiles`)
+    or of a split folder given directly (one holding ``msi/``, ``sar/``, ``hsi/``)."""
+    path = Path(path)
+    if path.is_dir() and all((path / m).is_dir() for m in MODALITIES):
+        yield TileSplit(path, "")
+        return
+    with open_tiles(path, track) as data:
+        if "test" not in data.splits:
+            raise DatasetNotFoundError(f"no test tiles in {path}: expected {track.tile_dir}/test/msi")
+        yield data.splits["test"]
 
 
 def open_tiles(path: str | Path, track: Track, *, limits: ZipLimits | None = None,
