@@ -144,19 +144,10 @@ def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None
 
 def _placements(raster, like: Path) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
     """Each tile's place in the scene, from the test tile of the same id (same shape required)."""
-    from c2seg_kit.errors import InvalidDataError
     from c2seg_kit.io.tiles import open_test_split
     from c2seg_kit.mosaic import tile_placements
     from c2seg_kit.registry import get_track
 
-    georefs = {}
     with open_test_split(like, get_track(raster.track)) as split:
-        known = set(split.ids)
-        for tile_id in raster.ids:
-            if tile_id not in known:
-                raise InvalidDataError(f"tile {tile_id} of {raster.what} is not among the test tiles in {like}")
-            shape, georefs[tile_id] = split.header(tile_id)
-            if shape != raster.shapes[tile_id]:
-                raise InvalidDataError(f"tile {tile_id} is {raster.shapes[tile_id][0]} x {raster.shapes[tile_id][1]} "
-                                       f"in the file but {shape[0]} x {shape[1]} in {like}")
+        georefs = split.georefs_for(raster.shapes, raster.what)
     return tile_placements(georefs, raster.shapes)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -200,6 +200,21 @@ class TileSplit:
         rasters = {m: self.read_raster(m, tile_id, header_only=True) for m in MODALITIES}
         shape = check_sizes(tile_id, self.split or "tiles", {m: r.data for m, r in rasters.items()})
         return shape, rasters["msi"].georef
+
+    def georefs_for(self, shapes: Mapping[str, tuple[int, int]], what: str) -> dict[str, GeoRef | None]:
+        """The georeferencing of the test tiles that ``what`` (a file of tiles, id -> (H, W)) holds;
+        every one of its tiles must be a tile here, of the same shape (one line naming the first
+        that is not)."""
+        known = set(self.ids)
+        georefs = {}
+        for tile_id, shape in shapes.items():
+            if tile_id not in known:
+                raise InvalidDataError(f"tile {tile_id} of {what} is not among the tiles in {self.store.describe(self.base)}")
+            here, georefs[tile_id] = self.header(tile_id)
+            if here != tuple(shape):
+                raise InvalidDataError(f"tile {tile_id} is {shape[0]} x {shape[1]} in {what} but {here[0]} x {here[1]} "
+                                       f"in {self.store.describe(self.base)}")
+        return georefs
 
     def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
