@@ -29,6 +29,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ def check_tile_id(tile_id: Any) -> str:
     return tile_id
 
 
+_PREFETCH: ThreadPoolExecutor | None = None
+
+
+def _prefetch_pool() -> ThreadPoolExecutor:
+    """Threads that read the next tile ahead (two: a submission and its labels, read in step). Not
+    the inflate pool of h5safe: a tile read there may wait on that pool's own workers."""
+    global _PREFETCH
+    if _PREFETCH is None:
+        _PREFETCH = ThreadPoolExecutor(max_workers=2, thread_name_prefix="c2seg-tile-ahead")
+    return _PREFETCH
+
+
 def _shown_id(name: str) -> str:
     """A member name from the file, safe for a one-line message (quoted, escaped, shortened)."""
     return repr(name if len(name) <= 40 else name[:40] + "...")
@@ -108,7 +121,9 @@ class _TileRasters(ClassFile):
         group = f.get(name)
         if not isinstance(group, h5py.Group):
             raise err(f"'{name}' must be a group of tiles (the file says layout '{LAYOUT_TILES}'), got a dataset")
-        names = list(group)  # one linear pass; the tree walk has capped the count
+        # One linear pass; the tree walk has capped the count and checked every link is hard.
+        stored = {h5safe.decode_name(b): b for b in h5safe.member_names(group)}
+        names = list(stored)
         if not names:
             raise err(f"'{name}' holds no tiles")
         for member in names:
@@ -130,12 +145,12 @@ class _TileRasters(ClassFile):
         else:
             ids = sorted(names, key=natural_key)
         limit = MAX_SIZE_FACTOR * nominal_pixels(self.track)
-        self._group = group
+        self._group, self._stored = group, stored
         self._layouts: dict[str, h5safe.RasterLayout] = {}
         pixels = chunks = 0
         for tile_id in ids:
             member = f"{name}/{tile_id}"
-            dset = group.get(tile_id)
+            dset = h5safe.open_member(group, stored[tile_id])
             if not isinstance(dset, h5py.Dataset):
                 raise err(f"'{member}' must be a dataset (one tile), got a group or a named type")
             shape = None if expected_tiles is None else tuple(expected_tiles[tile_id])
@@ -162,7 +177,7 @@ class _TileRasters(ClassFile):
         """One tile as uint8 (H, W), its values checked; raises the reader's error class."""
         layout = self._layouts[tile_id]  # KeyError: not a tile of this file (a caller's mistake)
         member = f"{self.dataset_name}/{tile_id}"
-        reader = self._checked.reader(self._group[tile_id], layout, member)
+        reader = self._checked.reader(h5safe.open_member(self._group, self._stored[tile_id]), layout, member)
         bands = checked_bands(reader.iter_bands(), member, self.error)
         first_row, first = next(bands)
         if first.shape[0] == layout.shape[0]:
@@ -174,9 +189,23 @@ class _TileRasters(ClassFile):
         return out
 
     def iter_tiles(self, ids: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
-        """``(id, tile)`` one tile at a time, in ``ids`` order (default: :attr:`ids`)."""
-        for tile_id in self.ids if ids is None else ids:
-            yield tile_id, self.read_tile(tile_id)
+        """``(id, tile)`` one tile at a time, in ``ids`` order (default: :attr:`ids`).
+
+        The next tile is read (and inflated, which releases the GIL) in a helper thread while the
+        caller works on this one, so at most two tiles are held; a refusal surfaces in order."""
+        order = list(self.ids if ids is None else ids)
+        if not order:
+            return
+        pool = _prefetch_pool()
+        pending = pool.submit(self.read_tile, order[0])
+        try:
+            for i, tile_id in enumerate(order):
+                tile = pending.result()
+                pending = pool.submit(self.read_tile, order[i + 1]) if i + 1 < len(order) else None
+                yield tile_id, tile
+        finally:
+            if pending is not None and not pending.cancel():
+                wait([pending])  # never leave a read running on a file the caller may close next
 
     def iter_blocks(self, chunk_rows: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """The tiles in :attr:`ids` order: two files holding the same ids yield aligned blocks."""

@@ -47,6 +47,9 @@ from c2seg_kit.h5safe.structure import (
     check_links,
     check_raster,
     check_tree,
+    decode_name,
+    member_names,
+    open_member,
     read_str_attr,
 )
 
@@ -61,7 +64,10 @@ __all__ = [
     "RasterReader",
     "RawFile",
     "check_raster",
+    "decode_name",
+    "member_names",
     "memory_guard",
+    "open_member",
     "open_checked",
 ]
 

@@ -147,6 +147,7 @@ class RasterReader:
         index = self._chunk_index()
         fill: list = []  # read only if a chunk is missing: HDF5 has crashed decoding a damaged fill value
         dsid = self.dset.id
+        one_band = h <= ch  # a small raster (a tile): decoded here, in this thread
 
         def place(band: np.ndarray | None, rows: int, c0: int, cols: int, mask: int, raw: Any) -> None:
             data = self._decode(bytes(raw), mask, nbytes)
@@ -176,7 +177,10 @@ class RasterReader:
                     mask, raw = entry[0], self.raw.read_at(entry[2], entry[1], self.name)
                 else:
                     mask, raw = dsid.read_direct_chunk((r0, c0))
-                jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
+                if one_band:
+                    place(band, rows, c0, cols, mask, raw)  # nothing to overlap with: no thread hop
+                else:
+                    jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
             return band, jobs
 
         # One band of look-ahead: the next band inflates while the caller works on this one.
