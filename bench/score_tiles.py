@@ -58,8 +58,9 @@ def timed(fn) -> float:
 def server_paths(files: dict, runs: int) -> dict[str, list[float]]:
     """Per layout: the in-process scoring path of a server and the live upload round trip."""
     import httpx
-    from c2seg_server.scoring import Scorer
     from live_server import LiveServer, upload
+
+    from c2seg_server.scoring import Scorer
 
     times: dict[str, list[float]] = {}
     for layout, (pred, labels) in files.items():
@@ -112,7 +113,7 @@ def main() -> None:
               f"{files['tiles'][0].stat().st_size / 2**20:.1f} MiB, scene submission "
               f"{files['scene'][0].stat().st_size / 2**20:.1f} MiB (gzip); {os.cpu_count()} CPUs")
         times: dict[str, list[float]] = {}
-        for layout, (p, lab) in files.items():  # warm the page cache and check both score
+        for p, lab in files.values():  # warm the page cache and check both score
             score_files(p, lab)
             subprocess.run([*C2SEG, "score", str(p), "--labels", str(lab), "--json"], check=True, capture_output=True)
         for _ in range(args.runs):
