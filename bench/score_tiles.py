@@ -74,7 +74,7 @@ def server_paths(files: dict, runs: int) -> dict[str, list[float]]:
         one()
         times[f"{layout}: server scoring path, in-process"] = [timed(one) for _ in range(runs)]
         root = Path(tempfile.mkdtemp(prefix=f"srv-{layout}-"))
-        server = LiveServer(root, [labels], env={"C2SEG_UPLOAD_MAX_MB": "512", "C2SEG_SCORING_TIMEOUT_S": "120"})
+        server = LiveServer(root, [labels], env={"C2SEG_SCORING_TIMEOUT_S": "120", "C2SEG_PEEK_TIMEOUT_S": "60"})
         server.start()
         try:
             token = server.add_team(f"bench-{layout}")

@@ -46,6 +46,7 @@ __all__ = [
     "open_labels",
     "open_submission",
     "root_attrs",
+    "submission_track",
 ]
 
 SUBMISSION_FORMAT = "submission/1"
@@ -355,6 +356,22 @@ def open_submission(path: Source, *, track: str | None = None,
         raise ValueError("give expected_shape (scene layout) or expected_tiles (tile layout), not both")
     return _open(Submission, path, track=track, limits=limits,
                  expected={"expected_shape": expected_shape, "expected_tiles": expected_tiles})
+
+
+def submission_track(path: Source, *, limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> str:
+    """The track a submission is for, after the whole-file checks and its format and track
+    attributes, before any raster is looked at (a server picks the labels to check it against)."""
+    ctx = h5safe.Context(Submission.error, Submission.what, limits)
+    found: dict[str, str] = {}
+
+    def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
+        return (Submission.dataset_name,) if read_layout(checked) == LAYOUT_TILES else ()
+
+    def inspect(checked: h5safe.CheckedFile) -> None:
+        found["track"] = Submission.read_head(checked, None)[0]
+
+    h5safe.open_checked(path, ctx, reads=(Submission.dataset_name,), wide_groups=wide_groups, inspect=inspect).close()
+    return found["track"]
 
 
 def open_labels(path: Source) -> ClassFile:

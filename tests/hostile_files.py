@@ -297,7 +297,7 @@ BAD_FILES = [
     # A few KiB declaring 10^10 pixels (10 GB once read).
     Hostile("gzip bomb: declares 10^10 pixels",
             lambda p, t: _dataset(p, t, shape=(100_000, 100_000), dtype="u1", chunks=(256, 256), compression="gzip"),
-            r"100000 x 100000 (pixels, far more than the target|, expected)"),
+            r"100000 x 100000(?: pixels, far more than the target|, expected 2465 x 811)"),
     Hostile("gzip bomb: 2 MB chunk inflates to 256 MiB", bomb_chunk, r"inflates beyond its declared .* \(a compression bomb\)"),
     Hostile("gzip bomb: chunk stored larger than itself", bomb_chunk_oversized, r"chunk stored larger than its own size"),
     Hostile("gigantic chunk (finite maxshape)", gigantic_chunk, r"chunks .* larger than the dataset"),
