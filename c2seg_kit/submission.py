@@ -20,6 +20,7 @@ The writers live in :mod:`c2seg_kit.writers`, scoring two files in :mod:`c2seg_k
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -318,8 +319,13 @@ def _open(scene_cls: type[_ClassRaster], source: Source, *, track: str | None, e
     ``expected`` holds ``expected_shape`` (the scene layout) or ``expected_tiles`` (the tile
     layout): a file of the other layout is refused with :func:`layout_mismatch`.
     """
-    ctx = h5safe.Context(scene_cls.error, scene_cls.what, limits)
     expected = {k: v for k, v in expected.items() if v is not None}
+    if "expected_tiles" in expected:
+        # With the labels' tiles known, a file may not hold many more members than they have: a
+        # file of 100,000 links is refused from its member count, not walked link by link.
+        cap = len(expected["expected_tiles"]) + limits.max_objects
+        limits = dataclasses.replace(limits, max_group_members=min(limits.max_group_members, cap))
+    ctx = h5safe.Context(scene_cls.error, scene_cls.what, limits)
     found: dict[str, Any] = {}
 
     def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
@@ -359,19 +365,14 @@ def open_submission(path: Source, *, track: str | None = None,
 
 
 def submission_track(path: Source, *, limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> str:
-    """The track a submission is for, after the whole-file checks and its format and track
-    attributes, before any raster is looked at (a server picks the labels to check it against)."""
+    """The track a submission is for: its bytes and global heaps checked, then its format and
+    track attributes read, without walking its objects (:func:`c2seg_kit.h5safe.read_root`): a
+    server learns which labels to check the file against at the cost of one scan of its bytes."""
     ctx = h5safe.Context(Submission.error, Submission.what, limits)
-    found: dict[str, str] = {}
-
-    def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
-        return (Submission.dataset_name,) if read_layout(checked) == LAYOUT_TILES else ()
-
-    def inspect(checked: h5safe.CheckedFile) -> None:
-        found["track"] = Submission.read_head(checked, None)[0]
-
-    h5safe.open_checked(path, ctx, reads=(Submission.dataset_name,), wide_groups=wide_groups, inspect=inspect).close()
-    return found["track"]
+    track = h5safe.read_root(path, ctx, lambda checked: Submission.read_head(checked, None)[0])
+    if hasattr(path, "seek"):
+        path.seek(0)  # type: ignore[union-attr]
+    return track
 
 
 def open_labels(path: Source) -> ClassFile:

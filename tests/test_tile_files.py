@@ -162,6 +162,19 @@ def test_chunks_are_bounded_over_all_tiles(tmp_path, target):
         open_submission(path, limits=Limits(max_chunks=183))
 
 
+def test_without_labels_the_member_cap_is_max_tiles(tmp_path, target):
+    from hostile_files import many_members, tiles_plus
+
+    from c2seg_kit.submission import submission_track
+    from c2seg_kit.tile_layout import MAX_TILES
+
+    path = tiles_plus(tmp_path / "p.h5", target, many_members)
+    assert MAX_TILES == 100_000
+    with pytest.raises(InvalidSubmissionError, match=r"^'/prediction' holds 100001 members, more than the 100000 allowed$"):
+        open_submission(path)
+    assert submission_track(path) == "AB"  # the track is read without walking the members
+
+
 def test_group_member_cap_is_a_limit(tmp_path, target):
     path = honest_tile_file(tmp_path / "p.h5", target)
     with pytest.raises(InvalidSubmissionError, match=r"^'/prediction' holds 12 members, more than the 11 allowed$"):

@@ -20,6 +20,9 @@ the caller reads anything:
    :meth:`CheckedFile.raster` (an integer type, rank 2, not empty, a fixed maxshape, the expected
    shape or a size cap, sane chunks), which hands back a :class:`RasterReader`.
 
+:func:`read_root` runs steps 1 to 3 only, then reads root attributes: enough to learn what a file
+says it is (its track, say) without walking its tree.
+
 Steps 2, 4 and 5 run under the memory guard, and anything HDF5 raises there becomes a one-line
 refusal of the caller's error class. Data is then read in row bands (:mod:`.chunks`), and a
 file cut short while it is read is refused. A file holding several rasters (one per tile, say)
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import h5py
 
@@ -70,6 +73,8 @@ __all__ = [
     "open_member",
     "open_checked",
 ]
+
+T = TypeVar("T")
 
 # What HDF5 (through h5py) raises on a damaged structure; its own text may quote the file, so
 # it is replaced by one line of ours.
@@ -120,6 +125,31 @@ def _open_hdf5(source: Any, ctx: Context) -> h5py.File:
         if "truncated" in text or "eof" in text:
             raise ctx.error(f"{ctx.what} is truncated (the HDF5 header declares more bytes than the file has)") from None
         raise ctx.error(f"{ctx.what} is not a readable HDF5 file (corrupt or unsupported header)") from None
+
+
+def read_root(source: str | os.PathLike | BinaryIO, ctx: Context, read: Callable[[CheckedFile], T]) -> T:
+    """Steps 1 to 3 of :func:`open_checked` (bytes, HDF5 open, global heaps), the root's attribute
+    count, then ``read(checked)`` (which reads root attributes with :meth:`CheckedFile.str_attr`)
+    under the same guard; the file is closed before returning. Costs one scan of the bytes, however
+    many objects the file declares, so a server can pick what to check a file against cheaply."""
+    raw = RawFile.open(source, ctx)
+    try:
+        check_signature(raw, ctx)
+        with memory_guard(ctx.limits.memory_guard_bytes):
+            file = _open_hdf5(source, ctx)
+    except BaseException:
+        raw.close()
+        raise
+    with CheckedFile(file, raw, ctx) as checked:
+        check_global_heaps(raw, ctx)
+        try:
+            with memory_guard(ctx.limits.memory_guard_bytes):
+                check_attr_count(file, "/", ctx)
+                return read(checked)
+        except C2SegError:
+            raise
+        except _HDF5_ERRORS:
+            raise ctx.error(f"{ctx.what} is corrupt: HDF5 could not read its structure") from None
 
 
 def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: Iterable[str] = (),

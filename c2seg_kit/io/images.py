@@ -82,7 +82,7 @@ def _read_png(path: Path) -> np.ndarray:
             data = np.asarray(img)
     except InvalidDataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise InvalidDataError(f"{path.name} is not a readable image ({type(e).__name__}: {e})") from None
     return data.astype(np.uint8) if data.dtype == bool else data
 
