@@ -158,6 +158,8 @@ def bad_case(tmp_path, synth, name):
     elif name == "shape":
         Image.fromarray(pred["9"][:-1]).save(folder / "9.png")
         return folder, ["--like", synth["test"]]
+    elif name == "huge png":
+        Image.new("L", (16385, 1)).save(folder / "8.png")
     elif name == "existing out":
         (tmp_path / "out.h5").write_bytes(b"the user's own file")
     elif name == "no images":
@@ -175,6 +177,7 @@ BAD = {
     "3-band tif": r"^error: 5\.tif has 3 bands \(colour channels\?\); a class image holds one band of class ids$",
     "missing id": r"^error: .*/p must hold one image per test tile of .* \(21\): 2 missing \(7, 13\); 1 not among them \(x\)$",
     "shape": r"^error: 9\.png is 39 x 40, but test tile 9 is 40 x 40$",
+    "huge png": r"^error: 8\.png is 1 x 16385 pixels, over the tile size cap \(16384 px per side\)$",
     "existing out": r"^error: .*/out\.h5 already exists; it was left as it is \(choose another --out, or --force\)$",
     "no images": r"^error: no class images \(<id>\.png, <id>\.tif, <id>\.tiff or <id>_prediction\.tif\) in .*/p$",
 }
