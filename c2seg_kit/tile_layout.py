@@ -179,7 +179,7 @@ class _TileRasters(ClassFile):
         member = f"{self.dataset_name}/{tile_id}"
         reader = self._checked.reader(h5safe.open_member(self._group, self._stored[tile_id]), layout, member)
         bands = checked_bands(reader.iter_bands(), member, self.error)
-        first_row, first = next(bands)
+        _, first = next(bands)
         if first.shape[0] == layout.shape[0]:
             return first  # one band: the whole tile (the usual case, one chunk per tile)
         out = np.empty(layout.shape, dtype=np.uint8)
