@@ -11,7 +11,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5g, h5l, h5o, h5s, h5t, h5z
+from h5py import h5a, h5d, h5g, h5l, h5o, h5s, h5t, h5z
 
 from c2seg_kit.h5safe.limits import Context
 
@@ -83,9 +83,14 @@ def check_links(f: h5py.File, path: str, ctx: Context) -> None:
                 return
 
 
-def check_storage(dset: h5py.Dataset, name: str, ctx: Context) -> None:
+def _oid(obj: Any) -> Any:
+    """The low-level HDF5 id of an h5py object, or the id itself (whose own ``.id`` is an int)."""
+    return obj.id if isinstance(obj, (h5py.Group, h5py.Dataset, h5py.Datatype)) else obj
+
+
+def check_storage(dset: h5py.Dataset | h5d.DatasetID, name: str, ctx: Context, dcpl: Any = None) -> None:
     """Refuse storage that reaches outside the file or needs code HDF5 does not carry."""
-    dcpl = dset.id.get_create_plist()
+    dcpl = _oid(dset).get_create_plist() if dcpl is None else dcpl
     if dcpl.get_layout() == h5d.VIRTUAL:
         raise ctx.error(f"'{name}' is a virtual dataset (it maps data from other files); store the data itself")
     if dcpl.get_external_count() > 0:
@@ -110,14 +115,12 @@ def decode_name(name: bytes) -> str:
 
 
 def open_member(group: h5py.Group, name: bytes) -> Any:
-    """The object a (checked, hard) link names: an h5py Group, Dataset or Datatype. Low-level
-    open: h5py's ``group[name]`` costs several times more, which counts over 100,000 tiles."""
+    """The object a (checked, hard) link names: an h5py Group, or the low-level id of a dataset
+    (``h5d.DatasetID``) or named type. h5py's ``group[name]`` costs several times more (its Dataset
+    reads the creation properties again), which counts over thousands of tiles; the checks here
+    and :class:`~c2seg_kit.h5safe.chunks.RasterReader` take the id."""
     oid = h5o.open(group.id, name)
-    if isinstance(oid, h5g.GroupID):
-        return h5py.Group(oid)
-    if isinstance(oid, h5d.DatasetID):
-        return h5py.Dataset(oid)
-    return h5py.Datatype(oid)
+    return h5py.Group(oid) if isinstance(oid, h5g.GroupID) else oid
 
 
 def _member_link_kind(group: h5py.Group, name: bytes) -> str | None:
@@ -162,14 +165,15 @@ def check_tree(f: h5py.File, ctx: Context, wide: Iterable[str] = ()) -> None:
                 if depth + 1 > ctx.limits.max_depth:
                     raise ctx.error(f"groups are nested too deeply (more than {ctx.limits.max_depth} levels)")
                 stack.append((obj, path, depth + 1))
-            elif isinstance(obj, h5py.Dataset):
+            elif isinstance(obj, h5d.DatasetID):
                 check_storage(obj, path, ctx)
 
 
 def check_attr_count(obj: Any, path: str, ctx: Context) -> None:
     """Refuse an object with more attributes than the limits allow (a count, nothing is read)."""
-    if len(obj.attrs) > ctx.limits.max_attrs:
-        raise ctx.error(f"'{path}' has too many attributes ({len(obj.attrs)} > {ctx.limits.max_attrs})")
+    n = h5a.get_num_attrs(_oid(obj))
+    if n > ctx.limits.max_attrs:
+        raise ctx.error(f"'{path}' has too many attributes ({n} > {ctx.limits.max_attrs})")
 
 
 def read_str_attr(obj: Any, key: str, ctx: Context) -> str | None:
@@ -208,7 +212,7 @@ class RasterLayout:
 
 
 def check_raster(
-    dset: h5py.Dataset,
+    dset: h5py.Dataset | h5d.DatasetID,
     name: str,
     ctx: Context,
     *,
@@ -216,7 +220,7 @@ def check_raster(
     max_pixels: int | None = None,
 ) -> RasterLayout:
     """Check type, space and storage of a 2-D integer raster before any of its data is read."""
-    dsid = dset.id
+    dsid = _oid(dset)
     tid = dsid.get_type()
     tclass = tid.get_class()
     if tclass != h5t.INTEGER:
@@ -225,7 +229,7 @@ def check_raster(
     size = tid.get_size()
     if size not in (1, 2, 4, 8) or tid.get_precision() != 8 * size or tid.get_offset() != 0:
         raise ctx.error(f"'{name}' has an unusual integer type ({size} bytes, {tid.get_precision()} bits); use uint8")
-    dtype = dset.dtype
+    dtype = tid.dtype
 
     space = dsid.get_space()
     stype = space.get_simple_extent_type()
@@ -246,8 +250,8 @@ def check_raster(
     if max_pixels is not None and dims[0] * dims[1] > max_pixels:
         raise ctx.error(f"'{name}' declares {_fmt_shape(dims)} pixels, far more than the target city has")
 
-    check_storage(dset, name, ctx)
     dcpl = dsid.get_create_plist()
+    check_storage(dsid, name, ctx, dcpl)
     chunks = None
     filters: list[tuple[int, int]] = []
     if dcpl.get_layout() == h5d.CHUNKED:
