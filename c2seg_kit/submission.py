@@ -383,15 +383,8 @@ def open_labels(path: Source) -> ClassFile:
 def open_class_raster(path: Source) -> ClassFile:
     """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
     that accept both), in either layout. Unknown files are refused as submissions."""
-    found: dict[str, str | None] = {}
-
-    def peek(checked: h5safe.CheckedFile) -> None:
-        found["format"] = checked.str_attr("c2seg_format")
-
-    def wide(checked: h5safe.CheckedFile) -> tuple[str, ...]:
-        return ("prediction", "label") if read_layout(checked) == LAYOUT_TILES else ()
-
-    h5safe.open_checked(path, h5safe.Context(InvalidSubmissionError, "file"), wide_groups=wide, inspect=peek).close()
+    ctx = h5safe.Context(InvalidSubmissionError, "file")
+    file_format = h5safe.read_root(path, ctx, lambda checked: checked.str_attr("c2seg_format"))
     if hasattr(path, "seek"):
         path.seek(0)  # type: ignore[union-attr]
-    return open_labels(path) if found["format"] == LABELS_FORMAT else open_submission(path)
+    return open_labels(path) if file_format == LABELS_FORMAT else open_submission(path)
