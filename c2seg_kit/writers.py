@@ -27,7 +27,29 @@ from c2seg_kit.submission import (
     root_attrs,
 )
 
-__all__ = ["RasterWriter", "submission_writer", "write_labels", "write_submission"]
+__all__ = ["RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
+
+
+def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
+    """Give the finished temporary file ``tmp`` its name ``path`` in one step.
+
+    With ``overwrite`` an existing file is replaced (os.replace); without, the name is taken only
+    if it is free at that very moment (a hard link fails on an existing name), so a file that
+    appeared meanwhile is never clobbered.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise C2SegError(f"{path} already exists; it was left as it is") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists() or path.is_symlink():
+            raise C2SegError(f"{path} already exists; it was left as it is") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
 
 
 class RasterWriter:

@@ -30,6 +30,8 @@ CORE_COMMANDS: dict[str, str] = {
     "validate": "c2seg_kit.cli.scoring:validate",
     "score": "c2seg_kit.cli.scoring:score",
     "render": "c2seg_kit.cli.scoring:render",
+    "pack": "c2seg_kit.cli.packing:pack",
+    "unpack": "c2seg_kit.cli.packing:unpack",
     "submit": "c2seg_kit.cli.participant:submit",
     "leaderboard": "c2seg_kit.cli.participant:leaderboard",
     "me": "c2seg_kit.cli.account:me",
@@ -79,7 +81,7 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
-    Data: synth, info, prepare. Scoring: validate, score, render. Baseline:
+    Data: synth, info, prepare. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
     train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
     Start with `c2seg demo` to see the whole path on synthetic data.
     """
