@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from c2seg_kit.classes import NUM_LABELS, as_class_ids
 from c2seg_kit.errors import C2SegError, DatasetNotFoundError, InvalidDataError, InvalidSubmissionError
+from c2seg_kit.fsutil import temp_dir_in
 from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
 from c2seg_kit.io.tiles import natural_key, open_test_split
@@ -155,7 +155,7 @@ def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os
         with open_test_split(like, get_track(raster.track)) as split:
             georefs = split.georefs_for(raster.shapes, Path(path).name)
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        partial = temp_dir_in(out.parent, prefix=f".{out.name}.partial-")
         try:
             for tile_id, tile in raster.iter_tiles():
                 write_geotiff(partial / f"{tile_id}{UNPACK_SUFFIX}", tile, georefs[tile_id], nodata=NODATA)

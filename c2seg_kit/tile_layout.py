@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from h5py import h5d
 from c2seg_kit import h5safe
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
+from c2seg_kit.fsutil import temp_file_beside
 from c2seg_kit.io.tiles import natural_key
 from c2seg_kit.submission import (
     LABELS_FORMAT,
@@ -245,9 +245,7 @@ class TileRasterWriter:
         self.verify = verify
         self.written: list[str] = []
         self.shapes: dict[str, tuple[int, int]] = {}  # id -> (H, W) of each tile written
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_file_beside(self.path)
         self.file = h5py.File(self.tmp, "w")
         for key, value in {**attrs, LAYOUT_ATTR: LAYOUT_TILES}.items():
             if value is not None:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import temp_file_beside
 from c2seg_kit.submission import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
@@ -74,9 +74,7 @@ class RasterWriter:
             raise C2SegError(f"output folder {self.path.parent} does not exist")
         self.name = name
         self.verify = verify
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_file_beside(self.path)
         self.chunk_rows = min(DEFAULT_CHUNK_ROWS, self.shape[0])
         self.file = h5py.File(self.tmp, "w")
         for key, value in attrs.items():

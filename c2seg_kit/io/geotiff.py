@@ -14,13 +14,13 @@ Tiles may come from strangers: the declared size is checked before any pixel is 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
+from c2seg_kit.fsutil import temp_file_beside
 
 # tifffile's axes of the first series -> how to reach (C, H, W). Anything else is undecidable:
 # several pages of one size ("IYX", "QYX") may be bands, times or depths; the file does not say.
@@ -261,8 +261,7 @@ def write_geotiff(path: str | os.PathLike, data: np.ndarray, georef: GeoRef | No
     else:
         raise ValueError(f"a tile must be (C, H, W) or (H, W), got shape {data.shape}")
     bands = pixels.shape[2] if pixels.ndim == 3 else 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file_beside(path)
     try:
         tifffile.imwrite(
             tmp, pixels, photometric="minisblack", planarconfig="contig" if bands > 1 else None,
