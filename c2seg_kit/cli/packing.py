@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from c2seg_kit.cli.options import track_option
+from c2seg_kit.cli.options import progress_option, track_option
 from c2seg_kit.registry import get_track
 
 _LIKE_HELP = "The test tiles: the C2Seg_XX folder (or its parent), its zip as distributed, or the test folder itself."
@@ -25,9 +25,9 @@ _LIKE_HELP = "The test tiles: the C2Seg_XX folder (or its parent), its zip as di
 @click.option("--force", is_flag=True, help="Replace --out if it exists (by default an existing file is left alone).")
 @click.option("--team", help="Team name stored in the submission's attributes.")
 @click.option("--method", help="Method name stored in the submission's attributes.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@progress_option
 def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one: bool, as_labels: bool, force: bool,
-         team: str | None, method: str | None, quiet: bool) -> None:
+         team: str | None, method: str | None, progress: bool) -> None:
     """Pack per-tile prediction images in PRED_DIR into one tile-layout submission.
 
     Images as the challenge's teams wrote them: <id>.png, <id>.tif, <id>.tiff or
@@ -49,7 +49,7 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     if as_labels and (team or method):
         raise click.UsageError("--team and --method describe a submission, not a labels file")
     check_new_file(out, force)
-    with tqdm(desc="pack", unit="tile", disable=quiet, leave=False, delay=0.5) as bar:
+    with tqdm(desc="pack", unit="tile", disable=not progress, leave=False, delay=0.5) as bar:
         packed = pack_tiles(pred_dir, get_track(track_name), out, labels=as_labels, like=like, add_one=add_one,
                             overwrite=force, team=team, method=method, progress=bar.update)
     kind = "labels file" if as_labels else "submission"
@@ -66,8 +66,8 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
               help=f"Where each tile's georeferencing comes from. {_LIKE_HELP}")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A new or empty folder for the GeoTIFFs.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def unpack(file: Path, like: Path, out: Path, quiet: bool) -> None:
+@progress_option
+def unpack(file: Path, like: Path, out: Path, progress: bool) -> None:
     """Write each tile of FILE (a tile-layout submission or labels file) as a GeoTIFF, for GIS.
 
     One single-band uint8 GeoTIFF per tile, OUT/<id>.tif, carrying the georeferencing of the
@@ -79,6 +79,6 @@ def unpack(file: Path, like: Path, out: Path, quiet: bool) -> None:
     from c2seg_kit.packing import check_new_or_empty, unpack_tiles
 
     check_new_or_empty(out)
-    with tqdm(desc="unpack", unit="tile", disable=quiet, leave=False, delay=0.5) as bar:
+    with tqdm(desc="unpack", unit="tile", disable=not progress, leave=False, delay=0.5) as bar:
         n, folder = unpack_tiles(file, like, out, progress=bar.update)
     click.echo(f"wrote {n} GeoTIFFs to {folder}")
