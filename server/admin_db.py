@@ -17,8 +17,6 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from c2seg_kit.errors import C2SegError
 
 
@@ -109,10 +107,13 @@ class AdminContext:
     db: str | None
     data_dir: str | None
     _opened: tuple | None = None
+    #: "database URL; data folder DIR (how it was found)", once opened: printed on stderr when the
+    #: verb has finished (an error stays one line: it gets the database's URL appended instead).
+    where: str | None = None
 
     def open(self, *, create: bool = False):
         """(settings, sessionmaker) on the database, with the data folder resolved: the one given,
-        else the one `c2seg serve` recorded, else the default. Says which on stderr."""
+        else the one `c2seg serve` recorded, else the default."""
         if self._opened is not None:
             return self._opened
         from . import stored
@@ -130,8 +131,7 @@ class AdminContext:
                 self.data_dir).resolve() else "")
         else:
             where = "the default; no c2seg serve has recorded one"
-        click.echo(f"database {safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()} ({where})",
-                   err=True)
+        self.where = f"database {safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()} ({where})"
         self._opened = (settings, sessions)
         return self._opened
 

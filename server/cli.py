@@ -133,20 +133,35 @@ def _safe_url(url: str) -> str:
 # -------------------------------------------------------------------------------------------
 
 class AdminGroup(click.Group):
-    """`c2seg admin`: a database failure inside any verb (read-only, permission denied, gone)
-    is one line and exit 1, never a traceback."""
+    """`c2seg admin`: every verb says which database and data folder it used (on stderr, once it
+    has finished; an error names the database in its one line instead), and a database failure
+    inside any verb (read-only, permission denied, gone) is one line and exit 1, never a traceback."""
 
     def invoke(self, ctx):
         from sqlalchemy.exc import SQLAlchemyError
 
-        from .admin_db import database_error
+        from .admin_db import database_error, safe_url
 
+        opened = ctx.obj if isinstance(ctx.obj, AdminContext) else None
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
         except SQLAlchemyError as e:
-            opened = ctx.obj._opened if isinstance(ctx.obj, AdminContext) else None
-            url = opened[0].db_url if opened else (ctx.obj.db or "the database")
-            raise database_error(url, e) from None
+            url = opened._opened[0].db_url if opened and opened._opened else (opened.db if opened else None)
+            raise database_error(url or "(the database)", e) from None
+        except C2SegError as e:
+            if opened is None or opened._opened is None:
+                raise
+            raise C2SegError(f"{e} (database {safe_url(opened._opened[0].db_url)})") from None
+        except SystemExit:
+            self._say_where(opened)
+            raise
+        self._say_where(opened)
+        return rv
+
+    @staticmethod
+    def _say_where(opened) -> None:
+        if opened is not None and opened.where:
+            click.echo(opened.where, err=True)
 
 
 from .admin_db import AdminContext  # noqa: E402  (light: click only)

@@ -17,6 +17,7 @@ talks to anything but loopback.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -72,6 +73,26 @@ def noisy_prediction(label: np.ndarray, seed: int, wrong: float = 0.3) -> np.nda
     flip = (rng.random(label.shape) < wrong) | (label == 0)
     pred[flip] = rng.integers(1, 14, int(flip.sum()))
     return pred
+
+
+#: Write a submission with team=VARIANT, and Variants(bytes) gives the same prediction in new bytes
+#: at every call: a team's byte-identical re-upload is answered 409 (not scored, not charged), so
+#: load that re-sends one prediction needs a fresh copy each time.
+VARIANT = "variant-0000000000"
+
+
+class Variants:
+    """Copies of one submission file's bytes, each with another number in its `team` attribute
+    (same length, so the file stays valid); thread-safe (itertools.count)."""
+
+    def __init__(self, data: bytes):
+        if data.count(VARIANT.encode()) != 1:
+            raise ValueError(f"write the file with team={VARIANT!r}")
+        self.data = data
+        self._n = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self.data.replace(VARIANT.encode(), f"variant-{next(self._n):010d}".encode())
 
 
 # ---------------------------------------------------------------------------------------------
