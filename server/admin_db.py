@@ -57,6 +57,8 @@ def sqlite_file(url: str) -> Path | None:
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
+    if parsed.database.startswith("file:"):  # an SQLite URI (?uri=true): file:/path?mode=ro
+        return Path(parsed.database[5:].partition("?")[0])
     return Path(parsed.database)
 
 

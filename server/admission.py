@@ -88,6 +88,15 @@ def admit(s: Session, team_id: int, nbytes: int, limits: Limits, *, track: str |
     return Admission(team_id=team_id, slot_id=slot.id, reservation=reservation)
 
 
+def forget_all(s: Session) -> int:
+    """Delete every upload slot: run by `c2seg serve` as it starts, when no upload of this
+    database can be in flight (a killed server's slots would otherwise hold its teams' uploads,
+    refused-upload counts and spool budget until they expire)."""
+    n = s.execute(delete(UploadSlot)).rowcount
+    s.commit()
+    return n
+
+
 def finish(s: Session, admission: Admission, *, refused: str | None = None, release_quota: bool = True) -> None:
     """End the upload: free its slot (and its quota reservation, unless it became a submission),
     recording a refusal when there was one, in one transaction."""

@@ -66,7 +66,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     """
     import uvicorn
 
-    from . import stored
+    from . import admission, stored
     from .admin_db import database_errors, open_engine
     from .db import make_sessionmaker
     from .folders import data_folder_problem
@@ -89,7 +89,13 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     with database_errors(lambda: settings.db_url), make_sessionmaker(engine)() as s:
         split = stored.record_split(s, settings)  # here, in one process, before the workers start
         stored.record_data_dir(s, settings.data_dir)
+        admission.forget_all(s)  # no upload is in flight yet: slots left by a killed server go
     engine.dispose()
+    for track, (shape, _) in sorted(tracks.items()):
+        blocks = -(-shape[0] // split.block) * -(-shape[1] // split.block)
+        if blocks < 2:  # one part of the split would be empty: every score of it undefined
+            raise C2SegError(f"the labels of track {track} ({shape[0]} x {shape[1]}) hold a single block of the "
+                             f"public/private split ({split.block} px): the database's split needs larger labels")
     click.echo(f"serving track(s) {', '.join(sorted(tracks))} on http://{where}/ "
                f"(database {_safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()})", err=True)
     if split.origin == "legacy":

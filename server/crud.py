@@ -116,11 +116,6 @@ def failures_today(s: Session, team_id: int) -> int:
     return s.scalar(select(func.count()).where(FailedAttempt.team_id == team_id, FailedAttempt.created >= start))
 
 
-def record_failure(s: Session, team_id: int, reason: str) -> None:
-    s.add(FailedAttempt(team_id=team_id, reason=reason[:300]))
-    s.commit()
-
-
 def used_since(s: Session, team_id: int, track: str, start: dt.datetime | None, now: dt.datetime | None = None) -> int:
     """Scored submissions plus live reservations of (team, track) since `start` (None: ever).
 

@@ -194,7 +194,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             info = await _in_child(services, "peek", str(upload.path),
                                    timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
         except (InvalidUpload, ScoringFailed) as e:
-            raise _refused(422, str(e)) from None
+            raise _refused(422, text.for_terminal(str(e))) from None
         if track is not None and info["track"] != track:
             raise _refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
         reservation = held.reservation
@@ -214,7 +214,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
         try:
             scores = await _in_child(services, "score", str(upload.path), track)
         except (InvalidUpload, ScoringFailed) as e:
-            raise _refused(422, str(e)) from None
+            raise _refused(422, text.for_terminal(str(e))) from None
         # Keep the file for rescoring: rename into storage, then commit the rows in one transaction.
         stored_as = f"{reservation.created:%Y%m%d}-{uuid.uuid4().hex}.h5"
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
