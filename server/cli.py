@@ -148,20 +148,22 @@ class AdminGroup(click.Group):
 
         from .admin_db import database_error, safe_url
 
-        opened = ctx.obj if isinstance(ctx.obj, AdminContext) else None
+        def opened():  # the group's callback makes ctx.obj, inside super().invoke
+            return ctx.obj if isinstance(ctx.obj, AdminContext) and ctx.obj._opened else None
+
         try:
             rv = super().invoke(ctx)
         except SQLAlchemyError as e:
-            url = opened._opened[0].db_url if opened and opened._opened else (opened.db if opened else None)
+            url = opened()._opened[0].db_url if opened() else getattr(ctx.obj, "db", None)
             raise database_error(url or "(the database)", e) from None
         except C2SegError as e:
-            if opened is None or opened._opened is None:
+            if opened() is None:
                 raise
-            raise C2SegError(f"{e} (database {safe_url(opened._opened[0].db_url)})") from None
+            raise C2SegError(f"{e} (database {safe_url(opened()._opened[0].db_url)})") from None
         except SystemExit:
-            self._say_where(opened)
+            self._say_where(opened())
             raise
-        self._say_where(opened)
+        self._say_where(opened())
         return rv
 
     @staticmethod
