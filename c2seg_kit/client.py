@@ -69,7 +69,7 @@ def server_token(token: str | None = None) -> str:
                          "(the token itself is not shown here)")
     if len(token) > TOKEN_MAX:
         raise C2SegError(f"the token is {len(token)} characters long; tokens have at most {TOKEN_MAX}: "
-                         "copy it again, exactly as the organizers sent it")
+                         "copy it again, exactly as the organizers sent it (the token itself is not shown here)")
     return token
 
 

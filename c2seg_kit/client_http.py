@@ -161,12 +161,14 @@ def _read_capped(resp: httpx.Response, url: str, max_body: int) -> bytes:
     return b"".join(parts)
 
 
-def exchange(method: str, url: str, *, base: str, deadline_s: float = DEADLINE_S, max_body: int = MAX_BODY,
+def exchange(method: str, url: str, *, base: str, deadline_s: float | None = None, max_body: int | None = None,
              expect: tuple[int, ...] = (200,), headers: dict | None = None, params: dict | None = None,
              json_body=None, content: Iterable[bytes] | Iterator[bytes] | None = None,
              on_write_error: str | None = None):
     """One request to `url` (on the server `base`, named in messages); the decoded JSON of an
     answer whose status is in `expect`, else ServerError."""
+    deadline_s = deadline_s or DEADLINE_S
+    max_body = max_body or MAX_BODY
     started = time.monotonic()
     timeout = httpx.Timeout(connect=min(10.0, deadline_s), read=deadline_s, write=deadline_s, pool=deadline_s)
     with _Watchdog(deadline_s) as watchdog:
