@@ -14,6 +14,7 @@ length. Only 127.0.0.1 is used. Needs the server and dev extras.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
 from hostile_files import BAD_FILES, LINKS, bomb_chunk, leaks_labels  # noqa: E402
-from live_server import LiveServer, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
+from live_server import VARIANT, LiveServer, Variants, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
 from c2seg_kit.writers import write_submission  # noqa: E402
@@ -148,9 +149,10 @@ def hammer(server, tokens, files, seconds, stop=None):
     stop = stop or threading.Event()
 
     def run(i):
-        data = files[i].read_bytes()
+        copies = Variants(files[i].read_bytes())  # fresh bytes per upload: an identical re-upload is a 409
         with httpx.Client(base_url=server.url, timeout=300) as c:
             while not stop.is_set():
+                data = copies.next()
                 t0 = time.perf_counter()
                 try:
                     r = upload(c, tokens[i % len(tokens)], data)
@@ -179,7 +181,7 @@ def found_after(server, tokens) -> dict:
 
 
 def berlin_files(tmp: Path, target, n: int):
-    return [write_submission(tmp / f"p{i}.h5", noisy_prediction(target.label, i), "AB") for i in range(n)]
+    return [write_submission(tmp / f"p{i}.h5", noisy_prediction(target.label, i), "AB", team=VARIANT) for i in range(n)]
 
 
 def load(args, tmp: Path) -> None:
@@ -235,7 +237,6 @@ def kill9(args, tmp: Path) -> None:
 
 def api(args, tmp: Path) -> None:
     """schemathesis over HTTP at length: the suite's own test with many more examples per operation."""
-    import os
     import subprocess
 
     env = dict(os.environ, C2SEG_FUZZ_EXAMPLES=str(args.examples))
@@ -262,8 +263,11 @@ def main() -> None:
     ap.add_argument("--db", help="SQLAlchemy URL (default: SQLite in the server's data folder)")
     args = ap.parse_args()
     for what in (["catalogue", "kill9", "load", "api", "fuzz"] if args.what == "all" else [args.what]):
+        before = os.getloadavg()[0]  # the machine may be shared: the figures say how busy it was
         with tempfile.TemporaryDirectory(prefix=f"c2seg-{what}-") as tmp:
             globals()[what](args, Path(tmp))
+        print(f"{what}: load average {before:.1f} before, {os.getloadavg()[0]:.1f} after "
+              f"({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
