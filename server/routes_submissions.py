@@ -122,10 +122,6 @@ class Refused(HTTPException):
     was read by a scoring child, or its track's caps could only be decided after that."""
 
 
-def _refused(status: int, reason: str, headers: dict | None = None) -> Refused:
-    return Refused(status, reason, headers=headers)
-
-
 async def _open_track(services: Services, track: str) -> phases.PhaseState:
     state = await _db(services, phases.state, track, default_cap=services.settings.quota_per_phase)
     if state.phase != "open":
@@ -194,9 +190,9 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             info = await _in_child(services, "peek", str(upload.path),
                                    timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
         except (InvalidUpload, ScoringFailed) as e:
-            raise _refused(422, text.for_terminal(str(e))) from None
+            raise Refused(422, text.for_terminal(str(e))) from None
         if track is not None and info["track"] != track:
-            raise _refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
+            raise Refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
         reservation = held.reservation
         if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
             track = info["track"]
@@ -205,16 +201,16 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
                 reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
                                         _limits(settings).hold_s, phase)
             except HTTPException as e:
-                raise _refused(e.status_code, e.detail) from None
+                raise Refused(e.status_code, e.detail) from None
             except crud.QuotaExceeded as e:
-                raise _refused(429, str(e), _quota_refusal(e).headers) from None
+                raise Refused(429, str(e), headers=_quota_refusal(e).headers) from None
             except crud.TeamRevoked:
                 raise HTTPException(401, "this team's token was revoked") from None
             held.reservation = reservation
         try:
             scores = await _in_child(services, "score", str(upload.path), track)
         except (InvalidUpload, ScoringFailed) as e:
-            raise _refused(422, text.for_terminal(str(e))) from None
+            raise Refused(422, text.for_terminal(str(e))) from None
         # Keep the file for rescoring: rename into storage, then commit the rows in one transaction.
         stored_as = f"{reservation.created:%Y%m%d}-{uuid.uuid4().hex}.h5"
         settings.storage_dir.mkdir(parents=True, exist_ok=True)

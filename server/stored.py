@@ -80,13 +80,20 @@ def get(s: Session, key: str) -> str | None:
 
 
 def put(s: Session, key: str, value: str) -> None:
-    """Set one value (replacing it), committed."""
-    row = s.get(ServerSetting, key)
-    if row is None:
-        s.add(ServerSetting(key=key, value=value))
-    elif row.value != value:
-        row.value, row.updated = value, utcnow()
-    s.commit()
+    """Set one value (replacing it), committed; two processes setting it at once both succeed."""
+    for attempt in range(2):
+        row = s.get(ServerSetting, key)
+        if row is None:
+            s.add(ServerSetting(key=key, value=value))
+        elif row.value != value:
+            row.value, row.updated = value, utcnow()
+        try:
+            s.commit()
+            return
+        except IntegrityError:  # another process inserted it first: update that row instead
+            s.rollback()
+            if attempt:
+                raise
 
 
 def read_split(s: Session) -> Split | None:

@@ -85,16 +85,19 @@ VARIANT = "variant-0000000000"
 
 class Variants:
     """Copies of one submission file's bytes, each with another number in its `team` attribute
-    (same length, so the file stays valid); thread-safe (itertools.count)."""
+    (same length, so the file stays valid). The numbers come from one counter for the whole
+    process (itertools.count: thread-safe), so no two copies are alike, even of two Variants of
+    the same file (e.g. a client that starts again after a restart)."""
+
+    _numbers = itertools.count(1)
 
     def __init__(self, data: bytes):
         if data.count(VARIANT.encode()) != 1:
             raise ValueError(f"write the file with team={VARIANT!r}")
         self.data = data
-        self._n = itertools.count(1)
 
     def next(self) -> bytes:
-        return self.data.replace(VARIANT.encode(), f"variant-{next(self._n):010d}".encode())
+        return self.data.replace(VARIANT.encode(), f"variant-{next(Variants._numbers):010d}".encode())
 
 
 # ---------------------------------------------------------------------------------------------
