@@ -23,7 +23,8 @@ from c2seg_kit.text import csv_cell
 from c2seg_kit.text import for_terminal as safe
 
 DB_HELP = "SQLAlchemy database URL (default: SQLite in DATA_DIR; env C2SEG_DATABASE_URL). PostgreSQL: postgresql+psycopg://user@host/db"
-DATA_HELP = "folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data)"
+DATA_HELP = ("folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data; "
+             "admin verbs given --db: the folder `c2seg serve` recorded in that database)")
 
 
 def _settings(db: str | None, data_dir: str | None, **more):
