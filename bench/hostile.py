@@ -5,6 +5,7 @@
     python bench/hostile.py api --examples 500     # schemathesis over HTTP, many examples per operation
     python bench/hostile.py kill9 --rounds 3       # SIGKILL under 8 clients: acknowledged vs found
     python bench/hostile.py load --clients 8 --seconds 60   # Berlin-size uploads: rate, p50/p99, lost
+    python bench/hostile.py caps                   # junk bursts, one team filling the spool, slow heads
     python bench/hostile.py all
 
 The test suite runs the same things at CI size (tests/test_security_*.py); this runs them at
@@ -14,6 +15,7 @@ length. Only 127.0.0.1 is used. Needs the server and dev extras.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
 from hostile_files import BAD_FILES, LINKS, bomb_chunk, leaks_labels  # noqa: E402
-from live_server import LiveServer, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
+from live_server import VARIANT, LiveServer, Variants, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
 from c2seg_kit.writers import write_submission  # noqa: E402
@@ -65,6 +67,92 @@ def catalogue(args, tmp: Path) -> None:
             print(f"gzip bomb ({bomb.stat().st_size / 2**10:.0f} KiB inflating to {args.bomb_mib} MiB) refused 5x: "
                   f"server process peak RSS {w.peak_mb[server.proc.pid]:.0f} MiB, whole tree peak "
                   f"{w.peak_total_mb:.0f} MiB, scoring-child high-water growth {growth:.1f} MiB")
+    finally:
+        server.stop()
+
+
+def caps(args, tmp: Path) -> None:
+    """Issue 13, second round, at the server's default caps (20 refused uploads a day, 2 uploads of
+    a team at once, a 2 GiB spool): a burst of junk, one team filling the spool, slow heads."""
+    import socket
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = make_target(tmp, shape=(600, 400))
+    (tmp / "srv").mkdir()
+    env = {"C2SEG_FAILED_PER_DAY": "20", "C2SEG_HEADER_TIMEOUT_S": "60", "C2SEG_UPLOAD_TIMEOUT_S": "120"}
+    server = LiveServer(tmp / "srv", [target.path], env=env).start()
+    try:
+        token = server.add_team("junk")
+
+        def junk(_):
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                return upload(c, token, b"not HDF5 " * 1000).status_code
+
+        for burst in (1, 2):
+            with ThreadPoolExecutor(args.burst) as ex:
+                codes = Counter(ex.map(junk, range(args.burst)))
+            print(f"caps: junk burst {burst}: {args.burst} uploads at once from one team: {dict(codes)} "
+                  f"(422 = read by a scoring child and refused)")
+        with httpx.Client(base_url=server.url) as c:
+            print(f"caps: refused uploads recorded for the team: {c.get('/api/v1/me', headers=auth(token)).json()['failed_today']}")
+
+        filler = server.add_team("filler")
+        big = random.randbytes(args.spool_mib * 2**20)
+        spool, peak, done = server.data_dir / "spool", [0], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                try:
+                    peak[0] = max(peak[0], sum(f.stat().st_size for f in spool.glob("upload-*")))
+                except OSError:
+                    pass
+                time.sleep(0.005)
+
+        def fill(_):
+            try:
+                with httpx.Client(base_url=server.url, timeout=300) as c:
+                    return upload(c, filler, big).status_code
+            except httpx.HTTPError as e:
+                return type(e).__name__
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.fillers) as ex:
+            codes = Counter(ex.map(fill, range(args.fillers)))
+        done.set()
+        watcher.join()
+        print(f"caps: one team sends {args.fillers} uploads of {args.spool_mib} MiB at once: {dict(codes)} in "
+              f"{time.perf_counter() - t0:.1f} s; spool peak {peak[0] / 2**20:.0f} MiB")
+
+        sockets = []
+        for source in [f"127.0.0.{i}" for i in range(2, 7)]:
+            for _ in range(60):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=0.05, source_address=(source, 0))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                sockets.append(s)
+        seen = []
+        for _ in range(6):
+            for s in sockets:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                seen.append(c.get("/healthz").status_code)
+            time.sleep(1)
+        open_ = 0
+        for s in sockets:
+            try:
+                open_ += s.recv(1) != b""
+            except (TimeoutError, BlockingIOError):
+                open_ += 1
+            except OSError:
+                pass
+            s.close()
+        print(f"caps: 5 addresses x 60 dribbling heads (limit 256 connections): /healthz answers {seen}; "
+              f"attacking connections still open {open_}")
     finally:
         server.stop()
 
@@ -148,9 +236,10 @@ def hammer(server, tokens, files, seconds, stop=None):
     stop = stop or threading.Event()
 
     def run(i):
-        data = files[i].read_bytes()
+        copies = Variants(files[i].read_bytes())  # fresh bytes per upload: an identical re-upload is a 409
         with httpx.Client(base_url=server.url, timeout=300) as c:
             while not stop.is_set():
+                data = copies.next()
                 t0 = time.perf_counter()
                 try:
                     r = upload(c, tokens[i % len(tokens)], data)
@@ -179,7 +268,7 @@ def found_after(server, tokens) -> dict:
 
 
 def berlin_files(tmp: Path, target, n: int):
-    return [write_submission(tmp / f"p{i}.h5", noisy_prediction(target.label, i), "AB") for i in range(n)]
+    return [write_submission(tmp / f"p{i}.h5", noisy_prediction(target.label, i), "AB", team=VARIANT) for i in range(n)]
 
 
 def load(args, tmp: Path) -> None:
@@ -235,7 +324,6 @@ def kill9(args, tmp: Path) -> None:
 
 def api(args, tmp: Path) -> None:
     """schemathesis over HTTP at length: the suite's own test with many more examples per operation."""
-    import os
     import subprocess
 
     env = dict(os.environ, C2SEG_FUZZ_EXAMPLES=str(args.examples))
@@ -247,7 +335,10 @@ def api(args, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["catalogue", "fuzz", "api", "kill9", "load", "all"])
+    ap.add_argument("what", choices=["catalogue", "fuzz", "api", "kill9", "load", "caps", "all"])
+    ap.add_argument("--burst", type=int, default=40, help="caps: junk uploads fired at once")
+    ap.add_argument("--fillers", type=int, default=20, help="caps: large uploads one team fires at once")
+    ap.add_argument("--spool-mib", type=int, default=48, help="caps: size of each large upload")
     ap.add_argument("--examples", type=int, default=500, help="api: schemathesis examples per operation")
     ap.add_argument("--minutes", type=float, default=10, help="fuzz: how long")
     ap.add_argument("--rows", type=int, default=512, help="fuzz: rows of the seed rasters (811 columns)")
@@ -261,9 +352,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="kill9: how many kills")
     ap.add_argument("--db", help="SQLAlchemy URL (default: SQLite in the server's data folder)")
     args = ap.parse_args()
-    for what in (["catalogue", "kill9", "load", "api", "fuzz"] if args.what == "all" else [args.what]):
+    for what in (["catalogue", "kill9", "load", "caps", "api", "fuzz"] if args.what == "all" else [args.what]):
+        before = os.getloadavg()[0]  # the machine may be shared: the figures say how busy it was
         with tempfile.TemporaryDirectory(prefix=f"c2seg-{what}-") as tmp:
             globals()[what](args, Path(tmp))
+        print(f"{what}: load average {before:.1f} before, {os.getloadavg()[0]:.1f} after "
+              f"({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

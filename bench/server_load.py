@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-from live_server import BERLIN, free_port  # noqa: E402
+from live_server import BERLIN, VARIANT, Variants, free_port  # noqa: E402
 
 from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
 
@@ -69,10 +69,11 @@ def main() -> None:
         noisy = rng.random(BERLIN) < 0.05 * (i + 1)
         pred[noisy] = rng.integers(1, 14, int(noisy.sum()))
         pred[pred == 0] = 1
-        write_submission(p, pred, "AB", method=f"bench-{i}")
-        preds.append(p.read_bytes())
-    print(f"Berlin-size submissions: {BERLIN[0]} x {BERLIN[1]}, files {min(map(len, preds)) / 1e3:.0f}-"
-          f"{max(map(len, preds)) / 1e3:.0f} kB; {os.cpu_count()} CPUs")
+        write_submission(p, pred, "AB", method=f"bench-{i}", team=VARIANT)
+        preds.append(Variants(p.read_bytes()))  # fresh bytes per upload: a team's identical re-upload is a 409
+    sizes = [len(v.data) for v in preds]
+    print(f"Berlin-size submissions: {BERLIN[0]} x {BERLIN[1]}, files {min(sizes) / 1e3:.0f}-"
+          f"{max(sizes) / 1e3:.0f} kB; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
 
     data_dir = work / "data"
     db = data_dir / "c2seg.db"
@@ -135,7 +136,7 @@ def run_submissions(url, tokens, preds, args, db) -> int:
         with httpx.Client(timeout=120) as c:
             k = i
             while time.perf_counter() < stop:
-                body = preds[k % len(preds)]
+                body = preds[k % len(preds)].next()
                 k += 1
                 t = time.perf_counter()
                 r = c.post(f"{url}/api/v1/submissions", headers={"Authorization": f"Bearer {tokens[i]}"},

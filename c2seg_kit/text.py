@@ -110,6 +110,27 @@ def check_metadata(method: str | None = None, description: str | None = None, ur
 
 
 def csv_cell(value) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (participant text goes into exports)."""
+    """A CSV cell that a spreadsheet will not run as a formula and that carries no control
+    character (participant text goes into exports that organizers open and print): the forbidden
+    code points are removed (rows stored before they were refused at the door included), and a
+    cell that then starts like a formula (= + - @) gets a leading apostrophe."""
+    text = strip_controls("" if value is None else str(value))
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def for_terminal(value) -> str:
+    """`value` as text that is safe to print on a terminal: every character Python does not call
+    printable (control characters with ESC, C1, bidi controls, line and paragraph separators,
+    zero-width and format marks, lone surrogates, unassigned code points) and every character
+    this module refuses is written as a visible escape (\\x1b, \\u202e), so text from a server or
+    a file can neither move the cursor, recolour or retitle the terminal, nor reorder what the
+    reader sees. The CLI passes every piece of such text through here before printing it."""
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    if text.isprintable() and not _FORBIDDEN.search(text):
+        return text
+    return "".join(c if c.isprintable() and not _FORBIDDEN.match(c) else _escape(c) for c in text)

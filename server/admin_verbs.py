@@ -16,6 +16,7 @@ import click
 
 from c2seg_kit.cli.options import track_option
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.text import for_terminal as safe
 
 from .cli import _open, _user_error, admin
 
@@ -105,7 +106,8 @@ def member(ctx, team, name, email, affiliation, remove):
     if not name:
         raise click.UsageError("--name is required (or give --remove)")
     m = _run(ctx, organizer.add_member, team, name, email, affiliation)
-    click.echo(f"team {team!r}: member {m.name} <{m.email}>" + (f", {m.affiliation}" if m.affiliation else ""), err=True)
+    click.echo(f"team {team!r}: member {safe(m.name)} <{safe(m.email)}>" + (f", {safe(m.affiliation)}" if m.affiliation else ""),
+               err=True)
 
 
 @admin.command()
@@ -122,7 +124,7 @@ def members(ctx, team, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['team'][:30]:<30} {r['name'][:30]:<30} {r['email']:<32} {r['affiliation'] or ''}")
+        click.echo(f"{safe(r['team'])[:30]:<30} {safe(r['name'])[:30]:<30} {safe(r['email']):<32} {safe(r['affiliation'])}")
 
 
 @admin.command()
@@ -183,5 +185,24 @@ def duplicates(ctx, track, as_json):
     for g in groups:
         click.echo(f"{g['kind']} {g['hash'][:16]}:")
         for x in g["submissions"]:
-            click.echo(f"  {x['id']:>6}  {x['team'][:30]:<30} {x['track']}  {x['created'][:19]}"
+            click.echo(f"  {x['id']:>6}  {safe(x['team'])[:30]:<30} {x['track']}  {x['created'][:19]}"
                        + ("  (hidden)" if x["hidden"] else ""))
+
+
+@admin.command("split-seed")
+@click.pass_context
+def split_seed(ctx):
+    """Show the seed of the public/private split, alone on stdout (its block size, public
+    fraction and origin go to stderr). Keep it secret: with it and the labels' shape, anyone can
+    compute which labelled pixels are private. Made with `secrets` when the database was first
+    served; rescoring keeps it; `rescore --new-split-seed` replaces it."""
+    from . import stored
+
+    _, sessions = _open(ctx)
+    with sessions() as s:
+        split = stored.read_split(s)
+    if split is None:
+        raise C2SegError("no split is recorded in this database yet: `c2seg serve` records one when it first starts")
+    click.echo(f"split: blocks of {split.block} x {split.block} pixels, {split.fraction:g} of them public; "
+               f"the seed was {stored.ORIGINS.get(split.origin, split.origin)}; keep it secret", err=True)
+    click.echo(split.seed)

@@ -20,23 +20,17 @@ from c2seg_kit.classes import CLASS_NAMES
 from c2seg_kit.cli.options import TRACK_CHOICE, track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import csv_cell
+from c2seg_kit.text import for_terminal as safe
 
 DB_HELP = "SQLAlchemy database URL (default: SQLite in DATA_DIR; env C2SEG_DATABASE_URL). PostgreSQL: postgresql+psycopg://user@host/db"
-DATA_HELP = "folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data)"
+DATA_HELP = ("folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data; "
+             "admin verbs given --db: the folder `c2seg serve` recorded in that database)")
 
 
 def _settings(db: str | None, data_dir: str | None, **more):
-    from .config import Settings
+    from .admin_db import settings_from
 
-    given = {k: v for k, v in dict(database_url=db, data_dir=data_dir, **more).items() if v is not None}
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**given)
-    except ValidationError as e:  # e.g. a bad C2SEG_* variable
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise C2SegError(f"invalid server setting {where}: {first['msg']}") from None
+    return settings_from(db, data_dir, **more)
 
 
 # -------------------------------------------------------------------------------------------
@@ -56,39 +50,74 @@ def _settings(db: str | None, data_dir: str | None, **more):
 @click.option("--max-upload-mb", type=click.IntRange(1), help="largest upload accepted (default 256)")
 @click.option("--limit-concurrency", default=256, show_default=True, type=click.IntRange(1),
               help="connections served at once; more get 503 at once instead of queueing")
+@click.option("--max-connections-per-client", type=click.IntRange(0),
+              help="connections one client address may hold (default 64; 0 = no cap: behind a reverse proxy, "
+                   "where every connection comes from the proxy; env C2SEG_MAX_CONNECTIONS_PER_CLIENT)")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency, log_level):
+def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency,
+          max_connections_per_client, log_level):
     """Run the scoring server and leaderboard (FastAPI on uvicorn).
 
     Scores uploads against the hidden LABELS (one file per track), keeps a team's best
     submission on the board at `/`, and serves the JSON API under /api/v1. Add teams with
     `c2seg admin add-team NAME`. Every option can also come from a C2SEG_* variable.
+    The database records the data folder and the public/private split (a secret seed made on
+    first start): `c2seg admin --db URL` finds both.
     """
     import uvicorn
 
+    from . import admission, stored
+    from .admin_db import database_errors, open_engine
+    from .db import make_sessionmaker
+    from .folders import data_folder_problem
     from .main import served_tracks
 
     where = _check_can_listen(host, port)
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
     for key, value in (("DATABASE_URL", db), ("DATA_DIR", data_dir), ("SCORING_WORKERS", scoring_workers),
-                       ("QUOTA_PER_DAY", quota),
+                       ("QUOTA_PER_DAY", quota), ("MAX_CONNECTIONS_PER_CLIENT", max_connections_per_client),
                        ("MAX_UPLOAD_BYTES", max_upload_mb and max_upload_mb * 1024 * 1024)):
         if value is not None:
             env[f"C2SEG_{key}"] = str(Path(value).resolve()) if key == "DATA_DIR" else str(value)
     os.environ.update(env)  # every worker process builds its app from these (main.app_from_env)
     settings = _settings(None, None)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
-    _engine(settings).dispose()
-    served = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
-                       for t, (s, _) in sorted(tracks.items()))
-    click.echo(f"serving track(s) {served} on http://{where}/ "
-               f"(database: {_safe_url(settings.db_url)})", err=True)
+    problem = data_folder_problem(settings)
+    if problem is not None:
+        raise C2SegError(f"the data folder is not writable: {problem} (uploads would all fail)")
+    engine = open_engine(settings, create=True)
+    with database_errors(lambda: settings.db_url), make_sessionmaker(engine)() as s:
+        split = stored.record_split(s, settings)  # here, in one process, before the workers start
+        stored.record_data_dir(s, settings.data_dir)
+        admission.forget_all(s)  # no upload is in flight yet: slots left by a killed server go
+    engine.dispose()
+    for track, (served, _) in sorted(tracks.items()):
+        # one part of the split would be empty (every score of it undefined): a tile track's split
+        # takes whole tiles, a scene track's whole blocks
+        if served.tiles is not None:
+            if len(served.tiles) < 2:
+                raise C2SegError(f"the labels of track {track} hold a single tile: the public/private split "
+                                 "assigns whole tiles and needs at least two")
+            continue
+        shape = served.shape
+        blocks = -(-shape[0] // split.block) * -(-shape[1] // split.block)
+        if blocks < 2:
+            raise C2SegError(f"the labels of track {track} ({shape[0]} x {shape[1]}) hold a single block of the "
+                             f"public/private split ({split.block} px): the database's split needs larger labels")
+    described = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
+                          for t, (s, _) in sorted(tracks.items()))
+    click.echo(f"serving track(s) {described} on http://{where}/ "
+               f"(database {_safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()})", err=True)
+    if split.origin == "legacy":
+        click.echo("warning: this database's public/private split uses the public default seed of older releases "
+                   "(anyone can compute the private mask): `c2seg admin rescore --new-split-seed` moves it to a "
+                   "secret one", err=True)
     uvicorn.run(
         "c2seg_server.main:app_from_env", factory=True, host=host, port=port, workers=workers,
         log_level=log_level, server_header=False,
-        # Bounded edge: request head size and time, per-client connections (c2seg_server.edge),
-        # idle keep-alive, concurrent connections.
+        # Bounded edge: request head size and time, per-client connections and waiting heads
+        # (c2seg_server.edge), idle keep-alive, concurrent connections.
         http="c2seg_server.edge:GuardedH11Protocol",
         h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5, limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=10,
@@ -111,53 +140,71 @@ def _check_can_listen(host: str, port: int) -> str:
 
 
 def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from .admin_db import safe_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: show nothing that might be a password
-        return "(unparsable URL)"
+    return safe_url(url)
 
 
 # -------------------------------------------------------------------------------------------
 # admin
 # -------------------------------------------------------------------------------------------
 
-@click.group()
+class AdminGroup(click.Group):
+    """`c2seg admin`: every verb says which database and data folder it used (on stderr, once it
+    has finished; an error names the database in its one line instead), and a database failure
+    inside any verb (read-only, permission denied, gone) is one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .admin_db import database_error, safe_url
+
+        def opened():  # the group's callback makes ctx.obj, inside super().invoke
+            return ctx.obj if isinstance(ctx.obj, AdminContext) and ctx.obj._opened else None
+
+        try:
+            rv = super().invoke(ctx)
+        except SQLAlchemyError as e:
+            url = opened()._opened[0].db_url if opened() else getattr(ctx.obj, "db", None)
+            raise database_error(url or "(the database)", e) from None
+        except C2SegError as e:
+            if opened() is None:
+                raise
+            raise C2SegError(f"{e} (database {safe_url(opened()._opened[0].db_url)})") from None
+        except SystemExit:
+            self._say_where(opened())
+            raise
+        self._say_where(opened())
+        return rv
+
+    @staticmethod
+    def _say_where(opened) -> None:
+        if opened is not None and opened.where:
+            click.echo(opened.where, err=True)
+
+
+from .admin_db import AdminContext  # noqa: E402  (light: click only)
+
+
+@click.group(cls=AdminGroup)
 @click.option("--db", envvar="C2SEG_DATABASE_URL", help=DB_HELP)
 @click.option("--data-dir", envvar="C2SEG_DATA_DIR", type=click.Path(file_okay=False), help=DATA_HELP)
 @click.pass_context
 def admin(ctx, db, data_dir):
     """Organizer tools: teams, tokens, members, phases, hiding and disqualifying, duplicates,
-    export and rescoring. Talks to the database directly, and first upgrades it to this
-    release's schema (Alembic migrations; a database of an older release keeps every row)."""
-    ctx.obj = {"db": db, "data_dir": data_dir}
+    export, rescoring and the split seed. Talks to the database directly, and first upgrades it
+    to this release's schema (Alembic migrations; a database of an older release keeps every row).
+
+    Each verb says on stderr which database and data folder it uses; the data folder is the one
+    `c2seg serve` recorded in the database unless --data-dir is given. Only `add-team` creates a
+    database: the others refuse a missing one.
+    """
+    ctx.obj = AdminContext(db=db, data_dir=data_dir)
 
 
-def _engine(settings):
-    """An engine on a database upgraded to this release's schema (migrations run here); a bad or
-    unreachable database is one line, not a traceback."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from .db import init_db, make_engine
-
-    try:
-        engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
-        init_db(engine, attempts=2)
-    except ArgumentError:
-        raise C2SegError(f"not a database URL: {settings.db_url!r} (e.g. sqlite:///c2seg.db, "
-                         "postgresql+psycopg://user@host/db)") from None
-    except (SQLAlchemyError, ModuleNotFoundError) as e:
-        first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise C2SegError(f"cannot open the database {_safe_url(settings.db_url)}: {first}") from None
-    return engine
-
-
-def _open(ctx):
-    from .db import make_sessionmaker
-
-    settings = _settings(ctx.obj["db"], ctx.obj["data_dir"])
-    return settings, make_sessionmaker(_engine(settings))
+def _open(ctx, *, create: bool = False):
+    """(settings, sessionmaker) for an admin verb (see admin_db.AdminContext.open)."""
+    return ctx.obj.open(create=create)
 
 
 def _user_error(fn, *args):
@@ -175,7 +222,8 @@ def add_team(ctx, name, baseline):
     """Add a team; prints its token, alone, on stdout (shown once: only a hash is stored)."""
     from . import crud
 
-    _, sessions = _open(ctx)
+    name = _user_error(crud.check_team_name, name)  # before the database is opened (or made)
+    _, sessions = _open(ctx, create=True)
     with sessions() as s:
         team, token = _user_error(lambda: crud.add_team(s, name, baseline=baseline))
     click.echo(f"added team {team.name!r}{' (baseline)' if baseline else ''}; its token follows, shown once", err=True)
@@ -200,8 +248,8 @@ def list_teams(ctx, as_json):
         return
     click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} disqualified")
     for r in rows:
-        click.echo(f"{r['name'][:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
-                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {r['disqualified'] or ''}")
+        click.echo(f"{safe(r['name'])[:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
+                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {safe(r['disqualified'])}")
 
 
 @admin.command()
@@ -294,35 +342,53 @@ def export(ctx, out, track):
 @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="the corrected labels.h5; repeat for both tracks")
 @click.option("--scoring-workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--new-split-seed", is_flag=True,
+              help="also move the public/private split to a fresh secret seed (all or nothing: the scores and "
+                   "the seed change together)")
 @click.pass_context
-def rescore(ctx, labels, scoring_workers):
-    """Rescore every stored submission of the given tracks against LABELS (after a label fix)."""
+def rescore(ctx, labels, scoring_workers, new_split_seed):
+    """Rescore every stored submission of the given tracks against LABELS (after a label fix),
+    on the split recorded in the database (the same public and private pixels as before)."""
     from tqdm import tqdm
 
-    from . import crud
+    from . import crud, stored
     from .main import make_pool, served_tracks
     from .workers import InvalidUpload, ScoringFailed
 
     settings, sessions = _open(ctx)
     settings = settings.model_copy(update={"labels": [Path(p) for p in labels], "scoring_workers": scoring_workers})
     tracks = served_tracks(settings.labels)
-    done = failed = 0
-    with make_pool(settings, tracks) as pool, sessions() as s:
+    with sessions() as s:
+        split = stored.record_split(s, settings)
+    if new_split_seed:
+        split = stored.Split(seed=stored.new_seed(), block=split.block, fraction=split.fraction, origin="secret")
+    done, failed, fresh = 0, 0, {}
+    with make_pool(settings, tracks, split) as pool, sessions() as s:
         subs = [x for x in crud.all_submissions(s) if x.track in tracks]
         for sub in tqdm(subs, desc="rescoring", unit="sub", disable=None):
             path = settings.storage_dir / sub.stored_as
             try:
                 if not path.is_file():
-                    raise ScoringFailed("stored file missing")
+                    raise ScoringFailed(f"stored file missing: {path} (is the data folder right?)")
                 scores = pool.call("score", str(path), sub.track)
             except (InvalidUpload, ScoringFailed) as e:
                 failed += 1
-                click.echo(f"submission {sub.id}: not rescored: {e}", err=True)
+                click.echo(f"submission {sub.id}: not rescored: {safe(e)}", err=True)
                 continue
-            crud.set_scores(s, sub, scores)
-            s.commit()
+            if new_split_seed:  # kept until every one is done: the board never mixes two splits
+                fresh[sub.id] = (sub, scores)
+            else:
+                crud.set_scores(s, sub, scores)
+                s.commit()
             done += 1
+        if new_split_seed and failed:
+            raise C2SegError(f"{failed} submission(s) could not be rescored: nothing was changed")
+        if new_split_seed:
+            for sub, scores in fresh.values():
+                crud.set_scores(s, sub, scores)
+            stored.replace_split(s, split)  # commits the scores and the new seed together
     click.echo(f"rescored {done} submission(s) on track(s) {', '.join(sorted(tracks))}"
+               + (" on a new secret split seed" if new_split_seed else "")
                + (f"; {failed} failed" if failed else ""), err=True)
     if failed:
         sys.exit(1)

@@ -48,10 +48,20 @@ class Settings(BaseSettings):
     scoring_memory_mb: int = Field(2048, ge=256)
     chunk_rows: int = Field(512, ge=1)
 
-    # The public/private split of the labelled pixels: a seeded mask of square blocks.
-    split_seed: int = 2023
-    split_block: int = Field(64, ge=1)
-    public_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    # The public/private split of the labelled pixels: a seeded mask of square blocks. None: not
+    # given. The split is recorded in the database when it is first served (stored.py: a secret
+    # seed made then, block 64, half public) and taken from there afterwards; a value given here
+    # that differs from the recorded one is refused.
+    split_seed: int | None = Field(None, ge=0)
+    split_block: int | None = Field(None, ge=1)
+    public_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+
+    # Uploads in flight (each holds an upload slot, taken before its body is read).
+    #: Uploads one team may have in progress at once; more get 429 at once.
+    uploads_per_team: int = Field(2, ge=1)
+    #: Bytes all uploads in progress may hold in the spool together (each reserves its declared
+    #: Content-Length, or the upload cap when it sends none); past it, 503 with Retry-After.
+    spool_budget_mb: int = Field(2048, ge=1)
 
     #: Seconds a leaderboard may be served from this process's cache (0 disables it);
     #: writes made by this process clear it at once.

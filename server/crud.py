@@ -14,8 +14,10 @@ import datetime as dt
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from c2seg_kit import text
+
 from . import phases
-from .models import FailedAttempt, QuotaReservation, Score, Submission, Team, utcnow
+from .models import FailedAttempt, QuotaReservation, Score, Submission, Team, UploadSlot, utcnow
 from .phases import iso
 from .security import hash_token, new_token, token_matches
 
@@ -52,12 +54,14 @@ def utc_day(now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
 
 # --- teams -------------------------------------------------------------------------------
 
+def check_team_name(name: str) -> str:
+    """A team name as stored: one line of 1 to 100 characters, without control characters (C0,
+    C1, bidi controls, ...: the rules of c2seg_kit.text); ValueError says what is wrong."""
+    return text.check_text(name, field="a team name", max_len=100, required=True)
+
+
 def add_team(s: Session, name: str, *, baseline: bool = False) -> tuple[Team, str]:
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ValueError("a team name must be 1 to 100 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ValueError("a team name must be one line of printable characters")
+    name = check_team_name(name)
     if s.scalar(select(Team).where(Team.name == name)) is not None:
         raise ValueError(f"team {name!r} already exists")
     token = new_token()
@@ -112,17 +116,6 @@ def failures_today(s: Session, team_id: int) -> int:
     return s.scalar(select(func.count()).where(FailedAttempt.team_id == team_id, FailedAttempt.created >= start))
 
 
-def check_failure_budget(s: Session, team_id: int, cap: int) -> None:
-    used = failures_today(s, team_id)
-    if used >= cap:
-        raise QuotaExceeded("the daily allowance of refused uploads is", used, cap, utc_day()[1])
-
-
-def record_failure(s: Session, team_id: int, reason: str) -> None:
-    s.add(FailedAttempt(team_id=team_id, reason=reason[:300]))
-    s.commit()
-
-
 def used_since(s: Session, team_id: int, track: str, start: dt.datetime | None, now: dt.datetime | None = None) -> int:
     """Scored submissions plus live reservations of (team, track) since `start` (None: ever).
 
@@ -145,16 +138,31 @@ def used_today(s: Session, team_id: int, track: str, now: dt.datetime | None = N
     return used_since(s, team_id, track, utc_day(now)[0], now)
 
 
+def lock_team(s: Session, team_id: int, now: dt.datetime) -> None:
+    """A write on the team's row: the lock that serialises this team's reservations (SQLite: the
+    database write lock; PostgreSQL: the row lock). TeamRevoked if the team is revoked."""
+    locked = s.execute(update(Team).where(Team.id == team_id, Team.revoked.is_(None)).values(last_reservation=now))
+    if locked.rowcount != 1:
+        s.rollback()
+        raise TeamRevoked()
+
+
 def reserve_slot(s: Session, team_id: int, track: str, quota: int, hold_s: float,
                  phase: phases.PhaseState | None = None) -> QuotaReservation:
     """Take a quota slot for (team, track), atomically: one of today's, and one of the phase's
     when the phase has a cap; raise QuotaExceeded if none is left."""
     now = utcnow()
     # First statement of the transaction, a write: it takes the lock that serialises this team.
-    locked = s.execute(update(Team).where(Team.id == team_id, Team.revoked.is_(None)).values(last_reservation=now))
-    if locked.rowcount != 1:
-        s.rollback()
-        raise TeamRevoked()
+    lock_team(s, team_id, now)
+    res = take_quota(s, team_id, track, quota, hold_s, phase, now)
+    s.commit()
+    return res
+
+
+def take_quota(s: Session, team_id: int, track: str, quota: int, hold_s: float,
+                phase: phases.PhaseState | None, now: dt.datetime) -> QuotaReservation:
+    """Within a transaction holding the team's lock: add a quota reservation, or roll back and
+    raise QuotaExceeded."""
     ends = phase.ends if phase else None
     used = used_today(s, team_id, track, now)
     if used >= quota:
@@ -168,7 +176,6 @@ def reserve_slot(s: Session, team_id: int, track: str, quota: int, hold_s: float
                                 phase_ends=ends, per="in this phase")
     res = QuotaReservation(team_id=team_id, track=track, created=now, expires=now + dt.timedelta(seconds=hold_s))
     s.add(res)
-    s.commit()
     return res
 
 
@@ -178,7 +185,9 @@ def release_slot(s: Session, reservation_id: int) -> None:
 
 
 def purge_expired_reservations(s: Session) -> int:
-    n = s.execute(delete(QuotaReservation).where(QuotaReservation.expires <= utcnow())).rowcount
+    now = utcnow()
+    n = s.execute(delete(QuotaReservation).where(QuotaReservation.expires <= now)).rowcount
+    n += s.execute(delete(UploadSlot).where(UploadSlot.expires <= now)).rowcount
     s.commit()
     return n
 
@@ -187,8 +196,9 @@ def purge_expired_reservations(s: Session) -> int:
 
 def commit_submission(s: Session, reservation: QuotaReservation, *, filename: str, size: int, sha256: str,
                       stored_as: str, method: str | None, scores: dict, description: str | None = None,
-                      url: str | None = None) -> Submission:
-    """Write the submission and both score rows, and free the reservation: one transaction."""
+                      url: str | None = None, upload_slot: int | None = None) -> Submission:
+    """Write the submission and both score rows, and free the reservation and the upload slot:
+    one transaction."""
     sub = Submission(team_id=reservation.team_id, track=reservation.track, created=reservation.created,
                      filename=filename[:255], size=size, sha256=sha256, stored_as=stored_as, method=method,
                      description=description, url=url, content_sha256=scores.get("content_sha256"))
@@ -196,8 +206,15 @@ def commit_submission(s: Session, reservation: QuotaReservation, *, filename: st
         sub.scores.append(score_row(split, scores[split]))
     s.add(sub)
     s.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation.id))
+    if upload_slot is not None:
+        s.execute(delete(UploadSlot).where(UploadSlot.id == upload_slot))
     s.commit()
     return sub
+
+
+def identical_submission(s: Session, team_id: int, sha256: str) -> int | None:
+    """The id of the team's earlier submission of exactly these bytes, if any (hidden ones too)."""
+    return s.scalar(select(func.min(Submission.id)).where(Submission.team_id == team_id, Submission.sha256 == sha256))
 
 
 def score_row(split: str, sc: dict) -> Score:

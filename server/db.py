@@ -22,8 +22,8 @@ _PG_LOCK_KEY = 0x6332_7365_67
 def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # (a file: URI is used as given)
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout_s, "check_same_thread": False},

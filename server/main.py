@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
 
-from . import crud, pages, routes_leaderboard, routes_submissions, routes_teams
+from . import crud, logs, pages, routes_leaderboard, routes_submissions, routes_teams, stored
 from .board import BoardCache
 from .config import Settings
 from .db import init_db, make_engine, make_sessionmaker
@@ -94,14 +94,20 @@ def served_tracks(label_paths: list[Path]) -> dict[str, tuple[ServedTrack, str]]
     return tracks
 
 
-def scorer_kwargs(settings: Settings, tracks: dict) -> dict:
-    return {"labels": {t: p for t, (_, p) in tracks.items()}, "seed": settings.split_seed,
-            "block": settings.split_block, "fraction": settings.public_fraction, "chunk_rows": settings.chunk_rows}
+def scorer_kwargs(settings: Settings, tracks: dict, split: stored.Split) -> dict:
+    return {"labels": {t: p for t, (_, p) in tracks.items()}, **split.scorer_kwargs(),
+            "chunk_rows": settings.chunk_rows}
 
 
-def make_pool(settings: Settings, tracks: dict) -> ScoringPool:
-    return ScoringPool(scorer_kwargs(settings, tracks), workers=settings.scoring_workers,
+def make_pool(settings: Settings, tracks: dict, split: stored.Split | None = None) -> ScoringPool:
+    """A scoring pool on `split` (the database's, see stored.py). Without one (tests that build a
+    pool before the app), the split the settings give, or defaults with a fresh secret seed; the
+    app then records that split, or refuses if its database holds another."""
+    split = split or stored.proposed_split(settings)
+    pool = ScoringPool(scorer_kwargs(settings, tracks, split), workers=settings.scoring_workers,
                        timeout_s=settings.scoring_timeout_s, memory_mb=settings.scoring_memory_mb)
+    pool.split = split
+    return pool
 
 
 def purge_stale_spool(settings: Settings) -> None:
@@ -121,11 +127,15 @@ def purge_stale_spool(settings: Settings) -> None:
 def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = None) -> FastAPI:
     """Build the app. `pool` may be given (tests); otherwise one is started in the lifespan."""
     settings = settings or Settings()
+    logs.install()  # no query string (a pasted token) reaches the access log
     tracks = served_tracks(settings.labels)
     engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
     init_db(engine)
     sessions = make_sessionmaker(engine)
-    services = Services(settings=settings, sessions=sessions, tracks={t: served for t, (served, _) in tracks.items()},
+    with sessions() as s:  # the split every score of this database is computed on (stored.py)
+        split = stored.record_split(s, settings, getattr(pool, "split", None))
+        stored.record_data_dir(s, settings.data_dir)
+    services = Services(settings=settings, sessions=sessions, tracks={t: s for t, (s, _) in tracks.items()},
                         boards=BoardCache(settings.leaderboard_cache_s), pool=pool)
 
     @asynccontextmanager
@@ -135,7 +145,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
         purge_stale_spool(settings)
         own_pool = services.pool is None
         if own_pool:
-            services.pool = make_pool(settings, tracks)
+            services.pool = make_pool(settings, tracks, split)
             from fastapi.concurrency import run_in_threadpool
 
             await run_in_threadpool(services.pool.start)

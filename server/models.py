@@ -15,6 +15,7 @@ import datetime as dt
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -164,6 +165,33 @@ class FailedAttempt(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     reason: Mapped[str] = mapped_column(String(300))
+
+
+class UploadSlot(Base):
+    """An upload in progress, taken before its body is read: it bounds a team's concurrent
+    uploads, counts against the team's daily cap of refused uploads until it ends (an upload in
+    flight may still be refused), and holds `bytes` of the spool budget. Deleted when the upload
+    ends; expires on its own if the server dies."""
+
+    __tablename__ = "upload_slots"
+    __table_args__ = (Index("ix_upload_slots_team", "team_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime]
+
+
+class ServerSetting(Base):
+    """Settings the server records for itself (see stored.py): the secret split seed, the split's
+    block size and public fraction, the data folder. Never sent in any response."""
+
+    __tablename__ = "server_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(4096))
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class PhaseChange(Base):

@@ -9,17 +9,17 @@ import uuid
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from c2seg_kit import text
 
-from . import crud, phases
+from . import admission, crud, phases
 from .board import candidates, chosen, scores_out
 from .deps import Services, ServicesDep, SessionDep, TeamDep, served_track
 from .models import Submission, Team, utcnow
 from .schemas import ErrorOut, FinalPicksIn, FinalPicksOut, MetadataIn, SubmissionOut, TrackName
-from .uploads import TEXT_FIELDS, check_content_length, receive_upload
+from .uploads import FRAMING_BYTES, TEXT_FIELDS, check_content_length, receive_upload
 from .workers import InvalidUpload, ScoringFailed
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
@@ -44,11 +44,18 @@ UPLOAD_BODY = {
         }}},
     }
 }
+#: The track the file is for, declared in the query so that the track's phase and the team's quota
+#: on it are decided before the body is read (`c2seg submit` sends it); the file must agree.
+DeclaredTrack = Annotated[TrackName | None, Query(description="the file's track (lets the server answer "
+                                                              "403/429 before the upload)")]
 ERRORS = {code: {"model": ErrorOut, "description": why} for code, why in {
     400: "malformed request", 401: "missing, invalid or revoked token",
     403: "the track is not open, or the team is disqualified", 404: "no such submission of yours",
-    408: "the upload took too long", 413: "the upload is too large",
-    422: "the file or a field is not valid", 429: "daily or per-phase quota used up",
+    408: "the upload took too long", 409: "identical to one of the team's earlier submissions (not charged)",
+    413: "the upload is too large",
+    422: "the file or a field is not valid",
+    429: "daily or per-phase quota used up, too many refused uploads, or too many uploads in progress",
+    503: "the server's spool or disk is full for now (Retry-After)",
 }.items()}
 
 
@@ -98,22 +105,75 @@ async def _db(services: Services, fn, *args, **kwargs):
     return await run_in_threadpool(run)
 
 
-async def _refuse(services: Services, team: Team, reason: str, status: int = 422) -> HTTPException:
-    await _db(services, crud.record_failure, team.id, reason)
-    return HTTPException(status, reason)
+def _limits(settings) -> admission.Limits:
+    return admission.Limits(
+        per_team=settings.uploads_per_team, failed_per_day=settings.failed_per_day,
+        spool_bytes=settings.spool_budget_mb * 1024 * 1024,
+        hold_s=settings.upload_timeout_s + settings.peek_timeout_s + 2 * settings.scoring_timeout_s + 60)
+
+
+def _quota_refusal(e: crud.QuotaExceeded) -> HTTPException:
+    retry = {"Retry-After": str(max(1, int((e.resets - utcnow()).total_seconds())))} if e.resets else None
+    return HTTPException(429, str(e), headers=retry)
+
+
+class Refused(HTTPException):
+    """A refusal that is recorded as one of the team's refused uploads (the daily cap): the file
+    was read by a scoring child, or its track's caps could only be decided after that."""
+
+
+async def _open_track(services: Services, track: str) -> phases.PhaseState:
+    state = await _db(services, phases.state, track, default_cap=services.settings.quota_per_phase)
+    if state.phase != "open":
+        raise HTTPException(403, f"track {track} is {state.phase}: submissions are not accepted")
+    return state
 
 
 @router.post("", status_code=201, response_model=SubmissionOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
              summary="Upload predictions.h5 and get its public scores")
-async def create_submission(request: Request, team: TeamDep, services: ServicesDep) -> SubmissionOut:
+async def create_submission(request: Request, team: TeamDep, services: ServicesDep,
+                            track: DeclaredTrack = None) -> SubmissionOut:
     settings = services.settings
-    # Token (TeamDep), standing and Content-Length are checked before the body is touched.
+    # Token (TeamDep), standing, size, track and every cap are decided before the body is touched.
     _not_disqualified(team)
-    check_content_length(request, settings.max_upload_bytes)
+    declared = check_content_length(request, settings.max_upload_bytes)
+    if track is not None:
+        track = served_track(track, services)
+    elif len(services.tracks) == 1:
+        track = next(iter(services.tracks))  # the only track served: the file must be for it
+    if track is not None:
+        phase = await _open_track(services, track)
+    elif not any([(await _db(services, phases.state, t)).phase == "open" for t in services.tracks]):
+        raise HTTPException(403, "no track is open: submissions are not accepted")
+    else:
+        phase = None
+    nbytes = declared if declared is not None else settings.max_upload_bytes + FRAMING_BYTES
     try:
-        await _db(services, crud.check_failure_budget, team.id, settings.failed_per_day)
+        held = await _db(services, admission.admit, team.id, nbytes, _limits(settings), track=track,
+                         quota=settings.quota_per_day, phase=phase)
+    except admission.Busy as e:
+        raise HTTPException(e.status, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
     except crud.QuotaExceeded as e:
-        raise HTTPException(429, str(e)) from None
+        raise _quota_refusal(e) from None
+    except crud.TeamRevoked:
+        raise HTTPException(401, "this team's token was revoked") from None
+    refused, done = None, False
+    try:
+        sub = await _receive_and_score(request, team, services, held, track)
+        done = True
+    except Refused as e:
+        refused = e.detail
+        raise
+    finally:
+        if not done:  # the slot (and an unused quota slot) go, with the refusal if there was one
+            await _db(services, admission.finish, held, refused=refused)
+    services.boards.invalidate(sub.track)
+    return await _db(services, lambda s: _describe(s, team, crud.own_submission(s, sub.id, team.id)))
+
+
+async def _receive_and_score(request: Request, team: Team, services: Services, held: admission.Admission,
+                             track: str | None) -> Submission:
+    settings = services.settings
     upload = await receive_upload(request, spool_dir=settings.spool_dir, limit=settings.max_upload_bytes,
                                   timeout_s=settings.upload_timeout_s)
     try:
@@ -121,52 +181,52 @@ async def create_submission(request: Request, team: TeamDep, services: ServicesD
             meta = text.check_metadata(**{k: upload.fields.get(k) for k in TEXT_FIELDS})
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
+        earlier = await _db(services, crud.identical_submission, team.id, upload.sha256)
+        if earlier is not None:  # free of charge: the answer would be the same scores
+            raise HTTPException(409, f"identical to submission {earlier} (the same file, byte for byte); "
+                                     "not scored again and not charged")
         try:
             # Metadata only, so a short limit: a file that loops HDF5 there holds a child for seconds, not minutes.
             info = await _in_child(services, "peek", str(upload.path),
                                    timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
         except (InvalidUpload, ScoringFailed) as e:
-            raise await _refuse(services, team, str(e)) from None
-        track = info["track"]
-        phase = await _db(services, phases.state, track, default_cap=settings.quota_per_phase)
-        if phase.phase != "open":
-            raise HTTPException(403, f"track {track} is {phase.phase}: submissions are not accepted")
-        try:
-            hold_s = settings.scoring_timeout_s * 2 + 60
-            reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day, hold_s,
-                                    phase)
-        except crud.QuotaExceeded as e:
-            retry = {"Retry-After": str(max(1, int((e.resets - utcnow()).total_seconds())))} if e.resets else None
-            raise HTTPException(429, str(e), headers=retry) from None
-        except crud.TeamRevoked:
-            raise HTTPException(401, "this team's token was revoked") from None
+            raise Refused(422, text.for_terminal(str(e))) from None
+        if track is not None and info["track"] != track:
+            raise Refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
+        reservation = held.reservation
+        if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
+            track = info["track"]
+            try:
+                phase = await _open_track(services, track)
+                reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
+                                        _limits(settings).hold_s, phase)
+            except HTTPException as e:
+                raise Refused(e.status_code, e.detail) from None
+            except crud.QuotaExceeded as e:
+                raise Refused(429, str(e), headers=_quota_refusal(e).headers) from None
+            except crud.TeamRevoked:
+                raise HTTPException(401, "this team's token was revoked") from None
+            held.reservation = reservation
         try:
             scores = await _in_child(services, "score", str(upload.path), track)
         except (InvalidUpload, ScoringFailed) as e:
-            await _db(services, crud.release_slot, reservation.id)
-            raise await _refuse(services, team, str(e)) from None
-        except BaseException:
-            await _db(services, crud.release_slot, reservation.id)
-            raise
+            raise Refused(422, text.for_terminal(str(e))) from None
         # Keep the file for rescoring: rename into storage, then commit the rows in one transaction.
         stored_as = f"{reservation.created:%Y%m%d}-{uuid.uuid4().hex}.h5"
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
         kept = settings.storage_dir / stored_as
         os.replace(upload.path, kept)
         try:
-            sub = await _db(services, crud.commit_submission, reservation, filename=upload.filename,
-                            size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,
-                            # the file's `method` attribute is the fallback (cleaned, never refused)
-                            method=meta["method"] or _file_method(info.get("method")),
-                            description=meta["description"], url=meta["url"])
+            return await _db(services, crud.commit_submission, reservation, filename=upload.filename,
+                             size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,
+                             # the file's `method` attribute is the fallback (cleaned, never refused)
+                             method=meta["method"] or _file_method(info.get("method")),
+                             description=meta["description"], url=meta["url"], upload_slot=held.slot_id)
         except BaseException:
             kept.unlink(missing_ok=True)
-            await _db(services, crud.release_slot, reservation.id)
             raise
     finally:
         upload.path.unlink(missing_ok=True)
-    services.boards.invalidate(track)
-    return await _db(services, lambda s: _describe(s, team, crud.own_submission(s, sub.id, team.id)))
 
 
 def _file_method(value: str | None) -> str | None:

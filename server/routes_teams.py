@@ -3,14 +3,18 @@ shapes) and /api/v1/me (the caller's team and quota)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
 from . import crud, phases
 from .deps import ServicesDep, SessionDep, TeamDep, served_track
+from .folders import cached_problem
 from .routes_submissions import ERRORS
 from .schemas import ErrorOut, Health, QuotaInfo, TeamInfo, TrackInfo, TrackName, TrackTiles
 
+log = logging.getLogger("c2seg_server")
 router = APIRouter(tags=["teams"])
 
 
@@ -30,6 +34,10 @@ def healthz(db: SessionDep, services: ServicesDep) -> Health:
         db.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001
         raise HTTPException(503, "database unavailable") from None
+    problem = cached_problem(services.settings)
+    if problem is not None:  # the path goes to the log only: it is the server's business
+        log.error("the data folder is not writable: %s", problem)
+        raise HTTPException(503, "the server cannot write its data folder: uploads would fail")
     return Health(status="ok", tracks=track_infos(db, services), max_upload_bytes=services.settings.max_upload_bytes)
 
 

@@ -9,6 +9,7 @@ as they arrive. Nothing is buffered whole in memory.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from c2seg_kit import text
+
+log = logging.getLogger("c2seg_server")
 
 FIELD = "file"
 #: Small text fields that may come with the file (the submission's metadata), and the most
@@ -44,15 +47,34 @@ def too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"the upload is larger than this server accepts ({limit / 2**20:g} MiB)")
 
 
-def check_content_length(request: Request, limit: int) -> None:
-    """413 from the Content-Length header alone, before a byte of the body is read."""
+def check_content_length(request: Request, limit: int) -> int | None:
+    """The declared body size; 413 from the Content-Length header alone, before a byte of the
+    body is read. None when there is none (chunked: the cap is enforced while streaming)."""
     raw = request.headers.get("content-length")
     if raw is None:
-        return  # chunked: the cap is enforced while streaming
-    if not raw.isdigit():
+        return None
+    if not raw.isdigit() or len(raw) > 20:
         raise HTTPException(400, "invalid Content-Length header")
     if int(raw) > limit + FRAMING_BYTES:
         raise too_large(limit)
+    return int(raw)
+
+
+def clean_filename(raw: bytes) -> str:
+    """The uploaded file's name as the team gave it, for its own reference: the last path part,
+    without control characters (C0 with NUL, C1, bidi controls: PostgreSQL refuses NUL, and
+    organizers read these names in terminals and spreadsheets), at most 255 characters."""
+    name = raw.decode("utf-8", "replace").replace("\\", "/")
+    name = text.strip_controls(os.path.basename(name))
+    return name[:255] or "predictions.h5"
+
+
+def spool_unwritable(e: OSError) -> HTTPException:
+    """503 with Retry-After: the server cannot write the upload now (the cause goes to its log
+    only: it names the server's paths)."""
+    log.error("cannot write to the upload spool: %s", e)
+    return HTTPException(503, "the server cannot store uploads right now (its disk is full or not writable); "
+                              "try again later", headers={"Retry-After": "60"})
 
 
 class _FilePart:
@@ -106,8 +128,7 @@ class _FilePart:
             self.texts[name] = bytearray()
         if params.get(b"name") == FIELD.encode() and not self.found:
             self.found = self._in_file = True
-            name = params.get(b"filename", b"predictions.h5").decode("utf-8", "replace")
-            self.filename = os.path.basename(name.replace("\\", "/"))[:255] or "predictions.h5"
+            self.filename = clean_filename(params.get(b"filename", b"predictions.h5"))
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self._text is not None:
@@ -152,8 +173,11 @@ async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeo
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise HTTPException(400, f"send the predictions as multipart/form-data with a field named '{FIELD}'")
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".h5", dir=spool_dir)
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".h5", dir=spool_dir)
+    except OSError as e:
+        raise spool_unwritable(e) from None
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -176,6 +200,8 @@ async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeo
                 raise HTTPException(400, "the multipart body is malformed") from None
             except ClientDisconnect:
                 raise HTTPException(400, "the client went away before the upload finished") from None
+            except OSError as e:  # the spool's disk is full (or gone): retryable, never a 500
+                raise spool_unwritable(e) from None
         if not part.found:
             raise HTTPException(400, f"the multipart body has no field named '{FIELD}'")
         if not part.ended:

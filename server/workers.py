@@ -9,7 +9,6 @@ a 422 and the server keeps serving. The pool size bounds how many uploads are sc
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import socket
@@ -30,9 +29,13 @@ class InvalidUpload(Exception):
     """The reader refused the file; the message is its one-line reason."""
 
 
-def _child_main(fd: int, scorer_kwargs: dict, memory_bytes: int) -> None:
+def _child_main(fd: int) -> None:
     import resource
 
+    conn = Connection(fd)
+    # The configuration comes over the socket, not the command line: it holds the secret split
+    # seed, and any local user can read a process's command line.
+    scorer_kwargs, memory_bytes = conn.recv()
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file behind
@@ -40,7 +43,6 @@ def _child_main(fd: int, scorer_kwargs: dict, memory_bytes: int) -> None:
 
     from .scoring import Scorer
 
-    conn = Connection(fd)
     scorer = Scorer(**scorer_kwargs)
     while True:
         try:
@@ -77,11 +79,11 @@ class _Child:
     def start(self) -> None:
         ours, theirs = socket.socketpair()
         env = dict(os.environ, **dict.fromkeys(_THREAD_ENV, "1"))
-        config = json.dumps({"fd": theirs.fileno(), "scorer": self.scorer_kwargs, "memory": self.memory_bytes})
-        self.proc = subprocess.Popen([sys.executable, "-m", "c2seg_server.workers", config],
+        self.proc = subprocess.Popen([sys.executable, "-m", "c2seg_server.workers", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self.conn = Connection(ours.detach())
+        self.conn.send((self.scorer_kwargs, self.memory_bytes))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -122,6 +124,7 @@ class ScoringPool:
 
     def __init__(self, scorer_kwargs: dict, *, workers: int = 2, timeout_s: float = 120.0, memory_mb: int = 2048):
         self.timeout_s = timeout_s
+        self.scorer_kwargs = scorer_kwargs
         self._children = [_Child(scorer_kwargs, memory_mb * 1024 * 1024) for _ in range(workers)]
         self._idle: queue.Queue[_Child] = queue.Queue()
         for c in self._children:
@@ -165,5 +168,4 @@ class ScoringPool:
 
 
 if __name__ == "__main__":
-    _cfg = json.loads(sys.argv[1])
-    _child_main(_cfg["fd"], _cfg["scorer"], _cfg["memory"])
+    _child_main(int(sys.argv[1]))

@@ -8,7 +8,9 @@
   database; it can be stopped, killed with SIGKILL and restarted, and acts as the organizer
   (teams, revocations, phases) straight on its database.
 - `live_server_fixtures`: module-scoped `target`, `server` and `client` pytest fixtures.
-- `auth`, `upload`: a participant's requests; `free_port`, `reap`: ports and child processes.
+- `auth`, `upload`: a participant's requests; `free_port`, `reap`: ports and child processes;
+  `Variants`: fresh bytes of one prediction per upload (an identical re-upload is a 409);
+  `connect`, `post_head`, `read_response`: raw sockets, for requests sent a piece at a time.
 
 The hostile files live in hostile_files.py, the memory watcher in memory_watch.py. Nothing here
 talks to anything but loopback.
@@ -17,6 +19,7 @@ talks to anything but loopback.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -72,6 +75,29 @@ def noisy_prediction(label: np.ndarray, seed: int, wrong: float = 0.3) -> np.nda
     flip = (rng.random(label.shape) < wrong) | (label == 0)
     pred[flip] = rng.integers(1, 14, int(flip.sum()))
     return pred
+
+
+#: Write a submission with team=VARIANT, and Variants(bytes) gives the same prediction in new bytes
+#: at every call: a team's byte-identical re-upload is answered 409 (not scored, not charged), so
+#: load that re-sends one prediction needs a fresh copy each time.
+VARIANT = "variant-0000000000"
+
+
+class Variants:
+    """Copies of one submission file's bytes, each with another number in its `team` attribute
+    (same length, so the file stays valid). The numbers come from one counter for the whole
+    process (itertools.count: thread-safe), so no two copies are alike, even of two Variants of
+    the same file (e.g. a client that starts again after a restart)."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, data: bytes):
+        if data.count(VARIANT.encode()) != 1:
+            raise ValueError(f"write the file with team={VARIANT!r}")
+        self.data = data
+
+    def next(self) -> bytes:
+        return self.data.replace(VARIANT.encode(), f"variant-{next(Variants._numbers):010d}".encode())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,3 +294,48 @@ def live_server_fixtures(*, shape=BERLIN, env: dict | None = None, options: list
             yield c
 
     return target, server, client
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw sockets: requests sent a piece at a time (a head without its body, a body that stalls)
+# ---------------------------------------------------------------------------------------------
+
+
+def connect(server, source: str = "127.0.0.1", timeout: float = 10) -> socket.socket:
+    """A TCP connection to the server from `source` (any 127.x.y.z address is loopback on Linux)."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", server.port))
+    return s
+
+
+def read_response(s: socket.socket) -> tuple[int, bytes]:
+    """(status, whole response bytes) until the server closes or the response is complete."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = [int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")[1:])
+                      if k.strip().lower() == b"content-length"]
+            if length and len(body) >= length[0]:
+                break
+    return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0), data
+
+
+def post_head(token: str | None, length: int | None, boundary: str = "b0undary",
+              target: str = "/api/v1/submissions") -> bytes:
+    """The head of an upload (Content-Length `length`, or chunked when None), without its body."""
+    lines = [f"POST {target} HTTP/1.1", "Host: 127.0.0.1",
+             f"Content-Type: multipart/form-data; boundary={boundary}"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()

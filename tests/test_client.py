@@ -26,7 +26,7 @@ def test_server_url_and_token_from_options_or_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("status, words", [
-    (401, "refused the token"), (413, "larger than the server accepts"), (429, "quota used up"),
+    (401, "refused the token"), (413, "larger than the server accepts"), (429, "limit reached"),
     (422, "refused the file"), (500, "server error"), (418, "request refused"),
 ])
 def test_every_refusal_is_one_explained_line(status, words):

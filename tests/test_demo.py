@@ -37,14 +37,16 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.loads((out / "report" / "scores.json").read_text())["miou"] == pytest.approx(scores["miou"])
 
     # the leaderboard has the team with its public mIoU (`c2seg score` on the public part of the
-    # server's default split), and the database holds its scored submission
+    # split the server recorded in its database: a secret seed made on first start), and the
+    # database holds its scored submission
     board = stdout.split("c2seg leaderboard")[1].split("server stopped")[0]
     assert "demo-team" in board and "ranked by public mIoU" in board
-    from c2seg_server.config import Settings
     from c2seg_server.scoring import public_mask
 
-    split = {k: Settings.model_fields[f].default for k, f in
-             (("seed", "split_seed"), ("block", "split_block"), ("fraction", "public_fraction"))}
+    with sqlite3.connect(out / "leaderboard.db") as db:
+        recorded = dict(db.execute("select key, value from server_settings").fetchall())
+    split = {"seed": int(recorded["split_seed"]), "block": int(recorded["split_block"]),
+             "fraction": float(recorded["public_fraction"])}
     with open_labels(out / "data" / "labels.h5") as labels:
         label = labels.read()
     public = as_served(scores_by_part(out / "predictions.h5", label, public_mask(shape, "AB", **split), tmp_path)["public"])

@@ -24,7 +24,10 @@ QUOTA = 5
 SHAPE = (300, 200)
 
 
-target, server, client = live_server_fixtures(shape=SHAPE, env={"C2SEG_QUOTA_PER_DAY": str(QUOTA)})
+# Uploads per team at once raised past the 10 fired together, so that all of them race for the
+# quota (the default cap of 2 at once is tested in test_server_limits.py).
+target, server, client = live_server_fixtures(shape=SHAPE, env={"C2SEG_QUOTA_PER_DAY": str(QUOTA),
+                                                                "C2SEG_UPLOADS_PER_TEAM": "16"})
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("psutil")
 
-from live_server import LiveServer, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
+from live_server import VARIANT, LiveServer, Variants, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 
 from c2seg_kit.writers import write_submission  # noqa: E402
 
@@ -48,7 +48,8 @@ def target(tmp_path_factory):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, target):
     folder = tmp_path_factory.mktemp("preds")
-    return [write_submission(folder / f"p{i}.h5", noisy_prediction(target.label, i), "AB") for i in range(CLIENTS)]
+    return [write_submission(folder / f"p{i}.h5", noisy_prediction(target.label, i), "AB", team=VARIANT)
+            for i in range(CLIENTS)]
 
 
 def hammer(server, tokens, files, acked, stop):
@@ -56,11 +57,12 @@ def hammer(server, tokens, files, acked, stop):
     errors = []
 
     def run(i):
-        token, data = tokens[i % len(tokens)], files[i].read_bytes()
+        # each upload fresh bytes of the client's prediction (the same file again would be a 409)
+        token, copies = tokens[i % len(tokens)], Variants(files[i].read_bytes())
         with httpx.Client(base_url=server.url, timeout=60) as c:
             while not stop.is_set():
                 try:
-                    r = upload(c, token, data)
+                    r = upload(c, token, copies.next())
                 except httpx.HTTPError:
                     return  # the server died under us: this upload was never acknowledged
                 if r.status_code == 201:

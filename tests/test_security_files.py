@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 psutil = pytest.importorskip("psutil")
 
 from hostile_files import BAD_FILES, LINKS, bomb_chunk  # noqa: E402
-from live_server import live_server_fixtures, make_target, noisy_prediction, upload  # noqa: E402
+from live_server import VARIANT, Variants, live_server_fixtures, make_target, noisy_prediction, upload  # noqa: E402
 from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
 from c2seg_kit.writers import write_submission  # noqa: E402
@@ -98,14 +98,15 @@ def test_refusing_a_gzip_bomb_keeps_memory_bounded(server, client, token, tmp_pa
 
 
 def test_a_hung_or_killed_scoring_child_costs_one_422(server, client, token, target, tmp_path):
-    good = write_submission(tmp_path / "ok.h5", noisy_prediction(target.label, 4), "AB")
+    good = write_submission(tmp_path / "ok.h5", noisy_prediction(target.label, 4), "AB", team=VARIANT)
+    copies = Variants(good.read_bytes())  # fresh bytes each time: the same file again would be a 409
     children = server.children()
     assert len(children) == 2
     # Hang: freeze both scoring children (as a C library stuck in a loop would be).
     for pid in children:
         os.kill(pid, signal.SIGSTOP)
     try:
-        r = upload(client, token, good)
+        r = upload(client, token, copies.next())
         assert r.status_code == 422 and "took longer than 3 s" in r.json()["detail"], r.text  # the peek limit
         assert client.get("/healthz").status_code == 200  # answered while a child hung
     finally:
@@ -118,7 +119,7 @@ def test_a_hung_or_killed_scoring_child_costs_one_422(server, client, token, tar
     for pid in server.children():
         os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
-    ok = [upload(client, token, good).status_code for _ in range(3)]
+    ok = [upload(client, token, copies.next()).status_code for _ in range(3)]
     assert 201 in ok and set(ok) <= {201, 422}, ok
-    assert upload(client, token, good).status_code == 201
+    assert upload(client, token, copies.next()).status_code == 201
     assert server.proc.poll() is None

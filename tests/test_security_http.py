@@ -7,7 +7,6 @@ page sends security headers and escapes team names.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -15,7 +14,17 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
+from live_server import (  # noqa: E402
+    VARIANT,
+    Variants,
+    auth,
+    connect,
+    live_server_fixtures,
+    noisy_prediction,
+    post_head,
+    read_response,
+    upload,
+)
 
 from c2seg_kit.writers import write_submission  # noqa: E402
 
@@ -39,44 +48,14 @@ def token(server):
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory, target):
-    return write_submission(tmp_path_factory.mktemp("p") / "p.h5", noisy_prediction(target.label, 1), "AB")
+    return write_submission(tmp_path_factory.mktemp("p") / "p.h5", noisy_prediction(target.label, 1), "AB",
+                            team=VARIANT)
 
 
-def connect(server, source: str = "127.0.0.1", timeout: float = 10) -> socket.socket:
-    s = socket.socket()
-    s.bind((source, 0))
-    s.settimeout(timeout)
-    s.connect(("127.0.0.1", server.port))
-    return s
-
-
-def read_response(s: socket.socket) -> tuple[int, bytes]:
-    """(status, whole response bytes) until the server closes or the response is complete."""
-    data = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            break
-        if not chunk:
-            break
-        data += chunk
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if sep:
-            length = [int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")[1:])
-                      if k.strip().lower() == b"content-length"]
-            if length and len(body) >= length[0]:
-                break
-    return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0), data
-
-
-def post_head(token: str | None, length: int | None, boundary: str = "b0undary") -> bytes:
-    lines = ["POST /api/v1/submissions HTTP/1.1", "Host: 127.0.0.1",
-             f"Content-Type: multipart/form-data; boundary={boundary}"]
-    if token is not None:
-        lines.append(f"Authorization: Bearer {token}")
-    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+@pytest.fixture(scope="module")
+def copies(good):
+    """Fresh bytes of the same prediction at each call (the same file again would be a 409)."""
+    return Variants(good.read_bytes())
 
 
 # --- bodies ----------------------------------------------------------------------------------
@@ -179,7 +158,7 @@ def test_oversized_request_heads_are_refused(server, client, head):
     assert client.get("/healthz").status_code == 200
 
 
-def test_slowloris_cannot_hold_the_server(server, client, token, good):
+def test_slowloris_cannot_hold_the_server(server, client, token, copies):
     """An attacker dribbles request heads on 3x the per-client cap of connections; another
     client is served at once; the extra connections are refused at once, the rest dropped
     after the head timeout."""
@@ -196,7 +175,7 @@ def test_slowloris_cannot_hold_the_server(server, client, token, good):
     try:
         time.sleep(0.3)
         assert client.get("/healthz").status_code == 200
-        assert upload(client, token, good).status_code == 201
+        assert upload(client, token, copies.next()).status_code == 201
 
         def closed(s):
             try:

@@ -356,9 +356,11 @@ def test_pool_replaces_a_child_that_hangs_or_dies(pool, label_array, pred_file):
 def test_quota_429_says_when_it_resets(make_client, label_array, pred_file):
     client = make_client(quota_per_day=2)
     h = add_team(client)
-    path = pred_file(label_array)
-    assert [post(client, h, path).status_code for _ in range(2)] == [201, 201]
-    r = post(client, h, path)
+    # three different files (an identical one would get 409, free of charge: see test_server_limits.py)
+    paths = [pred_file(label_array, team=f"copy {i}") for i in range(3)]
+    path = paths[0]
+    assert [post(client, h, p).status_code for p in paths[:2]] == [201, 201]
+    r = post(client, h, paths[2])
     assert r.status_code == 429
     midnight = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
     assert midnight in r.json()["detail"] and "quota" in r.json()["detail"]

@@ -105,7 +105,9 @@ def pred(tmp_path, labels):
         elif isinstance(right, float):
             right = np.random.default_rng(seed).random(lab.shape) < right
         wrong = (lab % 13) + 1  # always another class
-        path = tmp_path / f"pred{next(counter)}.h5"
+        n = next(counter)
+        path = tmp_path / f"pred{n}.h5"
+        kw.setdefault("team", f"file {n}")  # every file its own bytes: a team's identical re-upload is a 409
         write_submission(path, np.where(right, lab, wrong).astype(np.uint8), track, **kw)
         return path
 

@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from live_server import free_port  # noqa: E402
+from live_server import VARIANT, Variants, free_port  # noqa: E402
 from split_scores import scores_by_part  # noqa: E402
 
 from c2seg_kit.cli import cli, main  # noqa: E402
@@ -166,7 +166,9 @@ def test_end_to_end_over_http(live_server, db_url, labels, tmp_path, capsys):
     result = json.loads(out)
     assert result["scores"]["miou"] == 1.0 and result["track"] == "AB" and result["method"] == "oracle"
 
-    code, out, err = run_cli(capsys, "submit", str(pred), env={"C2SEG_SERVER": server.url, "C2SEG_TOKEN": token})
+    again = tmp_path / "pred-again.h5"  # other bytes: the very same file again would be a 409 (not charged)
+    write_submission(again, labels[1], "AB", method="oracle", team="alpha")
+    code, out, err = run_cli(capsys, "submit", str(again), env={"C2SEG_SERVER": server.url, "C2SEG_TOKEN": token})
     assert code == 0 and "mIoU" in out and "1.0000" in out and "Surface water" in out
 
     code, out, _ = run_cli(capsys, "leaderboard", "--server", server.url, "--track", "AB", "--json")
@@ -188,21 +190,24 @@ def test_end_to_end_over_http(live_server, db_url, labels, tmp_path, capsys):
 @pytest.mark.slow
 def test_quota_holds_under_concurrent_requests(live_server, db_url, labels, tmp_path):
     quota, clients = 3, 16
-    server = live_server(db_url, quota_per_day=quota, scoring_workers=2)
+    # uploads_per_team raised so that all of them race for the quota (the default, 2 at once, is
+    # tested in test_server_limits.py); each client its own file (an identical one would be a 409)
+    server = live_server(db_url, quota_per_day=quota, scoring_workers=2, uploads_per_team=clients)
     token = server.admin("add-team", "alpha").strip()
-    pred = tmp_path / "pred.h5"
-    write_submission(pred, labels[1], "AB")
-    data = pred.read_bytes()
+    files = []
+    for i in range(clients):
+        write_submission(tmp_path / f"pred{i}.h5", labels[1], "AB", team=f"client {i}")
+        files.append((tmp_path / f"pred{i}.h5").read_bytes())
     barrier = threading.Barrier(clients)
     codes: list[int] = []
 
-    def one():
+    def one(data):
         barrier.wait(30)
         r = httpx.post(f"{server.url}/api/v1/submissions", headers={"Authorization": f"Bearer {token}"},
                        files={"file": ("p.h5", data)}, timeout=120)
         codes.append(r.status_code)
 
-    threads = [threading.Thread(target=one) for _ in range(clients)]
+    threads = [threading.Thread(target=one, args=(data,)) for data in files]
     for t in threads:
         t.start()
     for t in threads:
@@ -289,12 +294,11 @@ def test_admin_verbs_revoke_phase_export_and_rescore(live_server, labels, tmp_pa
     write_labels(fixed_path, fixed, "AB")
     server.admin("rescore", "--labels", str(fixed_path), "--scoring-workers", "1")
     rows = list(csv.DictReader(io.StringIO(server.admin("export"))))
-    from c2seg_server.config import Settings
     from c2seg_server.scoring import public_mask
 
-    defaults = Settings.model_fields
-    public = public_mask(SHAPE, "AB", seed=defaults["split_seed"].default, block=16,  # C2SEG_SPLIT_BLOCK
-                         fraction=defaults["public_fraction"].default)
+    # the split the database recorded when it was first served (a secret seed; block from C2SEG_SPLIT_BLOCK)
+    seed = int(server.admin("split-seed"))
+    public = public_mask(SHAPE, "AB", seed=seed, block=16, fraction=0.5)
     want = scores_by_part(pred, fixed, public, tmp_path)
     for part in ("public", "private"):
         assert want[part]["miou"] < 1.0
@@ -360,11 +364,12 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(live_server, db_url, labels,
     with both score rows, and no submission row lacks its scores."""
     import signal
 
-    server = live_server(db_url, quota_per_day=100000, scoring_workers=2)
+    # 6 uploads of one team in flight (past the default of 2 at once); each a fresh copy (no 409)
+    server = live_server(db_url, quota_per_day=100000, scoring_workers=2, uploads_per_team=6)
     token = server.admin("add-team", "alpha").strip()
     pred = tmp_path / "pred.h5"
-    write_submission(pred, labels[1], "AB")
-    data = pred.read_bytes()
+    write_submission(pred, labels[1], "AB", team=VARIANT)
+    copies = Variants(pred.read_bytes())
     acked: list[int] = []
     stop = threading.Event()
 
@@ -373,7 +378,7 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(live_server, db_url, labels,
             while not stop.is_set():
                 try:
                     r = c.post(f"{server.url}/api/v1/submissions", headers={"Authorization": f"Bearer {token}"},
-                               files={"file": ("p.h5", data)})
+                               files={"file": ("p.h5", copies.next())})
                 except httpx.HTTPError:
                     return  # the server is gone
                 if r.status_code == 201:

@@ -109,8 +109,11 @@ def cli() -> None:
 
 
 def fail(message: str) -> NoReturn:  # noqa: F821
-    """Print a one-line explanation on stderr and exit 1 (a user mistake)."""
-    click.echo(f"error: {message}", err=True)
+    """Print a one-line explanation on stderr and exit 1 (a user mistake). The message may carry
+    text from a server or a file: control characters and bidi controls are shown as escapes."""
+    from c2seg_kit.text import for_terminal
+
+    click.echo(f"error: {for_terminal(message)}", err=True)
     sys.exit(1)
 
 

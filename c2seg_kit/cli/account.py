@@ -12,19 +12,20 @@ import click
 from c2seg_kit.cli.options import format_score, track_option
 from c2seg_kit.cli.participant import metadata_options, server_options
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.text import for_terminal as safe
 
 
 def utc(value: str | None) -> str:
     """An ISO time from the server as `YYYY-MM-DD HH:MM UTC`."""
     if not value:
         return "-"
-    return value.replace("T", " ")[:16] + " UTC"
+    return safe(value.replace("T", " ")[:16]) + " UTC"
 
 
 def phase_line(q: dict) -> str:
     if q.get("phase_ends"):
-        return f"{q['phase']} until {utc(q['phase_ends'])} (then {q['next_phase']})"
-    return f"{q['phase']} (no change scheduled)"
+        return f"{safe(q['phase'])} until {utc(q['phase_ends'])} (then {safe(q.get('next_phase'))})"
+    return f"{safe(q['phase'])} (no change scheduled)"
 
 
 @click.command()
@@ -39,11 +40,11 @@ def me(server, token, as_json):
     if as_json:
         click.echo(json.dumps(info))
         return
-    click.echo(f"team {info['team']}" + (" (baseline)" if info.get("baseline") else ""))
+    click.echo(f"team {safe(info['team'])}" + (" (baseline)" if info.get("baseline") else ""))
     if info.get("disqualified"):
-        click.echo(f"  DISQUALIFIED: {info['disqualified']}")
+        click.echo(f"  DISQUALIFIED: {safe(info['disqualified'])}")
     for q in info["quota"]:
-        click.echo(f"track {q['track']}: {phase_line(q)}")
+        click.echo(f"track {safe(q['track'])}: {phase_line(q)}")
         click.echo(f"  today:      {q['used_today']} used, {q['left_today']} left; resets at {utc(q['resets'])}")
         if q.get("phase_cap") is not None:
             click.echo(f"  this phase: {q['used_phase']} of {q['phase_cap']} used, {q['left_phase']} left")
@@ -86,9 +87,9 @@ def submissions(ctx, server, token, track, as_json):
                f"{'method':<24} counts")
     for sub in subs:
         sc = sub["scores"]
-        click.echo(f"{sub['id']:>6}  {utc(sub['created'])[:16]:<16}  {sub['track']:<5} {sub['status']:<6} "
-                   f"{format_score(sc['miou']):>7} {format_score(sc['oa']):>7}  {(sub.get('method') or '')[:24]:<24} "
-                   f"{_counts(sub)}")
+        click.echo(f"{sub['id']:>6}  {utc(sub['created'])[:16]:<16}  {safe(sub['track']):<5} "
+                   f"{safe(sub.get('status', 'scored')):<6} {format_score(sc['miou']):>7} {format_score(sc['oa']):>7}  "
+                   f"{safe(sub.get('method'))[:24]:<24} {_counts(sub)}")
 
 
 def _from(ctx, server, token) -> dict:
@@ -125,7 +126,7 @@ def select(ctx, ids, track, server, token):
         out = client.set_final_picks(t, chosen, **where)
         picked = ", ".join(map(str, out["ids"])) or "none (your best public submission counts)"
         closes = f"; picking closes at {utc(out['closes'])}" if out.get("closes") else ""
-        click.echo(f"track {t}: final picks {picked} (at most {out['max']}){closes}")
+        click.echo(f"track {safe(t)}: final picks {picked} (at most {out['max']}){closes}")
 
 
 @submissions.command()
@@ -149,5 +150,5 @@ def edit(ctx, submission_id, method, description, url, clear, server, token):
     except ValueError as e:
         raise C2SegError(str(e)) from None
     out = client.edit_submission(submission_id, fields, **_from(ctx, server, token))
-    click.echo(f"submission {out['id']}: method {out.get('method') or '-'}; url {out.get('url') or '-'}; "
+    click.echo(f"submission {out['id']}: method {safe(out.get('method')) or '-'}; url {safe(out.get('url')) or '-'}; "
                f"description {'set' if out.get('description') else '-'}")

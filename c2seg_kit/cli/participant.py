@@ -13,11 +13,13 @@ import click
 from c2seg_kit.classes import EVAL_CLASSES
 from c2seg_kit.cli.options import format_score, track_option
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.text import for_terminal as safe
 
 
 def print_scores(result: dict) -> None:
     sc = result["scores"]
-    click.echo(f"submission {result['id']} (track {result['track']}, team {result['team']}) scored; public split:")
+    click.echo(f"submission {result['id']} (track {safe(result['track'])}, team {safe(result['team'])}) scored; "
+               "public split:")
     for key, label in (("miou", "mIoU"), ("oa", "OA"), ("f1", "F1 (macro)"), ("kappa", "Kappa")):
         click.echo(f"  {label:<36} {format_score(sc[key])}")
     click.echo("  per-class IoU:")
@@ -80,7 +82,8 @@ def submit(predictions, server, token, method, description, url, as_json):
     info = client.health(site)
     served = {t["track"]: t for t in info.get("tracks", [])}
     if track not in served:
-        raise C2SegError(f"the server at {site} does not score track {track} (it serves: {', '.join(served) or 'none'})")
+        raise C2SegError(f"the server at {site} does not score track {track} "
+                         f"(it serves: {', '.join(map(safe, served)) or 'none'})")
     cap = info.get("max_upload_bytes")
     if cap and size > cap:
         raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
@@ -96,7 +99,7 @@ def submit(predictions, server, token, method, description, url, as_json):
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=None, leave=False) as bar:
         result = client.submit(path, server=site, token=token, progress=bar.update, method=method,
-                               description=description, url=url)
+                               description=description, url=url, track=track)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -116,7 +119,7 @@ def leaderboard(server, track, as_json):
         click.echo(json.dumps(board))
         return
     final = board["phase"] == "final"
-    click.echo(f"track {board['track']} ({board['phase']}), ranked by {board['ranked_by']} mIoU; "
+    click.echo(f"track {safe(board['track'])} ({safe(board['phase'])}), ranked by {safe(board['ranked_by'])} mIoU; "
                "baselines (*) are shown, not ranked")
     if not board["entries"]:
         click.echo("no submissions yet")
@@ -125,7 +128,7 @@ def leaderboard(server, track, as_json):
         f"{'mIoU':>7} {'OA':>7} {'F1':>7} {'kappa':>7} {'subs':>5}"
     click.echo(head)
     for e in board["entries"]:
-        name = e["team"][:28] + (" *" if e["baseline"] else "")
+        name = safe(e["team"])[:28] + (" *" if e["baseline"] else "")
         priv = f"{format_score(e['private']['miou']):>9} " if final and e.get("private") else ""
         p = e["public"]
         rank = "-" if e["rank"] is None else e["rank"]
