@@ -39,7 +39,9 @@ def target(tmp_path_factory):
 def server(tmp_path_factory, target):
     folder = tmp_path_factory.mktemp("server")
     bw = write_labels(folder / "labels-BW.h5", np.ones(BW_SHAPE, np.uint8), "BW")
-    srv = LiveServer(folder, [target.path, bw], env={"C2SEG_SPLIT_SEED": str(SEED), "C2SEG_SCORING_WORKERS": "1",
+    # the scene track BW only serves the layout checks: small labels, so small split blocks (two at least)
+    srv = LiveServer(folder, [target.path, bw], env={"C2SEG_SPLIT_SEED": str(SEED), "C2SEG_SPLIT_BLOCK": "16",
+                                                      "C2SEG_SCORING_WORKERS": "1",
                                                       "C2SEG_SCORING_TIMEOUT_S": "20", "C2SEG_PEEK_TIMEOUT_S": "10"})
     srv.start()
     yield srv
