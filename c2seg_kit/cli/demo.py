@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from c2seg_kit.cli.options import progress_option
 from c2seg_kit.errors import C2SegError
 
 TOTAL_STEPS = 8
@@ -57,10 +58,18 @@ def claim_folder(out: Path) -> None:
     (out / MARKER).write_text("written by `c2seg demo`; a later demo may clear the entries it writes here\n")
 
 
+def takes_progress(verb: str) -> bool:
+    """Whether `c2seg VERB` has the --progress/--no-progress switch (the verbs that draw bars)."""
+    from c2seg_kit.cli import cli
+
+    cmd = cli.get_command(click.Context(cli), verb)
+    return cmd is not None and any(p.name == "progress" for p in cmd.params)
+
+
 class Demo:
-    def __init__(self, out: Path, quiet: bool):
+    def __init__(self, out: Path, progress: bool):
         self.out = out
-        self.quiet = quiet
+        self.progress = progress
         self.step = 0
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for var in ("C2SEG_SERVER", "C2SEG_TOKEN", "C2SEG_DATABASE_URL"):  # the demo uses its own
@@ -70,8 +79,15 @@ class Demo:
         self.step += 1
         click.secho(f"\n[{self.step}/{TOTAL_STEPS}] {title}", bold=True)
 
-    def c2seg(self, *args: str, capture: bool = False) -> str:
-        cmd = [sys.executable, "-m", "c2seg_kit", *map(str, args)]
+    def command(self, verb: str, *args) -> list[str]:
+        """The arguments of one step: the demo's own --progress/--no-progress choice goes on to
+        every verb that takes it, so a demo piped into a log gets no bars from its steps either."""
+        switch = ["--progress" if self.progress else "--no-progress"] if takes_progress(verb) else []
+        return [verb, *map(str, args), *switch]
+
+    def c2seg(self, verb: str, *args, capture: bool = False) -> str:
+        args = self.command(verb, *args)
+        cmd = [sys.executable, "-m", "c2seg_kit", *args]
         click.echo("  $ " + shell_line(args))
         proc = subprocess.run(cmd, env=self.env, text=True, stdout=subprocess.PIPE if capture else None,
                               stderr=None)
@@ -123,8 +139,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 @click.option("--scale", type=click.FloatRange(0.02, 1.0), default=0.25, show_default=True,
               help="Synthetic city size as a fraction of the real Augsburg/Berlin.")
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Training steps (tiny HighDAN).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: Path, scale: float, steps: int, seed: int) -> None:
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic data, the cache's samples and training.")
+@progress_option
+def demo(out: Path, scale: float, steps: int, seed: int, progress: bool) -> None:
     """Run the whole C2Seg path on synthetic data, on the CPU, in a few minutes.
 
     Synthesises a small Augsburg -> Berlin pair, prepares it, trains the tiny HighDAN,
@@ -133,7 +151,7 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
     predicted map beside the true labels.
     """
     claim_folder(out)
-    d = Demo(out, quiet=False)
+    d = Demo(out, progress=progress)
     data, prepared, run = out / "data", out / "prepared", out / "run"
     predictions, labels = out / "predictions.h5", data / "labels.h5"
     t_start = time.monotonic()
