@@ -17,14 +17,19 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import CLASS_NAMES
-from c2seg_kit.cli.options import TRACK_CHOICE, track_option
+from c2seg_kit.cli.options import TRACK_CHOICE, progress_option, track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import csv_cell
 from c2seg_kit.text import for_terminal as safe
 
-DB_HELP = "SQLAlchemy database URL (default: SQLite in DATA_DIR; env C2SEG_DATABASE_URL). PostgreSQL: postgresql+psycopg://user@host/db"
-DATA_HELP = ("folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data; "
-             "admin verbs given --db: the folder `c2seg serve` recorded in that database)")
+#: The database, as `serve` and `admin` both take it.
+DB_OPTION = dict(envvar="C2SEG_DATABASE_URL", show_envvar=True, show_default="SQLite in the data folder",
+                 help="SQLAlchemy database URL; PostgreSQL: postgresql+psycopg://user@host/db")
+DATA_HELP = "Folder for the SQLite database and the stored submissions."
+#: serve's defaults of the settings it takes as options; they are config.Settings' own (and edge.py's),
+#: repeated here only so that --help can show them (tests/test_help_audit.py checks that they agree).
+SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day": 5, "max_upload_mb": 256,
+                  "max_connections_per_client": 64}
 
 
 def _settings(db: str | None, data_dir: str | None, **more):
@@ -39,29 +44,38 @@ def _settings(db: str | None, data_dir: str | None, **more):
 
 @click.command()
 @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="hidden labels.h5 of a track; repeat to serve both tracks")
-@click.option("--db", envvar="C2SEG_DATABASE_URL", help=DB_HELP)
-@click.option("--data-dir", envvar="C2SEG_DATA_DIR", type=click.Path(file_okay=False), help=DATA_HELP)
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 for all)")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="server processes")
-@click.option("--scoring-workers", type=click.IntRange(1, 64), help="scoring child processes per server process (default 2)")
-@click.option("--quota", type=click.IntRange(0), help="submissions per team, track and UTC day (default 5)")
-@click.option("--max-upload-mb", type=click.IntRange(1), help="largest upload accepted (default 256)")
+              help="Hidden labels.h5 of a track; repeat to serve both tracks.")
+@click.option("--db", **DB_OPTION)
+@click.option("--data-dir", envvar="C2SEG_DATA_DIR", show_envvar=True, type=click.Path(file_okay=False),
+              default=SERVE_DEFAULTS["data_dir"], show_default=True, help=DATA_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--scoring-workers", type=click.IntRange(1, 64), envvar="C2SEG_SCORING_WORKERS", show_envvar=True,
+              default=SERVE_DEFAULTS["scoring_workers"], show_default=True,
+              help="Scoring child processes per server process.")
+@click.option("--quota", type=click.IntRange(0), envvar="C2SEG_QUOTA_PER_DAY", show_envvar=True,
+              default=SERVE_DEFAULTS["quota_per_day"], show_default=True, help="Submissions per team, track and UTC day.")
+# not from an environment variable: C2SEG_MAX_UPLOAD_BYTES (bytes) is the setting, read when this is not given
+@click.option("--max-upload-mb", type=click.IntRange(1), show_default=f"{SERVE_DEFAULTS['max_upload_mb']}, or "
+              "C2SEG_MAX_UPLOAD_BYTES / 2**20", help="Largest upload accepted, in MiB.")
 @click.option("--limit-concurrency", default=256, show_default=True, type=click.IntRange(1),
-              help="connections served at once; more get 503 at once instead of queueing")
-@click.option("--max-connections-per-client", type=click.IntRange(0),
-              help="connections one client address may hold (default 64; 0 = no cap: behind a reverse proxy, "
-                   "where every connection comes from the proxy; env C2SEG_MAX_CONNECTIONS_PER_CLIENT)")
+              help="Connections served at once; more get 503 at once instead of queueing.")
+@click.option("--max-connections-per-client", type=click.IntRange(0), envvar="C2SEG_MAX_CONNECTIONS_PER_CLIENT",
+              show_envvar=True, default=SERVE_DEFAULTS["max_connections_per_client"], show_default=True,
+              help="Connections one client address may hold; 0 = no cap: behind a reverse proxy, where every "
+                   "connection comes from the proxy.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="How much uvicorn logs.")
 def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency,
           max_connections_per_client, log_level):
     """Run the scoring server and leaderboard (FastAPI on uvicorn).
 
     Scores uploads against the hidden LABELS (one file per track), keeps a team's best
     submission on the board at `/`, and serves the JSON API under /api/v1. Add teams with
-    `c2seg admin add-team NAME`. Every option can also come from a C2SEG_* variable.
+    `c2seg admin add-team NAME`. An option marked [env var: ...] can also come from that
+    variable; every other server setting has its own C2SEG_* variable (server/config.py).
     The database records the data folder and the public/private split (a secret seed made on
     first start): `c2seg admin --db URL` finds both.
     """
@@ -187,8 +201,10 @@ from .admin_db import AdminContext  # noqa: E402  (light: click only)
 
 
 @click.group(cls=AdminGroup)
-@click.option("--db", envvar="C2SEG_DATABASE_URL", help=DB_HELP)
-@click.option("--data-dir", envvar="C2SEG_DATA_DIR", type=click.Path(file_okay=False), help=DATA_HELP)
+@click.option("--db", **DB_OPTION)
+@click.option("--data-dir", envvar="C2SEG_DATA_DIR", show_envvar=True, type=click.Path(file_okay=False),
+              show_default=f"the folder `c2seg serve` recorded in the database, else {SERVE_DEFAULTS['data_dir']}",
+              help=DATA_HELP)
 @click.pass_context
 def admin(ctx, db, data_dir):
     """Organizer tools: teams, tokens, members, phases, hiding and disqualifying, duplicates,
@@ -269,9 +285,9 @@ def revoke(ctx, team):
 @click.argument("track", type=TRACK_CHOICE)
 @click.argument("phase", required=False, type=click.Choice(["open", "closed", "final"]))
 @click.option("--at", "at", metavar="ISO-8601-UTC",
-              help="when the change happens, e.g. 2026-12-01T00:00Z (default: now); applied on time, no restart")
-@click.option("--cap", type=click.IntRange(0),
-              help="submissions per team in this phase, beside the daily quota (default: C2SEG_QUOTA_PER_PHASE)")
+              show_default="now", help="When the change happens, e.g. 2026-12-01T00:00Z; applied on time, no restart.")
+@click.option("--cap", type=click.IntRange(0), show_default="C2SEG_QUOTA_PER_PHASE, else no cap",
+              help="Submissions per team in this phase, beside the daily quota.")
 @click.option("--unschedule", is_flag=True, help="drop TRACK's changes that have not happened yet")
 @click.pass_context
 def phase(ctx, track, phase, at, cap, unschedule):
@@ -305,7 +321,7 @@ EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
 
 
 @admin.command()
-@click.option("--out", type=click.Path(dir_okay=False), help="CSV file to write (default: stdout)")
+@click.option("--out", type=click.Path(dir_okay=False), show_default="stdout", help="CSV file to write.")
 @track_option(required=False, help="Only this track.")
 @click.pass_context
 def export(ctx, out, track):
@@ -341,12 +357,14 @@ def export(ctx, out, track):
 @admin.command()
 @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="the corrected labels.h5; repeat for both tracks")
-@click.option("--scoring-workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--scoring-workers", default=SERVE_DEFAULTS["scoring_workers"], show_default=True, type=click.IntRange(1, 64),
+              help="Scoring child processes.")
 @click.option("--new-split-seed", is_flag=True,
               help="also move the public/private split to a fresh secret seed (all or nothing: the scores and "
                    "the seed change together)")
+@progress_option
 @click.pass_context
-def rescore(ctx, labels, scoring_workers, new_split_seed):
+def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
     """Rescore every stored submission of the given tracks against LABELS (after a label fix),
     on the split recorded in the database (the same public and private pixels as before)."""
     from tqdm import tqdm
@@ -365,7 +383,7 @@ def rescore(ctx, labels, scoring_workers, new_split_seed):
     done, failed, fresh = 0, 0, {}
     with make_pool(settings, tracks, split) as pool, sessions() as s:
         subs = [x for x in crud.all_submissions(s) if x.track in tracks]
-        for sub in tqdm(subs, desc="rescoring", unit="sub", disable=None):
+        for sub in tqdm(subs, desc="rescoring", unit="sub", file=sys.stderr, disable=not progress):
             path = settings.storage_dir / sub.stored_as
             try:
                 if not path.is_file():

@@ -93,8 +93,10 @@ def submissions(ctx, server, token, track, as_json):
 
 
 def _from(ctx, server, token) -> dict:
-    """Options given to the verb win over those given to the group."""
-    return {"server": server or ctx.obj["server"], "token": token or ctx.obj["token"]}
+    """Options given to the verb win over those given to the group (`c2seg submissions --server URL
+    select 3`); both read the same C2SEG_* variables and default, so the group's value stands otherwise."""
+    given = ctx.get_parameter_source("server") == click.core.ParameterSource.COMMANDLINE
+    return {"server": server if given else ctx.obj["server"], "token": token or ctx.obj["token"]}
 
 
 @submissions.command()
@@ -131,7 +133,7 @@ def select(ctx, ids, track, server, token):
 
 @submissions.command()
 @click.argument("submission_id", type=click.IntRange(1, 2**31 - 1))
-@metadata_options
+@metadata_options()
 @click.option("--clear", "clear", multiple=True, type=click.Choice(["method", "description", "url"]),
               help="remove this field (repeatable)")
 @server_options

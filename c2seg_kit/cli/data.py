@@ -167,11 +167,12 @@ def _report_line(name: str, city: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or a "
+              metavar="PREPARED_DIR", help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or a "
                    "previous prepare output (anything else is refused).")
 @click.option("--pca-fit", type=click.Choice(["city", "source"]), default="city", show_default=True,
               help="Fit the HSI PCA per city (the paper) or on the source city and apply it to both.")
-@click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True)
+@click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True,
+              help="HSI principal components kept (the paper: 10).")
 @click.option("--pca-sample", type=PixelCount(1000), default="all", show_default=True,
               help="Pixels the PCA is fitted on: all (exact, the authors' recipe) or a seeded sample of N "
                    "(faster). Either way each component's sign follows the authors' rule.")
@@ -182,7 +183,8 @@ def _report_line(name: str, city: dict) -> str:
 @click.option("--sample-pixels", type=click.IntRange(1000), default=200_000, show_default=True,
               help="Pixels sampled per city and modality for --normalise percentile (the PCA sample is "
                    "--pca-sample).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the pixel samples: the same seed writes the same cache.")
 @progress_option
 def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
             pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,

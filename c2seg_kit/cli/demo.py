@@ -14,10 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from c2seg_kit.cli.options import progress_option
 from c2seg_kit.errors import C2SegError
 
 TOTAL_STEPS = 8
@@ -57,10 +59,18 @@ def claim_folder(out: Path) -> None:
     (out / MARKER).write_text("written by `c2seg demo`; a later demo may clear the entries it writes here\n")
 
 
+def takes_progress(verb: str) -> bool:
+    """Whether `c2seg VERB` has the --progress/--no-progress switch (the verbs that draw bars)."""
+    from c2seg_kit.cli import cli
+
+    cmd = cli.get_command(click.Context(cli), verb)
+    return cmd is not None and any(p.name == "progress" for p in cmd.params)
+
+
 class Demo:
-    def __init__(self, out: Path, quiet: bool):
+    def __init__(self, out: Path, progress: bool):
         self.out = out
-        self.quiet = quiet
+        self.progress = progress
         self.step = 0
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for var in ("C2SEG_SERVER", "C2SEG_TOKEN", "C2SEG_DATABASE_URL"):  # the demo uses its own
@@ -70,8 +80,15 @@ class Demo:
         self.step += 1
         click.secho(f"\n[{self.step}/{TOTAL_STEPS}] {title}", bold=True)
 
-    def c2seg(self, *args: str, capture: bool = False) -> str:
-        cmd = [sys.executable, "-m", "c2seg_kit", *map(str, args)]
+    def command(self, verb: str, *args) -> list[str]:
+        """The arguments of one step: the demo's own --progress/--no-progress choice goes on to
+        every verb that takes it, so a demo piped into a log gets no bars from its steps either."""
+        switch = ["--progress" if self.progress else "--no-progress"] if takes_progress(verb) else []
+        return [verb, *map(str, args), *switch]
+
+    def c2seg(self, verb: str, *args, capture: bool = False) -> str:
+        args = self.command(verb, *args)
+        cmd = [sys.executable, "-m", "c2seg_kit", *args]
         click.echo("  $ " + shell_line(args))
         proc = subprocess.run(cmd, env=self.env, text=True, stdout=subprocess.PIPE if capture else None,
                               stderr=None)
@@ -81,17 +98,53 @@ class Demo:
 
 
 def chance_miou(labels: Path, seed: int = 0) -> float:
-    """mIoU of a uniform random class per pixel: the floor a trained model should clear."""
+    """mIoU of a uniform random class per pixel: the floor a trained model should clear. Labels of
+    either layout (a scene, or tiles: one confusion matrix over all of them, as scoring does)."""
     import numpy as np
 
     from c2seg_kit.metrics import ConfusionMatrix
     from c2seg_kit.submission import open_labels
 
-    with open_labels(labels) as lab:
-        label = lab.read()
+    rng = np.random.default_rng(seed)
     cm = ConfusionMatrix()
-    cm.update(label, np.random.default_rng(seed).integers(1, 14, label.shape, dtype=np.uint8))
+    with open_labels(labels) as lab:
+        for _, block in lab.iter_blocks():
+            cm.update(block, rng.integers(1, 14, block.shape, dtype=np.uint8))
     return cm.scores()["miou"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What differs between the demo on scene files and on the challenge's tiles: data, not branches."""
+
+    scale: float  # the default --scale: small enough for a few CPU minutes
+    synth: str  # the step titles
+    prepare: str
+    predict: str
+    render: str
+    data_files: str  # the data folder in the closing list of files
+    render_like_data: bool  # tiles: draw a mosaic placed by the test tiles' georeferencing
+
+
+LAYOUTS = {
+    "scene": Layout(
+        scale=0.25,
+        synth="Synthesise a small Augsburg -> Berlin city pair (MATLAB v5 layout, like the real files)",
+        prepare="Prepare the window cache (NaN repair, HSI PCA to 10 components fitted on Augsburg, per-band min-max)",
+        predict="Predict the whole of Berlin, validate and score the submission file",
+        render="Render the predicted map beside the true labels",
+        data_files="synthetic scene files", render_like_data=False),
+    "tiles": Layout(
+        scale=0.15,
+        synth="Synthesise a small Augsburg -> Berlin pair as the challenge's GeoTIFF tiles (C2Seg_AB/train: "
+              "Augsburg, labelled; C2Seg_AB/test: Berlin, without labels)",
+        prepare="Prepare the tile cache (NaN repair within each tile, HSI PCA to 10 components fitted on "
+                "Augsburg's tiles, per-band min-max over each city's tiles)",
+        predict="Predict every Berlin test tile into one tile-layout submission, validate and score it",
+        render="Render the predicted tiles as a mosaic of Berlin (placed by their georeferencing) beside the true "
+               "labels",
+        data_files="synthetic challenge tiles", render_like_data=True),
+}
 
 
 def _free_port() -> int:
@@ -120,37 +173,46 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
               show_default=True, help="Folder for everything the demo writes: new, empty, or one a previous demo wrote "
                    "(then only the demo's own files are replaced).")
-@click.option("--scale", type=click.FloatRange(0.02, 1.0), default=0.25, show_default=True,
+@click.option("--layout", type=click.Choice(sorted(LAYOUTS)), default="scene", show_default=True,
+              help="scene: the RSE scene files; tiles: the WHISPERS challenge's GeoTIFF tiles, trained and "
+                   "predicted tile by tile, submitted as a tile-layout file.")
+@click.option("--scale", type=click.FloatRange(0.02, 1.0),
+              show_default=", ".join(f"{lay.scale} with {name}" for name, lay in LAYOUTS.items()),
               help="Synthetic city size as a fraction of the real Augsburg/Berlin.")
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Training steps (tiny HighDAN).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: Path, scale: float, steps: int, seed: int) -> None:
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic data, the cache's samples and training.")
+@progress_option
+def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, progress: bool) -> None:
     """Run the whole C2Seg path on synthetic data, on the CPU, in a few minutes.
 
     Synthesises a small Augsburg -> Berlin pair, prepares it, trains the tiny HighDAN,
     predicts Berlin, validates and scores the prediction, starts a local leaderboard server
     (SQLite), adds a team, submits, prints the leaderboard, stops the server, and renders the
-    predicted map beside the true labels.
+    predicted map beside the true labels. --layout tiles does the same on the challenge's tiles.
     """
+    lay = LAYOUTS[layout]
+    scale = lay.scale if scale is None else scale
     claim_folder(out)
-    d = Demo(out, quiet=False)
+    d = Demo(out, progress=progress)
     data, prepared, run = out / "data", out / "prepared", out / "run"
     predictions, labels = out / "predictions.h5", data / "labels.h5"
     t_start = time.monotonic()
 
-    d.say("Synthesise a small Augsburg -> Berlin city pair (MATLAB v5 layout, like the real files)")
-    d.c2seg("synth", data, "--track", "AB", "--scale", scale, "--seed", seed)
+    d.say(lay.synth)
+    d.c2seg("synth", data, "--track", "AB", *(["--layout", layout] if layout != "scene" else []),
+            "--scale", scale, "--seed", seed)
     d.say("Describe it")
     d.c2seg("info", data, "--track", "AB")
     # One PCA fitted on Augsburg and applied to both cities keeps the HSI features comparable
     # across the synthetic shift, which a few hundred CPU steps need (the paper fits per city).
-    d.say("Prepare the window cache (NaN repair, HSI PCA to 10 components fitted on Augsburg, per-band min-max)")
+    d.say(lay.prepare)
     d.c2seg("prepare", data, "--track", "AB", "--out", prepared, "--pca-fit", "source", "--seed", seed)
     d.say(f"Train the tiny HighDAN for {steps} steps on the CPU (source: Augsburg labels; target: Berlin, unlabelled)")
     d.c2seg("train-baseline", "--data", prepared, "--track", "AB", "--out", run, "--config", "tiny",
             "--steps", steps, "--device", "cpu", "--seed", seed, "--labels", labels)
     checkpoint = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
-    d.say("Predict the whole of Berlin, validate and score the submission file")
+    d.say(lay.predict)
     d.c2seg("predict", "--checkpoint", checkpoint, "--data", prepared, "--track", "AB", "--out", predictions,
             "--device", "cpu", "--method", "HighDAN-tiny (demo)")
     d.c2seg("validate", predictions, "--track", "AB", "--labels", labels)
@@ -185,16 +247,17 @@ def demo(out: Path, scale: float, steps: int, seed: int) -> None:
                 server.kill()
     click.echo("  server stopped")
 
-    d.say("Render the predicted map beside the true labels")
-    d.c2seg("render", predictions, "--out", out / "prediction.png")
-    d.c2seg("render", labels, "--out", out / "labels.png")
+    d.say(lay.render)
+    like = ["--like", data] if lay.render_like_data else []
+    d.c2seg("render", predictions, *like, "--out", out / "prediction.png")
+    d.c2seg("render", labels, *like, "--out", out / "labels.png")
 
     click.secho(f"\nDone in {time.monotonic() - t_start:.0f} s. Target (Berlin) mIoU {scores['miou']:.4f}, "
                 f"against {chance:.4f} for a random guess (synthetic data; real C2Seg numbers need the real "
                 f"dataset).", bold=True)
     click.echo("Files:")
     for label, path in [
-        ("synthetic scene files", data),
+        (lay.data_files, data),
         ("hidden labels (organizers)", labels),
         ("prepared cache", prepared),
         ("training run (checkpoints, log.jsonl)", run),

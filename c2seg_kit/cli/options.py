@@ -12,8 +12,24 @@ import click
 
 from c2seg_kit.registry import TRACKS
 
-#: AB, BW, ... typed in any case; click hands back the registry's spelling ("ab" -> "AB").
-TRACK_CHOICE = click.Choice(sorted(TRACKS), case_sensitive=False)
+
+class TrackChoice(click.Choice):
+    """A track typed in any case; click hands back the registry's spelling ("ab" -> "AB").
+
+    Help and errors write the tracks as the registry does: click 8.2+ would show its case-folded
+    form (``[ab|bw]``). The registry's names are upper case, so a typed name is matched by
+    upper-casing it. (Click 8.1 calls neither method and already shows the choices as given.)
+    """
+
+    def normalize_choice(self, choice, ctx) -> str:
+        return str(choice).upper()
+
+    def _normalized_mapping(self, ctx=None) -> dict:
+        return {choice: self.normalize_choice(choice, ctx) for choice in self.choices}
+
+
+#: AB, BW, ...: the one type of every track a verb takes.
+TRACK_CHOICE = TrackChoice(sorted(TRACKS), case_sensitive=False)
 
 TRACK_HELP = "; ".join(f"{t.name}: {t.source.display} -> {t.target.display}" for t in TRACKS.values())
 
@@ -47,5 +63,6 @@ def progress_option(f):
     return click.option(
         "--progress/--no-progress", " /--quiet", "progress", default=None,
         callback=lambda ctx, param, value: stderr_is_terminal() if value is None else value,
-        help="Progress bars on stderr. Default: only when stderr is a terminal (none in a log or pipe).",
+        show_default="only when stderr is a terminal",
+        help="Progress bars on stderr; none in a log or a pipe unless --progress.",
     )(f)

@@ -22,7 +22,7 @@ _LIKE_HELP = "The test tiles: the C2Seg_XX folder (or its parent), its zip as di
 @click.option("--add-one", is_flag=True, help="Shift 0-based predictions (0..12) to the class ids 1..13.")
 @click.option("--labels", "as_labels", is_flag=True,
               help="Pack label tiles (0..13) into a tile-layout labels file, for organizers.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists (by default an existing file is left alone).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists; without it an existing file is left alone.")
 @click.option("--team", help="Team name stored in the submission's attributes.")
 @click.option("--method", help="Method name stored in the submission's attributes.")
 @progress_option

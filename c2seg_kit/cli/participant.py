@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import EVAL_CLASSES
-from c2seg_kit.cli.options import format_score, track_option
+from c2seg_kit.cli.options import format_score, progress_option, track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
 
@@ -27,31 +27,44 @@ def print_scores(result: dict) -> None:
         click.echo(f"    {c.display:<36} {format_score(sc['per_class_iou'].get(c.name))}")
 
 
-SERVER_HELP = "server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)"
-TOKEN_HELP = "your team's token (env C2SEG_TOKEN)"
+def server_option(fn):
+    """--server, from the option, else C2SEG_SERVER, else the client's default."""
+    from c2seg_kit.client import DEFAULT_SERVER
+
+    return click.option("--server", envvar="C2SEG_SERVER", show_envvar=True, default=DEFAULT_SERVER,
+                        show_default=True, help="The scoring server's URL.")(fn)
 
 
 def server_options(fn):
     """--server and --token, from the options or C2SEG_SERVER / C2SEG_TOKEN."""
-    fn = click.option("--token", envvar="C2SEG_TOKEN", help=TOKEN_HELP)(fn)
-    return click.option("--server", envvar="C2SEG_SERVER", help=SERVER_HELP)(fn)
+    fn = click.option("--token", envvar="C2SEG_TOKEN", show_envvar=True, help="Your team's token.")(fn)
+    return server_option(fn)
 
 
-def metadata_options(fn):
+def metadata_options(method_default: str | None = None):
+    """--method, --description and --url, checked later with the server's own rules (c2seg_kit.text).
+    ``method_default`` is what an unset --method stands for, shown in the help."""
     from c2seg_kit import text
 
-    fn = click.option("--url", help=f"http(s) link to a paper, report or code (at most {text.URL_MAX} characters)")(fn)
-    fn = click.option("--description", help=f"what the method does (at most {text.DESCRIPTION_MAX} characters)")(fn)
-    return click.option("--method", help=f"method name shown on the board (one line, at most {text.METHOD_MAX} "
-                                          "characters; default: the file's `method` attribute)")(fn)
+    def add(fn):
+        fn = click.option("--url", help=f"http(s) link to a paper, report or code (at most {text.URL_MAX} "
+                                        "characters)")(fn)
+        fn = click.option("--description", help=f"what the method does (at most {text.DESCRIPTION_MAX} "
+                                                "characters)")(fn)
+        return click.option("--method", show_default=method_default,
+                            help=f"method name shown on the board (one line, at most {text.METHOD_MAX} "
+                                 "characters)")(fn)
+
+    return add
 
 
 @click.command()
 @click.argument("predictions", type=click.Path(dir_okay=False))
 @server_options
-@metadata_options
+@metadata_options(method_default="the file's `method` attribute")
 @click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
-def submit(predictions, server, token, method, description, url, as_json):
+@progress_option
+def submit(predictions, server, token, method, description, url, as_json, progress):
     """Validate PREDICTIONS locally, upload them and print the public scores.
 
     The file and the metadata are checked with the server's own rules before a byte is sent,
@@ -97,7 +110,7 @@ def submit(predictions, server, token, method, description, url, as_json):
     with open_submission(path, track=track, **expected) as sub:
         sub.check_values()
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
-              disable=None, leave=False) as bar:
+              disable=not progress, leave=False) as bar:
         result = client.submit(path, server=site, token=token, progress=bar.update, method=method,
                                description=description, url=url, track=track)
     if as_json:
@@ -107,7 +120,7 @@ def submit(predictions, server, token, method, description, url, as_json):
 
 
 @click.command()
-@click.option("--server", envvar="C2SEG_SERVER", help=SERVER_HELP)
+@server_option
 @track_option()
 @click.option("--json", "as_json", is_flag=True, help="print the server's JSON")
 def leaderboard(server, track, as_json):

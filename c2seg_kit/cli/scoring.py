@@ -101,7 +101,7 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
 @click.option("--max-side", type=click.IntRange(16, 20000), default=2048, show_default=True,
               help="Longest side of the map in pixels; larger rasters keep every k-th pixel.")
 @click.option("--legend/--no-legend", default=True, show_default=True, help="Draw the class legend.")
-@click.option("--title", help="Title above the map (default: the file name and track).")
+@click.option("--title", show_default="the file name and track", help="Title above the map.")
 @click.option("--like", "like", type=click.Path(path_type=Path),
               help="Tile files only: the test tiles (C2Seg_XX folder, its zip, or the test folder); draw a "
                    "mosaic placed by their georeferencing instead of a contact sheet.")
