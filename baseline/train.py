@@ -4,9 +4,14 @@
 two optimisers, restored from last.pt on --resume) and then loops: a source batch and a target
 batch, the poly learning rates for the step, one `train_step` (generator, then discriminators),
 a log line; every `eval_every` steps and at the end, evaluation on the target city with the kit's
-metrics (when its labels are known) and a checkpoint. The rest has its own module:
+metrics (when its labels are known) and a checkpoint. Evaluation is `predict` with the run's
+settings (predict.py), so the best mIoU is exactly what `predict` + `score` give for best.pt.
+The rest has its own module:
 
-- batches: the two endless batch streams, a pure function of (seed, step), so --resume is exact;
+- batches: the two endless batch streams (the recipe's sampling, augmentation and target windows),
+  a pure function of (seed, step), so --resume is exact;
+- pretrained: where the weights start (--init-backbone, --init-from);
+- provenance: the track and input layout every checkpoint records, which predict checks;
 - resume: a fresh run never overwrites another; a resumed one keeps its network and track;
 - checkpoint: last.pt and best.pt (by target mIoU), holding everything (weights, optimisers, RNG);
 - runlog: log.jsonl and the progress bar;
