@@ -26,7 +26,8 @@ import torch
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.metrics import ConfusionMatrix
 from c2seg_kit.registry import Track
-from c2seg_kit.submission import open_labels, submission_writer
+from c2seg_kit.submission import open_labels
+from c2seg_kit.writers import submission_writer
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from c2seg_kit.metrics import ConfusionMatrix
-from c2seg_kit.submission import score_files, write_labels, write_submission
+from c2seg_kit.scoring import score_files
+from c2seg_kit.writers import write_labels, write_submission
 
 
 def synthetic_pair(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,7 @@ _HWM_WRAPPER = (
     "        if line.startswith('VmHWM:'):\n"
     "            sys.stderr.write('VMHWM %d\\n' % (int(line.split()[1]) * 1024))\n"
     "atexit.register(_hwm)\n"
-    "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.submission, c2seg_kit.render\n"
+    "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render\n"
     "if len(sys.argv) > 1:\n"
     "    c2seg_kit.cli.main(sys.argv[1:])\n"
 )
@@ -128,7 +129,7 @@ def main() -> None:
         cmd = c2seg + ["score", str(pred_path), "--labels", str(lab_path), "--json"]
         subprocess.run(cmd, check=True, capture_output=True)  # warm the page cache
         cmd_t, _ = median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), args.runs)
-        bare = [sys.executable, "-c", "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.submission, c2seg_kit.render"]
+        bare = [sys.executable, "-c", "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render"]
         bare_t, _ = median_time(lambda: subprocess.run(bare, check=True, capture_output=True), args.runs)
 
         tracemalloc.start()

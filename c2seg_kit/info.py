@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from c2seg_kit.classes import NUM_LABELS
-from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
+from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.io.tiles import (
     DISTRIBUTED_MD5,
     LABEL,
     SPLIT_ROLES,
+    BandCounts,
     TileData,
     TileSplit,
     check_sizes,
     distributed_md5_check,
-    find_tile_root,
-    is_zip_path,
     open_tiles,
 )
 from c2seg_kit.registry import MODALITIES, Track
@@ -80,7 +79,7 @@ def _tile_split_info(split: TileSplit, role: str, city: str, progress: bool) -> 
     from tqdm.auto import tqdm
 
     mods = {m: {"bands": None, "dtype": None, **_stats_init()} for m in MODALITIES}
-    first: dict[str, str] = {}  # modality -> the tile whose band count the others must match
+    band_counts = BandCounts(split.split)
     hist = np.zeros(NUM_LABELS, dtype=np.int64)
     sizes: Counter = Counter()
     epsg, pixel, referenced = set(), set(), 0
@@ -91,11 +90,7 @@ def _tile_split_info(split: TileSplit, role: str, city: str, progress: bool) -> 
         sizes[f"{h}x{w}"] += 1
         for m in MODALITIES:
             a, s = rasters[m].data, mods[m]
-            if s["bands"] is None:
-                s["bands"], first[m] = a.shape[0], tile_id
-            elif a.shape[0] != s["bands"]:
-                raise InvalidDataError(f"{split.split}: {m} tiles disagree in band count "
-                                       f"({s['bands']} in tile {first[m]}, {a.shape[0]} in tile {tile_id})")
+            s["bands"] = band_counts.check(m, tile_id, a.shape[0])
             dtypes = set(filter(None, (s["dtype"] or "").split(", "))) | {str(a.dtype)}
             s["dtype"] = ", ".join(sorted(dtypes))
             _stats_add(s, a)
@@ -147,24 +142,9 @@ def data_info(data_dir: str | Path, track: Track, progress: bool = False) -> dic
     Scene and tile layouts give one entry per city (scene: keyed by city name; tiles: by split).
     A zip adds an ``archive`` entry (see :func:`archive_info`).
     """
-    data_dir = Path(data_dir)
-    if is_zip_path(data_dir):
-        with open_tiles(data_dir, track) as tiles:
-            return {"archive": archive_info(data_dir, progress), **tile_info(tiles, progress)}
-    if data_dir.exists() and not data_dir.is_dir():
-        raise InvalidDataError(f"{data_dir} is neither a data folder nor a zip archive")
-    if not data_dir.is_dir():
-        raise DatasetNotFoundError(f"data folder {data_dir} does not exist")
-    if (data_dir / track.source.scene_file).is_file() or (data_dir / track.target.scene_file).is_file():
-        return city_info(data_dir, track)
-    if find_tile_root(data_dir, track) is not None:
-        with open_tiles(data_dir, track) as tiles:
-            return tile_info(tiles, progress)
-    archive = data_dir / f"{track.tile_dir}.zip"
-    if is_zip_path(archive):  # the folder the participant downloaded the zip into
-        return data_info(archive, track, progress)
-    raise DatasetNotFoundError(
-        f"no C2Seg {track.name} data in {data_dir}: expected scene files "
-        f"{track.source.scene_file} and {track.target.scene_file}, or tiles under {track.tile_dir}/train/msi "
-        f"(or the zip {track.tile_dir}.zip)"
-    )
+    where = locate_data(data_dir, track)
+    if where.layout == "scene":
+        return city_info(where.path, track)
+    with open_tiles(where.path, track) as tiles:
+        archive = {"archive": archive_info(where.path, progress)} if where.is_zip else {}
+        return {**archive, **tile_info(tiles, progress)}

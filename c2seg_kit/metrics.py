@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS
+from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS, as_class_ids, check_integers
 
 # Pixels per bincount call: big enough that the Python loop is negligible, small enough that
 # the uint8 index and bincount's internal intp copy (4 bytes per pixel, in pairs) stay a few MB.
@@ -28,25 +28,6 @@ __all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
 
 #: Keys of :func:`compute_scores`' result, in the order reports print them.
 SCORE_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels")
-
-
-def _describe_out_of_range(values: np.ndarray, what: str) -> str:
-    """'3 prediction values outside 0..13 (seen: 14, 255)': how many and which, never where."""
-    bad = values[(values < 0) | (values >= NUM_LABELS)]
-    seen = np.unique(bad)
-    shown = ", ".join(str(int(v)) for v in seen[:8]) + (", ..." if seen.size > 8 else "")
-    return f"{bad.size} {what} values outside 0..{NUM_LABELS - 1} (seen: {shown})"
-
-
-def _as_label_slab(a: np.ndarray, what: str) -> np.ndarray:
-    """Return ``a`` as uint8 after checking the range (never a silent cast)."""
-    if a.dtype == np.uint8:
-        if a.size and int(a.max()) >= NUM_LABELS:
-            raise ValueError(_describe_out_of_range(a, what))
-        return a
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= NUM_LABELS):
-        raise ValueError(_describe_out_of_range(a, what))
-    return a.astype(np.uint8)
 
 
 class ConfusionMatrix:
@@ -87,9 +68,8 @@ class ConfusionMatrix:
         pred = np.asarray(pred)
         if target.shape != pred.shape:
             raise ValueError(f"labels and predictions differ in shape: {target.shape} vs {pred.shape}")
-        for a, what in ((target, "label"), (pred, "prediction")):
-            if not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"{what}s must be integers, got dtype {a.dtype}")
+        check_integers(target, "label")
+        check_integers(pred, "prediction")
         if target.size == 0:
             return self
         # Walk the arrays as flat slabs without copying them whole: a C-contiguous array
@@ -117,8 +97,8 @@ class ConfusionMatrix:
     @staticmethod
     def _count_slab(t: np.ndarray, p: np.ndarray, pairs: np.ndarray, singles: np.ndarray) -> None:
         """Add one flat slab's combined-index counts to ``pairs`` (uint16 pairs) and ``singles``."""
-        t8 = _as_label_slab(t, "label")
-        p8 = _as_label_slab(p, "prediction")
+        t8 = as_class_ids(t, "label")
+        p8 = as_class_ids(p, "prediction")
         index = t8 * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
         index += p8  # <= 195: still uint8
         if index.size % 2:

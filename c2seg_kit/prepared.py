@@ -1,46 +1,152 @@
 """The prepared cache: what `c2seg prepare` writes and what training and prediction read.
 
 Layout of PREPARED_DIR:
-- ``manifest.json``: ``{"format": "c2seg-prepared/1", "track": "AB", "source": "augsburg",
-  "target": "berlin", "cities": {...}, "options": {...}}``;
-- ``<city>.h5``: datasets ``hsi``, ``msi``, ``sar`` (C x H x W float32, chunked by window)
-  and, when the city has labels, ``label`` (H x W uint8).
+- ``manifest.json``: ``{"format": "c2seg-prepared/1", "layout": "scene"|"tiles", "track": "AB",
+  "source": "augsburg", "target": "berlin", "cities": {...}, "options": {...}, "pca": {...}}``
+  (a manifest without ``layout`` is a scene cache);
+- ``<city>.h5``, scene layout: datasets ``hsi``, ``msi``, ``sar`` (C x H x W float32, chunked by
+  window) and, when the city has labels, ``label`` (H x W uint8);
+- ``<city>.h5``, tile layout: one group ``tiles/<id>`` per tile holding the same datasets at
+  the tile's size, its georeferencing as an attribute, and the city's normalisation as root
+  attributes (see :mod:`c2seg_kit.prepare_tiles`).
+Both keep the city's PCA (``pca_mean``, ``pca_components``) beside the data.
 
 The image datasets hold repaired (and, for HSI, PCA-reduced) values; the per-band
 normalisation is stored beside them as the attributes ``norm_lo`` / ``norm_hi`` and applied
 on read, ``clip((x - lo) / (hi - lo), 0, 1)``, so switching normalisation never rewrites
 gigabytes. A dataset without those attributes is read as it is.
+
+Reading: ``PreparedData(dir)`` with ``.source`` / ``.target`` a :class:`PreparedCity` (scene)
+or a :class:`PreparedTiles` (tiles, whose ``.tile(id)`` is a :class:`PreparedTile` raster
+with the PreparedCity reading interface). Every city has ``.rasters()``: ``(None, city)`` for
+a scene, ``(id, tile)`` per tile, so code that loops over rasters handles both layouts.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
+from c2seg_kit.io.geotiff import GeoRef
+from c2seg_kit.pca import PCA
 from c2seg_kit.registry import MODALITIES, Track, get_track
+from c2seg_kit.repair import repair_nonfinite
 
 FORMAT = "c2seg-prepared/1"
 MANIFEST = "manifest.json"
+LAYOUTS = ("scene", "tiles")
+
+Norm = tuple[np.ndarray, np.ndarray] | None  # (lo, 1 / (hi - lo)) per band, shaped (C, 1, 1)
 
 
-class PreparedCity:
-    """One city of the prepared cache, read window by window.
+def norm_params(lo, hi) -> Norm:
+    """(lo, scale) for ``clip((x - lo) * scale, 0, 1)``; a band with hi <= lo reads as 0."""
+    if lo is None:
+        return None
+    lo = np.asarray(lo, dtype=np.float32).reshape(-1, 1, 1)
+    hi = np.asarray(hi, dtype=np.float32).reshape(-1, 1, 1)
+    scale = np.where(hi > lo, 1.0 / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
+    return lo, scale
 
-    h5py handles do not survive fork, so the file is (re)opened lazily in whichever
-    process first reads: DataLoader workers each get their own handle.
+
+def normalise(x: np.ndarray, norm: Norm) -> np.ndarray:
+    """Apply stored normalisation to a float32 (C, h, w) block (in place when it can)."""
+    if norm is None:
+        return x
+    lo, scale = norm
+    return np.clip((x - lo) * scale, 0.0, 1.0, out=x if x.flags.writeable else None)
+
+
+class LazyH5:
+    """An h5py file opened on first use in each process.
+
+    h5py handles do not survive fork, so the file is (re)opened lazily in whichever process
+    first reads: DataLoader workers each get their own handle; pickling drops the handle.
     """
+
+    path: Path
+    _file: h5py.File | None = None
+    _pid: int | None = None
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self) -> dict:  # pickled into DataLoader workers without the handle
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+
+def georef_json(georef: GeoRef | None) -> str | None:
+    """A tile's georeferencing as the JSON attribute the tile cache keeps."""
+    return None if georef is None else json.dumps(asdict(georef))
+
+
+def georef_from_json(text: str | None) -> GeoRef | None:
+    if not text:
+        return None
+    d = json.loads(text)
+    return GeoRef(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _open_city_file(path: Path) -> None:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"prepared city file {path.name} not found in {path.parent}")
+
+
+class RawTransform:
+    """A city's preparation applied to raw arrays of that city: repair, PCA (HSI), normalisation.
+
+    ``transform({"hsi": (C, h, w), "msi": ..., "sar": ...})`` -> normalised float32 arrays, equal
+    to what the cache holds for the same pixels (NaN/inf repaired within the given arrays).
+    """
+
+    def __init__(self, pca_mean: np.ndarray, pca_components: np.ndarray, norms: dict[str, Norm]):
+        self.pca = PCA(np.asarray(pca_mean, np.float64), np.asarray(pca_components, np.float64),
+                       np.zeros(pca_components.shape[1]))
+        self.norms = norms
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for m in MODALITIES:
+            chw = arrays[m]
+            hwc = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
+            repair_nonfinite(hwc)
+            if m == "hsi":
+                if hwc.shape[-1] != len(self.pca.mean):
+                    raise InvalidDataError(f"HSI has {hwc.shape[-1]} bands; the prepared PCA expects {len(self.pca.mean)}")
+                chw = self.pca.transform(hwc)
+            else:
+                chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+            out[m] = normalise(chw, self.norms[m])
+        return out
+
+
+class PreparedCity(LazyH5):
+    """One city of a scene cache, read window by window."""
+
+    layout = "scene"
 
     def __init__(self, path: Path, name: str):
         self.path = Path(path)
         self.name = name
-        if not self.path.is_file():
-            raise DatasetNotFoundError(f"prepared city file {self.path.name} not found in {self.path.parent}")
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
+        _open_city_file(self.path)
         f = self._h5()
         missing = [m for m in MODALITIES if m not in f]
         if missing:
@@ -54,35 +160,14 @@ class PreparedCity:
         self.has_label = "label" in f
         if self.has_label and f["label"].shape != self.shape:
             raise InvalidDataError(f"{self.path}: label shape {f['label'].shape} != image shape {self.shape}")
-        self._norm = {m: self._norm_params(f[m]) for m in MODALITIES}
-
-    @staticmethod
-    def _norm_params(ds: h5py.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-        if "norm_lo" not in ds.attrs:
-            return None
-        lo = np.asarray(ds.attrs["norm_lo"], dtype=np.float32).reshape(-1, 1, 1)
-        hi = np.asarray(ds.attrs["norm_hi"], dtype=np.float32).reshape(-1, 1, 1)
-        scale = np.where(hi > lo, 1.0 / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
-        return lo, scale
-
-    def _h5(self) -> h5py.File:
-        import os
-
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
+        self._norm = {m: norm_params(f[m].attrs.get("norm_lo"), f[m].attrs.get("norm_hi")) for m in MODALITIES}
 
     def read(self, modality: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Normalised float32 window (C, r1-r0, c1-c0) of one modality."""
         if modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
         x = self._h5()[modality][:, r0:r1, c0:c1].astype(np.float32, copy=False)
-        norm = self._norm[modality]
-        if norm is not None:
-            lo, scale = norm
-            x = np.clip((x - lo) * scale, 0.0, 1.0, out=x if x.flags.writeable else None)
-        return x
+        return normalise(x, self._norm[modality])
 
     def read_label(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """uint8 label window (r1-r0, c1-c0); zeros (unlabelled) where the city has no label."""
@@ -90,23 +175,126 @@ class PreparedCity:
             return np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
         return self._h5()["label"][r0:r1, c0:c1]
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def rasters(self) -> Iterator[tuple[None, PreparedCity]]:
+        """The city as one raster: ``(None, self)``."""
+        yield None, self
 
-    def __getstate__(self) -> dict:  # pickled into DataLoader workers without the handle
-        state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
-        return state
+    def transform(self) -> RawTransform:
+        """This city's preparation, to apply to raw arrays (needs a cache that kept its PCA)."""
+        return _raw_transform(self._h5(), self.path, self._norm)
 
     def __repr__(self) -> str:
         return f"PreparedCity({self.name!r}, shape={self.shape}, channels={self.channels}, has_label={self.has_label})"
 
 
+def _raw_transform(f: h5py.File, path: Path, norms: dict[str, Norm]) -> RawTransform:
+    if "pca_components" not in f:
+        raise InvalidDataError(f"{path} keeps no PCA (written by an older kit); run `c2seg prepare` again")
+    return RawTransform(f["pca_mean"][()], f["pca_components"][()], norms)
+
+
+class PreparedTiles(LazyH5):
+    """One city of a tile cache: its tiles, each a :class:`PreparedTile` raster.
+
+    ``ids`` in natural order; ``channels`` (equal for all tiles); ``has_label``; normalisation
+    fitted over all the city's tiles and applied on read as for scenes.
+    """
+
+    layout = "tiles"
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        _open_city_file(self.path)
+        f = self._h5()
+        if f.attrs.get("layout") != "tiles" or "tile_ids" not in f or "tiles" not in f:
+            raise InvalidDataError(f"{self.path} is not a prepared tile city")
+        self.ids: list[str] = [i.decode() if isinstance(i, bytes) else str(i) for i in f["tile_ids"][()]]
+        shapes = f["tile_shapes"][()]
+        if shapes.shape != (len(self.ids), 2):
+            raise InvalidDataError(f"{self.path}: tile_shapes does not match tile_ids")
+        self.shapes = {i: (int(h), int(w)) for i, (h, w) in zip(self.ids, shapes, strict=True)}
+        first = f["tiles"][self.ids[0]] if self.ids else None
+        self.channels = {m: int(first[m].shape[0]) if first is not None else 0 for m in MODALITIES}
+        self.has_label = first is not None and "label" in first
+        self._norm = {m: norm_params(f.attrs.get(f"norm_lo_{m}"), f.attrs.get(f"norm_hi_{m}")) for m in MODALITIES}
+        self._tiles: dict[str, PreparedTile] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def tile(self, tile_id: str) -> PreparedTile:
+        tile_id = str(tile_id)
+        if tile_id not in self.shapes:
+            raise KeyError(f"no tile {tile_id!r} in {self.path.name}")
+        if tile_id not in self._tiles:
+            self._tiles[tile_id] = PreparedTile(self, tile_id)
+        return self._tiles[tile_id]
+
+    def rasters(self) -> Iterator[tuple[str, PreparedTile]]:
+        """``(id, tile)`` for every tile, in id order."""
+        for tile_id in self.ids:
+            yield tile_id, self.tile(tile_id)
+
+    def georef(self, tile_id: str) -> GeoRef | None:
+        """The tile's georeferencing as its GeoTIFFs had it (None when they had none)."""
+        self.tile(tile_id)  # unknown ids raise KeyError
+        return georef_from_json(self._h5()["tiles"][str(tile_id)].attrs.get("georef"))
+
+    def transform(self) -> RawTransform:
+        """This city's preparation, to apply to raw tiles of the same city."""
+        return _raw_transform(self._h5(), self.path, self._norm)
+
+    def __repr__(self) -> str:
+        return (f"PreparedTiles({self.name!r}, {len(self.ids)} tiles, channels={self.channels}, "
+                f"has_label={self.has_label})")
+
+
+class PreparedTile:
+    """One tile of a :class:`PreparedTiles` city, with the :class:`PreparedCity` reading interface.
+
+    Reads through its city's (lazy, per-process) file handle, so pickling a list of tiles into
+    DataLoader workers opens one handle per worker, not one per tile.
+    """
+
+    layout = "tiles"
+
+    def __init__(self, city: PreparedTiles, tile_id: str):
+        self.city = city
+        self.tile_id = tile_id
+        self.name = city.name
+        self.shape: tuple[int, int] = city.shapes[tile_id]
+        self.channels = city.channels
+        self.has_label = city.has_label
+
+    def _group(self) -> h5py.Group:
+        return self.city._h5()["tiles"][self.tile_id]
+
+    def read(self, modality: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Normalised float32 window (C, r1-r0, c1-c0) of one modality."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        x = self._group()[modality][:, r0:r1, c0:c1].astype(np.float32, copy=False)
+        return normalise(x, self.city._norm[modality])
+
+    def read_label(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """uint8 label window (r1-r0, c1-c0); zeros (unlabelled) where the city has no label."""
+        if not self.has_label:
+            return np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
+        return self._group()["label"][r0:r1, c0:c1]
+
+    def georef(self) -> GeoRef | None:
+        return self.city.georef(self.tile_id)
+
+    def close(self) -> None:
+        self.city.close()
+
+    def __repr__(self) -> str:
+        return f"PreparedTile({self.name!r}, {self.tile_id!r}, shape={self.shape})"
+
+
 class PreparedData:
-    """A prepared track: manifest plus one PreparedCity per city."""
+    """A prepared track: manifest plus one city per role (PreparedCity or PreparedTiles by layout)."""
 
     def __init__(self, prepared_dir: str | Path):
         self.root = Path(prepared_dir)
@@ -119,12 +307,16 @@ class PreparedData:
             self.manifest = json.loads(manifest_path.read_text())
             self.track: Track = get_track(self.manifest["track"])
             source, target = self.manifest["source"], self.manifest["target"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            self.layout: str = self.manifest.get("layout", "scene")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidDataError(f"{manifest_path} is not a valid prepared manifest ({e})") from None
-        self.source = PreparedCity(self.root / f"{source}.h5", source)
-        self.target = PreparedCity(self.root / f"{target}.h5", target)
+        if self.layout not in LAYOUTS:
+            raise InvalidDataError(f"{manifest_path}: unknown layout {self.layout!r}; expected one of {LAYOUTS}")
+        city_class = PreparedCity if self.layout == "scene" else PreparedTiles
+        self.source = city_class(self.root / f"{source}.h5", source)
+        self.target = city_class(self.root / f"{target}.h5", target)
 
-    def city(self, which: str) -> PreparedCity:
+    def city(self, which: str) -> PreparedCity | PreparedTiles:
         """A city by role ("source"/"target") or by name ("berlin")."""
         for role, city in (("source", self.source), ("target", self.target)):
             if which in (role, city.name):

@@ -62,8 +62,15 @@ TRACKS: dict[str, Track] = {
 }
 
 
+def track_names() -> str:
+    """"AB, BW": the known tracks, as messages list them."""
+    return ", ".join(sorted(TRACKS))
+
+
 def get_track(name: str) -> Track:
-    try:
+    """The track called ``name`` in any case ("ab" is AB); ValueError naming the known ones else.
+    The one check of a track a caller names (writers, readers, training, prediction); the CLI's
+    ``--track`` offers exactly these names as its choices."""
+    if isinstance(name, str) and name.upper() in TRACKS:
         return TRACKS[name.upper()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown track {name!r}; expected one of {sorted(TRACKS)}") from None
+    raise ValueError(f"unknown track {name!r}; expected one of {track_names()}")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, palette
+from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, as_class_map, palette
 
 __all__ = ["DEFAULT_MAX_SIDE", "render_confusion_png", "render_png", "render_rows_png"]
 
@@ -84,22 +84,12 @@ def _save(img: Image.Image, out_path: str | os.PathLike) -> Path:
     return out
 
 
-def _check_classes(a: np.ndarray) -> np.ndarray:
-    if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"a class map must be a non-empty 2-D array, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"a class map must hold integers, got dtype {a.dtype}")
-    if int(a.min()) < 0 or int(a.max()) >= NUM_LABELS:
-        raise ValueError(f"a class map must hold values 0..{NUM_LABELS - 1}")
-    return a
-
-
 def render_png(array: Any, out_path: str | os.PathLike, *, legend: bool = True, title: str | None = None,
                max_side: int = DEFAULT_MAX_SIDE) -> Path:
     """Write a class map (H x W integers 0..13) as a PNG in the official colours, with a legend."""
-    a = _check_classes(np.asarray(array))
+    a = as_class_map(array, "class map")
     k = _stride(a.shape, max_side)
-    small = a[::k, ::k].astype(np.uint8)
+    small = a[::k, ::k]
     present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS))}
     return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
 

@@ -1,49 +1,41 @@
 """The submission file (``predictions.h5``) and the hidden-labels file (``labels.h5``), C2SEG.md section 4.
 
-Writers produce the canonical layout; readers are the safe path everything that opens a
-prediction goes through (the CLI, the server, the demo). Readers check the whole file's
-structure, links and storage and the raster's type, shape and chunks before reading any data,
-then read row bands and check values band by band (see :mod:`c2seg_kit.h5safe`).
+This module holds the format and its rules, and the safe readers everything that opens a
+prediction goes through (the CLI, the server, the demo). Readers run the whole-file checks of
+:func:`c2seg_kit.h5safe.open_checked`, then this format's attributes and the raster's type, shape
+and chunks, before reading any data; then they read row bands and check values band by band.
+The writers live in :mod:`c2seg_kit.writers`, scoring two files in :mod:`c2seg_kit.scoring`.
 
->>> write_submission("predictions.h5", pred, "AB", team="us")
 >>> with open_submission("predictions.h5", track="AB", expected_shape=(2465, 811)) as sub:
 ...     for r0, block in sub.iter_rows(256):
 ...         ...
->>> score_files("predictions.h5", "labels.h5")["miou"]
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeAlias
 
 import h5py
 import numpy as np
 
 from c2seg_kit import h5safe
-from c2seg_kit.classes import NUM_LABELS
+from c2seg_kit.classes import OutOfRange, holds_class_ids
 from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
-from c2seg_kit.metrics import ConfusionMatrix
-from c2seg_kit.registry import TRACKS
+from c2seg_kit.registry import TRACKS, get_track, track_names
 
 __all__ = [
     "LABELS_FORMAT",
     "SUBMISSION_FORMAT",
     "Labels",
+    "Source",
     "Submission",
     "open_class_raster",
     "open_labels",
     "open_submission",
-    "RasterWriter",
-    "score_files",
-    "submission_writer",
-    "write_labels",
-    "write_submission",
+    "root_attrs",
 ]
 
 SUBMISSION_FORMAT = "submission/1"
@@ -52,158 +44,39 @@ DEFAULT_CHUNK_ROWS = 256
 # Without an expected shape (validate with only --track), a raster may not declare more than
 # this many times the target city's nominal pixel count.
 MAX_SIZE_FACTOR = 2
+#: Root attributes of both formats, in the order they are read: two required, three optional.
+ROOT_ATTRS = ("c2seg_format", "track", "team", "method", "created")
 
-Source = "str | os.PathLike | BinaryIO"
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
+#: What the readers open: a path, or a seekable binary file object.
+Source: TypeAlias = str | os.PathLike | BinaryIO
 
 
-def _check_track(track: str) -> str:
-    if not isinstance(track, str) or track.upper() not in TRACKS:
-        raise ValueError(f"unknown track {track!r}; expected one of {', '.join(sorted(TRACKS))}")
-    return track.upper()
+def root_attrs(file_format: str, track: str, *, team: str | None = None, method: str | None = None) -> dict:
+    """The root attributes a writer stores: format, the registry's spelling of the track, the
+    creation time (ISO 8601 UTC) and the optional team and method (None: left out)."""
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    attrs = {"c2seg_format": file_format, "track": get_track(track).name, "created": created,
+             "team": team, "method": method}
+    return {k: v for k, v in attrs.items() if v is not None}
 
 
-def _class_raster(array: Any, what: str) -> np.ndarray:
-    """A 2-D uint8 copy of ``array`` after checking it holds integers 0..13 (never a silent cast)."""
-    a = np.asarray(array)
-    if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"{what} must be a non-empty 2-D (H x W) array, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{what} must hold integer class ids, got dtype {a.dtype}")
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= NUM_LABELS:
-        bad = int(np.count_nonzero((a < 0) | (a >= NUM_LABELS)))
-        raise ValueError(f"{what} has {bad} values outside 0..{NUM_LABELS - 1} (min {lo}, max {hi})")
-    return a.astype(np.uint8, copy=False)
+# Names that moved out of this module with the writers and the scoring, still importable from
+# here (PEP 562); importing them lazily keeps writers -> submission a one-way dependency.
+_MOVED = {
+    "RasterWriter": "c2seg_kit.writers",
+    "submission_writer": "c2seg_kit.writers",
+    "write_labels": "c2seg_kit.writers",
+    "write_submission": "c2seg_kit.writers",
+    "score_files": "c2seg_kit.scoring",
+}
 
 
-class RasterWriter:
-    """Writes a class raster file (a submission or labels) row band by row band.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    The canonical layout: the given root attributes, one 2-D uint8 dataset chunked
-    256 rows x 1024 columns, gzip-compressed. Rows arrive in order and are buffered to whole
-    chunk rows, so every chunk is compressed once and memory stays at one chunk row. The
-    file is written under a temporary name and renamed into place only when complete (and,
-    with ``verify``, only after that check passed), so a crash never leaves a half file.
-    """
-
-    CHUNK_COLS = 1024
-
-    def __init__(self, path: str | os.PathLike, name: str, shape: tuple[int, int], attrs: dict,
-                 verify: Callable[[Path], None] | None = None) -> None:
-        self.path = Path(path)
-        self.shape = (int(shape[0]), int(shape[1]))
-        if min(self.shape) <= 0:
-            raise ValueError(f"{name} must be a non-empty 2-D raster, got shape {shape}")
-        if not self.path.parent.is_dir():
-            raise C2SegError(f"output folder {self.path.parent} does not exist")
-        self.name = name
-        self.verify = verify
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.chunk_rows = min(DEFAULT_CHUNK_ROWS, self.shape[0])
-        self.file = h5py.File(self.tmp, "w")
-        for key, value in attrs.items():
-            if value is not None:
-                self.file.attrs[key] = str(value)
-        self.ds = self.file.create_dataset(name, shape=self.shape, dtype=np.uint8,
-                                           chunks=(self.chunk_rows, min(self.CHUNK_COLS, self.shape[1])),
-                                           compression="gzip", compression_opts=4)
-        self.next_row = 0  # rows before this one have been received
-        self.pending: list[np.ndarray] = []
-        self.pending_rows = 0
-
-    def write_rows(self, r0: int, rows: Any) -> None:
-        """Rows r0.. of the raster (integers 0..13); rows must arrive in order."""
-        rows = _class_raster(rows, self.name)
-        if r0 != self.next_row or rows.shape[1] != self.shape[1] or r0 + rows.shape[0] > self.shape[0]:
-            raise ValueError(f"rows must arrive in order and fit {self.shape}: expected row {self.next_row}, "
-                             f"got rows {r0}..{r0 + rows.shape[0]} of width {rows.shape[1]}")
-        self.pending.append(rows)
-        self.pending_rows += rows.shape[0]
-        self.next_row += rows.shape[0]
-        if self.pending_rows >= self.chunk_rows:
-            self._flush(whole_chunks=True)
-
-    __call__ = write_rows
-
-    def _flush(self, whole_chunks: bool) -> None:
-        if not self.pending:
-            return
-        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        n = (block.shape[0] // self.chunk_rows) * self.chunk_rows if whole_chunks else block.shape[0]
-        start = self.next_row - block.shape[0]
-        self.ds[start : start + n] = block[:n]
-        rest = block[n:]
-        self.pending = [rest] if rest.shape[0] else []
-        self.pending_rows = rest.shape[0]
-
-    def close(self, ok: bool = True) -> Path:
-        try:
-            if ok:
-                if self.next_row != self.shape[0]:
-                    raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were written")
-                self._flush(whole_chunks=False)
-            self.file.close()
-            if ok:
-                if self.verify is not None:
-                    self.verify(self.tmp)
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def __enter__(self) -> RasterWriter:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self.file.id.valid or self.tmp.exists():
-            self.close(ok=exc_type is None)
-
-
-def submission_writer(path: str | os.PathLike, shape: tuple[int, int], track: str, *,
-                      team: str | None = None, method: str | None = None) -> RasterWriter:
-    """A streaming submission writer; the finished file is checked by the safe reader before it appears."""
-    track = _check_track(track)
-
-    def verify(tmp: Path) -> None:
-        with open_submission(tmp, track=track, expected_shape=tuple(shape)):
-            pass  # structure, attributes and shape exactly as every reader will check them
-
-    attrs = {"c2seg_format": SUBMISSION_FORMAT, "track": track, "created": _now(), "team": team, "method": method}
-    return RasterWriter(path, "prediction", shape, attrs, verify=verify)
-
-
-def _write_raster(path: str | os.PathLike, name: str, raster: np.ndarray, attrs: dict) -> None:
-    with RasterWriter(path, name, raster.shape, attrs) as writer:
-        writer.write_rows(0, raster)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def write_submission(path: str | os.PathLike, prediction: Any, track: str, *,
-                     team: str | None = None, method: str | None = None) -> Path:
-    """Write ``prediction`` (H x W integers 0..13, the target city's shape) as a submission file."""
-    track = _check_track(track)
-    raster = _class_raster(prediction, "prediction")
-    attrs = {"c2seg_format": SUBMISSION_FORMAT, "track": track, "created": _now(), "team": team, "method": method}
-    _write_raster(path, "prediction", raster, attrs)
-    return Path(path)
-
-
-def write_labels(path: str | os.PathLike, label: Any, track: str) -> Path:
-    """Write the hidden target labels (H x W integers 0..13; 0 = unlabelled) as ``labels.h5``."""
-    track = _check_track(track)
-    raster = _class_raster(label, "label")
-    _write_raster(path, "label", raster, {"c2seg_format": LABELS_FORMAT, "track": track, "created": _now()})
-    return Path(path)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,50 +92,33 @@ class _ClassRaster:
     what = ""
     error: type[C2SegError] = C2SegError
 
-    def __init__(self, source: Any, *, track: str | None = None,
+    def __init__(self, source: Source, *, track: str | None = None,
                  expected_shape: tuple[int, int] | None = None,
                  limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> None:
-        err = self.error
-        self._source = source
-        with h5safe.memory_guard(limits.memory_guard_bytes):
-            self._file = h5safe.open_hdf5(source, err, self.what)
-        self._raw = h5safe.RawFile(source)
-        try:
-            h5safe.check_global_heaps(self._raw, err, self.what)
-            with h5safe.memory_guard(limits.memory_guard_bytes):
-                self._check(err, track, expected_shape, limits)
-        except C2SegError:
-            self.close()
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError, MemoryError):
-            # HDF5 choked on a damaged structure; its own text may quote the file, so it is dropped.
-            self.close()
-            raise err(f"{self.what} is corrupt: HDF5 could not read its structure") from None
-        except BaseException:
-            self.close()
-            raise
+        ctx = h5safe.Context(self.error, self.what, limits)
+        self._checked = h5safe.open_checked(
+            source, ctx, reads=(self.dataset_name,),
+            inspect=lambda checked: self._check(checked, track, expected_shape),
+        )
 
-    def _check(self, err: Any, track: str | None, expected_shape: Any, limits: h5safe.Limits) -> None:
-        f = self._file
-        name = self.dataset_name
-        h5safe.check_links(f, name, err)
-        h5safe.check_tree(f, err, limits)
-        fmt = h5safe.read_str_attr(f, "c2seg_format", err, limits)
+    def _check(self, checked: h5safe.CheckedFile, track: str | None, expected_shape: Any) -> None:
+        err, f, name = self.error, checked.file, self.dataset_name
+        fmt = checked.str_attr("c2seg_format")
         if fmt is None:
             raise err(f"missing root attribute 'c2seg_format' (expected '{self.file_format}')")
         if fmt != self.file_format:
             shown = fmt if fmt in (SUBMISSION_FORMAT, LABELS_FORMAT) else "something else"
             raise err(f"root attribute 'c2seg_format' is {shown}, expected '{self.file_format}'")
-        file_track = h5safe.read_str_attr(f, "track", err, limits)
+        file_track = checked.str_attr("track")
         if file_track is None:
-            raise err(f"missing root attribute 'track' (expected one of {', '.join(sorted(TRACKS))})")
-        if file_track not in TRACKS:
-            raise err(f"unknown track in root attribute 'track'; expected one of {', '.join(sorted(TRACKS))}")
+            raise err(f"missing root attribute 'track' (expected one of {track_names()})")
+        if file_track not in TRACKS:  # never echoed: attribute content is the uploader's
+            raise err(f"unknown track in root attribute 'track'; expected one of {track_names()}")
         if track is not None and file_track != track.upper():
             raise err(f"{self.what} is for track {file_track}, expected track {track.upper()}")
         self.track = file_track
-        self.attrs = {k: h5safe.read_str_attr(f, k, err, limits) for k in ("c2seg_format", "track", "team", "method", "created")}
-        self.attrs = {k: v for k, v in self.attrs.items() if v is not None}
+        attrs = {k: checked.str_attr(k) for k in ROOT_ATTRS}
+        self.attrs = {k: v for k, v in attrs.items() if v is not None}
 
         if name not in f:
             raise err(f"missing dataset '{name}' at the root of the file")
@@ -270,13 +126,10 @@ class _ClassRaster:
         if not isinstance(dset, h5py.Dataset):
             raise err(f"'{name}' must be a dataset, got a group")
         nominal = TRACKS[file_track].target.nominal_shape
-        layout = h5safe.check_raster(
-            dset, name, err, expected_shape=expected_shape,
-            max_pixels=MAX_SIZE_FACTOR * nominal[0] * nominal[1], limits=limits,
-        )
-        self.shape: tuple[int, int] = layout.shape
-        self.dtype = layout.dtype
-        self._reader = h5safe.RasterReader(dset, layout, name, err, limits, raw=self._raw)
+        self._reader = checked.raster(dset, name, expected_shape=expected_shape,
+                                      max_pixels=MAX_SIZE_FACTOR * nominal[0] * nominal[1])
+        self.shape: tuple[int, int] = self._reader.layout.shape
+        self.dtype = self._reader.layout.dtype
 
     # -- data -------------------------------------------------------------------------------
 
@@ -285,23 +138,14 @@ class _ClassRaster:
         the whole raster, so the message says how many and which."""
         bands = self._reader.iter_bands()
         for r0, band in bands:
-            if band.dtype == np.uint8:
-                if int(band.max()) < NUM_LABELS:
-                    yield r0, band
-                    continue
-            elif int(band.min()) >= 0 and int(band.max()) < NUM_LABELS:
-                yield r0, band.astype(np.uint8)
+            if holds_class_ids(band):
+                yield r0, band.astype(np.uint8, copy=False)
                 continue
             # Bad values: finish counting over the rest of the raster, then refuse.
-            count, seen = 0, set()  # seen: the 9 smallest distinct bad values (8 shown, + "...")
-            for _, b in itertools.chain([(r0, band)], bands):
-                bad = b[(b < 0) | (b >= NUM_LABELS)]
-                count += bad.size
-                seen = set(sorted(seen | {int(v) for v in np.unique(bad)[:9]})[:9])
-            shown = ", ".join(str(v) for v in sorted(seen)[:8]) + (", ..." if len(seen) > 8 else "")
-            raise self.error(
-                f"'{self.dataset_name}' has {count} values outside 0..{NUM_LABELS - 1} (seen: {shown})"
-            )
+            tally = OutOfRange().add(band)
+            for _, rest in bands:
+                tally.add(rest)
+            raise self.error(tally.message(f"'{self.dataset_name}'"))
 
     def iter_rows(self, chunk_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(r0, block)``: uint8 blocks of ``chunk_rows`` rows (the last may be shorter),
@@ -344,10 +188,7 @@ class _ClassRaster:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._file.close()
-        raw = getattr(self, "_raw", None)
-        if raw is not None:
-            raw.close()
+        self._checked.close()
 
     def __enter__(self):
         return self
@@ -385,8 +226,8 @@ def open_submission(path: Source, *, track: str | None = None,
     ``track`` and ``expected_shape`` (the target labels' shape) are checked when given. Values
     are checked while the data is read (``iter_rows``, ``read``, ``check_values``).
     """
-    if track is not None and track.upper() not in TRACKS:
-        raise ValueError(f"unknown track {track!r}; expected one of {', '.join(sorted(TRACKS))}")
+    if track is not None:
+        get_track(track)  # a caller's mistake (ValueError), not the file's
     return Submission(path, track=track, expected_shape=expected_shape, limits=limits)
 
 
@@ -398,28 +239,12 @@ def open_labels(path: Source) -> Labels:
 def open_class_raster(path: Source) -> Submission | Labels:
     """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
     that accept both). Unknown files are refused as submissions."""
-    with h5safe.open_hdf5(path, InvalidSubmissionError, "file") as f:
-        raw = h5safe.RawFile(path)
-        try:
-            h5safe.check_global_heaps(raw, InvalidSubmissionError, "file")
-        finally:
-            raw.close()
-        fmt = h5safe.read_str_attr(f, "c2seg_format", InvalidSubmissionError)
+    found: dict[str, str | None] = {}
+
+    def peek(checked: h5safe.CheckedFile) -> None:
+        found["format"] = checked.str_attr("c2seg_format")
+
+    h5safe.open_checked(path, h5safe.Context(InvalidSubmissionError, "file"), inspect=peek).close()
     if hasattr(path, "seek"):
         path.seek(0)  # type: ignore[union-attr]
-    return open_labels(path) if fmt == LABELS_FORMAT else open_submission(path)
-
-
-def score_files(pred_path: Source, labels_path: Source, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
-    """Score a submission against a labels file: ``{"track": ..., **compute_scores(...)}``.
-
-    Both files are read in lockstep row blocks; memory stays a few blocks whatever the size.
-    Errors name the submission's problem only; no message quotes label content.
-    """
-    with open_labels(labels_path) as labels, open_submission(
-        pred_path, track=labels.track, expected_shape=labels.shape
-    ) as sub:
-        cm = ConfusionMatrix()
-        for (_, lab), (_, pred) in zip(labels.iter_rows(chunk_rows), sub.iter_rows(chunk_rows), strict=True):
-            cm.update(lab, pred)
-        return {"track": labels.track, **cm.scores()}
+    return open_labels(path) if found["format"] == LABELS_FORMAT else open_submission(path)

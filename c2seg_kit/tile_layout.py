@@ -17,17 +17,14 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 
-from c2seg_kit.classes import NUM_LABELS
+from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.registry import TRACKS
-from c2seg_kit.submission import LABELS_FORMAT, SUBMISSION_FORMAT
+from c2seg_kit.submission import LABELS_FORMAT, SUBMISSION_FORMAT, root_attrs
 
 LAYOUT_ATTR = "layout"
 LAYOUT_SCENE = "scene"  # what an absent attribute means
@@ -47,29 +44,6 @@ def check_tile_id(tile_id: Any) -> str:
             or len(tile_id.encode("utf-8")) > MAX_TILE_ID_BYTES:
         raise ValueError(f"tile id {tile_id!r} is not a usable name (a file stem without '/' or control characters)")
     return tile_id
-
-
-def class_tile(array: Any, what: str) -> np.ndarray:
-    """A 2-D uint8 copy of a tile after checking it holds integers 0..13 (never a silent cast)."""
-    a = np.asarray(array)
-    if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"{what} must be a non-empty 2-D (H x W) array, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{what} must hold integer class ids, got dtype {a.dtype}")
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= NUM_LABELS:
-        raise ValueError(f"{what} has values outside 0..{NUM_LABELS - 1} (min {lo}, max {hi})")
-    return a.astype(np.uint8, copy=False)
-
-
-def _check_track(track: str) -> str:
-    if not isinstance(track, str) or track.upper() not in TRACKS:
-        raise ValueError(f"unknown track {track!r}; expected one of {', '.join(sorted(TRACKS))}")
-    return track.upper()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class TileRasterWriter:
@@ -105,7 +79,7 @@ class TileRasterWriter:
             raise ValueError(f"tile {tile_id} is not one of the expected tiles")
         if len(self.written) >= MAX_TILES:
             raise ValueError(f"more than {MAX_TILES} tiles")
-        data = class_tile(tile, f"tile {tile_id}")
+        data = as_class_map(tile, f"tile {tile_id}")
         chunks = (min(CHUNK[0], data.shape[0]), min(CHUNK[1], data.shape[1]))
         self.group.create_dataset(tile_id, data=data, chunks=chunks, compression="gzip", compression_opts=4)
         self.written.append(tile_id)
@@ -139,7 +113,7 @@ class TileRasterWriter:
 def tile_labels_writer(path: str | os.PathLike, track: str, *, expected_ids: Iterable[str] | None = None,
                        verify: Callable[[Path], None] | None = None) -> TileRasterWriter:
     """A streaming writer of tile-layout hidden labels (``labels.h5``)."""
-    attrs = {"c2seg_format": LABELS_FORMAT, "track": _check_track(track), "created": _now()}
+    attrs = root_attrs(LABELS_FORMAT, track)
     return TileRasterWriter(path, LABEL_GROUP, attrs, expected_ids=expected_ids, verify=verify)
 
 
@@ -147,8 +121,7 @@ def tile_submission_writer(path: str | os.PathLike, track: str, *, team: str | N
                            method: str | None = None, expected_ids: Iterable[str] | None = None,
                            verify: Callable[[Path], None] | None = None) -> TileRasterWriter:
     """A streaming writer of a tile-layout submission (``predictions.h5``)."""
-    attrs = {"c2seg_format": SUBMISSION_FORMAT, "track": _check_track(track), "created": _now(),
-             "team": team, "method": method}
+    attrs = root_attrs(SUBMISSION_FORMAT, track, team=team, method=method)
     return TileRasterWriter(path, PREDICTION_GROUP, attrs, expected_ids=expected_ids, verify=verify)
 
 

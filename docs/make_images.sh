@@ -20,6 +20,6 @@ trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.5; done
 "$C2SEG" submit "$out/predictions.h5" --server "http://127.0.0.1:$port" --token "$token" >/dev/null
 chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
-    --disable-sync --no-first-run --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size=1700,420 \
+    --disable-sync --no-first-run --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size=1700,560 \
     --screenshot=docs/leaderboard.png "http://127.0.0.1:$port/?track=AB"
 echo "wrote docs/prediction.png docs/leaderboard.png"

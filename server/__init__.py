@@ -2,14 +2,19 @@
 
 Modules (flat, FastAPI-template style):
   config        Settings (pydantic-settings, C2SEG_* variables)
-  models, db    SQLAlchemy tables; SQLite (WAL) or PostgreSQL engines
-  crud          short transactions: teams, phases, atomic quota reservations, submissions
+  models, db    SQLAlchemy tables; SQLite (WAL) or PostgreSQL engines; upgrade on open
+  migrations/   Alembic revisions 0001 (the 0.1 schema), 0002, ... (see migrations/README.md)
+  crud          short transactions: teams, atomic quota reservations, submissions, final picks
+  phases        a track's phases as dated changes, read at request time (schedule, caps, ends)
+  organizer     what `c2seg admin` does: hide, disqualify, tokens, members, duplicates
   security      token generation and hashing (only SHA-256 hashes are stored)
   scoring       public/private block split and scoring with the kit's reader and metrics
   workers       scoring child processes (memory limit, timeout, replaced when they die)
   uploads       streamed multipart upload under a size cap and a time limit
-  board         the leaderboard and its single-flight cache
+  board         which submission shows and how the board ranks; its single-flight cache
+  ranking       sorting by any column, and the combined view over tracks
   deps          typed dependencies (SessionDep, TeamDep, ...)
-  routes_*      routers: submissions, leaderboard, teams/health; pages: the HTML board
+  routes_*      routers: submissions (+ final picks), leaderboard, teams/health; pages: the HTML board
+  cli, admin_verbs  `c2seg serve` and `c2seg admin ...`
   main          create_app(settings) factory, security headers, error handlers
 """

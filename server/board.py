@@ -1,9 +1,14 @@
-"""The leaderboard: each team's best submission on a track, ranked.
+"""The leaderboard: each team's submission on a track, ranked (the rules in one place).
 
-Ranking: best public mIoU, ties broken by OA, then by the earlier submission. Once a track's
-phase is final, each team is still represented by its best *public* submission (a team
-cannot pick by private score, which it never saw), and the board is ranked by that
-submission's private scores, with the same tie-breaks.
+- Which submission shows: while a track is open or closed, each team's best public one (highest
+  public mIoU; a tie goes to the earlier submission). Once it is final, the private ranking uses
+  the best (by private mIoU) of the team's final picks (`c2seg submissions select`, at most
+  Settings.final_picks per track); a team that picked none is represented by its best public
+  one, as on Kaggle (it never saw private scores, so it cannot pick by them).
+- Ranking: by the shown submission's mIoU on the split the board is ranked by (public, or
+  private once final); a tie goes to the earlier submission.
+- Left out: hidden submissions and disqualified teams (both kept in the database).
+- Baselines are shown in place but not ranked (rank null); ranks count participants only.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from . import crud
-from .models import Score, Submission
+from .models import Score, Submission, Team
 from .schemas import Leaderboard, LeaderboardEntry, Scores
 
 
@@ -28,51 +33,87 @@ def scores_out(row) -> Scores | None:
                   per_class_iou=row.per_class_iou, n_pixels=row.n_pixels)
 
 
-def _key(miou, oa, created, sub_id):
-    return (-(miou if miou is not None else -1.0), -(oa if oa is not None else -1.0), created, sub_id)
+def key(miou, created, sub_id) -> tuple:
+    """Sort key of a submission: higher mIoU first, then the earlier submission."""
+    return (-(miou if miou is not None else -1.0), created, sub_id)
 
 
-def _rank_key(sub: Submission, split: str):
-    sc = sub.score(split)
-    return _key(sc.miou if sc else None, sc.oa if sc else None, sub.created, sub.id)
+@dataclass(frozen=True)
+class Candidate:
+    """One visible submission, as much as choosing and ranking need."""
+
+    id: int
+    team_id: int
+    created: object
+    public_miou: float | None
+    private_miou: float | None
+    final_pick: bool
+    baseline: bool
+
+
+def candidates(s: Session, track: str, team_id: int | None = None) -> list[Candidate]:
+    """Visible submissions on the track (not hidden, team not disqualified): one light query."""
+    pub, priv = aliased(Score), aliased(Score)
+    q = (select(Submission.id, Submission.team_id, Submission.created, pub.miou, priv.miou, Submission.final_pick,
+                Team.is_baseline)
+         .join(Team, Team.id == Submission.team_id)
+         .join(pub, and_(pub.submission_id == Submission.id, pub.split == "public"))
+         .outerjoin(priv, and_(priv.submission_id == Submission.id, priv.split == "private"))
+         .where(Submission.track == track, Submission.hidden.is_(None), Team.disqualified.is_(None)))
+    if team_id is not None:
+        q = q.where(Submission.team_id == team_id)
+    return [Candidate(*row) for row in s.execute(q).all()]
+
+
+def chosen(cands: list[Candidate]) -> tuple[dict[int, Candidate], dict[int, Candidate]]:
+    """({team: best public}, {team: private representative}) over visible submissions."""
+    best: dict[int, Candidate] = {}
+    picks: dict[int, Candidate] = {}
+    for c in cands:
+        if c.team_id not in best or key(c.public_miou, c.created, c.id) < key(*_pub(best[c.team_id])):
+            best[c.team_id] = c
+        if c.final_pick and (c.team_id not in picks
+                             or key(c.private_miou, c.created, c.id) < key(*_priv(picks[c.team_id]))):
+            picks[c.team_id] = c
+    return best, {t: picks.get(t, b) for t, b in best.items()}
+
+
+def _pub(c: Candidate) -> tuple:
+    return c.public_miou, c.created, c.id
+
+
+def _priv(c: Candidate) -> tuple:
+    return c.private_miou, c.created, c.id
 
 
 def build_board(s: Session, track: str) -> Leaderboard:
-    """The board, from one light query over (id, team, created, public mIoU, OA) of every
-    submission on the track, then full rows for each team's best submission only."""
+    """The board, from one light query over the track's visible submissions, then full rows
+    for the shown submission of each team only."""
     phase = crud.get_phase(s, track)
     final = phase == "final"
-    rows = s.execute(
-        select(Submission.id, Submission.team_id, Submission.created, Score.miou, Score.oa)
-        .join(Score, and_(Score.submission_id == Submission.id, Score.split == "public"))
-        .where(Submission.track == track)
-    ).all()
-    best: dict[int, tuple] = {}
+    cands = candidates(s, track)
     count: dict[int, int] = {}
-    for sub_id, team_id, created, miou, oa in rows:
-        key = _key(miou, oa, created, sub_id)
-        count[team_id] = count.get(team_id, 0) + 1
-        if team_id not in best or key < best[team_id]:
-            best[team_id] = key
-    subs = s.scalars(
+    for c in cands:
+        count[c.team_id] = count.get(c.team_id, 0) + 1
+    best, private_rep = chosen(cands)
+    shown = private_rep if final else best
+    order = sorted(shown.values(), key=lambda c: key(*(_priv(c) if final else _pub(c))))
+    subs = {sub.id: sub for sub in s.scalars(
         select(Submission).options(selectinload(Submission.scores), selectinload(Submission.team))
-        .where(Submission.id.in_([k[3] for k in best.values()]))
-    ).all() if best else []
-    split = "private" if final else "public"
-    subs = sorted(subs, key=lambda x: _rank_key(x, split))
-    entries = [
-        LeaderboardEntry(
-            rank=i + 1,
-            team=sub.team.name,
-            baseline=sub.team.is_baseline,
-            submissions=count[sub.team_id],
-            created=sub.created,
+        .where(Submission.id.in_([c.id for c in order])))} if order else {}
+    entries, rank = [], 0
+    for c in order:
+        sub = subs[c.id]
+        if not c.baseline:
+            rank += 1
+        entries.append(LeaderboardEntry(
+            rank=None if c.baseline else rank, team=sub.team.name, baseline=c.baseline, submissions=count[c.team_id],
+            created=sub.created, method=sub.method, description=sub.description, url=sub.url,
+            selected=sub.final_pick if final else None,
             public=scores_out(sub.score("public")),
             private=scores_out(sub.score("private")) if final else None,
-        )
-        for i, sub in enumerate(subs)
-    ]
-    return Leaderboard(track=track, phase=phase, ranked_by=split, entries=entries)
+        ))
+    return Leaderboard(track=track, phase=phase, ranked_by="private" if final else "public", entries=entries)
 
 
 @dataclass(frozen=True)

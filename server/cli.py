@@ -19,6 +19,7 @@ import click
 from c2seg_kit.classes import CLASS_NAMES
 from c2seg_kit.cli.options import TRACK_CHOICE, track_option
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.text import csv_cell
 
 DB_HELP = "SQLAlchemy database URL (default: SQLite in DATA_DIR; env C2SEG_DATABASE_URL). PostgreSQL: postgresql+psycopg://user@host/db"
 DATA_HELP = "folder for the SQLite database and the stored submissions (env C2SEG_DATA_DIR; default ./c2seg-data)"
@@ -125,12 +126,15 @@ def _safe_url(url: str) -> str:
 @click.option("--data-dir", envvar="C2SEG_DATA_DIR", type=click.Path(file_okay=False), help=DATA_HELP)
 @click.pass_context
 def admin(ctx, db, data_dir):
-    """Organizer tools: teams, tokens, phases, export and rescoring (talks to the database directly)."""
+    """Organizer tools: teams, tokens, members, phases, hiding and disqualifying, duplicates,
+    export and rescoring. Talks to the database directly, and first upgrades it to this
+    release's schema (Alembic migrations; a database of an older release keeps every row)."""
     ctx.obj = {"db": db, "data_dir": data_dir}
 
 
 def _engine(settings):
-    """An engine with the tables in place; a bad or unreachable database is one line, not a traceback."""
+    """An engine on a database upgraded to this release's schema (migrations run here); a bad or
+    unreachable database is one line, not a traceback."""
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from .db import init_db, make_engine
@@ -187,14 +191,15 @@ def list_teams(ctx, as_json):
     with sessions() as s:
         rows = [{"name": t.name, "baseline": t.is_baseline, "created": t.created.isoformat(),
                  "revoked": t.revoked.isoformat() if t.revoked else None,
-                 "submissions": len(t.submissions)} for t in crud.list_teams(s)]
+                 "disqualified": t.disqualified_reason if t.disqualified else None,
+                 "members": len(t.members), "submissions": len(t.submissions)} for t in crud.list_teams(s)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} revoked")
+    click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} disqualified")
     for r in rows:
         click.echo(f"{r['name'][:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
-                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]}")
+                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {r['disqualified'] or ''}")
 
 
 @admin.command()
@@ -213,16 +218,37 @@ def revoke(ctx, team):
 @admin.command()
 @click.argument("track", type=TRACK_CHOICE)
 @click.argument("phase", required=False, type=click.Choice(["open", "closed", "final"]))
+@click.option("--at", "at", metavar="ISO-8601-UTC",
+              help="when the change happens, e.g. 2026-12-01T00:00Z (default: now); applied on time, no restart")
+@click.option("--cap", type=click.IntRange(0),
+              help="submissions per team in this phase, beside the daily quota (default: C2SEG_QUOTA_PER_PHASE)")
+@click.option("--unschedule", is_flag=True, help="drop TRACK's changes that have not happened yet")
 @click.pass_context
-def phase(ctx, track, phase):
-    """Show or set TRACK's phase: open (accepting), closed (not accepting), final (private scores shown)."""
-    from . import crud
+def phase(ctx, track, phase, at, cap, unschedule):
+    """Show or change TRACK's phase: open (accepting), closed (not accepting), final (private
+    scores shown, ranked by them). With --at the change is scheduled; the server applies it on
+    time. Final picks close when the open phase ends. Prints the phase now and what is scheduled."""
+    from . import phases
 
-    _, sessions = _open(ctx)
+    settings, sessions = _open(ctx)
     with sessions() as s:
+        if unschedule:
+            n = phases.unschedule(s, track)
+            click.echo(f"dropped {n} scheduled change(s) of {track}", err=True)
         if phase:
-            crud.set_phase(s, track, phase)
-        click.echo(f"{track} {crud.get_phase(s, track)}")
+            when = _user_error(phases.parse_utc, at) if at else None
+            _user_error(lambda: phases.schedule(s, track, phase, at=when, cap=cap))
+        elif at or cap is not None:
+            raise click.UsageError("--at and --cap go with a PHASE (open, closed or final)")
+        st = phases.state(s, track, default_cap=settings.quota_per_phase)
+        click.echo(f"{track} {st.phase}")
+        if st.cap is not None:
+            click.echo(f"  cap: {st.cap} submissions per team in this phase", err=True)
+        now = phases.utcnow()
+        for change in phases.changes(s, track):
+            if change.at > now:
+                click.echo(f"  scheduled: {change.phase} at {phases.iso(change.at)}"
+                           + (f" (cap {change.cap})" if change.cap is not None else ""), err=True)
 
 
 EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
@@ -239,14 +265,17 @@ def export(ctx, out, track):
     from . import crud
 
     _, sessions = _open(ctx)
-    head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size"]
+    head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
+            "content_sha256", "final_pick", "hidden", "team_disqualified"]
     for split in ("public", "private"):
         head += [f"{split}_{k}" for k in EXPORT_SCORES] + [f"{split}_iou_{n}" for n in CLASS_NAMES]
     with sessions() as s:
         rows = []
         for sub in crud.all_submissions(s, track):
-            row = [sub.id, sub.team.name, int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
-                   sub.filename, sub.method or "", sub.sha256, sub.size]
+            row = [sub.id, csv_cell(sub.team.name), int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
+                   csv_cell(sub.filename), csv_cell(sub.method), sub.sha256, sub.size, csv_cell(sub.url),
+                   sub.content_sha256 or "",
+                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None)]
             for split in ("public", "private"):
                 sc = sub.score(split)
                 row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]
@@ -295,3 +324,8 @@ def rescore(ctx, labels, scoring_workers):
                + (f"; {failed} failed" if failed else ""), err=True)
     if failed:
         sys.exit(1)
+
+
+# The verbs of issue 14 (hide, disqualify, rotate-token, member, fetch, duplicates, ...) live in
+# their own module and join the group on import.
+from . import admin_verbs  # noqa: E402,F401

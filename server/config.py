@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # Quotas, per team, per track, per UTC day.
     quota_per_day: int = Field(5, ge=0)
     failed_per_day: int = Field(20, ge=0)
+    #: Submissions per team and track during one phase (from the change that opened it), beside
+    #: the daily quota; None: no such cap. `c2seg admin phase TRACK open --cap N` sets it per phase.
+    quota_per_phase: int | None = Field(None, ge=0)
+    #: How many submissions per track a team may mark as final picks for the private ranking.
+    final_picks: int = Field(2, ge=1, le=20)
 
     # Uploads.
     max_upload_bytes: int = Field(256 * MB, ge=1)

@@ -14,22 +14,33 @@ import datetime as dt
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from .models import PHASES, FailedAttempt, Phase, QuotaReservation, Score, Submission, Team, utcnow
+from . import phases
+from .models import FailedAttempt, QuotaReservation, Score, Submission, Team, utcnow
+from .phases import iso
 from .security import hash_token, new_token, token_matches
 
 
 class QuotaExceeded(Exception):
-    def __init__(self, what: str, used: int, limit: int, resets: dt.datetime):
+    """A quota is used up. `resets`: when a slot comes back (None: not before the phase ends)."""
+
+    def __init__(self, what: str, used: int, limit: int, resets: dt.datetime | None, *, phase_ends=None,
+                 per: str = "today"):
         self.what, self.used, self.limit, self.resets = what, used, limit, resets
-        super().__init__(f"{what} used up ({used} of {limit} today); it resets at {iso(resets)}")
+        when = f"it resets at {iso(resets)}" if resets else "it does not reset before the phase ends"
+        ends = f"; the phase ends at {iso(phase_ends)}" if phase_ends else ""
+        super().__init__(f"{what} used up ({used} of {limit} {per}); {when}{ends}")
 
 
 class TeamRevoked(Exception):
     pass
 
 
-def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+class NotYours(LookupError):
+    """A submission id that is not one of the team's (whether it exists or not)."""
+
+    def __init__(self, submission_id: int):
+        self.submission_id = submission_id
+        super().__init__(f"you have no submission {submission_id}")
 
 
 def utc_day(now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
@@ -85,19 +96,13 @@ def revoke_team(s: Session, name: str) -> Team:
 # --- phases ------------------------------------------------------------------------------
 
 def get_phase(s: Session, track: str) -> str:
-    row = s.get(Phase, track)
-    return row.phase if row is not None else "open"
+    """The track's phase now (see phases.py: a dated list of changes)."""
+    return phases.current(s, track)
 
 
 def set_phase(s: Session, track: str, phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {', '.join(PHASES)}")
-    row = s.get(Phase, track)
-    if row is None:
-        s.add(Phase(track=track, phase=phase))
-    else:
-        row.phase = phase
-    s.commit()
+    """Change the track's phase now."""
+    phases.schedule(s, track, phase)
 
 
 # --- quota -------------------------------------------------------------------------------
@@ -118,34 +123,49 @@ def record_failure(s: Session, team_id: int, reason: str) -> None:
     s.commit()
 
 
-def used_today(s: Session, team_id: int, track: str, now: dt.datetime | None = None) -> int:
-    """Today's scored submissions plus live reservations of (team, track).
+def used_since(s: Session, team_id: int, track: str, start: dt.datetime | None, now: dt.datetime | None = None) -> int:
+    """Scored submissions plus live reservations of (team, track) since `start` (None: ever).
 
     One statement, so one snapshot: under PostgreSQL's READ COMMITTED two separate counts could
-    miss a submission that turns from reservation into row between them.
+    miss a submission that turns from reservation into row between them. Hidden submissions
+    count: hiding is an organizer's decision about the board, not a refund.
     """
     now = now or utcnow()
-    start, _ = utc_day(now)
-    done = select(func.count()).where(
-        Submission.team_id == team_id, Submission.track == track, Submission.created >= start).scalar_subquery()
-    held = select(func.count()).where(
-        QuotaReservation.team_id == team_id, QuotaReservation.track == track,
-        QuotaReservation.created >= start, QuotaReservation.expires > now).scalar_subquery()
-    return s.scalar(select(done + held))
+    done = select(func.count()).where(Submission.team_id == team_id, Submission.track == track)
+    held = select(func.count()).where(QuotaReservation.team_id == team_id, QuotaReservation.track == track,
+                                      QuotaReservation.expires > now)
+    if start is not None:
+        done = done.where(Submission.created >= start)
+        held = held.where(QuotaReservation.created >= start)
+    return s.scalar(select(done.scalar_subquery() + held.scalar_subquery()))
 
 
-def reserve_slot(s: Session, team_id: int, track: str, quota: int, hold_s: float) -> QuotaReservation:
-    """Take one of today's quota slots for (team, track), atomically; raise QuotaExceeded if none is left."""
+def used_today(s: Session, team_id: int, track: str, now: dt.datetime | None = None) -> int:
+    """Today's (UTC) scored submissions plus live reservations of (team, track)."""
+    return used_since(s, team_id, track, utc_day(now)[0], now)
+
+
+def reserve_slot(s: Session, team_id: int, track: str, quota: int, hold_s: float,
+                 phase: phases.PhaseState | None = None) -> QuotaReservation:
+    """Take a quota slot for (team, track), atomically: one of today's, and one of the phase's
+    when the phase has a cap; raise QuotaExceeded if none is left."""
     now = utcnow()
     # First statement of the transaction, a write: it takes the lock that serialises this team.
     locked = s.execute(update(Team).where(Team.id == team_id, Team.revoked.is_(None)).values(last_reservation=now))
     if locked.rowcount != 1:
         s.rollback()
         raise TeamRevoked()
+    ends = phase.ends if phase else None
     used = used_today(s, team_id, track, now)
     if used >= quota:
         s.rollback()
-        raise QuotaExceeded(f"the daily quota for track {track} is", used, quota, utc_day(now)[1])
+        raise QuotaExceeded(f"the daily quota for track {track} is", used, quota, utc_day(now)[1], phase_ends=ends)
+    if phase is not None and phase.cap is not None:
+        used = used_since(s, team_id, track, phase.since, now)
+        if used >= phase.cap:
+            s.rollback()
+            raise QuotaExceeded(f"the quota for this phase of track {track} is", used, phase.cap, None,
+                                phase_ends=ends, per="in this phase")
     res = QuotaReservation(team_id=team_id, track=track, created=now, expires=now + dt.timedelta(seconds=hold_s))
     s.add(res)
     s.commit()
@@ -166,10 +186,12 @@ def purge_expired_reservations(s: Session) -> int:
 # --- submissions -------------------------------------------------------------------------
 
 def commit_submission(s: Session, reservation: QuotaReservation, *, filename: str, size: int, sha256: str,
-                      stored_as: str, method: str | None, scores: dict) -> Submission:
+                      stored_as: str, method: str | None, scores: dict, description: str | None = None,
+                      url: str | None = None) -> Submission:
     """Write the submission and both score rows, and free the reservation: one transaction."""
     sub = Submission(team_id=reservation.team_id, track=reservation.track, created=reservation.created,
-                     filename=filename[:255], size=size, sha256=sha256, stored_as=stored_as, method=method)
+                     filename=filename[:255], size=size, sha256=sha256, stored_as=stored_as, method=method,
+                     description=description, url=url, content_sha256=scores.get("content_sha256"))
     for split in ("public", "private"):
         sub.scores.append(score_row(split, scores[split]))
     s.add(sub)
@@ -184,6 +206,8 @@ def score_row(split: str, sc: dict) -> Score:
 
 
 def set_scores(s: Session, sub: Submission, scores: dict) -> None:
+    if scores.get("content_sha256"):
+        sub.content_sha256 = scores["content_sha256"]
     for split in ("public", "private"):
         row = sub.score(split)
         fresh = score_row(split, scores[split])
@@ -209,3 +233,39 @@ def all_submissions(s: Session, track: str | None = None) -> list[Submission]:
     if track:
         q = q.where(Submission.track == track)
     return list(s.scalars(q.order_by(Submission.id)))
+
+
+def own_submission(s: Session, submission_id: int, team_id: int) -> Submission:
+    """get_submission, or NotYours: another team's id and a missing one look the same."""
+    sub = get_submission(s, submission_id, team_id)
+    if sub is None:
+        raise NotYours(submission_id)
+    return sub
+
+
+def set_metadata(s: Session, sub: Submission, fields: dict) -> Submission:
+    """Replace the given metadata fields (already checked by c2seg_kit.text); None clears one."""
+    for key in ("method", "description", "url"):
+        if key in fields:
+            setattr(sub, key, fields[key])
+    s.commit()
+    return sub
+
+
+def set_final_picks(s: Session, team_id: int, track: str, ids: list[int], limit: int) -> list[Submission]:
+    """Make exactly `ids` the team's final picks on `track` (an empty list clears them)."""
+    if len(set(ids)) != len(ids):
+        raise ValueError("an id is given twice")
+    if len(ids) > limit:
+        raise ValueError(f"at most {limit} final picks per track, got {len(ids)}")
+    # Take the team's row lock first (as reserve_slot does): two selections at once cannot mix.
+    s.execute(update(Team).where(Team.id == team_id).values(last_reservation=Team.last_reservation))
+    picked = [own_submission(s, i, team_id) for i in ids]
+    for sub in picked:
+        if sub.track != track:
+            s.rollback()
+            raise ValueError(f"submission {sub.id} is on track {sub.track}, not {track}")
+    for sub in team_submissions(s, team_id, track):
+        sub.final_pick = sub.id in ids
+    s.commit()
+    return picked

@@ -1,16 +1,22 @@
-"""Engine and sessions: SQLite (a file in WAL mode) by default, PostgreSQL by URL."""
+"""Engine and sessions: SQLite (a file in WAL mode) by default, PostgreSQL by URL; the schema
+is built and upgraded by the Alembic migrations in migrations/ (see its README.md)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: The revision whose schema is c2seg-kit 0.1's (a database from before migrations is stamped with it).
+LEGACY_REVISION = "0001"
+#: Any fixed number: the PostgreSQL advisory lock that serialises upgrades by several workers.
+_PG_LOCK_KEY = 0x6332_7365_67
 
 
 def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
@@ -41,16 +47,72 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     return create_engine(parsed, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
 
-def init_db(engine: Engine, attempts: int = 5) -> None:
-    """Create missing tables; several workers may race to do it at start-up, so retry."""
+def alembic_config(connection: Connection | None = None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The database's revision; None for an empty database or one from before migrations."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _upgrade_locked(conn: Connection, revision: str) -> None:
+    """Within one transaction that holds the database's write lock: stamp a 0.1 database, upgrade."""
+    from alembic import command
+
+    cfg = alembic_config(conn)
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables and "teams" in tables:
+        command.stamp(cfg, LEGACY_REVISION)  # made by 0.1's create_all: its schema is 0001's
+    command.upgrade(cfg, revision)
+
+
+def upgrade_db(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
+    """Bring the database to `revision` (default: the newest), creating it if empty.
+
+    Several server processes may open the database at once: the upgrade runs in one
+    transaction under a lock (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so one
+    process upgrades and the others then find it done. DDL is transactional on both, so an
+    interrupted upgrade leaves the database as it was.
+    """
+    want = head_revision() if revision == "head" else revision
     for i in range(attempts):
         try:
-            Base.metadata.create_all(engine)
+            with engine.connect() as conn:
+                if current_revision(conn) == want:
+                    return
+                conn.rollback()
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                if current_revision(conn) != want:
+                    _upgrade_locked(conn, revision)
+                conn.commit()
             return
         except (OperationalError, ProgrammingError, IntegrityError):
             if i == attempts - 1:
                 raise
             time.sleep(0.2 * (i + 1))
+
+
+#: The name callers use: open a database ready for this release.
+init_db = upgrade_db
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

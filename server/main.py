@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
 
     for module in (routes_submissions, routes_leaderboard, routes_teams, pages):
         app.include_router(module.router)
+    app.include_router(routes_submissions.picks_router)
 
     plain_openapi = app.openapi
 
@@ -168,9 +169,14 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
         # Validation errors are sent as one line ({"detail": "..."}, see above): say so in the schema.
         if app.openapi_schema is None:
             doc = plain_openapi()
-            doc.get("components", {}).get("schemas", {})["HTTPValidationError"] = {
+            schemas = doc.get("components", {}).get("schemas", {})
+            schemas["HTTPValidationError"] = {
                 "title": "HTTPValidationError", "type": "object", "required": ["detail"],
                 "properties": {"detail": {"type": "string", "title": "Detail"}}}
+            # The number of final picks is a setting: the document states this server's.
+            picks = schemas.get("FinalPicksIn", {}).get("properties", {}).get("ids")
+            if picks is not None:
+                picks["maxItems"] = settings.final_picks
         return app.openapi_schema
 
     app.openapi = openapi

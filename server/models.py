@@ -3,6 +3,10 @@
 A submission row and its score rows are written in one transaction, after scoring; until then
 the quota slot it uses is held by a QuotaReservation row, which expires on its own if the
 server dies mid-scoring. So the submissions table never holds a half-done entry.
+
+The schema is built and upgraded by the Alembic migrations in migrations/versions/, never by
+`create_all`: a change here needs a new migration (tests/test_server_migrations.py checks that
+the migrations' head matches these classes, on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 PHASES = ("open", "closed", "final")
 SPLITS = ("public", "private")
@@ -62,8 +68,28 @@ class Team(Base):
     revoked: Mapped[dt.datetime | None] = mapped_column(default=None)
     # Touched at every quota reservation: the row lock that serialises a team's reservations.
     last_reservation: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Off the board (kept in the database) while set; submissions are refused.
+    disqualified: Mapped[dt.datetime | None] = mapped_column(default=None)
+    disqualified_reason: Mapped[str | None] = mapped_column(String(300), default=None)
 
     submissions: Mapped[list[Submission]] = relationship(back_populates="team")
+    members: Mapped[list[TeamMember]] = relationship(back_populates="team", order_by="TeamMember.id")
+
+
+class TeamMember(Base):
+    """A person in a team, kept by organizers (`c2seg admin member`); never shown publicly."""
+
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("team_id", "email", name="uq_team_members_team_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(254))
+    affiliation: Mapped[str | None] = mapped_column(String(200), default=None)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship(back_populates="members")
 
 
 class Submission(Base):
@@ -77,9 +103,19 @@ class Submission(Base):
     scored: Mapped[dt.datetime] = mapped_column(default=utcnow)
     filename: Mapped[str] = mapped_column(String(255))  # as uploaded, for the team's own reference
     size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     stored_as: Mapped[str] = mapped_column(String(255))  # file name under Settings.storage_dir
     method: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Participant metadata (checked by c2seg_kit.text at the door; the team may edit it later).
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    url: Mapped[str | None] = mapped_column(String(300), default=None)
+    # One of the team's final picks for the private ranking (at most Settings.final_picks per track).
+    final_pick: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Hidden by an organizer: kept, off the board.
+    hidden: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # sha256 of the decoded prediction (uint8 rows), computed while scoring: equal for identical
+    # predictions stored differently (compression, chunks, dtype). NULL for rows from before it.
+    content_sha256: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
     team: Mapped[Team] = relationship(back_populates="submissions")
     scores: Mapped[list[Score]] = relationship(back_populates="submission", cascade="all, delete-orphan")
@@ -130,11 +166,19 @@ class FailedAttempt(Base):
     reason: Mapped[str] = mapped_column(String(300))
 
 
-class Phase(Base):
-    """A track's phase: open (accepting), closed (not accepting), final (private scores shown)."""
+class PhaseChange(Base):
+    """A track's phase from `at` on: open (accepting), closed (not accepting), final (private
+    scores shown). The phase at a moment is the latest change at or before it ("open" before
+    any), so changes scheduled ahead apply on time without a restart. `cap`: the most
+    submissions a team may make on the track during this phase (NULL: Settings.quota_per_phase).
+    """
 
-    __tablename__ = "phases"
+    __tablename__ = "phase_changes"
+    __table_args__ = (Index("ix_phase_changes_track_at", "track", "at"),)
 
-    track: Mapped[str] = mapped_column(String(8), primary_key=True)
-    phase: Mapped[str] = mapped_column(String(8), default="open")
-    changed: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    track: Mapped[str] = mapped_column(String(8))
+    phase: Mapped[str] = mapped_column(String(8))
+    at: Mapped[dt.datetime]
+    cap: Mapped[int | None] = mapped_column(Integer, default=None)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)

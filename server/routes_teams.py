@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
-from . import crud
+from . import crud, phases
 from .deps import ServicesDep, SessionDep, TeamDep
 from .routes_submissions import ERRORS
 from .schemas import Health, QuotaInfo, TeamInfo, TrackInfo
@@ -14,8 +14,12 @@ router = APIRouter(tags=["teams"])
 
 
 def track_infos(db, services) -> list[TrackInfo]:
-    return [TrackInfo(track=t, phase=crud.get_phase(db, t), shape=shape, quota_per_day=services.settings.quota_per_day)
-            for t, shape in sorted(services.tracks.items())]
+    out = []
+    for t, shape in sorted(services.tracks.items()):
+        st = phases.state(db, t)
+        out.append(TrackInfo(track=t, phase=st.phase, shape=shape, quota_per_day=services.settings.quota_per_day,
+                             phase_ends=st.ends, next_phase=st.next_phase))
+    return out
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": ERRORS[400]["model"]}})
@@ -38,8 +42,16 @@ def me(team: TeamDep, db: SessionDep, services: ServicesDep) -> TeamInfo:
     _, resets = crud.utc_day()
     quota = []
     for t in sorted(services.tracks):
+        st = phases.state(db, t, default_cap=settings.quota_per_phase)
         used = crud.used_today(db, team.id, t)
-        quota.append(QuotaInfo(track=t, used_today=used, left_today=max(0, settings.quota_per_day - used), resets=resets))
+        used_phase = crud.used_since(db, team.id, t, st.since)
+        picks = [s.id for s in crud.team_submissions(db, team.id, t) if s.final_pick]
+        quota.append(QuotaInfo(
+            track=t, used_today=used, left_today=max(0, settings.quota_per_day - used), resets=resets,
+            phase=st.phase, phase_ends=st.ends, next_phase=st.next_phase, phase_cap=st.cap, used_phase=used_phase,
+            left_phase=None if st.cap is None else max(0, st.cap - used_phase),
+            final_picks=picks, final_picks_max=settings.final_picks))
     failed = crud.failures_today(db, team.id)
-    return TeamInfo(team=team.name, baseline=team.is_baseline, quota=quota, failed_today=failed,
-                    failed_left_today=max(0, settings.failed_per_day - failed))
+    return TeamInfo(team=team.name, baseline=team.is_baseline,
+                    disqualified=(team.disqualified_reason or "no reason given") if team.disqualified else None,
+                    quota=quota, failed_today=failed, failed_left_today=max(0, settings.failed_per_day - failed))

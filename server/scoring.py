@@ -6,12 +6,13 @@ from one read of the prediction: per chunk, the public and the private label row
 the other part's pixels set to 0, i.e. ignored) are compared with the same prediction rows.
 
 Everything here runs inside a scoring child process (see workers.py); only rounded aggregate
-scores leave it. The confusion matrix does not: with exact counts one changed pixel would
-reveal its label.
+scores leave it, with a hash of the prediction itself (for the duplicate check). The confusion
+matrix does not: with exact counts one changed pixel would reveal its label.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from pathlib import Path
 
@@ -92,11 +93,17 @@ class Scorer:
         return {"track": track, "method": None if method is None else str(method)[:255]}
 
     def score(self, path: str, track: str) -> dict:
-        """{"public": scores, "private": scores}, rounded, for one submission file."""
+        """{"public": scores, "private": scores, "content_sha256": hex}, rounded, for one submission file.
+
+        content_sha256 hashes the decoded prediction (as uint8 rows), so two files holding the
+        same prediction (whatever their compression, chunking or integer type) hash the same;
+        `c2seg admin duplicates` compares it across teams. It says nothing about the labels.
+        """
         from c2seg_kit.submission import open_submission
 
         public, private = self.labels(track)
         cm_public, cm_private = ConfusionMatrix(), ConfusionMatrix()
+        content = hashlib.sha256()
         with open_submission(path, track=track, expected_shape=public.shape) as sub:
             for r0, rows in sub.iter_rows(self.chunk_rows):
                 r1 = r0 + rows.shape[0]
@@ -105,4 +112,6 @@ class Scorer:
                     cm_private.update(private[r0:r1], rows)
                 except ValueError as e:  # the prediction's values or dtype; never label content
                     raise InvalidSubmissionError(f"{e} (rows {r0}..{r1 - 1})") from None
-        return {"public": rounded(cm_public.scores()), "private": rounded(cm_private.scores())}
+                content.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())  # values are 0..13 here
+        return {"public": rounded(cm_public.scores()), "private": rounded(cm_private.scores()),
+                "content_sha256": content.hexdigest()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -20,7 +20,13 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from c2seg_kit import text
+
 FIELD = "file"
+#: Small text fields that may come with the file (the submission's metadata), and the most
+#: bytes each may hold (4 per character of its c2seg_kit.text cap, plus room for whitespace).
+TEXT_FIELDS = {"method": 4 * text.METHOD_MAX + 64, "description": 4 * text.DESCRIPTION_MAX + 64,
+               "url": 4 * text.URL_MAX + 64}
 #: Room for the multipart framing and small extra fields on top of the file cap.
 FRAMING_BYTES = 64 * 1024
 
@@ -31,6 +37,7 @@ class Upload:
     filename: str
     size: int
     sha256: str
+    fields: dict[str, str] = field(default_factory=dict)  # TEXT_FIELDS that came, decoded (not yet checked)
 
 
 def too_large(limit: int) -> HTTPException:
@@ -49,7 +56,8 @@ def check_content_length(request: Request, limit: int) -> None:
 
 
 class _FilePart:
-    """python-multipart callbacks that write the `file` field to disk and skip everything else."""
+    """python-multipart callbacks that write the `file` field to disk, keep the small TEXT_FIELDS
+    (each under its byte cap) and skip everything else."""
 
     def __init__(self, out, limit: int):
         self.out, self.limit = out, limit
@@ -58,6 +66,8 @@ class _FilePart:
         self.filename: str | None = None
         self.found = self.ended = False
         self._in_file = False
+        self._text: str | None = None  # the TEXT_FIELDS name whose value is arriving
+        self.texts: dict[str, bytearray] = {}
         self._field = self._value = b""
         self._disposition = b""
 
@@ -79,6 +89,7 @@ class _FilePart:
     def _part_begin(self) -> None:
         self._disposition = b""
         self._in_file = False
+        self._text = None
 
     def _header_end(self) -> None:
         if self._field.strip().lower() == b"content-disposition":
@@ -87,12 +98,24 @@ class _FilePart:
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._disposition)
+        name = params.get(b"name", b"").decode("latin-1")
+        if name in TEXT_FIELDS and b"filename" not in params:
+            if name in self.texts:
+                raise HTTPException(400, f"the multipart body has the field '{name}' twice")
+            self._text = name
+            self.texts[name] = bytearray()
         if params.get(b"name") == FIELD.encode() and not self.found:
             self.found = self._in_file = True
             name = params.get(b"filename", b"predictions.h5").decode("utf-8", "replace")
             self.filename = os.path.basename(name.replace("\\", "/"))[:255] or "predictions.h5"
 
     def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            buf = self.texts[self._text]
+            buf += data[start:end]
+            if len(buf) > TEXT_FIELDS[self._text]:
+                raise HTTPException(422, f"{self._text}: longer than this server accepts")
+            return
         if not self._in_file:
             return
         self.size += end - start
@@ -104,6 +127,13 @@ class _FilePart:
 
     def _part_end(self) -> None:
         self._in_file = False
+        self._text = None
+
+    def decoded_texts(self) -> dict[str, str]:
+        try:
+            return {k: v.decode("utf-8") for k, v in self.texts.items()}
+        except UnicodeDecodeError:
+            raise HTTPException(422, "a metadata field is not UTF-8 text") from None
 
     def _end(self) -> None:
         self.ended = True
@@ -151,7 +181,7 @@ async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeo
         if not part.ended:
             raise HTTPException(400, "the multipart body ended early (truncated upload)")
         return Upload(path=path, filename=part.filename or "predictions.h5", size=part.size,
-                      sha256=part.digest.hexdigest())
+                      sha256=part.digest.hexdigest(), fields=part.decoded_texts())
     except BaseException:
         path.unlink(missing_ok=True)
         raise

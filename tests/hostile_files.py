@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 from live_server import Target, noisy_prediction
 
-from c2seg_kit.submission import write_submission
+from c2seg_kit.writers import write_submission
 
 
 def _base(path: Path, track: str = "AB", fmt: str = "submission/1") -> h5py.File:

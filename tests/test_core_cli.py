@@ -51,7 +51,8 @@ def test_synth_cli(capsys, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["info", "{missing}", "--track", "AB"], "does not exist"),
     (["info", "{empty}", "--track", "AB"], "expected scene files augsburg_multimodal.mat"),
-    (["prepare", "{empty}", "--track", "BW", "--out", "{tmp}/o"], "expected Beijing scene file beijing.mat"),
+    # prepare and info share one rule for what a data folder holds (c2seg_kit/io/locate.py), hence one message
+    (["prepare", "{empty}", "--track", "BW", "--out", "{tmp}/o"], "expected scene files beijing.mat and wuhan.mat"),
     (["info", "{broken}", "--track", "AB"], "not a readable MATLAB"),
     (["prepare", "{empty}", "--track", "AB", "--out", "{tmp}/o", "--percentiles", "90", "10"], "percentiles"),
 ])
@@ -94,9 +95,11 @@ def test_light_core_imports_no_torch_or_fastapi():
 
 
 def test_prepare_on_tiles_explains(capsys, tmp_path):
+    # prepare reads tiles since issue 11.3 (it used to refuse them): a tile folder without tiles is one line
     (tmp_path / "C2Seg_AB" / "train" / "msi").mkdir(parents=True)
     code, _, err = run(capsys, "prepare", str(tmp_path), "--track", "AB", "--out", str(tmp_path / "o"))
-    assert code == 1 and "holds challenge tiles" in err
+    assert code == 1 and "expected hsi, msi, sar tiles in" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 # Simulates the light install: torch, fastapi & co. cannot be imported in the child process.

@@ -132,7 +132,7 @@ def test_label_outside_range(tmp_path):
     arrays["label"][0, :3] = [14, 200, 14]
     write_ab(tmp_path, arrays)
     with open_city(tmp_path, AB, AB.source) as scene:
-        with pytest.raises(InvalidDataError, match=r"3 label pixels outside 0..13 \(values 14, 200"):
+        with pytest.raises(InvalidDataError, match=r"^augsburg label has 3 values outside 0..13 \(seen: 14, 200\)$"):
             scene.read_label(0, 20, 0, 30)
 
 

@@ -40,9 +40,9 @@ def test_downsampling_keeps_every_kth_pixel(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (np.zeros((3, 3, 3), np.uint8), "2-D"),
-    (np.zeros((3, 3), np.float32), "integers"),
-    (np.full((3, 3), 14), "0..13"),
+    (np.zeros((3, 3, 3), np.uint8), r"^class map must be a non-empty 2-D \(H x W\) array, got shape \(3, 3, 3\)$"),
+    (np.zeros((3, 3), np.float32), "^class map must hold integers, got dtype float32$"),
+    (np.full((3, 3), 14), r"^class map has 9 values outside 0..13 \(seen: 14\)$"),
 ])
 def test_render_refuses_non_class_maps(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -53,7 +53,13 @@ def test_confusion_png(tmp_path):
     m = np.random.default_rng(2).integers(0, 1000, (13, 14))
     m[3] = 0  # an empty row must not divide by zero
     rgb = _pixels(render_confusion_png(m, tmp_path / "cm.png", title="AB"))
-    assert rgb.shape[0] > 13 * 30 and rgb.shape[1] > 14 * 30
-    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 10  # a heat map, not a blank
+    # Each cell is filled with its row share on a white-to-dark-blue scale; a pixel just inside a
+    # cell's corner shows the fill (the outline is the border, the label starts further in).
+    cell, x0, y0 = 38, 10 + 30, 44 + 28  # cell size and the grid's corner with a title
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    for i in range(13):
+        for j in range(14):
+            want = [round(255 - share[i, j] * (255 - t)) for t in (8, 48, 107)]
+            assert rgb[y0 + i * cell + 2, x0 + j * cell + 2].tolist() == want, (i, j)
     with pytest.raises(ValueError, match="13 x 14"):
         render_confusion_png(np.zeros((14, 14)), tmp_path / "bad.png")

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
 
-from c2seg_kit.classes import CLASS_NAMES
+from c2seg_kit.classes import CLASS_NAMES, CLASSES, EVAL_CLASSES
 from c2seg_kit.cli import main
-from c2seg_kit.submission import write_labels, write_submission
+from c2seg_kit.render import render_confusion_png
+from c2seg_kit.writers import write_labels, write_submission
 
 SHAPE = (50, 36)
 
@@ -49,7 +50,7 @@ def test_validate_ok(files, capsys):
 
 def test_validate_against_labels_and_track(files, capsys):
     code, out, _ = run(["validate", str(files["preds"]), "--labels", str(files["labels"]), "--track", "ab"], capsys)
-    assert code == 0 and "OK" in out
+    assert code == 0 and out == "OK: predictions.h5 is a valid AB submission (50 x 36, uint8)\n"
 
 
 def test_validate_wrong_track_is_one_line_exit_1(files, capsys):
@@ -121,9 +122,19 @@ def test_score_json_is_one_object_matching_sklearn(files, capsys):
 
 
 def test_score_table_for_humans(files, capsys):
+    from c2seg_kit.scoring import score_files
+
     code, out, _ = run(["score", str(files["preds"]), "--labels", str(files["labels"])], capsys)
     assert code == 0
-    assert "mIoU" in out and "kappa" in out and "Surface water" in out and "n/a" in out
+    want = score_files(files["preds"], files["labels"])
+    lines = out.splitlines()
+    assert lines[0] == f"track AB   evaluated pixels {want['n_pixels']:,}"
+    for key, label in (("oa", "OA"), ("miou", "mIoU"), ("f1", "F1"), ("kappa", "kappa")):
+        assert any(line.split()[:2] == [label, f"{want[key]:.4f}"] for line in lines), key
+    for c in EVAL_CLASSES:  # one row per class: id, name, IoU to 4 decimals or n/a
+        iou = want["per_class_iou"][c.name]
+        row = next(line for line in lines if line.split()[:1] == [str(c.id)])
+        assert c.display in row and row.split()[-1] == ("n/a" if iou is None else f"{iou:.4f}")
 
 
 def test_score_report_files(tmp_path, files, capsys):
@@ -137,11 +148,22 @@ def test_score_report_files(tmp_path, files, capsys):
     for r in rows:
         expected = result["per_class_iou"][r["name"]]
         assert (r["iou"] == "") if expected is None else float(r["iou"]) == pytest.approx(expected, abs=1e-6)
+    labelled = files["label"] > 0
+    for c, r in zip(EVAL_CLASSES, rows, strict=True):  # pixel counts against a plain count
+        true, pred = files["label"][labelled], files["pred"][labelled]
+        assert (int(r["id"]), r["display"]) == (c.id, c.display)
+        assert int(r["true_pixels"]) == int(np.sum(true == c.id))
+        assert int(r["predicted_pixels"]) == int(np.sum(pred == c.id))
+        assert int(r["correct_pixels"]) == int(np.sum((true == c.id) & (pred == c.id)))
     cm_rows = list(csv.reader((report / "confusion_matrix.csv").open()))
-    assert len(cm_rows) == 14 and len(cm_rows[0]) == 15
+    assert cm_rows[0] == ["true \\ pred"] + [c.name for c in CLASSES]
+    assert [r[0] for r in cm_rows[1:]] == list(CLASS_NAMES)
     assert [[int(v) for v in r[1:]] for r in cm_rows[1:]] == result["confusion_matrix"]
-    with Image.open(report / "confusion_matrix.png") as img:
-        assert img.format == "PNG" and img.width > 400 and img.height > 400
+    # The picture is the confusion matrix drawn by render_confusion_png, pixel for pixel.
+    expected = render_confusion_png(result["confusion_matrix"], tmp_path / "cm.png", title="C2Seg AB confusion matrix")
+    with Image.open(report / "confusion_matrix.png") as got, Image.open(expected) as want:
+        assert got.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_score_refuses_a_bad_submission_in_one_line(tmp_path, files, capsys):
@@ -174,7 +196,9 @@ def test_render_predictions_and_labels_in_class_colours(tmp_path, files, capsys,
     expected = np.array(palette(), dtype=np.uint8)[raster]
     np.testing.assert_array_equal(rgb[pad : pad + SHAPE[0], pad : pad + SHAPE[1]], expected)
     with Image.open(full) as img:
-        assert img.width > rgb.shape[1] + 200  # the legend is beside the map
+        legend = np.asarray(img.convert("RGB"))[:, pad + SHAPE[1] + pad :]  # right of the map
+    for colour in palette():  # a swatch of every class colour
+        assert (legend == colour).all(axis=-1).any(), colour
 
 
 def test_render_downsamples_large_rasters(tmp_path, capsys):

@@ -20,7 +20,8 @@ from sklearn.metrics import jaccard_score  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES, EVAL_CLASSES  # noqa: E402
-from c2seg_kit.submission import score_files, write_labels, write_submission  # noqa: E402
+from c2seg_kit.scoring import score_files  # noqa: E402
+from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.deps import current_team  # noqa: E402
@@ -432,14 +433,15 @@ def test_leaderboard_best_per_team_ties_and_baseline(client, label_array, pred_f
     post(client, hb, pred_file(better))  # beta ties alpha on mIoU and OA, but later
     post(client, hbase, pred_file(worse))
     board = client.get("/api/v1/leaderboard", params={"track": "AB"}).json()
+    # Issue 14: baselines are shown in place but not ranked (rank null).
     assert [(e["rank"], e["team"], e["baseline"], e["submissions"]) for e in board["entries"]] == [
-        (1, "alpha", False, 2), (2, "beta", False, 1), (3, "HighDAN", True, 1)]
+        (1, "alpha", False, 2), (2, "beta", False, 1), (None, "HighDAN", True, 1)]
     assert board["entries"][0]["public"]["miou"] == 1.0
     text = client.get("/api/v1/leaderboard.csv", params={"track": "AB"}).text.splitlines()
     assert text[0].startswith("rank,team,baseline") and len(text) == 4
     head = text[0].split(",")
     assert [c for c in head if c.startswith("public_iou_")] == [f"public_iou_{n}" for n in CLASS_NAMES]
-    assert text[3].startswith("3,HighDAN,1,1,")
+    assert text[3].startswith(",HighDAN,1,1,")  # no rank: a baseline
 
 
 def test_csv_cells_cannot_become_spreadsheet_formulas(client, label_array, pred_file):

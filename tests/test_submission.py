@@ -15,14 +15,9 @@ from hypothesis.extra import numpy as hnp
 
 from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
 from c2seg_kit.h5safe import Limits
-from c2seg_kit.submission import (
-    open_class_raster,
-    open_labels,
-    open_submission,
-    score_files,
-    write_labels,
-    write_submission,
-)
+from c2seg_kit.scoring import score_files
+from c2seg_kit.submission import open_class_raster, open_labels, open_submission
+from c2seg_kit.writers import write_labels, write_submission
 
 SHAPE = (40, 30)
 
@@ -161,7 +156,7 @@ def test_labels_reader_uses_the_data_error(tmp_path):
     (np.zeros((2, 2, 2), np.uint8), "2-D"),
     (np.zeros((0, 2), np.uint8), "non-empty"),
     (np.zeros((2, 2), np.float32), "integer"),
-    (np.full((2, 2), 14), "1 values outside|4 values outside"),
+    (np.full((2, 2), 14), r"has 4 values outside 0..13 \(seen: 14\)$"),
 ])
 def test_writers_refuse_bad_rasters(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -386,7 +381,7 @@ def test_refuses_hard_link_cycle(tmp_path, pred):
     path = make(tmp_path / "p.h5", data=pred)
     with h5py.File(path, "a") as f:
         f["loop"] = f  # a hard link back to the root: walking it never ends without a bound
-    refused(path, "too many objects|nested too deeply")
+    refused(path, r"^groups are nested too deeply \(more than 4 levels\)$")
 
 
 def test_refuses_too_many_attributes(tmp_path, pred):
@@ -687,7 +682,7 @@ def test_limits_are_configurable(tmp_path, pred):
 def test_every_refusal_is_a_c2seg_error_with_one_line(tmp_path):
     with pytest.raises(C2SegError) as info:
         open_submission(_write(tmp_path / "p.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100))
-    assert "\n" not in str(info.value)
+    assert str(info.value) == "submission is not a readable HDF5 file (corrupt or unsupported header)"
 
 
 # ---- properties (hypothesis) -------------------------------------------------------------------
@@ -771,7 +766,7 @@ def test_property_value_check_counts_exactly(tmp_path_factory, data, dtype, chun
 
 def test_plain_zlib_fallback_reads_and_refuses_the_same(tmp_path, pred, monkeypatch):
     """Without the optional ISA-L inflate the reader behaves the same."""
-    from c2seg_kit import h5safe
+    from c2seg_kit.h5safe import chunks as h5safe
 
     monkeypatch.setattr(h5safe, "_inflate", zlib)
     path = make(tmp_path / "p.h5", data=pred, chunks=(16, 8), compression="gzip", shuffle=True)

@@ -45,7 +45,7 @@ def test_submission_file_layout(tmp_path):
 
 @pytest.mark.parametrize("bad,message", [
     (("3", np.full((4, 4), 14)), "outside 0..13"),
-    (("3", np.zeros((4, 4), np.float32)), "integer class ids"),
+    (("3", np.zeros((4, 4), np.float32)), "must hold integers"),
     (("3", np.zeros((4, 4, 2), np.uint8)), "2-D"),
     (("1", np.zeros((4, 4), np.uint8)), "already written"),
     (("a/b", np.zeros((4, 4), np.uint8)), "not a usable name"),

@@ -163,7 +163,7 @@ def test_label_values_over_13(tmp_path):
     label[0, :2] = [14, 255]
     write_gdal(root / "train" / "label" / "1.tiff", label)
     with open_tiles(root, AB) as tiles:
-        with pytest.raises(InvalidDataError, match=r"label/1.tiff: 2 label pixels outside 0..13 \(values 14, 255"):
+        with pytest.raises(InvalidDataError, match=r"label/1.tiff has 2 values outside 0..13 \(seen: 14, 255\)"):
             tiles.splits["train"].read("label", "1")
 
 
@@ -235,7 +235,7 @@ def _bad_folder(root, kind):
 @pytest.mark.parametrize("kind,message", [
     ("sizes", "tile 2 (train): modalities disagree in size"),
     ("missing", "tile 1 has hsi and sar and label but no msi tile"),
-    ("label", "label pixels outside 0..13 (values 20"),
+    ("label", "has 96 values outside 0..13 (seen: 20)"),
     ("layout", "cannot tell which axis holds the bands"),
     ("bands", "test: msi tiles disagree in band count (4 in tile 1, 3 in tile 2)"),
 ])

@@ -32,6 +32,8 @@ CORE_COMMANDS: dict[str, str] = {
     "render": "c2seg_kit.cli.scoring:render",
     "submit": "c2seg_kit.cli.participant:submit",
     "leaderboard": "c2seg_kit.cli.participant:leaderboard",
+    "me": "c2seg_kit.cli.account:me",
+    "submissions": "c2seg_kit.cli.account:submissions",
     "demo": "c2seg_kit.cli.demo:demo",
 }
 
@@ -78,7 +80,7 @@ def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
     Data: synth, info, prepare. Scoring: validate, score, render. Baseline:
-    train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard.
+    train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
     Start with `c2seg demo` to see the whole path on synthetic data.
     """
 

@@ -125,42 +125,91 @@ def info(data_dir: Path, track_name: str, as_json: bool, quiet: bool) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else _format_info(result))
 
 
+#: A sign margin below this is reported: the authors' solver could have turned such a component either way.
+FRAGILE_SIGN = 1e-3
+
+
+class PixelCount(click.ParamType):
+    """``all`` (None) or a whole number of pixels, at least ``minimum``."""
+
+    name = "N|all"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "all":
+            return None
+        try:
+            n = int(str(value).replace("_", ""))
+        except ValueError:
+            self.fail(f"expected 'all' or a number of pixels, got {value!r}", param, ctx)
+        if n < self.minimum:
+            self.fail(f"a sample needs at least {self.minimum} pixels, got {n}", param, ctx)
+        return n
+
+
+def _report_line(name: str, city: dict) -> str:
+    repaired = ", ".join(f"{m.upper()} {n}" for m, n in city["nonfinite_repaired"].items())
+    kept = sum(city["pca_explained_variance"])
+    if city.get("tiles") is not None:
+        sizes = ", ".join(f"{n} of {size}" for size, n in city["tile_sizes"].items())
+        what = f"{city['tiles']} tiles ({sizes})"
+    else:
+        what = f"{city['shape'][0]}x{city['shape'][1]}"
+    return (f"{name}: {what}, non-finite repaired: {repaired}; PCA keeps {100 * kept:.1f}% of HSI variance; "
+            f"labels: {'yes' if city['has_label'] else 'no'}")
+
+
 @click.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the prepared cache (manifest.json + one HDF5 file per city).")
+              help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or a "
+                   "previous prepare output (anything else is refused).")
 @click.option("--pca-fit", type=click.Choice(["city", "source"]), default="city", show_default=True,
               help="Fit the HSI PCA per city (the paper) or on the source city and apply it to both.")
 @click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True)
+@click.option("--pca-sample", type=PixelCount(1000), default="all", show_default=True,
+              help="Pixels the PCA is fitted on: all (exact, the authors' recipe) or a seeded sample of N "
+                   "(faster). Either way each component's sign follows the authors' rule.")
 @click.option("--normalise", "normalisation", type=click.Choice(["minmax", "percentile"]), default="minmax",
               show_default=True, help="Per-band scaling: min-max per city (the paper) or percentile-clipped.")
 @click.option("--percentiles", type=(float, float), default=(1.0, 99.0), show_default=True,
               help="Low and high percentiles for --normalise percentile.")
 @click.option("--sample-pixels", type=click.IntRange(1000), default=200_000, show_default=True,
-              help="Pixels sampled per city for the PCA fit and percentiles.")
+              help="Pixels sampled per city and modality for --normalise percentile (the PCA sample is "
+                   "--pca-sample).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int, normalisation: str,
-            percentiles: tuple[float, float], sample_pixels: int, seed: int, quiet: bool) -> None:
-    """Turn the scene files in DATA_DIR into the cache that training and prediction read.
+def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
+            pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,
+            seed: int, quiet: bool) -> None:
+    """Turn the data in DATA_DIR into the cache that training and prediction read.
 
-    Repairs NaN/inf (counted and reported), reduces the HSI to PCA components, records
-    per-band normalisation, and writes chunked HDF5 read window by window. Memory stays
-    flat: cities are streamed in row bands.
+    DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
+    is the tile zip itself (checked member by member first). Repairs NaN/inf (counted and
+    reported; tiles: within each tile), reduces the HSI to PCA components with the authors'
+    sign rule, records per-band normalisation per city (tiles: fitted over all the city's
+    tiles; overlapping edge tiles count once per tile), and writes HDF5 read window by window.
+    Memory stays flat: scenes are streamed in row bands, tiles one at a time.
     """
     from c2seg_kit.prepare import PrepareOptions
     from c2seg_kit.prepare import prepare as run_prepare
 
     try:
-        options = PrepareOptions(pca_components=pca_components, pca_fit=pca_fit, normalisation=normalisation,
-                                 percentiles=percentiles, sample_pixels=sample_pixels, seed=seed)
+        options = PrepareOptions(pca_components=pca_components, pca_fit=pca_fit, pca_sample=pca_sample,
+                                 normalisation=normalisation, percentiles=percentiles, sample_pixels=sample_pixels,
+                                 seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=not quiet)
     for name, city in manifest["cities"].items():
-        repaired = ", ".join(f"{m.upper()} {n}" for m, n in city["nonfinite_repaired"].items())
-        kept = sum(city["pca_explained_variance"])
-        click.echo(f"{name}: {city['shape'][0]}x{city['shape'][1]}, non-finite repaired: {repaired}; "
-                   f"PCA keeps {100 * kept:.1f}% of HSI variance; labels: {'yes' if city['has_label'] else 'no'}")
-    click.echo(f"prepared cache: {out_dir}")
+        click.echo(_report_line(name, city))
+        fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]
+        if fragile:
+            click.echo(f"  note: the sign of PCA component(s) {', '.join(map(str, fragile))} rests on a near tie "
+                       "between the largest positive and negative scores (see pca_sign_margins in the manifest)")
+    click.echo(f"prepared cache ({manifest['layout']}): {out_dir}")

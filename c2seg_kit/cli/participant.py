@@ -1,4 +1,6 @@
-"""Participant verbs: `c2seg submit` and `c2seg leaderboard` (the light install: httpx only)."""
+"""Participant verbs (the light install: httpx only): `c2seg submit`, `c2seg leaderboard`,
+`c2seg me` (quota, reset time, phase and its end) and `c2seg submissions` (own history, final
+picks, metadata edits)."""
 
 from __future__ import annotations
 
@@ -23,36 +25,60 @@ def print_scores(result: dict) -> None:
         click.echo(f"    {c.display:<36} {format_score(sc['per_class_iou'].get(c.name))}")
 
 
+SERVER_HELP = "server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)"
+TOKEN_HELP = "your team's token (env C2SEG_TOKEN)"
+
+
+def server_options(fn):
+    """--server and --token, from the options or C2SEG_SERVER / C2SEG_TOKEN."""
+    fn = click.option("--token", envvar="C2SEG_TOKEN", help=TOKEN_HELP)(fn)
+    return click.option("--server", envvar="C2SEG_SERVER", help=SERVER_HELP)(fn)
+
+
+def metadata_options(fn):
+    from c2seg_kit import text
+
+    fn = click.option("--url", help=f"http(s) link to a paper, report or code (at most {text.URL_MAX} characters)")(fn)
+    fn = click.option("--description", help=f"what the method does (at most {text.DESCRIPTION_MAX} characters)")(fn)
+    return click.option("--method", help=f"method name shown on the board (one line, at most {text.METHOD_MAX} "
+                                          "characters; default: the file's `method` attribute)")(fn)
+
+
 @click.command()
 @click.argument("predictions", type=click.Path(dir_okay=False))
-@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
-@click.option("--token", envvar="C2SEG_TOKEN", help="your team's token (env C2SEG_TOKEN)")
+@server_options
+@metadata_options
 @click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
-def submit(predictions, server, token, as_json):
+def submit(predictions, server, token, method, description, url, as_json):
     """Validate PREDICTIONS locally, upload them and print the public scores.
 
-    The file is checked with the same reader the server uses before a byte is sent, so a
-    broken file costs neither quota nor a failed attempt.
+    The file and the metadata are checked with the server's own rules before a byte is sent,
+    so a broken file costs neither quota nor a failed attempt. The metadata is shown on the
+    board; change it later with `c2seg submissions edit ID`.
     """
     from tqdm import tqdm
 
-    from c2seg_kit import client
+    from c2seg_kit import client, text
     from c2seg_kit.submission import open_submission
 
     path = Path(predictions)
     if not path.is_file():
         raise C2SegError(f"no such file: {path}")
-    url = client.server_url(server)
+    try:
+        text.check_metadata(method, client.normalise_newlines(description), url)
+    except ValueError as e:
+        raise C2SegError(str(e)) from None
+    site = client.server_url(server)
     token = client.server_token(token)
     size = path.stat().st_size
     with open_submission(path) as sub:
         track = sub.track
     # Ask the server what it scores first: an unreachable server, an unserved track, a wrong
     # shape or an oversized file are all explained before a byte is uploaded.
-    info = client.health(url)
+    info = client.health(site)
     shapes = {t["track"]: tuple(t["shape"]) for t in info.get("tracks", [])}
     if track not in shapes:
-        raise C2SegError(f"the server at {url} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
+        raise C2SegError(f"the server at {site} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
     cap = info.get("max_upload_bytes")
     if cap and size > cap:
         raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
@@ -61,7 +87,8 @@ def submit(predictions, server, token, as_json):
         sub.check_values()
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=None, leave=False) as bar:
-        result = client.submit(path, server=url, token=token, progress=bar.update)
+        result = client.submit(path, server=site, token=token, progress=bar.update, method=method,
+                               description=description, url=url)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -69,11 +96,11 @@ def submit(predictions, server, token, as_json):
 
 
 @click.command()
-@click.option("--server", envvar="C2SEG_SERVER", help="server URL (env C2SEG_SERVER; default http://127.0.0.1:8000)")
+@click.option("--server", envvar="C2SEG_SERVER", help=SERVER_HELP)
 @track_option()
 @click.option("--json", "as_json", is_flag=True, help="print the server's JSON")
 def leaderboard(server, track, as_json):
-    """Print a track's leaderboard: each team's best public mIoU."""
+    """Print a track's leaderboard: each team's shown submission, ranked (baselines shown, not ranked)."""
     from c2seg_kit import client
 
     board = client.leaderboard(track, server=server)
@@ -81,7 +108,8 @@ def leaderboard(server, track, as_json):
         click.echo(json.dumps(board))
         return
     final = board["phase"] == "final"
-    click.echo(f"track {board['track']} ({board['phase']}), ranked by {board['ranked_by']} mIoU")
+    click.echo(f"track {board['track']} ({board['phase']}), ranked by {board['ranked_by']} mIoU; "
+               "baselines (*) are shown, not ranked")
     if not board["entries"]:
         click.echo("no submissions yet")
         return
@@ -92,7 +120,8 @@ def leaderboard(server, track, as_json):
         name = e["team"][:28] + (" *" if e["baseline"] else "")
         priv = f"{format_score(e['private']['miou']):>9} " if final and e.get("private") else ""
         p = e["public"]
-        click.echo(f"{e['rank']:>3}  {name:<28} {priv}{format_score(p['miou']):>7} {format_score(p['oa']):>7} "
+        rank = "-" if e["rank"] is None else e["rank"]
+        click.echo(f"{rank:>3}  {name:<28} {priv}{format_score(p['miou']):>7} {format_score(p['oa']):>7} "
                    f"{format_score(p['f1']):>7} {format_score(p['kappa']):>7} {e['submissions']:>5}")
     if any(e["baseline"] for e in board["entries"]):
         click.echo("* baseline")

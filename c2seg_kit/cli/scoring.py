@@ -6,13 +6,12 @@ mistake: one line on stderr, exit 1.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import click
 
-from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
+from c2seg_kit.classes import EVAL_CLASSES
 from c2seg_kit.cli.options import MISSING_SCORE, format_score, track_option
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -62,32 +61,6 @@ def _table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: dict, out_dir: Path) -> list[Path]:
-    """scores.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in ``out_dir``."""
-    from c2seg_kit.render import render_confusion_png
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores = out_dir / "scores.json"
-    scores.write_text(json.dumps(result, indent=2) + "\n")
-    per_class = out_dir / "per_class.csv"
-    m = result["confusion_matrix"]
-    with per_class.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "name", "display", "iou", "true_pixels", "predicted_pixels", "correct_pixels"])
-        for i, c in enumerate(EVAL_CLASSES):
-            iou = result["per_class_iou"][c.name]
-            w.writerow([c.id, c.name, c.display, "" if iou is None else f"{iou:.6f}",
-                        sum(m[i]), sum(row[c.id] for row in m), m[i][c.id]])
-    cm_csv = out_dir / "confusion_matrix.csv"
-    with cm_csv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true \\ pred"] + [c.name for c in CLASSES[:NUM_LABELS]])
-        for c, row in zip(EVAL_CLASSES, m, strict=True):
-            w.writerow([c.name] + list(row))
-    png = render_confusion_png(m, out_dir / "confusion_matrix.png", title=f"C2Seg {result['track']} confusion matrix")
-    return [scores, per_class, cm_csv, png]
-
-
 @click.command()
 @click.argument("predictions", type=_FILE)
 @click.option("--labels", type=_FILE, required=True, help="Hidden labels file (labels.h5) of the target city.")
@@ -100,7 +73,7 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
     Pixels labelled 0 are ignored; a predicted 0 counts as wrong. A class absent from both
     labels and predictions has no IoU (n/a / null) and is left out of the means.
     """
-    from c2seg_kit.submission import score_files
+    from c2seg_kit.scoring import score_files, write_report
 
     result = score_files(predictions, labels)
     if report is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from c2seg_kit.classes import NUM_LABELS
+from c2seg_kit.classes import check_class_values
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.registry import MODALITIES, City, Track
 
@@ -28,16 +28,8 @@ LABEL_VARIABLE = "label"
 
 
 def check_label_values(label: np.ndarray, where: str) -> None:
-    """Labels must be 0..13; say how many pixels are outside and which values."""
-    bad = label >= NUM_LABELS if label.dtype.kind == "u" else (label < 0) | (label >= NUM_LABELS)
-    if label.dtype.kind == "f":
-        bad |= ~np.isfinite(label) | (label != np.floor(label))
-    n_bad = int(np.count_nonzero(bad))
-    if n_bad:
-        values = np.unique(label[bad])[:5]
-        raise InvalidDataError(
-            f"{where}: {n_bad} label pixels outside 0..{NUM_LABELS - 1} (values {', '.join(map(str, values))}...)"
-        )
+    """Labels must be class ids 0..13 (whole numbers, for float files); says how many and which."""
+    check_class_values(label, where, InvalidDataError)
 
 
 class CityScene:

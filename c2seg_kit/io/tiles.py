@@ -209,6 +209,21 @@ def check_sizes(tile_id: str, split: str, arrays: dict[str, np.ndarray]) -> tupl
     return next(iter(sizes.values()))
 
 
+class BandCounts:
+    """Every tile of a split must have the same number of bands per modality (the first tile sets it)."""
+
+    def __init__(self, split: str):
+        self.split = split
+        self.bands: dict[str, tuple[int, str]] = {}  # modality -> (bands, the tile that set it)
+
+    def check(self, modality: str, tile_id: str, bands: int) -> int:
+        first = self.bands.setdefault(modality, (bands, tile_id))
+        if first[0] != bands:
+            raise InvalidDataError(f"{self.split}: {modality} tiles disagree in band count "
+                                   f"({first[0]} in tile {first[1]}, {bands} in tile {tile_id})")
+        return bands
+
+
 def _find_root(store: TileStore, track: Track) -> str | None:
     for root in (track.tile_dir, ""):
         if any(store.is_dir(_join(root, split, "msi")) for split in SPLITS):

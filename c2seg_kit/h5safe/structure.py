@@ -1,0 +1,253 @@
+"""Structure checks on an opened HDF5 file, before any raster data is read: links, the object
+tree, every dataset's storage, the text attributes the kit reads, and one raster's type, space,
+chunks and filters (:func:`check_raster`, which any per-raster reader reuses)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+from h5py import h5d, h5s, h5t, h5z
+
+from c2seg_kit.h5safe.limits import Context
+
+FILTER_LZF = 32000  # h5py's built-in LZF filter id
+
+#: Filters HDF5 (or h5py) carry built in; any other id would make HDF5 go looking for a plugin.
+ALLOWED_FILTERS = {
+    h5z.FILTER_DEFLATE: "gzip",
+    h5z.FILTER_SHUFFLE: "shuffle",
+    h5z.FILTER_FLETCHER32: "fletcher32",
+    FILTER_LZF: "lzf",
+}
+
+# Names for refused type classes, so the message says what was found.
+_TYPE_CLASS_NAMES = {
+    h5t.FLOAT: "floating point",
+    h5t.ENUM: "enum (booleans are stored as enums)",
+    h5t.STRING: "string",
+    h5t.COMPOUND: "compound",
+    h5t.ARRAY: "array (a sub-array dtype hides extra dimensions)",
+    h5t.OPAQUE: "opaque",
+    h5t.BITFIELD: "bitfield",
+    h5t.REFERENCE: "reference",
+    h5t.VLEN: "variable-length",
+    h5t.TIME: "time",
+}
+if hasattr(h5t, "COMPLEX"):
+    _TYPE_CLASS_NAMES[h5t.COMPLEX] = "complex"
+
+
+def _fmt_shape(shape: tuple) -> str:
+    return " x ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
+
+
+def _link_kind(link: Any) -> str | None:
+    """None for a hard link, else a word for the link type that is refused."""
+    if isinstance(link, h5py.HardLink):
+        return None
+    if isinstance(link, h5py.SoftLink):
+        return "a soft link"
+    if isinstance(link, h5py.ExternalLink):
+        return "an external link (to another file)"
+    return "a user-defined link"
+
+
+def check_links(f: h5py.File, path: str, ctx: Context) -> None:
+    """Check every component of ``path`` from the root is a hard link, without following any other.
+
+    ``get(name, getlink=True)`` only describes the *last* component of the name it is given, so
+    the path is walked one component at a time from the root.
+    """
+    group: Any = f
+    walked = ""
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        walked += "/" + part
+        try:
+            link = group.get(part, getlink=True)
+        except (KeyError, RuntimeError, OSError, ValueError):
+            link = None
+        if link is None:
+            return  # missing: the caller reports that with its own message
+        kind = _link_kind(link)
+        if kind is not None:
+            raise ctx.error(f"'{walked}' is {kind}; links are refused, not followed")
+        if i < len(parts) - 1:
+            group = group[part]
+            if not isinstance(group, h5py.Group):
+                return
+
+
+def check_storage(dset: h5py.Dataset, name: str, ctx: Context) -> None:
+    """Refuse storage that reaches outside the file or needs code HDF5 does not carry."""
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        raise ctx.error(f"'{name}' is a virtual dataset (it maps data from other files); store the data itself")
+    if dcpl.get_external_count() > 0:
+        raise ctx.error(f"'{name}' uses external raw storage (data kept in another file); store the data itself")
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in ALLOWED_FILTERS:
+            raise ctx.error(
+                f"'{name}' uses compression filter id {code}, which is not built in; "
+                f"use one of {', '.join(sorted(set(ALLOWED_FILTERS.values())))}"
+            )
+
+
+def check_tree(f: h5py.File, ctx: Context) -> None:
+    """Walk the whole file one hard link at a time, refusing any other link and bounding its size.
+
+    Unlike ``visititems`` (which silently skips soft and external links), every link is looked at
+    itself. Every dataset's storage is checked, even ones the kit never reads, because whoever
+    opens the file next might read them.
+    """
+    objects = 0
+    _check_attr_count(f, "/", ctx)
+    stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
+    while stack:
+        group, prefix, depth = stack.pop()
+        n = len(group)  # H5Gget_info: a count, no iteration over a hostile number of links
+        if objects + n > ctx.limits.max_objects:
+            raise ctx.error(f"file holds too many objects (more than {ctx.limits.max_objects}); a submission needs one dataset")
+        for name in group:
+            path = f"{prefix}/{name}"
+            kind = _link_kind(group.get(name, getlink=True))
+            if kind is not None:
+                raise ctx.error(f"'{path}' is {kind}; links are refused, not followed")
+            objects += 1
+            cls = group.get(name, getclass=True)
+            if cls is h5py.Group:
+                if depth + 1 > ctx.limits.max_depth:
+                    raise ctx.error(f"groups are nested too deeply (more than {ctx.limits.max_depth} levels)")
+                sub = group[name]
+                _check_attr_count(sub, path, ctx)
+                stack.append((sub, path, depth + 1))
+            elif cls is h5py.Dataset:
+                dset = group[name]
+                _check_attr_count(dset, path, ctx)
+                check_storage(dset, path, ctx)
+
+
+def _check_attr_count(obj: Any, path: str, ctx: Context) -> None:
+    if len(obj.attrs) > ctx.limits.max_attrs:
+        raise ctx.error(f"'{path}' has too many attributes ({len(obj.attrs)} > {ctx.limits.max_attrs})")
+
+
+def read_str_attr(obj: Any, key: str, ctx: Context) -> str | None:
+    """A short text attribute, or None when absent; refuses anything that is not a small string."""
+    if key not in obj.attrs:
+        return None
+    aid = obj.attrs.get_id(key)
+    tclass = aid.get_type().get_class()
+    if tclass != h5t.STRING or aid.shape not in ((), (1,)):
+        raise ctx.error(f"attribute '{key}' must be a text string")
+    if not aid.get_type().is_variable_str() and aid.get_type().get_size() > ctx.limits.max_attr_bytes:
+        raise ctx.error(f"attribute '{key}' is too long")
+    value = obj.attrs[key]
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    value = str(value)
+    if len(value) > ctx.limits.max_attr_bytes:
+        raise ctx.error(f"attribute '{key}' is too long")
+    return value
+
+
+@dataclass
+class RasterLayout:
+    """What a checked raster declares; decides how it is read."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    chunks: tuple[int, int] | None
+    filters: list[tuple[int, int]] = field(default_factory=list)  # (filter id, position)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return math.prod(self.chunks) * self.dtype.itemsize if self.chunks else 0
+
+
+def check_raster(
+    dset: h5py.Dataset,
+    name: str,
+    ctx: Context,
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> RasterLayout:
+    """Check type, space and storage of a 2-D integer raster before any of its data is read."""
+    dsid = dset.id
+    tid = dsid.get_type()
+    tclass = tid.get_class()
+    if tclass != h5t.INTEGER:
+        kind = _TYPE_CLASS_NAMES.get(tclass, f"type class {tclass}")
+        raise ctx.error(f"'{name}' must hold integers (uint8 class ids), got {kind} data")
+    size = tid.get_size()
+    if size not in (1, 2, 4, 8) or tid.get_precision() != 8 * size or tid.get_offset() != 0:
+        raise ctx.error(f"'{name}' has an unusual integer type ({size} bytes, {tid.get_precision()} bits); use uint8")
+    dtype = dset.dtype
+
+    space = dsid.get_space()
+    stype = space.get_simple_extent_type()
+    if stype == h5s.NULL:
+        raise ctx.error(f"'{name}' is empty (no dataspace)")
+    if stype == h5s.SCALAR:
+        raise ctx.error(f"'{name}' must be 2-D (H x W), got a scalar")
+    dims = tuple(int(d) for d in space.get_simple_extent_dims())
+    maxdims = tuple(int(d) for d in space.get_simple_extent_dims(maxdims=True))
+    if len(dims) != 2:
+        raise ctx.error(f"'{name}' must be 2-D (H x W), got {len(dims)}-D shape {_fmt_shape(dims)}")
+    if any(m == h5s.UNLIMITED for m in maxdims):
+        raise ctx.error(f"'{name}' has an unlimited maxshape; write it with a fixed shape")
+    if 0 in dims:
+        raise ctx.error(f"'{name}' is empty (shape {_fmt_shape(dims)})")
+    if expected_shape is not None and dims != tuple(expected_shape):
+        raise ctx.error(f"'{name}' has shape {_fmt_shape(dims)}, expected {_fmt_shape(tuple(expected_shape))}")
+    if max_pixels is not None and dims[0] * dims[1] > max_pixels:
+        raise ctx.error(f"'{name}' declares {_fmt_shape(dims)} pixels, far more than the target city has")
+
+    check_storage(dset, name, ctx)
+    dcpl = dsid.get_create_plist()
+    chunks = None
+    filters: list[tuple[int, int]] = []
+    if dcpl.get_layout() == h5d.CHUNKED:
+        chunks = tuple(int(c) for c in dcpl.get_chunk())
+        if len(chunks) != 2 or any(c > d for c, d in zip(chunks, dims, strict=True)):
+            raise ctx.error(f"'{name}' has chunks {_fmt_shape(chunks)} larger than the dataset {_fmt_shape(dims)}")
+        nbytes = math.prod(chunks) * dtype.itemsize
+        if nbytes > ctx.limits.max_chunk_bytes:
+            raise ctx.error(
+                f"'{name}' has chunks of {nbytes / 2**20:.0f} MiB (limit {ctx.limits.max_chunk_bytes >> 20} MiB); "
+                "use smaller chunks, e.g. chunks=True"
+            )
+        n_chunks = math.ceil(dims[0] / chunks[0]) * math.ceil(dims[1] / chunks[1])
+        if n_chunks > ctx.limits.max_chunks:
+            raise ctx.error(
+                f"'{name}' is split into {n_chunks} chunks of {_fmt_shape(chunks)} (limit {ctx.limits.max_chunks}); "
+                "use larger chunks, e.g. chunks=True"
+            )
+        filters = [(dcpl.get_filter(i)[0], i) for i in range(dcpl.get_nfilters())]
+        codes = [c for c, _ in filters]
+        if len(set(codes)) != len(codes):
+            raise ctx.error(f"'{name}' applies the same filter twice; write it with one gzip (or lzf) pass")
+        if FILTER_LZF in codes and h5z.FILTER_DEFLATE in codes:
+            # HDF5 would inflate that gzip itself, without our bound; no honest writer stacks them.
+            raise ctx.error(f"'{name}' stacks lzf and gzip compression; use one of them")
+        for i in range(dcpl.get_nfilters()):
+            code, _, values, _ = dcpl.get_filter(i)
+            if code != FILTER_LZF:
+                continue
+            if nbytes > ctx.limits.max_lzf_chunk_bytes:
+                raise ctx.error(
+                    f"'{name}' has lzf chunks of {nbytes / 2**20:.1f} MiB (limit {ctx.limits.max_lzf_chunk_bytes >> 20} MiB "
+                    "for lzf); use gzip or smaller chunks"
+                )
+            # h5py's LZF filter allocates cd_values[2] bytes per chunk: a value from the file.
+            if len(values) >= 3 and values[2] not in (0, nbytes):
+                raise ctx.error(f"'{name}' has an lzf filter whose declared chunk size does not match its chunks")
+    return RasterLayout(shape=dims, dtype=dtype, chunks=chunks, filters=filters)  # type: ignore[arg-type]

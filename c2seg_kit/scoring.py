@@ -1,0 +1,59 @@
+"""Scoring files: a submission against a hidden-labels file, and the report of the result.
+
+>>> result = score_files("predictions.h5", "labels.h5")
+>>> result["miou"]
+>>> write_report(result, Path("report"))   # scores.json, per_class.csv, confusion matrix CSV + PNG
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
+from c2seg_kit.metrics import ConfusionMatrix
+from c2seg_kit.submission import DEFAULT_CHUNK_ROWS, Source, open_labels, open_submission
+
+__all__ = ["score_files", "write_report"]
+
+
+def score_files(pred_path: Source, labels_path: Source, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+    """Score a submission against a labels file: ``{"track": ..., **compute_scores(...)}``.
+
+    Both files are read in lockstep row blocks; memory stays a few blocks whatever the size.
+    Errors name the submission's problem only; no message quotes label content.
+    """
+    with open_labels(labels_path) as labels, open_submission(
+        pred_path, track=labels.track, expected_shape=labels.shape
+    ) as sub:
+        cm = ConfusionMatrix()
+        for (_, lab), (_, pred) in zip(labels.iter_rows(chunk_rows), sub.iter_rows(chunk_rows), strict=True):
+            cm.update(lab, pred)
+        return {"track": labels.track, **cm.scores()}
+
+
+def write_report(result: dict, out_dir: Path) -> list[Path]:
+    """scores.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in ``out_dir``."""
+    from c2seg_kit.render import render_confusion_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores = out_dir / "scores.json"
+    scores.write_text(json.dumps(result, indent=2) + "\n")
+    per_class = out_dir / "per_class.csv"
+    m = result["confusion_matrix"]
+    with per_class.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "name", "display", "iou", "true_pixels", "predicted_pixels", "correct_pixels"])
+        for i, c in enumerate(EVAL_CLASSES):
+            iou = result["per_class_iou"][c.name]
+            w.writerow([c.id, c.name, c.display, "" if iou is None else f"{iou:.6f}",
+                        sum(m[i]), sum(row[c.id] for row in m), m[i][c.id]])
+    cm_csv = out_dir / "confusion_matrix.csv"
+    with cm_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true \\ pred"] + [c.name for c in CLASSES[:NUM_LABELS]])
+        for c, row in zip(EVAL_CLASSES, m, strict=True):
+            w.writerow([c.name] + list(row))
+    png = render_confusion_png(m, out_dir / "confusion_matrix.png", title=f"C2Seg {result['track']} confusion matrix")
+    return [scores, per_class, cm_csv, png]

@@ -1,0 +1,187 @@
+"""The organizer verbs of issue 14, added to the `c2seg admin` group of cli.py: hide/unhide a
+submission, disqualify/reinstate a team, rotate a token, team members, fetch a stored file,
+and the duplicate check. Like the rest of `admin`, they talk to the database directly (and
+upgrade it first), and import the server's libraries inside the commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from c2seg_kit.cli.options import track_option
+from c2seg_kit.errors import C2SegError
+
+from .cli import _open, _user_error, admin
+
+ID = click.IntRange(1, 2**31 - 1)
+
+
+def _run(ctx, fn, *args, **kwargs):
+    """fn(session, *args) on the admin database; ValueError becomes a one-line user error."""
+    _, sessions = _open(ctx)
+    with sessions() as s:
+        return _user_error(lambda: fn(s, *args, **kwargs))
+
+
+@admin.command()
+@click.argument("submission_id", type=ID)
+@click.pass_context
+def hide(ctx, submission_id):
+    """Take submission ID off the board (kept in the database; the team still sees it, marked hidden)."""
+    from . import organizer
+
+    sub = _run(ctx, organizer.set_hidden, submission_id, True)
+    click.echo(f"hid submission {sub.id} of team {sub.team.name!r} (track {sub.track})", err=True)
+
+
+@admin.command()
+@click.argument("submission_id", type=ID)
+@click.pass_context
+def unhide(ctx, submission_id):
+    """Put a hidden submission back on the board."""
+    from . import organizer
+
+    sub = _run(ctx, organizer.set_hidden, submission_id, False)
+    click.echo(f"submission {sub.id} of team {sub.team.name!r} is visible again", err=True)
+
+
+@admin.command()
+@click.argument("team")
+@click.option("--reason", required=True, help="why (kept with the team, shown to it by `c2seg me`; one line)")
+@click.pass_context
+def disqualify(ctx, team, reason):
+    """Take TEAM off the board and refuse its submissions; everything is kept, with the reason."""
+    from . import organizer
+
+    _run(ctx, organizer.disqualify, team, reason)
+    click.echo(f"disqualified team {team!r}", err=True)
+
+
+@admin.command()
+@click.argument("team")
+@click.pass_context
+def reinstate(ctx, team):
+    """Undo `disqualify`: TEAM is back on the board and may submit again."""
+    from . import organizer
+
+    _run(ctx, organizer.reinstate, team)
+    click.echo(f"reinstated team {team!r}", err=True)
+
+
+@admin.command("rotate-token")
+@click.argument("team")
+@click.pass_context
+def rotate_token(ctx, team):
+    """Give TEAM a new token, printed alone on stdout (shown once); the old one stops working now.
+    It also lifts a `revoke`."""
+    from . import organizer
+
+    token = _run(ctx, organizer.rotate_token, team)
+    click.echo(f"new token for team {team!r} follows, shown once; the old one no longer works", err=True)
+    click.echo(token)
+
+
+@admin.command()
+@click.argument("team")
+@click.option("--name", help="the member's name")
+@click.option("--email", required=True, help="the member's e-mail address (one member per address)")
+@click.option("--affiliation", help="university, company, ...")
+@click.option("--remove", is_flag=True, help="remove the member with this e-mail address instead")
+@click.pass_context
+def member(ctx, team, name, email, affiliation, remove):
+    """Add a member to TEAM (or update the one with this e-mail). Kept for the organizers only."""
+    from . import organizer
+
+    if remove:
+        _run(ctx, organizer.remove_member, team, email)
+        click.echo(f"removed {email} from team {team!r}", err=True)
+        return
+    if not name:
+        raise click.UsageError("--name is required (or give --remove)")
+    m = _run(ctx, organizer.add_member, team, name, email, affiliation)
+    click.echo(f"team {team!r}: member {m.name} <{m.email}>" + (f", {m.affiliation}" if m.affiliation else ""), err=True)
+
+
+@admin.command()
+@click.argument("team", required=False)
+@click.option("--json", "as_json", is_flag=True, help="one JSON array")
+@click.pass_context
+def members(ctx, team, as_json):
+    """List team members (of TEAM, or of every team)."""
+    from . import organizer
+
+    rows = [{"team": m.team.name, "name": m.name, "email": m.email, "affiliation": m.affiliation}
+            for m in _run(ctx, organizer.members, team)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['team'][:30]:<30} {r['name'][:30]:<30} {r['email']:<32} {r['affiliation'] or ''}")
+
+
+@admin.command()
+@click.argument("submission_id", type=ID)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="where to write the file")
+@click.option("--force", is_flag=True, help="replace OUT if it exists")
+@click.pass_context
+def fetch(ctx, submission_id, out, force):
+    """Write the file submitted as ID to OUT, checked against the hash taken at upload."""
+    from . import organizer
+
+    settings, sessions = _open(ctx)
+    with sessions() as s:
+        sub = _user_error(lambda: organizer.get_any_submission(s, submission_id))
+        stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
+    out = Path(out)
+    if out.exists() and not force:
+        raise C2SegError(f"{out} exists; give --force to replace it")
+    if not stored.is_file():
+        raise C2SegError(f"the stored file of submission {submission_id} is missing ({stored}); check --data-dir")
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as dst, open(stored, "rb") as src:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                dst.write(block)
+        if digest.hexdigest() != sha256:
+            raise C2SegError(f"the stored file of submission {submission_id} does not match its upload hash")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote submission {submission_id} of team {team!r} to {out}", err=True)
+
+
+@admin.command()
+@track_option(required=False, help="only this track")
+@click.option("--json", "as_json", is_flag=True, help="one JSON array of groups")
+@click.pass_context
+def duplicates(ctx, track, as_json):
+    """List submissions by different teams with identical predictions.
+
+    "file": byte-identical uploads (the sha256 stored at upload). "content": the same
+    prediction in different bytes (other compression, chunking or integer type), found by a
+    hash of the decoded prediction taken while scoring; submissions scored before this
+    existed get it from `c2seg admin rescore`.
+    """
+    from . import organizer
+
+    groups = _run(ctx, organizer.duplicates, track)
+    if as_json:
+        click.echo(json.dumps(groups, indent=2))
+        return
+    if not groups:
+        click.echo("no identical predictions from different teams", err=True)
+        return
+    for g in groups:
+        click.echo(f"{g['kind']} {g['hash'][:16]}:")
+        for x in g["submissions"]:
+            click.echo(f"  {x['id']:>6}  {x['team'][:30]:<30} {x['track']}  {x['created'][:19]}"
+                       + ("  (hidden)" if x["hidden"] else ""))
