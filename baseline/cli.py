@@ -141,7 +141,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
         raise C2SegError("--batch-size must be at least 1")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
                              batch_size=batch_size, device=device, amp=not fp32, method=method, progress=not quiet)
-    h, w = result["shape"]
     t = result["tiling"]
     how = f"{t['stitch']} {t['window']} px" + (f", overlap {t['overlap']}" if t["stitch"] == "blend" else "")
-    click.echo(f"wrote {out} ({h} x {w}, {how}, {result['seconds']:.1f} s, {result['pixels_per_second']:.0f} px/s)")
+    size = f"{result['tiles']} tiles" if result.get("tiles") else "{} x {}".format(*result["shape"])
+    click.echo(f"wrote {out} ({size}, {how}, {result['seconds']:.1f} s, {result['pixels_per_second']:.0f} px/s)")
