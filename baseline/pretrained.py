@@ -90,9 +90,22 @@ def init_backbone(model: HighDAN, path: str | os.PathLike) -> dict:
                          f"missing is {first!r}: not HRNetV2-W48 weights in the HRNet or timm layout")
     model.generator.load_state_dict(loaded, strict=False)
     used = {mapping[k] for k in loaded}
-    return {"backbone": str(path), "mapped": mapped, "expected": len(counted),
+    by_part: dict[str, int] = {}
+    for key in counted:
+        if key in loaded:
+            part = _part(key)
+            by_part[part] = by_part.get(part, 0) + 1
+    return {"backbone": str(path), "mapped": mapped, "expected": len(counted), "by_part": by_part,
             "first_missing": next((t for k, t in missing if k in counted), None),
             "file_keys_unused": len(set(weights) - used)}
+
+
+def _part(key: str) -> str:
+    """Where a generator key lives, for the report: stage1 hsi, transition 1, stage 3..."""
+    head, index, *_ = key.split(".")
+    if head == "stage1":
+        return f"stage1 {index}"
+    return f"{'transition' if head == 'transitions' else 'stage'} {int(index) + (1 if head == 'transitions' else 2)}"
 
 
 def init_from(model: HighDAN, path: str | os.PathLike) -> dict:
@@ -122,8 +135,9 @@ def init_from(model: HighDAN, path: str | os.PathLike) -> dict:
 def describe(report: dict) -> str:
     """One line for the user about where the weights came from."""
     if "backbone" in report:
+        parts = ", ".join(f"{part} {n}" for part, n in report["by_part"].items())
         return (f"init: {report['mapped']} of {report['expected']} backbone keys from {report['backbone']} "
-                "(stage 1 into hsi, msi and sar; shared stages 2-4); the stems, head and classifier "
-                "start at random, as the authors'")
+                f"({parts}; stage 1 of every modality from the file's layer1); the stems, head and "
+                "classifier start at random, as the authors'")
     origin = f"{report.get('track')} run at step {report['step']}" if report.get("layout") == "kit" else "the authors' file"
     return f"init: generator from {report['from']} ({origin}); the discriminators start afresh"

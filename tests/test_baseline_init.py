@@ -75,6 +75,12 @@ def test_backbone_from_timm_hrnet_w48_gives_timms_stage_outputs(timm_w48, tmp_pa
     report = init_backbone(model, path)
     expected = [k for k in before if k.startswith(LOADED) and not k.endswith("num_batches_tracked")]
     assert report["mapped"] == report["expected"] == len(expected) == 550
+    assert report["by_part"] == {
+        **{f"stage1 {m}": sum(1 for k in expected if k.startswith(f"stage1.{m}.")) for m in MODALITIES},
+        **{f"transition {i + 1}": sum(1 for k in expected if k.startswith(f"transitions.{i}.")) for i in range(3)},
+        **{f"stage {i + 2}": sum(1 for k in expected if k.startswith(f"stages.{i}.")) for i in range(3)}}
+    assert report["by_part"]["stage1 msi"] == sum(1 for k in state if k.startswith("layer1.")
+                                                   and not k.endswith("num_batches_tracked"))
     after = model.generator.state_dict()
     # The authors load no stem (their input widths differ; they drop conv1/bn1/conv2/bn2), no head.
     for k, v in after.items():

@@ -57,7 +57,7 @@ def test_training_windows_lie_inside_tiles_and_small_tiles_are_padded(tiles):
     root, _ = tiles
     with PreparedData(root / "prep") as data:
         ds = WindowDataset(data, "source", window=16, stride=8)
-        shapes = dict((i, t.shape) for i, t in data.source.rasters())
+        shapes = {i: t.shape for i, t in data.source.rasters()}
         assert len(ds) == sum(_n(h, 16, 8) * _n(w, 16, 8) for h, w in shapes.values())  # a naive count per tile
         for k in (0, len(ds) - 1):
             raster, r0, c0 = ds.origins[k]
