@@ -101,6 +101,12 @@ def health(server: str | None = None) -> dict:
     return _request("GET", f"{server_url(server)}/healthz").json()
 
 
+def track_tiles(track: str, *, server: str | None = None) -> dict[str, tuple[int, int]]:
+    """A tile track's test tiles, id -> (H, W) (`GET /api/v1/tracks/{track}/tiles`)."""
+    tiles = _request("GET", f"{server_url(server)}{API}/tracks/{track.upper()}/tiles").json()["tiles"]
+    return {str(t): (int(h), int(w)) for t, (h, w) in tiles.items()}
+
+
 def leaderboard(track: str, *, server: str | None = None, sort: str | None = None) -> dict:
     """The track's leaderboard as the server's JSON (`GET /api/v1/leaderboard?track=...`)."""
     params = {"track": track.upper(), **({"sort": sort} if sort else {})}

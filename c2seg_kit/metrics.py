@@ -23,6 +23,9 @@ from c2seg_kit.classes import CLASS_NAMES, NUM_CLASSES, NUM_LABELS, as_class_ids
 # the uint8 index and bincount's internal intp copy (4 bytes per pixel, in pairs) stay a few MB.
 _CHUNK_PIXELS = 1 << 20
 _BINS = NUM_LABELS * NUM_LABELS  # combined index 14 * true + pred, 0..195
+# Up to this many pixels (a 512 x 512 tile), a block is counted with one plain bincount: the pair
+# counts' fixed cost (a 65,536-bin histogram and its fold) would dominate.
+_SMALL_PIXELS = 1 << 18
 
 __all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
 
@@ -74,7 +77,12 @@ class ConfusionMatrix:
             return self
         # Walk the arrays as flat slabs without copying them whole: a C-contiguous array
         # ravels to a view; anything else is walked along its first axis.
-        if target.flags.c_contiguous and pred.flags.c_contiguous:
+        if target.flags.c_contiguous and pred.flags.c_contiguous and target.size <= _SMALL_PIXELS:
+            # A small block (a tile): one plain bincount beats setting up the pair counts.
+            index = as_class_ids(target.reshape(-1), "label") * np.uint8(NUM_LABELS)
+            index += as_class_ids(pred.reshape(-1), "prediction")
+            self.matrix += np.bincount(index, minlength=_BINS).reshape(NUM_LABELS, NUM_LABELS)[1:]
+        elif target.flags.c_contiguous and pred.flags.c_contiguous:
             t_flat, p_flat = target.reshape(-1), pred.reshape(-1)
             pairs = np.zeros(1 << 16, dtype=np.int64)
             singles = np.zeros(_BINS, dtype=np.int64)

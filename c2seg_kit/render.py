@@ -1,7 +1,10 @@
 """PNG pictures of class maps and confusion matrices, in the official colours (Pillow only).
 
 Large rasters are reduced by nearest-neighbour striding to at most ``max_side`` pixels on the
-long side: class maps must keep exact class colours, so no interpolation blends them.
+long side: class maps must keep exact class colours, so no interpolation blends them. Files of
+tiles are drawn as a contact sheet (tiles in id order in a grid) or, where their georeferencing
+places them, as a mosaic of the scene; either way one tile at a time is held in memory. Cells
+and ground no tile covers are drawn in :data:`GAP_RGB`, a grey that is no class colour.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, as_class_map, palette
 
-__all__ = ["DEFAULT_MAX_SIDE", "render_confusion_png", "render_png", "render_rows_png"]
+__all__ = ["DEFAULT_MAX_SIDE", "render_confusion_png", "render_mosaic_png", "render_png", "render_rows_png",
+           "render_sheet_png", "sheet_grid"]
 
 DEFAULT_MAX_SIDE = 2048
+#: Palette index and colour of ground no tile covers (and of the gaps of a contact sheet).
+GAP = NUM_LABELS
+GAP_RGB = (200, 200, 200)
 _BG = (255, 255, 255)
 _FG = (0, 0, 0)
 
@@ -43,8 +50,8 @@ def _stride(shape: tuple[int, int], max_side: int) -> int:
 def _map_image(classes: np.ndarray) -> Image.Image:
     """uint8 class ids 0..13 -> RGB image through a palette (no per-pixel Python work)."""
     img = Image.fromarray(np.ascontiguousarray(classes, dtype=np.uint8), mode="P")
-    flat = [v for rgb in palette() for v in rgb]
-    img.putpalette(flat + [0, 0, 0] * (256 - NUM_LABELS))
+    flat = [v for rgb in (*palette(), GAP_RGB) for v in rgb]
+    img.putpalette(flat + [0, 0, 0] * (256 - NUM_LABELS - 1))
     return img.convert("RGB")
 
 
@@ -103,8 +110,61 @@ def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray
     small = np.zeros((math.ceil(h / k), math.ceil(w / k)), dtype=np.uint8)
     for r0, block in _strided_rows(rows, k):
         small[r0 // k : r0 // k + block.shape[0]] = block
-    present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS))}
+    return _save_map(small, out_path, legend=legend, title=title)
+
+
+def _save_map(small: np.ndarray, out_path: str | os.PathLike, *, legend: bool, title: str | None) -> Path:
+    present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS)) if v < NUM_LABELS}
     return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
+
+
+def sheet_grid(n: int, cell: tuple[int, int], max_side: int, gap: int = 1) -> tuple[int, int, int]:
+    """(rows, columns, stride) of a contact sheet of ``n`` cells of ``cell`` (H, W) pixels: about
+    square, cells reduced by the smallest stride that keeps the sheet (with ``gap`` pixels between
+    cells) within ``max_side``."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    for k in range(1, max(cell) + 1):
+        side = max(rows * (math.ceil(cell[0] / k) + gap), cols * (math.ceil(cell[1] / k) + gap)) - gap
+        if side <= max_side:
+            return rows, cols, k
+    return rows, cols, max(cell)
+
+
+def render_sheet_png(shapes: dict[str, tuple[int, int]], tiles: Iterable[tuple[str, np.ndarray]],
+                     out_path: str | os.PathLike, *, legend: bool = True, title: str | None = None,
+                     max_side: int = DEFAULT_MAX_SIDE) -> Path:
+    """A contact sheet: the tiles of ``shapes`` (id -> (H, W), in the order given) row by row in
+    an about square grid, each in a cell of the largest tile's size, every tile reduced by one
+    stride (every k-th pixel) so the sheet fits ``max_side``. ``tiles`` streams ``(id, tile)``."""
+    order = {tile_id: i for i, tile_id in enumerate(shapes)}
+    cell = (max(h for h, _ in shapes.values()), max(w for _, w in shapes.values()))
+    rows, cols, k = sheet_grid(len(order), cell, max_side)
+    ch, cw = math.ceil(cell[0] / k) + 1, math.ceil(cell[1] / k) + 1  # + the gap
+    small = np.full((rows * ch - 1, cols * cw - 1), GAP, dtype=np.uint8)
+    for tile_id, tile in tiles:
+        i = order[tile_id]
+        kept = tile[::k, ::k]
+        r0, c0 = (i // cols) * ch, (i % cols) * cw
+        small[r0 : r0 + kept.shape[0], c0 : c0 + kept.shape[1]] = kept
+    return _save_map(small, out_path, legend=legend, title=title)
+
+
+def render_mosaic_png(shape: tuple[int, int], placements: dict[str, tuple[int, int]],
+                      tiles: Iterable[tuple[str, np.ndarray]], out_path: str | os.PathLike, *, legend: bool = True,
+                      title: str | None = None, max_side: int = DEFAULT_MAX_SIDE) -> Path:
+    """A mosaic: each tile drawn at its (row, column) in a scene of ``shape``, reduced to every
+    k-th pixel of the scene's grid (as :func:`render_rows_png`). Where tiles overlap, a tile drawn
+    later covers the earlier ones; ground no tile covers is grey."""
+    k = _stride(shape, max_side)
+    h, w = shape
+    small = np.full((math.ceil(h / k), math.ceil(w / k)), GAP, dtype=np.uint8)
+    for tile_id, tile in tiles:
+        r0, c0 = placements[tile_id]
+        fr, fc = (-r0) % k, (-c0) % k  # the tile's first row and column on the kept grid
+        kept = tile[fr::k, fc::k]
+        small[(r0 + fr) // k : (r0 + fr) // k + kept.shape[0], (c0 + fc) // k : (c0 + fc) // k + kept.shape[1]] = kept
+    return _save_map(small, out_path, legend=legend, title=title)
 
 
 def _strided_rows(rows: Iterable[tuple[int, np.ndarray]], k: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
 from c2seg_kit.metrics import ConfusionMatrix
-from c2seg_kit.submission import DEFAULT_CHUNK_ROWS, Source, open_labels, open_submission
+from c2seg_kit.submission import DEFAULT_CHUNK_ROWS, LAYOUT_TILES, Source, open_labels, open_submission
 
 __all__ = ["score_files", "write_report"]
 
@@ -21,16 +21,24 @@ __all__ = ["score_files", "write_report"]
 def score_files(pred_path: Source, labels_path: Source, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
     """Score a submission against a labels file: ``{"track": ..., **compute_scores(...)}``.
 
-    Both files are read in lockstep row blocks; memory stays a few blocks whatever the size.
-    Errors name the submission's problem only; no message quotes label content.
+    The submission must have the labels' layout. Scene layout: both files are read in lockstep
+    row blocks. Tile layout: the submission must hold exactly the labels' tile ids, each of its
+    label tile's shape; the tiles are read one at a time, in the labels' order, into one confusion
+    matrix over every tile's pixels (a pixel lying in two overlapping tiles counts once per tile,
+    as the challenge scored tiles), and the result adds ``layout`` = "tiles" and ``n_tiles``.
+    Memory stays a few blocks (or one tile) whatever the size. Errors name the submission's
+    problem only; no message quotes label content.
     """
     with open_labels(labels_path) as labels, open_submission(
-        pred_path, track=labels.track, expected_shape=labels.shape
+        pred_path, track=labels.track, **labels.expectation()
     ) as sub:
         cm = ConfusionMatrix()
-        for (_, lab), (_, pred) in zip(labels.iter_rows(chunk_rows), sub.iter_rows(chunk_rows), strict=True):
+        for (_, lab), (_, pred) in zip(labels.iter_blocks(chunk_rows), sub.iter_blocks(chunk_rows), strict=True):
             cm.update(lab, pred)
-        return {"track": labels.track, **cm.scores()}
+        result = {"track": labels.track, **cm.scores()}
+        if labels.layout == LAYOUT_TILES:
+            result.update(layout=LAYOUT_TILES, n_tiles=len(labels.ids))
+        return result
 
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:

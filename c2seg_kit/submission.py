@@ -4,6 +4,13 @@ This module holds the format and its rules, and the safe readers everything that
 prediction goes through (the CLI, the server, the demo). Readers run the whole-file checks of
 :func:`c2seg_kit.h5safe.open_checked`, then this format's attributes and the raster's type, shape
 and chunks, before reading any data; then they read row bands and check values band by band.
+
+Both formats come in two layouts, named by the root attribute ``layout``: ``scene`` (absent
+means scene) holds one raster of the target city, ``tiles`` one raster per test tile in a group
+(:mod:`c2seg_kit.tile_layout` reads those). ``open_submission`` and ``open_labels`` hand back the
+reader the file's layout calls for; both kinds share ``track``, ``attrs``, ``layout``,
+``check_values``, ``iter_blocks`` (aligned blocks of two files of one layout), ``expectation``
+(what a submission scored against these labels must match) and ``describe``.
 The writers live in :mod:`c2seg_kit.writers`, scoring two files in :mod:`c2seg_kit.scoring`.
 
 >>> with open_submission("predictions.h5", track="AB", expected_shape=(2465, 811)) as sub:
@@ -13,8 +20,9 @@ The writers live in :mod:`c2seg_kit.writers`, scoring two files in :mod:`c2seg_k
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, TypeAlias
 
@@ -28,6 +36,9 @@ from c2seg_kit.registry import TRACKS, get_track, track_names
 
 __all__ = [
     "LABELS_FORMAT",
+    "LAYOUT_ATTR",
+    "LAYOUT_SCENE",
+    "LAYOUT_TILES",
     "SUBMISSION_FORMAT",
     "Labels",
     "Source",
@@ -36,13 +47,20 @@ __all__ = [
     "open_labels",
     "open_submission",
     "root_attrs",
+    "submission_track",
 ]
 
 SUBMISSION_FORMAT = "submission/1"
 LABELS_FORMAT = "labels/1"
+#: The root attribute naming the layout, and its two values (absent means scene).
+LAYOUT_ATTR = "layout"
+LAYOUT_SCENE = "scene"
+LAYOUT_TILES = "tiles"
+LAYOUTS = (LAYOUT_SCENE, LAYOUT_TILES)
 DEFAULT_CHUNK_ROWS = 256
-# Without an expected shape (validate with only --track), a raster may not declare more than
-# this many times the target city's nominal pixel count.
+# Without an expected shape (validate with only --track), a raster (or all tiles together) may
+# not declare more than this many times the target city's nominal pixel count. The challenge's
+# tiles overlap at the edges, so their pixels add up to a little more than the city's.
 MAX_SIZE_FACTOR = 2
 #: Root attributes of both formats, in the order they are read: two required, three optional.
 ROOT_ATTRS = ("c2seg_format", "track", "team", "method", "created")
@@ -84,68 +102,124 @@ def __getattr__(name: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-class _ClassRaster:
-    """A checked class-id raster inside an opened file; subclasses fix names and error class."""
+def read_layout(checked: h5safe.CheckedFile) -> str:
+    """The file's layout from its root attribute (absent: scene); an unknown value is refused."""
+    value = checked.str_attr(LAYOUT_ATTR)
+    if value is None:
+        return LAYOUT_SCENE
+    if value not in LAYOUTS:  # never echoed: attribute content is the uploader's
+        raise checked.ctx.error(f"unknown layout in root attribute '{LAYOUT_ATTR}'; expected one of {', '.join(LAYOUTS)}")
+    return value
+
+
+def checked_bands(bands: Iterator[tuple[int, np.ndarray]], what: str,
+                  error: type[C2SegError]) -> Iterator[tuple[int, np.ndarray]]:
+    """Row bands as uint8 after checking their values. Out-of-range values are counted over the
+    whole raster, so the refusal says how many and which."""
+    for r0, band in bands:
+        if holds_class_ids(band):
+            yield r0, band.astype(np.uint8, copy=False)
+            continue
+        # Bad values: finish counting over the rest of the raster, then refuse.
+        tally = OutOfRange().add(band)
+        for _, rest in bands:
+            tally.add(rest)
+        raise error(tally.message(f"'{what}'"))
+
+
+def nominal_pixels(track: str) -> int:
+    """The target city's nominal pixel count: the size bound when no shape is expected."""
+    h, w = TRACKS[track].target.nominal_shape
+    return h * w
+
+
+class ClassFile:
+    """What both layouts share: the checked file, its format, track and attributes, its lifetime.
+
+    Subclasses fix ``dataset_name`` (the raster, or the group of tiles), ``file_format``, ``what``
+    (the file's name in messages) and ``error``; a layout's reader adds its own checks in ``_check``.
+    """
 
     dataset_name = ""
     file_format = ""
     what = ""
     error: type[C2SegError] = C2SegError
+    layout = LAYOUT_SCENE
 
-    def __init__(self, source: Source, *, track: str | None = None,
-                 expected_shape: tuple[int, int] | None = None,
-                 limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> None:
-        ctx = h5safe.Context(self.error, self.what, limits)
-        self._checked = h5safe.open_checked(
-            source, ctx, reads=(self.dataset_name,),
-            inspect=lambda checked: self._check(checked, track, expected_shape),
-        )
+    def __init__(self, checked: h5safe.CheckedFile, track: str | None) -> None:
+        self._checked = checked
+        self.ctx = checked.ctx
+        self.track, self.attrs = self.read_head(checked, track)
 
-    def _check(self, checked: h5safe.CheckedFile, track: str | None, expected_shape: Any) -> None:
-        err, f, name = self.error, checked.file, self.dataset_name
+    @classmethod
+    def read_head(cls, checked: h5safe.CheckedFile, track: str | None) -> tuple[str, dict[str, str]]:
+        """The format (must be this class's), the track (``track`` when given) and the root
+        attributes present, in the order ROOT_ATTRS lists them."""
+        err = cls.error
         fmt = checked.str_attr("c2seg_format")
         if fmt is None:
-            raise err(f"missing root attribute 'c2seg_format' (expected '{self.file_format}')")
-        if fmt != self.file_format:
+            raise err(f"missing root attribute 'c2seg_format' (expected '{cls.file_format}')")
+        if fmt != cls.file_format:
             shown = fmt if fmt in (SUBMISSION_FORMAT, LABELS_FORMAT) else "something else"
-            raise err(f"root attribute 'c2seg_format' is {shown}, expected '{self.file_format}'")
+            raise err(f"root attribute 'c2seg_format' is {shown}, expected '{cls.file_format}'")
         file_track = checked.str_attr("track")
         if file_track is None:
             raise err(f"missing root attribute 'track' (expected one of {track_names()})")
         if file_track not in TRACKS:  # never echoed: attribute content is the uploader's
             raise err(f"unknown track in root attribute 'track'; expected one of {track_names()}")
         if track is not None and file_track != track.upper():
-            raise err(f"{self.what} is for track {file_track}, expected track {track.upper()}")
-        self.track = file_track
+            raise err(f"{cls.what} is for track {file_track}, expected track {track.upper()}")
         attrs = {k: checked.str_attr(k) for k in ROOT_ATTRS}
-        self.attrs = {k: v for k, v in attrs.items() if v is not None}
+        return file_track, {k: v for k, v in attrs.items() if v is not None}
 
+    # What each layout provides (see the module docstring).
+    def check_values(self) -> None:
+        raise NotImplementedError
+
+    def iter_blocks(self, chunk_rows: int | None = None) -> Iterator[tuple[Any, np.ndarray]]:
+        raise NotImplementedError
+
+    def expectation(self) -> dict:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._checked.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ClassRaster(ClassFile):
+    """A checked class-id raster of the scene layout; subclasses fix names and error class."""
+
+    def __init__(self, checked: h5safe.CheckedFile, track: str | None, *,
+                 expected_shape: tuple[int, int] | None = None) -> None:
+        super().__init__(checked, track)
+        err, f, name = self.error, checked.file, self.dataset_name
         if name not in f:
             raise err(f"missing dataset '{name}' at the root of the file")
         dset = f.get(name)
         if not isinstance(dset, h5py.Dataset):
-            raise err(f"'{name}' must be a dataset, got a group")
-        nominal = TRACKS[file_track].target.nominal_shape
+            raise err(f"'{name}' must be a dataset, got a group (a file of tiles says so: root attribute "
+                      f"{LAYOUT_ATTR} = '{LAYOUT_TILES}')")
         self._reader = checked.raster(dset, name, expected_shape=expected_shape,
-                                      max_pixels=MAX_SIZE_FACTOR * nominal[0] * nominal[1])
+                                      max_pixels=MAX_SIZE_FACTOR * nominal_pixels(self.track))
         self.shape: tuple[int, int] = self._reader.layout.shape
         self.dtype = self._reader.layout.dtype
 
     # -- data -------------------------------------------------------------------------------
 
     def _checked_bands(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Native row bands as uint8, after checking values. Out-of-range values are counted over
-        the whole raster, so the message says how many and which."""
-        bands = self._reader.iter_bands()
-        for r0, band in bands:
-            if holds_class_ids(band):
-                yield r0, band.astype(np.uint8, copy=False)
-                continue
-            # Bad values: finish counting over the rest of the raster, then refuse.
-            tally = OutOfRange().add(band)
-            for _, rest in bands:
-                tally.add(rest)
-            raise self.error(tally.message(f"'{self.dataset_name}'"))
+        """Native row bands as uint8, after checking values."""
+        return checked_bands(self._reader.iter_bands(), self.dataset_name, self.error)
 
     def iter_rows(self, chunk_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(r0, block)``: uint8 blocks of ``chunk_rows`` rows (the last may be shorter),
@@ -173,6 +247,8 @@ class _ClassRaster:
         if have:
             yield start, pending[0] if len(pending) == 1 else np.concatenate(pending)
 
+    iter_blocks = iter_rows
+
     def read(self) -> np.ndarray:
         """The whole raster as uint8 (checked band by band while it is filled)."""
         out = np.empty(self.shape, dtype=np.uint8)
@@ -185,23 +261,20 @@ class _ClassRaster:
         for _ in self._checked_bands():
             pass
 
-    # -- lifetime ---------------------------------------------------------------------------
+    def expectation(self) -> dict:
+        """What a submission scored against this raster must match (keywords of open_submission)."""
+        return {"expected_shape": self.shape}
 
-    def close(self) -> None:
-        self._checked.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def describe(self) -> str:
+        h, w = self.shape
+        return f"{h} x {w}, {self.dtype}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(track={getattr(self, 'track', None)!r}, shape={getattr(self, 'shape', None)})"
 
 
 class Submission(_ClassRaster):
-    """An opened, structurally checked submission (``prediction``, ``submission/1``)."""
+    """An opened, structurally checked submission (``prediction``, ``submission/1``), scene layout."""
 
     dataset_name = "prediction"
     file_format = SUBMISSION_FORMAT
@@ -210,7 +283,7 @@ class Submission(_ClassRaster):
 
 
 class Labels(_ClassRaster):
-    """An opened, structurally checked hidden-labels file (``label``, ``labels/1``)."""
+    """An opened, structurally checked hidden-labels file (``label``, ``labels/1``), scene layout."""
 
     dataset_name = "label"
     file_format = LABELS_FORMAT
@@ -218,33 +291,100 @@ class Labels(_ClassRaster):
     error = InvalidDataError
 
 
+def layout_mismatch(scene_cls: type[_ClassRaster], found: str, track: str, expected: dict) -> str:
+    """The refusal of a file in the other layout: which layout the track expects and how to get it."""
+    name, what = scene_cls.dataset_name, scene_cls.what
+    if found == LAYOUT_SCENE:
+        return (f"{what} holds one '{name}' raster (the scene layout), but track {track} is scored on the "
+                f"challenge's test tiles: pack one image per test tile with "
+                f"`c2seg pack PRED_DIR --track {track} --out {name}s.h5` (tile layout)")
+    h, w = expected["expected_shape"]
+    return (f"{what} holds tiles (layout '{LAYOUT_TILES}'), but track {track} is scored on the whole scene: "
+            f"send one '{name}' raster of {h} x {w} (the scene layout, as `c2seg predict` writes it)")
+
+
+def _reader_class(scene_cls: type[_ClassRaster], layout: str) -> type[ClassFile]:
+    if layout == LAYOUT_SCENE:
+        return scene_cls
+    # The tile readers subclass ClassFile, so their module imports this one; hence imported here.
+    from c2seg_kit.tile_layout import TILE_READERS
+
+    return TILE_READERS[scene_cls.file_format]
+
+
+def _open(scene_cls: type[_ClassRaster], source: Source, *, track: str | None, expected: dict,
+          limits: h5safe.Limits) -> ClassFile:
+    """Open ``source`` through the whole-file checks; the reader of its layout runs its own last.
+
+    ``expected`` holds ``expected_shape`` (the scene layout) or ``expected_tiles`` (the tile
+    layout): a file of the other layout is refused with :func:`layout_mismatch`.
+    """
+    expected = {k: v for k, v in expected.items() if v is not None}
+    if "expected_tiles" in expected:
+        # With the labels' tiles known, a file may not hold many more members than they have: a
+        # file of 100,000 links is refused from its member count, not walked link by link.
+        cap = len(expected["expected_tiles"]) + limits.max_objects
+        limits = dataclasses.replace(limits, max_group_members=min(limits.max_group_members, cap))
+    ctx = h5safe.Context(scene_cls.error, scene_cls.what, limits)
+    found: dict[str, Any] = {}
+
+    def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
+        # Decided before the tree walk: only a file that says it holds tiles may hold many objects.
+        found["layout"] = read_layout(checked)
+        return (scene_cls.dataset_name,) if found["layout"] == LAYOUT_TILES else ()
+
+    def inspect(checked: h5safe.CheckedFile) -> None:
+        layout = found["layout"]
+        want = LAYOUT_TILES if "expected_tiles" in expected else LAYOUT_SCENE if expected else layout
+        if layout != want:
+            file_track, _ = scene_cls.read_head(checked, track)  # a wrong format or track is named first
+            raise ctx.error(layout_mismatch(scene_cls, layout, file_track, expected))
+        found["reader"] = _reader_class(scene_cls, layout)(checked, track, **expected)
+
+    h5safe.open_checked(source, ctx, reads=(scene_cls.dataset_name,), wide_groups=wide_groups, inspect=inspect)
+    return found["reader"]
+
+
 def open_submission(path: Source, *, track: str | None = None,
                     expected_shape: tuple[int, int] | None = None,
-                    limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> Submission:
+                    expected_tiles: Mapping[str, tuple[int, int]] | None = None,
+                    limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> ClassFile:
     """Open a submission safely; raises InvalidSubmissionError with a one-line reason.
 
-    ``track`` and ``expected_shape`` (the target labels' shape) are checked when given. Values
-    are checked while the data is read (``iter_rows``, ``read``, ``check_values``).
+    ``track`` is checked when given; ``expected_shape`` (the scene labels' shape) or
+    ``expected_tiles`` (tile id -> shape, the tile labels' :attr:`shapes`) also fix the layout the
+    file must have. Values are checked while the data is read (``iter_blocks``, ``check_values``...).
+    Returns a :class:`Submission` (scene layout) or a ``TileSubmission`` (tile layout).
     """
     if track is not None:
         get_track(track)  # a caller's mistake (ValueError), not the file's
-    return Submission(path, track=track, expected_shape=expected_shape, limits=limits)
+    if expected_shape is not None and expected_tiles is not None:
+        raise ValueError("give expected_shape (scene layout) or expected_tiles (tile layout), not both")
+    return _open(Submission, path, track=track, limits=limits,
+                 expected={"expected_shape": expected_shape, "expected_tiles": expected_tiles})
 
 
-def open_labels(path: Source) -> Labels:
-    """Open a hidden-labels file through the same checks; raises InvalidDataError."""
-    return Labels(path)
-
-
-def open_class_raster(path: Source) -> Submission | Labels:
-    """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
-    that accept both). Unknown files are refused as submissions."""
-    found: dict[str, str | None] = {}
-
-    def peek(checked: h5safe.CheckedFile) -> None:
-        found["format"] = checked.str_attr("c2seg_format")
-
-    h5safe.open_checked(path, h5safe.Context(InvalidSubmissionError, "file"), inspect=peek).close()
+def submission_track(path: Source, *, limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> str:
+    """The track a submission is for: its bytes and global heaps checked, then its format and
+    track attributes read, without walking its objects (:func:`c2seg_kit.h5safe.read_root`): a
+    server learns which labels to check the file against at the cost of one scan of its bytes."""
+    ctx = h5safe.Context(Submission.error, Submission.what, limits)
+    track = h5safe.read_root(path, ctx, lambda checked: Submission.read_head(checked, None)[0])
     if hasattr(path, "seek"):
         path.seek(0)  # type: ignore[union-attr]
-    return open_labels(path) if found["format"] == LABELS_FORMAT else open_submission(path)
+    return track
+
+
+def open_labels(path: Source) -> ClassFile:
+    """Open a hidden-labels file (either layout) through the same checks; raises InvalidDataError."""
+    return _open(Labels, path, track=None, expected={}, limits=h5safe.DEFAULT_LIMITS)
+
+
+def open_class_raster(path: Source) -> ClassFile:
+    """Open a submission or a labels file, whichever ``c2seg_format`` says (for render and tools
+    that accept both), in either layout. Unknown files are refused as submissions."""
+    ctx = h5safe.Context(InvalidSubmissionError, "file")
+    file_format = h5safe.read_root(path, ctx, lambda checked: checked.str_attr("c2seg_format"))
+    if hasattr(path, "seek"):
+        path.seek(0)  # type: ignore[union-attr]
+    return open_labels(path) if file_format == LABELS_FORMAT else open_submission(path)

@@ -35,13 +35,13 @@ HSI at 30 m). The whole distribution is built in a temporary folder inside OUT a
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import temp_dir_in
 from c2seg_kit.io.geotiff import GeoRef, write_geotiff
 from c2seg_kit.registry import City, Track
 from c2seg_kit.synth import CitySynth, band_rows, band_starts, build_cities
@@ -179,7 +179,7 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
             raise C2SegError(f"{existing} already exists; synth does not overwrite files (choose another OUT_DIR)")
     out.mkdir(parents=True, exist_ok=True)
     gens = build_cities(track, scale, seed)
-    partial = Path(tempfile.mkdtemp(prefix=f".{track.tile_dir}.partial-", dir=out))
+    partial = temp_dir_in(out, prefix=f".{track.tile_dir}.partial-")
     try:
         target = gens[1]
         test_ids = [t[0] for t in tile_plan(target.shape, *tile_grid(target.city, target.shape))]

@@ -1,10 +1,21 @@
-"""The tile layout of the submission and labels files (C2SEG.md section 4), and its writers.
+"""The tile layout of the submission and labels files (C2SEG.md section 4): its rules, its safe
+readers and its writers.
 
 For tracks scored on the challenge's tiles, ``predictions.h5`` and ``labels.h5`` carry the root
 attribute ``layout = "tiles"`` and, instead of one raster, a group (``prediction`` resp.
 ``label``) holding one 2-D uint8 dataset per test tile, named by the tile's id (its file stem),
-of that tile's shape, values 0..13. The writers stream one tile at a time into a temporary
-file that is renamed into place only when complete (and, with ``verify``, checked).
+of that tile's shape, values 0..13.
+
+Reading (:class:`TileSubmission`, :class:`TileLabels`, handed out by
+:func:`c2seg_kit.submission.open_submission` and ``open_labels`` for a file of this layout):
+after the whole-file checks (where the group's members count against
+``Limits.max_group_members``, :data:`MAX_TILES`), every member must be a hard-linked dataset
+named by a plain tile id (:func:`check_tile_id`), each checked exactly as the scene raster (type,
+shape, chunks, filters) before any pixel is read; with ``expected_tiles`` (the labels' ids and
+shapes) the ids must match exactly. Pixels are then read one tile at a time, values checked.
+
+Writing: the writers stream one tile at a time into a temporary file that is renamed into place
+only when complete (and, with ``verify``, checked).
 
 >>> with tile_labels_writer("labels.h5", "AB") as w:
 ...     for tile_id, label in tiles:
@@ -13,26 +24,49 @@ file that is renamed into place only when complete (and, with ``verify``, checke
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
+from h5py import h5d
 
+from c2seg_kit import h5safe
 from c2seg_kit.classes import as_class_map
-from c2seg_kit.errors import C2SegError
-from c2seg_kit.submission import LABELS_FORMAT, SUBMISSION_FORMAT, root_attrs
+from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
+from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.io.tiles import natural_key
+from c2seg_kit.submission import (
+    LABELS_FORMAT,
+    LAYOUT_ATTR,
+    LAYOUT_SCENE,
+    LAYOUT_TILES,
+    MAX_SIZE_FACTOR,
+    SUBMISSION_FORMAT,
+    ClassFile,
+    checked_bands,
+    nominal_pixels,
+    root_attrs,
+)
+from c2seg_kit.writers import publish
 
-LAYOUT_ATTR = "layout"
-LAYOUT_SCENE = "scene"  # what an absent attribute means
-LAYOUT_TILES = "tiles"
+__all__ = [
+    "LAYOUT_ATTR", "LAYOUT_SCENE", "LAYOUT_TILES", "MAX_TILES", "TileLabels", "TileRasterWriter",
+    "TileSubmission", "check_tile_id", "tile_labels_writer", "tile_submission_writer", "write_tile_labels",
+    "write_tile_submission",
+]
+
 PREDICTION_GROUP = "prediction"
 LABEL_GROUP = "label"
-#: Most tiles a tile-layout file may hold (the real Wuhan test split has 850).
-MAX_TILES = 100_000
+#: Most tiles a tile-layout file may hold (the real Wuhan test split has 850): the safe reader's
+#: cap on the members of the tile group, one number for the readers and the writers.
+MAX_TILES = h5safe.DEFAULT_LIMITS.max_group_members
+#: Ids a refusal lists before "...".
+SHOWN_IDS = 5
 MAX_TILE_ID_BYTES = 255
 CHUNK = (256, 1024)
 _BAD_ID = re.compile(r"[\x00-\x1f\x7f/]")
@@ -46,6 +80,151 @@ def check_tile_id(tile_id: Any) -> str:
     return tile_id
 
 
+def _shown_id(name: str) -> str:
+    """A member name from the file, safe for a one-line message (quoted, escaped, shortened)."""
+    return repr(name if len(name) <= 40 else name[:40] + "...")
+
+
+def _some(ids: list[str], show=str) -> str:
+    more = ", ..." if len(ids) > SHOWN_IDS else ""
+    return ", ".join(show(t) for t in ids[:SHOWN_IDS]) + more
+
+
+class _TileRasters(ClassFile):
+    """A checked tile-layout class file: one raster per tile in group ``dataset_name``.
+
+    ``ids`` lists the tile ids (the expected ones' order, else natural order: 2 before 10),
+    ``shapes`` maps each id to its (H, W). Pixels are read one tile at a time
+    (:meth:`read_tile`, :meth:`iter_tiles`), each tile's values checked as it is read.
+    """
+
+    layout = LAYOUT_TILES
+
+    def __init__(self, checked: h5safe.CheckedFile, track: str | None, *,
+                 expected_tiles: Mapping[str, tuple[int, int]] | None = None) -> None:
+        super().__init__(checked, track)
+        err, f, name = self.error, checked.file, self.dataset_name
+        if name not in f:
+            raise err(f"missing group '{name}' at the root of the file (layout '{LAYOUT_TILES}')")
+        group = f.get(name)
+        if not isinstance(group, h5py.Group):
+            raise err(f"'{name}' must be a group of tiles (the file says layout '{LAYOUT_TILES}'), got a dataset")
+        # One linear pass; the tree walk has capped the count and checked every link is hard.
+        stored = {h5safe.decode_name(b): b for b in h5safe.member_names(group)}
+        names = list(stored)
+        if not names:
+            raise err(f"'{name}' holds no tiles")
+        for member in names:
+            try:
+                check_tile_id(member)
+            except ValueError:
+                raise err(f"'{name}' holds a member named {_shown_id(member)}, which is not a plain tile id "
+                          "(a file stem without '/' or control characters)") from None
+        if expected_tiles is not None:
+            ids = [str(t) for t in expected_tiles]
+            have, want = set(names), set(ids)
+            missing = sorted(want - have, key=natural_key)
+            extra = sorted(have - want, key=natural_key)
+            if missing or extra:
+                parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
+                         f"{len(extra)} not among them ({_some(extra, _shown_id)})" if extra else ""]
+                raise err(f"{self.what} must hold exactly the {len(ids)} test tiles: "
+                          + "; ".join(p for p in parts if p))
+        else:
+            ids = sorted(names, key=natural_key)
+        limit = MAX_SIZE_FACTOR * nominal_pixels(self.track)
+        self._group, self._stored = group, stored
+        self._layouts: dict[str, h5safe.RasterLayout] = {}
+        pixels = chunks = 0
+        for tile_id in ids:
+            member = f"{name}/{tile_id}"
+            dset = h5safe.open_member(group, stored[tile_id])
+            if not isinstance(dset, h5d.DatasetID):
+                raise err(f"'{member}' must be a dataset (one tile), got a group or a named type")
+            shape = None if expected_tiles is None else tuple(expected_tiles[tile_id])
+            layout = h5safe.check_raster(dset, member, self.ctx, expected_shape=shape)
+            h, w = layout.shape
+            pixels += h * w
+            if layout.chunks is None:
+                chunks += 1
+            else:
+                chunks += math.ceil(h / layout.chunks[0]) * math.ceil(w / layout.chunks[1])
+            if expected_tiles is None and pixels > limit:
+                raise err(f"the tiles declare more than {limit} pixels in all, far more than the target city has")
+            if chunks > self.ctx.limits.max_chunks:
+                raise err(f"the tiles are split into more than {self.ctx.limits.max_chunks} chunks in all; "
+                          "write each tile as one chunk (or contiguous)")
+            self._layouts[tile_id] = layout
+        self.ids: list[str] = ids
+        self.shapes: dict[str, tuple[int, int]] = {t: self._layouts[t].shape for t in ids}
+        self.n_pixels = pixels
+
+    # -- data -------------------------------------------------------------------------------
+
+    def read_tile(self, tile_id: str) -> np.ndarray:
+        """One tile as uint8 (H, W), its values checked; raises the reader's error class."""
+        layout = self._layouts[tile_id]  # KeyError: not a tile of this file (a caller's mistake)
+        member = f"{self.dataset_name}/{tile_id}"
+        reader = self._checked.reader(h5safe.open_member(self._group, self._stored[tile_id]), layout, member)
+        bands = checked_bands(reader.iter_bands(), member, self.error)
+        _, first = next(bands)
+        if first.shape[0] == layout.shape[0]:
+            return first  # one band: the whole tile (the usual case, one chunk per tile)
+        out = np.empty(layout.shape, dtype=np.uint8)
+        out[: first.shape[0]] = first
+        for r0, band in bands:
+            out[r0 : r0 + band.shape[0]] = band
+        return out
+
+    def iter_tiles(self, ids: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """``(id, tile)`` one tile at a time, in ``ids`` order (default: :attr:`ids`). (Reading the
+        next tile ahead in a thread was measured slower on a loaded 2-core machine: tiles are small,
+        and the GIL hand-offs cost more than the inflating they overlap.)"""
+        for tile_id in self.ids if ids is None else ids:
+            yield tile_id, self.read_tile(tile_id)
+
+    def iter_blocks(self, chunk_rows: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """The tiles in :attr:`ids` order: two files holding the same ids yield aligned blocks."""
+        return self.iter_tiles()
+
+    def check_values(self) -> None:
+        """Read every tile once, refusing values outside 0..13; keeps no data."""
+        for _ in self.iter_tiles():
+            pass
+
+    def expectation(self) -> dict:
+        """What a submission scored against these tiles must match (keywords of open_submission)."""
+        return {"expected_tiles": self.shapes}
+
+    def describe(self) -> str:
+        return f"{len(self.ids)} tiles, {self.n_pixels:,} pixels"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(track={getattr(self, 'track', None)!r}, tiles={len(getattr(self, 'ids', ()))})"
+
+
+class TileSubmission(_TileRasters):
+    """An opened, structurally checked tile-layout submission (group ``prediction``)."""
+
+    dataset_name = PREDICTION_GROUP
+    file_format = SUBMISSION_FORMAT
+    what = "submission"
+    error = InvalidSubmissionError
+
+
+class TileLabels(_TileRasters):
+    """An opened, structurally checked tile-layout hidden-labels file (group ``label``)."""
+
+    dataset_name = LABEL_GROUP
+    file_format = LABELS_FORMAT
+    what = "labels file"
+    error = InvalidDataError
+
+
+#: The tile reader of each format (c2seg_kit.submission picks it when a file says layout tiles).
+TILE_READERS: dict[str, type[_TileRasters]] = {SUBMISSION_FORMAT: TileSubmission, LABELS_FORMAT: TileLabels}
+
+
 class TileRasterWriter:
     """Writes a tile-layout class file: one dataset per tile in group ``group``, atomically.
 
@@ -54,20 +233,24 @@ class TileRasterWriter:
     """
 
     def __init__(self, path: str | os.PathLike, group: str, attrs: dict, *,
-                 expected_ids: Iterable[str] | None = None, verify: Callable[[Path], None] | None = None):
+                 expected_ids: Iterable[str] | None = None, verify: Callable[[Path], None] | None = None,
+                 overwrite: bool = True):
         self.path = Path(path)
+        self.overwrite = overwrite
+        if not overwrite and (self.path.exists() or self.path.is_symlink()):
+            raise C2SegError(f"{self.path} already exists; it was left as it is")
         if not self.path.parent.is_dir():
             raise C2SegError(f"output folder {self.path.parent} does not exist")
         self.expected = None if expected_ids is None else {check_tile_id(t) for t in expected_ids}
         self.verify = verify
         self.written: list[str] = []
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.shapes: dict[str, tuple[int, int]] = {}  # id -> (H, W) of each tile written
+        self.tmp = temp_file_beside(self.path)
         self.file = h5py.File(self.tmp, "w")
         for key, value in {**attrs, LAYOUT_ATTR: LAYOUT_TILES}.items():
             if value is not None:
                 self.file.attrs[key] = str(value)
+        self.group_name = group
         self.group = self.file.create_group(group)
 
     def write_tile(self, tile_id: str, tile: Any) -> None:
@@ -83,6 +266,7 @@ class TileRasterWriter:
         chunks = (min(CHUNK[0], data.shape[0]), min(CHUNK[1], data.shape[1]))
         self.group.create_dataset(tile_id, data=data, chunks=chunks, compression="gzip", compression_opts=4)
         self.written.append(tile_id)
+        self.shapes[tile_id] = data.shape
 
     __call__ = write_tile
 
@@ -97,7 +281,7 @@ class TileRasterWriter:
                     raise ValueError("no tiles were written")
                 if self.verify is not None:
                     self.verify(self.tmp)
-                os.replace(self.tmp, self.path)
+                publish(self.tmp, self.path, overwrite=self.overwrite)
         finally:
             self.tmp.unlink(missing_ok=True)
         return self.path
@@ -110,19 +294,44 @@ class TileRasterWriter:
             self.close(ok=exc_type is None)
 
 
+def _verified(writer: TileRasterWriter, verify: Callable[[Path], None] | None) -> TileRasterWriter:
+    """Unless the caller brings its own check, the finished file is opened by the safe reader,
+    which must find exactly the tiles written, of their shapes, before the file appears."""
+    if verify is not None:
+        writer.verify = verify
+        return writer
+    from c2seg_kit.submission import open_labels, open_submission
+
+    track = writer.file.attrs["track"]
+
+    def reopen(tmp: Path) -> None:
+        if writer.group_name == LABEL_GROUP:
+            with open_labels(tmp) as lab:
+                if lab.layout != LAYOUT_TILES or lab.shapes != writer.shapes:
+                    raise InvalidDataError(f"{tmp}: the labels file does not read back as written")
+        else:
+            with open_submission(tmp, track=track, expected_tiles=writer.shapes):
+                pass  # structure, attributes, ids and shapes exactly as every reader will check them
+
+    writer.verify = reopen
+    return writer
+
+
 def tile_labels_writer(path: str | os.PathLike, track: str, *, expected_ids: Iterable[str] | None = None,
-                       verify: Callable[[Path], None] | None = None) -> TileRasterWriter:
+                       verify: Callable[[Path], None] | None = None, overwrite: bool = True) -> TileRasterWriter:
     """A streaming writer of tile-layout hidden labels (``labels.h5``)."""
     attrs = root_attrs(LABELS_FORMAT, track)
-    return TileRasterWriter(path, LABEL_GROUP, attrs, expected_ids=expected_ids, verify=verify)
+    writer = TileRasterWriter(path, LABEL_GROUP, attrs, expected_ids=expected_ids, overwrite=overwrite)
+    return _verified(writer, verify)
 
 
 def tile_submission_writer(path: str | os.PathLike, track: str, *, team: str | None = None,
                            method: str | None = None, expected_ids: Iterable[str] | None = None,
-                           verify: Callable[[Path], None] | None = None) -> TileRasterWriter:
+                           verify: Callable[[Path], None] | None = None, overwrite: bool = True) -> TileRasterWriter:
     """A streaming writer of a tile-layout submission (``predictions.h5``)."""
     attrs = root_attrs(SUBMISSION_FORMAT, track, team=team, method=method)
-    return TileRasterWriter(path, PREDICTION_GROUP, attrs, expected_ids=expected_ids, verify=verify)
+    writer = TileRasterWriter(path, PREDICTION_GROUP, attrs, expected_ids=expected_ids, overwrite=overwrite)
+    return _verified(writer, verify)
 
 
 def write_tile_labels(path: str | os.PathLike, tiles: Iterable[tuple[str, Any]], track: str) -> Path:

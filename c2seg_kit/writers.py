@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import temp_file_beside
 from c2seg_kit.submission import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
@@ -27,7 +27,29 @@ from c2seg_kit.submission import (
     root_attrs,
 )
 
-__all__ = ["RasterWriter", "submission_writer", "write_labels", "write_submission"]
+__all__ = ["RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
+
+
+def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
+    """Give the finished temporary file ``tmp`` its name ``path`` in one step.
+
+    With ``overwrite`` an existing file is replaced (os.replace); without, the name is taken only
+    if it is free at that very moment (a hard link fails on an existing name), so a file that
+    appeared meanwhile is never clobbered.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise C2SegError(f"{path} already exists; it was left as it is") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists() or path.is_symlink():
+            raise C2SegError(f"{path} already exists; it was left as it is") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
 
 
 class RasterWriter:
@@ -52,9 +74,7 @@ class RasterWriter:
             raise C2SegError(f"output folder {self.path.parent} does not exist")
         self.name = name
         self.verify = verify
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_file_beside(self.path)
         self.chunk_rows = min(DEFAULT_CHUNK_ROWS, self.shape[0])
         self.file = h5py.File(self.tmp, "w")
         for key, value in attrs.items():

@@ -80,7 +80,9 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     settings = _settings(None, None)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
     _engine(settings).dispose()
-    click.echo(f"serving track(s) {', '.join(sorted(tracks))} on http://{where}/ "
+    served = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
+                       for t, (s, _) in sorted(tracks.items()))
+    click.echo(f"serving track(s) {served} on http://{where}/ "
                f"(database: {_safe_url(settings.db_url)})", err=True)
     uvicorn.run(
         "c2seg_server.main:app_from_env", factory=True, host=host, port=port, workers=workers,

@@ -22,11 +22,26 @@ from .security import bearer_token
 from .workers import ScoringPool
 
 
+@dataclass(frozen=True)
+class ServedTrack:
+    """What a served track's labels file says about the submissions it takes: the layout, and
+    the label shape (scene) or each test tile's id and shape (tiles). Ids and shapes are public:
+    participants hold the test tiles; the labels' content never leaves the scoring children."""
+
+    layout: str
+    shape: tuple[int, int] | None = None
+    tiles: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def n_tiles(self) -> int | None:
+        return None if self.tiles is None else len(self.tiles)
+
+
 @dataclass
 class Services:
     settings: Settings
     sessions: sessionmaker[Session]
-    tracks: dict[str, tuple[int, int]]  # served track -> label shape
+    tracks: dict[str, ServedTrack]  # served track -> its layout and shape or tiles
     pool: ScoringPool | None = None
     boards: BoardCache = field(default_factory=lambda: BoardCache(0))
     limiter: CapacityLimiter | None = None

@@ -22,7 +22,7 @@ from . import crud, pages, routes_leaderboard, routes_submissions, routes_teams
 from .board import BoardCache
 from .config import Settings
 from .db import init_db, make_engine, make_sessionmaker
-from .deps import Services
+from .deps import ServedTrack, Services
 from .workers import ScoringPool
 
 log = logging.getLogger("c2seg_server")
@@ -73,11 +73,12 @@ class SecurityHeaders:
         return send_with_headers
 
 
-def served_tracks(label_paths: list[Path]) -> dict[str, tuple[tuple[int, int], str]]:
-    """track -> (label shape, path), read from each labels file's header; one file per track."""
-    from c2seg_kit.submission import open_labels
+def served_tracks(label_paths: list[Path]) -> dict[str, tuple[ServedTrack, str]]:
+    """track -> (its layout and shape or tiles, path), read from each labels file's header (scene
+    or tile layout); one file per track."""
+    from c2seg_kit.submission import LAYOUT_TILES, open_labels
 
-    tracks: dict[str, tuple[tuple[int, int], str]] = {}
+    tracks: dict[str, tuple[ServedTrack, str]] = {}
     for path in label_paths:
         path = Path(path)
         if not path.is_file():
@@ -85,7 +86,11 @@ def served_tracks(label_paths: list[Path]) -> dict[str, tuple[tuple[int, int], s
         with open_labels(path) as lab:
             if lab.track in tracks:
                 raise C2SegError(f"two labels files for track {lab.track}: {tracks[lab.track][1]} and {path}")
-            tracks[lab.track] = (tuple(lab.shape), str(path.resolve()))
+            if lab.layout == LAYOUT_TILES:
+                served = ServedTrack(LAYOUT_TILES, tiles=dict(lab.shapes))
+            else:
+                served = ServedTrack(lab.layout, shape=tuple(lab.shape))
+            tracks[lab.track] = (served, str(path.resolve()))
     return tracks
 
 
@@ -120,7 +125,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
     engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
     init_db(engine)
     sessions = make_sessionmaker(engine)
-    services = Services(settings=settings, sessions=sessions, tracks={t: s for t, (s, _) in tracks.items()},
+    services = Services(settings=settings, sessions=sessions, tracks={t: served for t, (served, _) in tracks.items()},
                         boards=BoardCache(settings.leaderboard_cache_s), pool=pool)
 
     @asynccontextmanager

@@ -1,4 +1,5 @@
-"""GET /healthz, /api/v1/tracks and /api/v1/me (the caller's team and quota)."""
+"""GET /healthz, /api/v1/tracks, /api/v1/tracks/{track}/tiles (a tile track's test tile ids and
+shapes) and /api/v1/me (the caller's team and quota)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
 from . import crud, phases
-from .deps import ServicesDep, SessionDep, TeamDep
+from .deps import ServicesDep, SessionDep, TeamDep, served_track
 from .routes_submissions import ERRORS
-from .schemas import Health, QuotaInfo, TeamInfo, TrackInfo
+from .schemas import ErrorOut, Health, QuotaInfo, TeamInfo, TrackInfo, TrackName, TrackTiles
 
 router = APIRouter(tags=["teams"])
 
 
 def track_infos(db, services) -> list[TrackInfo]:
     out = []
-    for t, shape in sorted(services.tracks.items()):
+    for t, served in sorted(services.tracks.items()):
         st = phases.state(db, t)
-        out.append(TrackInfo(track=t, phase=st.phase, shape=shape, quota_per_day=services.settings.quota_per_day,
-                             phase_ends=st.ends, next_phase=st.next_phase))
+        out.append(TrackInfo(track=t, phase=st.phase, layout=served.layout, shape=served.shape, n_tiles=served.n_tiles,
+                             quota_per_day=services.settings.quota_per_day, phase_ends=st.ends,
+                             next_phase=st.next_phase))
     return out
 
 
@@ -34,6 +36,19 @@ def healthz(db: SessionDep, services: ServicesDep) -> Health:
 @router.get("/api/v1/tracks", response_model=list[TrackInfo])
 def tracks(db: SessionDep, services: ServicesDep) -> list[TrackInfo]:
     return track_infos(db, services)
+
+
+@router.get("/api/v1/tracks/{track}/tiles", response_model=TrackTiles,
+            responses={404: {"model": ErrorOut, "description": "the track is not served here, or is scored on the scene"},
+                       422: ERRORS[422]})
+def track_tiles(track: TrackName, services: ServicesDep) -> TrackTiles:
+    """The test tiles a submission to a tile track must hold (what `c2seg submit` checks locally)."""
+    track = served_track(track, services)
+    served = services.tracks[track]
+    if served.tiles is None:
+        raise HTTPException(404, f"track {track} is scored on the whole scene ({served.shape[0]} x {served.shape[1]}); "
+                                 "it has no tiles")
+    return TrackTiles(track=track, tiles=served.tiles)
 
 
 @router.get("/api/v1/me", response_model=TeamInfo, responses={401: ERRORS[401]})

@@ -142,10 +142,19 @@ class CombinedBoard(BaseModel):
 class TrackInfo(BaseModel):
     track: TrackName
     phase: PhaseName
-    shape: tuple[int, int]
+    layout: Literal["scene", "tiles"] = Field("scene", description="what a submission holds: one raster of the "
+                                              "scene, or one raster per test tile (C2SEG.md section 4)")
+    shape: tuple[int, int] | None = Field(..., description="the label raster's (H, W); null for a tile track")
+    n_tiles: int | None = Field(None, description="test tiles a submission must hold (tile tracks; ids and "
+                                "shapes at /api/v1/tracks/{track}/tiles)")
     quota_per_day: int
     phase_ends: dt.datetime | None = Field(None, description="the next scheduled change to another phase")
     next_phase: PhaseName | None = None
+
+
+class TrackTiles(BaseModel):
+    track: TrackName
+    tiles: dict[str, tuple[int, int]] = Field(..., description="test tile id -> (H, W), as a submission must hold them")
 
 
 class Health(BaseModel):

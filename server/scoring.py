@@ -1,9 +1,15 @@
 """Scoring an upload against the hidden labels, split into a public and a private part.
 
-The split is a fixed, seeded mask of square blocks over the label grid (blocks, not pixels,
-so a public pixel's neighbours do not give away private ones). Both confusion matrices come
-from one read of the prediction: per chunk, the public and the private label rows (each with
-the other part's pixels set to 0, i.e. ignored) are compared with the same prediction rows.
+Scene tracks: the split is a fixed, seeded mask of square blocks over the label grid (blocks,
+not pixels, so a public pixel's neighbours do not give away private ones). Both confusion
+matrices come from one read of the prediction: per chunk, the public and the private label rows
+(each with the other part's pixels set to 0, i.e. ignored) are compared with the same rows.
+
+Tile tracks (labels in the tile layout): whole tiles are public or private, chosen by a seeded
+hash of the tile id (:func:`public_tiles`): stable whatever the order or number of uploads,
+roughly ``fraction`` of the tiles. Each tile of the prediction is read once and counted in the
+part its id belongs to. A submission in the other layout is refused (422) with the layout the
+track expects and how to convert (c2seg_kit.submission.layout_mismatch).
 
 Everything here runs inside a scoring child process (see workers.py); only rounded aggregate
 scores leave it, with a hash of the prediction itself (for the duplicate check). The confusion
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +64,48 @@ def rounded(scores: dict) -> dict:
     return out
 
 
+def public_tiles(ids: list[str], track: str, *, seed: int, fraction: float) -> frozenset[str]:
+    """The public tiles of a tile track: tile t is public when the first 8 bytes of
+    sha256("<seed>:<track>:<t>"), read as a number in [0, 1), fall below ``fraction``.
+
+    The same tile is in the same part whatever the order, count or timing of uploads, on any
+    machine; about ``fraction`` of the tiles are public. With two or more tiles neither part is
+    left empty: the tile with the lowest hash is made public, or the highest private.
+    """
+    def draw(tile_id: str) -> float:
+        return int.from_bytes(hashlib.sha256(f"{seed}:{track}:{tile_id}".encode()).digest()[:8], "big") / 2**64
+
+    u = {t: draw(t) for t in ids}
+    public = {t for t, x in u.items() if x < fraction}
+    if len(ids) >= 2 and not public:
+        public = {min(u, key=u.__getitem__)}
+    elif len(ids) >= 2 and len(public) == len(ids):
+        public.discard(max(u, key=u.__getitem__))
+    return frozenset(public)
+
+
+@dataclass
+class SceneLabels:
+    """A scene track's labels, split: each part keeps its own pixels, the other's set to 0."""
+
+    public: np.ndarray
+    private: np.ndarray
+
+    def expectation(self) -> dict:
+        return {"expected_shape": self.public.shape}
+
+
+@dataclass
+class TileLabels:
+    """A tile track's label tiles (id -> H x W uint8) and the ids of its public tiles."""
+
+    tiles: dict[str, np.ndarray]
+    public: frozenset[str]
+
+    def expectation(self) -> dict:
+        return {"expected_tiles": {t: a.shape for t, a in self.tiles.items()}}
+
+
 class Scorer:
     """Holds the split labels of each served track and scores submission files against them."""
 
@@ -64,54 +113,70 @@ class Scorer:
         self.label_paths = {t: Path(p) for t, p in labels.items()}
         self.split = dict(seed=seed, block=block, fraction=fraction)
         self.chunk_rows = chunk_rows
-        self._labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._labels: dict[str, SceneLabels | TileLabels] = {}
 
-    def labels(self, track: str) -> tuple[np.ndarray, np.ndarray]:
+    def labels(self, track: str) -> SceneLabels | TileLabels:
         if track not in self._labels:
-            from c2seg_kit.submission import open_labels
+            from c2seg_kit.submission import LAYOUT_TILES, open_labels
 
             with open_labels(self.label_paths[track]) as lab:
-                label = lab.read()
-            self._labels[track] = split_labels(label, public_mask(label.shape, track, **self.split))
+                if lab.layout == LAYOUT_TILES:
+                    tiles = dict(lab.iter_tiles())
+                    public = public_tiles(list(tiles), track, seed=self.split["seed"], fraction=self.split["fraction"])
+                    self._labels[track] = TileLabels(tiles, public)
+                else:
+                    label = lab.read()
+                    self._labels[track] = SceneLabels(*split_labels(label, public_mask(label.shape, track, **self.split)))
         return self._labels[track]
 
     def warm(self) -> list[str]:
         return [t for t in self.label_paths if self.labels(t) is not None]
 
     def peek(self, path: str) -> dict:
-        """Check a submission's header (format, track, shape, dtype) without reading its pixels."""
-        from c2seg_kit.submission import open_submission
+        """Check a submission's header (format, track, layout, shape or tiles, dtype) without reading its pixels."""
+        from c2seg_kit.submission import open_submission, submission_track
 
-        with open_submission(path) as sub:
-            track = sub.track
+        track = submission_track(path)
         if track not in self.label_paths:
             served = ", ".join(sorted(self.label_paths)) or "none"
             raise InvalidSubmissionError(f"this server does not score track {track!r} (served: {served})")
-        public, _ = self.labels(track)
-        with open_submission(path, track=track, expected_shape=public.shape) as sub:
+        with open_submission(path, track=track, **self.labels(track).expectation()) as sub:
             method = sub.attrs.get("method")
         return {"track": track, "method": None if method is None else str(method)[:255]}
 
     def score(self, path: str, track: str) -> dict:
         """{"public": scores, "private": scores, "content_sha256": hex}, rounded, for one submission file.
 
-        content_sha256 hashes the decoded prediction (as uint8 rows), so two files holding the
-        same prediction (whatever their compression, chunking or integer type) hash the same;
-        `c2seg admin duplicates` compares it across teams. It says nothing about the labels.
+        content_sha256 hashes the decoded prediction (as uint8 rows; tiles: each tile's id and
+        shape, then its rows, in the labels' order), so two files holding the same prediction
+        (whatever their compression, chunking or integer type) hash the same; `c2seg admin
+        duplicates` compares it across teams. It says nothing about the labels.
         """
         from c2seg_kit.submission import open_submission
 
-        public, private = self.labels(track)
-        cm_public, cm_private = ConfusionMatrix(), ConfusionMatrix()
+        labels = self.labels(track)
+        cm = {"public": ConfusionMatrix(), "private": ConfusionMatrix()}
         content = hashlib.sha256()
-        with open_submission(path, track=track, expected_shape=public.shape) as sub:
-            for r0, rows in sub.iter_rows(self.chunk_rows):
-                r1 = r0 + rows.shape[0]
-                try:
-                    cm_public.update(public[r0:r1], rows)
-                    cm_private.update(private[r0:r1], rows)
-                except ValueError as e:  # the prediction's values or dtype; never label content
-                    raise InvalidSubmissionError(f"{e} (rows {r0}..{r1 - 1})") from None
-                content.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())  # values are 0..13 here
-        return {"public": rounded(cm_public.scores()), "private": rounded(cm_private.scores()),
+        with open_submission(path, track=track, **labels.expectation()) as sub:
+            if isinstance(labels, TileLabels):
+                for tile_id, tile in sub.iter_tiles():
+                    part = "public" if tile_id in labels.public else "private"
+                    self._update(cm[part], labels.tiles[tile_id], tile, f"tile {tile_id}")
+                    content.update(f"{tile_id}:{tile.shape[0]}x{tile.shape[1]};".encode())
+                    content.update(np.ascontiguousarray(tile, dtype=np.uint8).tobytes())
+            else:
+                for r0, rows in sub.iter_rows(self.chunk_rows):
+                    r1 = r0 + rows.shape[0]
+                    where = f"rows {r0}..{r1 - 1}"
+                    self._update(cm["public"], labels.public[r0:r1], rows, where)
+                    self._update(cm["private"], labels.private[r0:r1], rows, where)
+                    content.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())  # values are 0..13 here
+        return {"public": rounded(cm["public"].scores()), "private": rounded(cm["private"].scores()),
                 "content_sha256": content.hexdigest()}
+
+    @staticmethod
+    def _update(cm: ConfusionMatrix, label: np.ndarray, pred: np.ndarray, where: str) -> None:
+        try:
+            cm.update(label, pred)
+        except ValueError as e:  # the prediction's values or dtype; never label content
+            raise InvalidSubmissionError(f"{e} ({where})") from None

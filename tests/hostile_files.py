@@ -8,6 +8,10 @@ server's own hidden labels), the status and the one-line reason the server must 
   the hidden labels through them.
 - `BAD_FILES` (promise 2): files that are broken, lie about their size, hide dimensions or
   carry the wrong type, values, attributes or layout.
+- `TILE_FILES`: tile-layout submissions (one dataset per test tile in group `prediction`) aimed
+  at a `TileTarget` (tile-layout hidden labels): too many members, links among the members,
+  names that are not plain tile ids, tiles of another shape, missing or extra ids, a scene file
+  where tiles are scored.
 
 Used by tests/test_security_labels.py, tests/test_security_files.py and bench/hostile.py.
 Builders with logic are named functions; the one-line ones sit in the tables as lambdas.
@@ -25,6 +29,7 @@ import h5py
 import numpy as np
 from live_server import Target, noisy_prediction
 
+from c2seg_kit.tile_layout import write_tile_labels, write_tile_submission
 from c2seg_kit.writers import write_submission
 
 
@@ -292,7 +297,7 @@ BAD_FILES = [
     # A few KiB declaring 10^10 pixels (10 GB once read).
     Hostile("gzip bomb: declares 10^10 pixels",
             lambda p, t: _dataset(p, t, shape=(100_000, 100_000), dtype="u1", chunks=(256, 256), compression="gzip"),
-            r"100000 x 100000 (pixels, far more than the target|, expected)"),
+            r"100000 x 100000(?: pixels, far more than the target|, expected 2465 x 811)"),
     Hostile("gzip bomb: 2 MB chunk inflates to 256 MiB", bomb_chunk, r"inflates beyond its declared .* \(a compression bomb\)"),
     Hostile("gzip bomb: chunk stored larger than itself", bomb_chunk_oversized, r"chunk stored larger than its own size"),
     Hostile("gigantic chunk (finite maxshape)", gigantic_chunk, r"chunks .* larger than the dataset"),
@@ -358,6 +363,130 @@ BAD_FILES = [
     # refused by the reader before HDF5 parses the heap; the peek timeout is the second line of defence
     Hostile("global heap that loops HDF5", global_heap_loop,
             r"damaged global heap|reading the file took longer than \d+ s"),
+]
+
+
+# -- tile-layout files ------------------------------------------------------------------------
+
+
+@dataclass
+class TileTarget:
+    """Tile-layout hidden labels: `tiles` (id -> label tile) written to `path`."""
+
+    path: Path
+    tiles: dict[str, np.ndarray]
+    track: str = "AB"
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        return {t: a.shape for t, a in self.tiles.items()}
+
+
+def make_tile_target(folder: Path, n: int = 12, shape=(32, 32), seed: int = 0,
+                     name: str = "SECRET-labels-tiles.h5") -> TileTarget:
+    """n label tiles (ids "0".."n-1", the last one narrower, as an edge tile might be)."""
+    rng = np.random.default_rng(seed)
+    tiles = {}
+    for i in range(n):
+        h, w = shape if i < n - 1 else (shape[0], shape[1] // 2)
+        tile = rng.integers(1, 14, (h, w), dtype=np.uint8)
+        tile[rng.random((h, w)) < 0.15] = 0
+        tiles[str(i)] = tile
+    path = write_tile_labels(Path(folder) / name, tiles.items(), "AB")
+    return TileTarget(path=path.resolve(), tiles=tiles)
+
+
+def honest_tiles(t: TileTarget, seed: int = 1, wrong: float = 0.3) -> dict[str, np.ndarray]:
+    return {tid: noisy_prediction(a, seed + i, wrong) for i, (tid, a) in enumerate(t.tiles.items())}
+
+
+def honest_tile_file(p: Path, t: TileTarget, seed: int = 1) -> Path:
+    return write_tile_submission(p, honest_tiles(t, seed).items(), t.track)
+
+
+def tiles_plus(p: Path, t: TileTarget, edit: Callable[[h5py.Group], None]) -> Path:
+    """An honest tile submission, then `edit(its prediction group)`."""
+    honest_tile_file(p, t)
+    with h5py.File(p, "a") as f:
+        edit(f["prediction"])
+    return p
+
+
+def many_members(g: h5py.Group) -> None:
+    # 100,001 hard links to one tile: 10 MB, written in about a second.
+    first = next(iter(g)).encode()
+    for i in range(len(g), 100_001):
+        g.id.links.create_hard(f"extra{i}".encode(), g.id, first)
+
+
+def member_soft_link(g: h5py.Group) -> None:
+    del g["3"]
+    g["3"] = h5py.SoftLink("/prediction/2")
+
+
+def member_dot_dot(g: h5py.Group) -> None:
+    # HDF5 takes ".." as a plain link name: a group "..", holding "x", beside the honest tiles.
+    g.create_group("..").create_dataset("x", data=np.zeros((4, 4), np.uint8))
+
+
+def member_other_shape(g: h5py.Group) -> None:
+    data = g["5"][1:]
+    del g["5"]
+    g.create_dataset("5", data=data)
+
+
+def member_external_link(p: Path, t: TileTarget) -> Path:
+    return tiles_plus(p, t, lambda g: (g.__delitem__("0"), g.__setitem__("0", h5py.ExternalLink(str(t.path), "/label/0"))))
+
+
+def tile_value(g: h5py.Group) -> None:
+    data = g["7"][()]
+    data[3, 4] = 14
+    g["7"][...] = data
+
+
+def tile_bomb(g: h5py.Group) -> None:
+    # A 1 KiB chunk stored as ~1 KiB of gzip that inflates to 1 MiB (1000 such tiles: 1 GiB).
+    shape = g["1"].shape
+    del g["1"]
+    d = g.create_dataset("1", shape=shape, dtype="u1", chunks=shape, compression="gzip")
+    d.id.write_direct_chunk((0, 0), zlib.compress(bytes(1 << 20), 9))
+
+
+def scene_for_tiles(p: Path, t: TileTarget) -> Path:
+    return write_submission(p, np.ones((64, 64), np.uint8), t.track)
+
+
+def unknown_layout(g: h5py.Group) -> None:
+    g.file.attrs["layout"] = "mosaic"
+
+
+TILE_FILES = [
+    # Checked against the labels' 12 tiles, a file may hold 12 + 64 members (the scene files' object
+    # bound as slack, so a few extra tiles are named); without labels the cap is 100,000.
+    Hostile("100,001 tile members", lambda p, t: tiles_plus(p, t, many_members),
+            r"^'/prediction' holds 100001 members, more than the 76 allowed$"),
+    Hostile("tile member is a soft link", lambda p, t: tiles_plus(p, t, member_soft_link),
+            r"^'/prediction/3' is a soft link; links are refused, not followed$"),
+    Hostile("tile member is an external link to the labels", member_external_link,
+            r"^'/prediction/0' is an external link \(to another file\); links are refused", leaks=True),
+    Hostile("tile member named ../x", lambda p, t: tiles_plus(p, t, member_dot_dot),
+            r"^'prediction' holds a member named '\.\.', which is not a plain tile id"),
+    Hostile("tile of another shape", lambda p, t: tiles_plus(p, t, member_other_shape),
+            r"^'prediction/5' has shape 31 x 32, expected 32 x 32$"),
+    Hostile("tile missing", lambda p, t: tiles_plus(p, t, lambda g: g.__delitem__("10")),
+            r"^submission must hold exactly the 12 test tiles: 1 missing \(10\)$"),
+    Hostile("extra tile", lambda p, t: tiles_plus(p, t, lambda g: g.create_dataset("12", data=g["0"][()])),
+            r"^submission must hold exactly the 12 test tiles: 1 not among them \('12'\)$"),
+    Hostile("tile value 14", lambda p, t: tiles_plus(p, t, tile_value),
+            r"^'prediction/7' has 1 values outside 0\.\.13 \(seen: 14\)$"),
+    Hostile("tile gzip bomb", lambda p, t: tiles_plus(p, t, tile_bomb),
+            r"^'prediction/1' has a chunk that inflates beyond its declared 1024 bytes \(a compression bomb\)$"),
+    Hostile("scene file for a tile track", scene_for_tiles,
+            r"^submission holds one 'prediction' raster \(the scene layout\), but track AB is scored on the "
+            r"challenge's test tiles: pack one image per test tile with `c2seg pack PRED_DIR --track AB"),
+    Hostile("unknown layout", lambda p, t: tiles_plus(p, t, unknown_layout),
+            r"^unknown layout in root attribute 'layout'; expected one of scene, tiles$"),
 ]
 
 

@@ -153,3 +153,23 @@ def test_plugin_verbs_come_from_entry_points():
     assert not set(plugins) & set(CORE_COMMANDS)
     assert all(target.startswith(("c2seg_baseline.", "c2seg_server.")) for target in plugins.values())
     assert set(all_commands()) == set(plugins) | set(CORE_COMMANDS)
+
+
+def test_mistyped_verb_gets_a_suggestion(capsys):
+    code, _, err = run(capsys, "sumbit", "x.h5")
+    assert code == 2 and "No such command 'sumbit'. Did you mean 'submit'?" in err
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2 and "No such command 'frobnicate'." in err and "Did you mean" not in err
+
+
+def test_top_level_help_shows_every_verb_in_full(capsys):
+    """No verb's description is cut off with '...': each shows its whole first sentence."""
+    from c2seg_kit.cli import LazyGroup, cli
+
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "..." not in out.split("Commands:")[1]
+    flat = "".join(out.split())  # wrapping may break lines at spaces and after hyphens
+    for name in LazyGroup.list_commands(cli, None):
+        first = cli.get_command(None, name).get_short_help_str(limit=1_000)
+        assert "".join(f"{name} {first}".split()) in flat, name
+        assert name in out.split("Commands:")[0], f"{name} missing from the overview"

@@ -65,3 +65,16 @@ def test_demo_entries_cover_what_the_demo_lists():
                  "labels.png"):
         assert f'"{name}"' in source or f"'{name}'" in source
         assert name in DEMO_ENTRIES
+
+
+def test_echoed_commands_paste_into_a_shell(tmp_path):
+    """The demo echoes each step quoted for a shell: a method name with spaces and parentheses,
+    a folder with a space, survive a round trip through shlex (what a shell does)."""
+    import shlex
+
+    from c2seg_kit.cli.demo import shell_line
+
+    args = ["predict", "--out", tmp_path / "my demo" / "predictions.h5", "--method", "HighDAN-tiny (demo)"]
+    line = shell_line(args)
+    assert shlex.split(line) == ["c2seg", *map(str, args)]
+    assert "'HighDAN-tiny (demo)'" in line

@@ -221,11 +221,14 @@ def test_chunked_accumulation_equals_one_shot(rows_per_chunk):
     assert chunked.scores() == one_shot.scores()
 
 
-def test_internal_slabs_and_non_contiguous_views(monkeypatch):
-    """Arrays larger than one internal slab, and strided views, count every pixel exactly once."""
+@pytest.mark.parametrize("small_pixels", [0, 1 << 18])
+def test_internal_slabs_and_non_contiguous_views(monkeypatch, small_pixels):
+    """Arrays larger than one internal slab, and strided views, count every pixel exactly once,
+    through the pair counts (small_pixels 0) and the plain bincount of small blocks alike."""
     from c2seg_kit import metrics
 
     monkeypatch.setattr(metrics, "_CHUNK_PIXELS", 97)
+    monkeypatch.setattr(metrics, "_SMALL_PIXELS", small_pixels)
     rng = np.random.default_rng(6)
     target = rng.integers(0, 14, (60, 80), dtype=np.uint8)
     pred = rng.integers(0, 14, (60, 80), dtype=np.uint8)

@@ -183,7 +183,7 @@ def test_bw_nested_layout_and_cli_report(tmp_path, capsys):
 BAD = {
     "sizes": "tile 2 (train): modalities disagree in size",
     "missing": "tile 1 has hsi and sar and label but no msi tile",
-    "label": "label pixels outside 0..13 (values 20",
+    "label": "has 96 values outside 0..13 (seen: 20)",
     "bands": "test: msi tiles disagree in band count (4 in tile 1, 3 in tile 2)",
 }
 
@@ -259,7 +259,7 @@ def test_previous_output_is_replaced_and_kept_when_a_rerun_fails(tiles, tmp_path
     _bad_folder(tmp_path / "bad", "label")
     code, _, err = run(capsys, "prepare", tmp_path / "bad", "--track", "AB", "--out", out, "--quiet",
                        "--pca-components", "3")
-    assert code == 1 and "label pixels outside" in err
+    assert code == 1 and "values outside 0..13" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched by the failed run
     with PreparedData(out) as prepared:  # the previous cache is whole and readable
         assert len(prepared.source.ids) == 11

@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from c2seg_kit.classes import palette
-from c2seg_kit.render import render_confusion_png, render_png, render_rows_png
+from c2seg_kit.render import (
+    GAP_RGB,
+    render_confusion_png,
+    render_mosaic_png,
+    render_png,
+    render_rows_png,
+    render_sheet_png,
+    sheet_grid,
+)
 
 
 def _pixels(path) -> np.ndarray:
@@ -63,3 +71,36 @@ def test_confusion_png(tmp_path):
             assert rgb[y0 + i * cell + 2, x0 + j * cell + 2].tolist() == want, (i, j)
     with pytest.raises(ValueError, match="13 x 14"):
         render_confusion_png(np.zeros((14, 14)), tmp_path / "bad.png")
+
+
+def test_contact_sheet_of_tiles_of_several_sizes(tmp_path):
+    rng = np.random.default_rng(2)
+    tiles = {str(i): rng.integers(0, 14, (9 - i % 3, 7 + i % 2), dtype=np.uint8) for i in range(7)}
+    shapes = {t: a.shape for t, a in tiles.items()}
+    rgb = _pixels(render_sheet_png(shapes, tiles.items(), tmp_path / "s.png", legend=False))
+    # 7 tiles: 3 columns, 3 rows, cells of the largest tile (9 x 8) plus a 1-pixel gap, no reduction
+    assert sheet_grid(7, (9, 8), 2048) == (3, 3, 1)
+    colours = np.array([*palette(), GAP_RGB], np.uint8)
+    for i, a in enumerate(tiles.values()):
+        r0, c0 = 10 + (i // 3) * 10, 10 + (i % 3) * 9
+        np.testing.assert_array_equal(rgb[r0 : r0 + a.shape[0], c0 : c0 + a.shape[1]], colours[a])
+        if a.shape[0] < 9:  # the rest of a smaller tile's cell is grey
+            assert (rgb[r0 + a.shape[0], c0] == GAP_RGB).all()
+
+
+@pytest.mark.parametrize("max_side", [3, 4, 10, 40, 100])
+def test_sheet_fits_max_side(max_side):
+    for n in (1, 2, 5, 140, 850):
+        rows, cols, k = sheet_grid(n, (256, 200), max_side)
+        assert rows * cols >= n and cols >= rows
+        side = max(rows * (-(-256 // k) + 1), cols * (-(-200 // k) + 1)) - 1
+        assert side <= max_side or k == 256  # the smallest stride that fits, or one pixel per cell
+
+
+def test_mosaic_later_tiles_cover_earlier_ones(tmp_path):
+    a, b = np.full((4, 4), 3, np.uint8), np.full((4, 4), 5, np.uint8)
+    rgb = _pixels(render_mosaic_png((6, 6), {"0": (0, 0), "1": (2, 2)}, [("0", a), ("1", b)], tmp_path / "m.png",
+                                    legend=False))
+    expected = np.full((6, 6), 14, np.uint8)
+    expected[:4, :4], expected[2:, 2:] = 3, 5
+    np.testing.assert_array_equal(rgb[10:16, 10:16], np.array([*palette(), GAP_RGB], np.uint8)[expected])

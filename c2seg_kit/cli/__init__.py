@@ -9,6 +9,7 @@ optional extra is reported in one line instead of breaking the whole CLI.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -30,6 +31,8 @@ CORE_COMMANDS: dict[str, str] = {
     "validate": "c2seg_kit.cli.scoring:validate",
     "score": "c2seg_kit.cli.scoring:score",
     "render": "c2seg_kit.cli.scoring:render",
+    "pack": "c2seg_kit.cli.packing:pack",
+    "unpack": "c2seg_kit.cli.packing:unpack",
     "submit": "c2seg_kit.cli.participant:submit",
     "leaderboard": "c2seg_kit.cli.participant:leaderboard",
     "me": "c2seg_kit.cli.account:me",
@@ -73,13 +76,33 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """As click's, but a mistyped verb gets a suggestion, as a mistyped option does."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each verb with the whole first sentence of its help, wrapped rather than cut off."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="c2seg")
 def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
-    Data: synth, info, prepare. Scoring: validate, score, render. Baseline:
+    Data: synth, info, prepare. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
     train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
     Start with `c2seg demo` to see the whole path on synthetic data.
     """

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from c2seg_kit.classes import CLASSES
-from c2seg_kit.cli.options import track_option
+from c2seg_kit.cli.options import progress_option, track_option
 from c2seg_kit.registry import get_track
 
 TRACK = track_option(param="track_name")
@@ -24,8 +24,8 @@ TRACK = track_option(param="track_name")
                    "size (AB 128 px, BW 256 px) but never exceed half the city's shorter side, so small "
                    "scales still give at least a 2 x 2 grid of smaller tiles.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed writes the same files.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def synth(out_dir: Path, track_name: str, layout: str, scale: float, seed: int, quiet: bool) -> None:
+@progress_option
+def synth(out_dir: Path, track_name: str, layout: str, scale: float, seed: int, progress: bool) -> None:
     """Write a synthetic C2Seg-like city pair into OUT_DIR.
 
     --layout scene (default): exactly the real scene-file layout (AB: MATLAB v5; BW: MATLAB
@@ -41,11 +41,11 @@ def synth(out_dir: Path, track_name: str, layout: str, scale: float, seed: int, 
     if layout == "tiles":
         from c2seg_kit.synth_tiles import synthesize_tiles
 
-        written = synthesize_tiles(out_dir, track, scale=scale, seed=seed, progress=not quiet)
+        written = synthesize_tiles(out_dir, track, scale=scale, seed=seed, progress=progress)
     else:
         from c2seg_kit.synth import synthesize
 
-        written = synthesize(out_dir, track, scale=scale, seed=seed, progress=not quiet)
+        written = synthesize(out_dir, track, scale=scale, seed=seed, progress=progress)
     for role, path in written.items():
         click.echo(f"{role:>14}: {path}")
 
@@ -104,8 +104,8 @@ def _format_info(info: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def info(data_dir: Path, track_name: str, as_json: bool, quiet: bool) -> None:
+@progress_option
+def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None:
     """Describe the C2Seg data in DATA_DIR, city by city.
 
     Reads scene files (MATLAB v5 / v7.3), a folder of challenge GeoTIFF tiles, or the tile zip
@@ -117,7 +117,7 @@ def info(data_dir: Path, track_name: str, as_json: bool, quiet: bool) -> None:
     """
     from c2seg_kit.info import data_info
 
-    result = data_info(data_dir, get_track(track_name), progress=not quiet)
+    result = data_info(data_dir, get_track(track_name), progress=progress)
     archive = result.get("archive", {})
     if archive.get("match") is False:
         click.echo(f"warning: {archive['name']} has MD5 {archive['md5']}, the distributed archive "
@@ -183,10 +183,10 @@ def _report_line(name: str, city: dict) -> str:
               help="Pixels sampled per city and modality for --normalise percentile (the PCA sample is "
                    "--pca-sample).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@progress_option
 def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
             pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,
-            seed: int, quiet: bool) -> None:
+            seed: int, progress: bool) -> None:
     """Turn the data in DATA_DIR into the cache that training and prediction read.
 
     DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
@@ -205,7 +205,7 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
                                  seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=not quiet)
+    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress)
     for name, city in manifest["cities"].items():
         click.echo(_report_line(name, city))
         fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,11 @@ TOTAL_STEPS = 8
 MARKER = ".c2seg-demo"
 DEMO_ENTRIES = ("data", "prepared", "run", "predictions.h5", "report", "leaderboard.db", "leaderboard.db-wal",
                 "leaderboard.db-shm", "server.log", "server-data", "prediction.png", "labels.png")
+
+
+def shell_line(args) -> str:
+    """``c2seg ARGS`` quoted for a POSIX shell, so an echoed step can be pasted and run as it is."""
+    return shlex.join(["c2seg", *map(str, args)])
 
 
 def claim_folder(out: Path) -> None:
@@ -66,11 +72,11 @@ class Demo:
 
     def c2seg(self, *args: str, capture: bool = False) -> str:
         cmd = [sys.executable, "-m", "c2seg_kit", *map(str, args)]
-        click.echo("  $ c2seg " + " ".join(map(str, args)))
+        click.echo("  $ " + shell_line(args))
         proc = subprocess.run(cmd, env=self.env, text=True, stdout=subprocess.PIPE if capture else None,
                               stderr=None)
         if proc.returncode != 0:
-            raise C2SegError(f"demo step failed: `c2seg {' '.join(map(str, args))}` exited {proc.returncode}")
+            raise C2SegError(f"demo step failed: `{shell_line(args)}` exited {proc.returncode}")
         return proc.stdout or ""
 
 

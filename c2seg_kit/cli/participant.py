@@ -53,7 +53,9 @@ def submit(predictions, server, token, method, description, url, as_json):
     """Validate PREDICTIONS locally, upload them and print the public scores.
 
     The file and the metadata are checked with the server's own rules before a byte is sent,
-    so a broken file costs neither quota nor a failed attempt. The metadata is shown on the
+    so a broken file costs neither quota nor a failed attempt. On a track scored on tiles the
+    file must hold exactly the test tiles (the server lists them); pack per-tile images with
+    `c2seg pack`. The metadata is shown on the
     board; change it later with `c2seg submissions edit ID`.
     """
     from tqdm import tqdm
@@ -76,14 +78,20 @@ def submit(predictions, server, token, method, description, url, as_json):
     # Ask the server what it scores first: an unreachable server, an unserved track, a wrong
     # shape or an oversized file are all explained before a byte is uploaded.
     info = client.health(site)
-    shapes = {t["track"]: tuple(t["shape"]) for t in info.get("tracks", [])}
-    if track not in shapes:
-        raise C2SegError(f"the server at {site} does not score track {track} (it serves: {', '.join(shapes) or 'none'})")
+    served = {t["track"]: t for t in info.get("tracks", [])}
+    if track not in served:
+        raise C2SegError(f"the server at {site} does not score track {track} (it serves: {', '.join(served) or 'none'})")
     cap = info.get("max_upload_bytes")
     if cap and size > cap:
         raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
                          f"({cap / 2**20:g} MiB; it would answer 413)")
-    with open_submission(path, track=track, expected_shape=shapes[track]) as sub:
+    # The track's layout decides what the file must hold: the label raster's shape, or exactly
+    # the test tiles (ids and shapes); a file of the other layout is told how to convert.
+    if served[track].get("layout", "scene") == "tiles":
+        expected = {"expected_tiles": client.track_tiles(track, server=site)}
+    else:
+        expected = {"expected_shape": tuple(served[track]["shape"])}
+    with open_submission(path, track=track, **expected) as sub:
         sub.check_values()
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=None, leave=False) as bar:

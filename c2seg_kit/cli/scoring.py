@@ -21,32 +21,36 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.argument("predictions", type=_FILE)
 @track_option(required=False, help="Require the submission to be for this track.")
 @click.option("--labels", type=_FILE,
-              help="Hidden labels (labels.h5): also require the track and the exact shape they have.")
+              help="Hidden labels (labels.h5): also require the track, the layout and the exact shape (tiles: "
+                   "ids and shapes) they have.")
 def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
     """Check that PREDICTIONS is a valid submission file; exit 0 if so.
 
     Checks the file structure, links, storage, track, dtype and shape (the labels' shape with
-    --labels, else a size bound from the track), then every value (0..13). On failure prints
-    one line saying why and exits 1.
+    --labels, else a size bound from the track), then every value (0..13). Tile-layout files
+    (one raster per test tile) are checked tile by tile; with --labels they must hold exactly
+    the labels' tile ids, each of its label tile's shape. On failure prints one line saying why
+    and exits 1.
     """
-    from c2seg_kit.submission import open_labels, open_submission
+    from c2seg_kit.submission import LAYOUT_TILES, open_labels, open_submission
 
-    expected_shape = None
+    expected: dict = {}
     if labels is not None:
         with open_labels(labels) as lab:
             if track is not None and lab.track != track:
                 raise click.UsageError(f"--track {track} contradicts the labels file (track {lab.track})")
-            track, expected_shape = lab.track, lab.shape
-    with open_submission(predictions, track=track, expected_shape=expected_shape) as sub:
+            track, expected = lab.track, lab.expectation()
+    with open_submission(predictions, track=track, **expected) as sub:
         sub.check_values()
-        h, w = sub.shape
-        click.echo(f"OK: {predictions.name} is a valid {sub.track} submission ({h} x {w}, {sub.dtype})")
+        kind = "tile submission" if sub.layout == LAYOUT_TILES else "submission"
+        click.echo(f"OK: {predictions.name} is a valid {sub.track} {kind} ({sub.describe()})")
 
 
 def _table(result: dict) -> str:
     fmt = format_score
+    tiles = f"   tiles {result['n_tiles']:,}" if "n_tiles" in result else ""
     lines = [
-        f"track {result['track']}   evaluated pixels {result['n_pixels']:,}",
+        f"track {result['track']}{tiles}   evaluated pixels {result['n_pixels']:,}",
         f"  OA     {fmt(result['oa'])}",
         f"  mIoU   {fmt(result['miou'])}",
         f"  F1     {fmt(result['f1'])}   (macro)",
@@ -72,6 +76,11 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
 
     Pixels labelled 0 are ignored; a predicted 0 counts as wrong. A class absent from both
     labels and predictions has no IoU (n/a / null) and is left out of the means.
+
+    Tile-layout labels take a tile-layout submission holding exactly their tile ids: one
+    confusion matrix over all tiles' pixels, each tile counted once, so a pixel where tiles
+    overlap counts once per tile it lies in (as the challenge scored tiles); --json then adds
+    "layout": "tiles" and "n_tiles".
     """
     from c2seg_kit.scoring import score_files, write_report
 
@@ -93,13 +102,52 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
               help="Longest side of the map in pixels; larger rasters keep every k-th pixel.")
 @click.option("--legend/--no-legend", default=True, show_default=True, help="Draw the class legend.")
 @click.option("--title", help="Title above the map (default: the file name and track).")
-def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None) -> None:
-    """Draw FILE (a submission or a labels.h5) as a PNG in the official class colours."""
-    from c2seg_kit.render import render_rows_png
-    from c2seg_kit.submission import open_class_raster
+@click.option("--like", "like", type=click.Path(path_type=Path),
+              help="Tile files only: the test tiles (C2Seg_XX folder, its zip, or the test folder); draw a "
+                   "mosaic placed by their georeferencing instead of a contact sheet.")
+def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None, like: Path | None) -> None:
+    """Draw FILE (a submission or a labels.h5) as a PNG in the official class colours.
+
+    A file of tiles is drawn as a contact sheet: the tiles in id order, row by row in a grid,
+    grey between them. With --like TEST_DIR it is drawn as a mosaic of the scene instead, each
+    tile where its test tile's georeferencing puts it; where tiles overlap, the tile with the
+    later id is drawn over the earlier ones, and ground no tile covers is grey.
+    """
+    from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
 
     with open_class_raster(file) as raster:
-        h, w = raster.shape
-        title = title if title is not None else f"{file.name}  ({raster.track}, {h} x {w})"
-        render_rows_png(raster.shape, raster.iter_rows(), out, legend=legend, title=title, max_side=max_side)
-    click.echo(f"wrote {out}")
+        if raster.layout != LAYOUT_TILES:
+            if like is not None:
+                raise click.UsageError("--like is for files of tiles; this file holds one raster of the scene")
+            h, w = raster.shape
+            title = title if title is not None else f"{file.name}  ({raster.track}, {h} x {w})"
+            from c2seg_kit.render import render_rows_png
+
+            render_rows_png(raster.shape, raster.iter_rows(), out, legend=legend, title=title, max_side=max_side)
+            click.echo(f"wrote {out}")
+            return
+        title = title if title is not None else f"{file.name}  ({raster.track}, {len(raster.ids)} tiles)"
+        options = {"legend": legend, "title": title, "max_side": max_side}
+        if like is None:
+            from c2seg_kit.render import render_sheet_png
+
+            render_sheet_png(raster.shapes, raster.iter_tiles(), out, **options)
+            click.echo(f"wrote {out} (contact sheet of {len(raster.ids)} tiles in id order)")
+            return
+        shape, placements = _placements(raster, like)
+        from c2seg_kit.render import render_mosaic_png
+
+        render_mosaic_png(shape, placements, raster.iter_tiles(), out, **options)
+        click.echo(f"wrote {out} (mosaic of {len(raster.ids)} tiles, {shape[0]} x {shape[1]} px; where tiles "
+                   "overlap, later ids are drawn over earlier ones)")
+
+
+def _placements(raster, like: Path) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """Each tile's place in the scene, from the test tile of the same id (same shape required)."""
+    from c2seg_kit.io.tiles import open_test_split
+    from c2seg_kit.mosaic import tile_placements
+    from c2seg_kit.registry import get_track
+
+    with open_test_split(like, get_track(raster.track)) as split:
+        georefs = split.georefs_for(raster.shapes, raster.what)
+    return tile_placements(georefs, raster.shapes)

@@ -9,26 +9,33 @@ the caller reads anything:
 2. HDF5 opens the file (under the address-space guard of :mod:`.limits`);
 3. every global heap collection is walked the way HDF5 would parse it (:mod:`.rawbytes`), in
    time linear in the file size;
-4. the links on the paths the caller will read, then the whole tree (:mod:`.structure`): every
-   link is inspected *itself* and only hard links are entered, so soft, external and user-defined
-   links are refused, never followed; bounded object count, depth and attributes; every dataset's
-   storage: no virtual layout, no external raw storage, only the built-in filters (deflate,
-   shuffle, fletcher32, lzf), so HDF5 never searches for a plugin;
+4. the links on the paths the caller will read, the root's attribute count, the caller's
+   ``wide_groups`` (which may read root attributes to decide which groups hold many members),
+   then the whole tree (:mod:`.structure`): every link is inspected *itself* and only hard links
+   are entered, so soft, external and user-defined links are refused, never followed; bounded
+   object count (a wide group's members: ``Limits.max_group_members``), depth and attributes;
+   every dataset's storage: no virtual layout, no external raw storage, only the built-in filters
+   (deflate, shuffle, fletcher32, lzf), so HDF5 never searches for a plugin;
 5. the caller's own checks (``inspect``): its attributes, and each raster through
    :meth:`CheckedFile.raster` (an integer type, rank 2, not empty, a fixed maxshape, the expected
    shape or a size cap, sane chunks), which hands back a :class:`RasterReader`.
 
+:func:`read_root` runs steps 1 to 3 only, then reads root attributes: enough to learn what a file
+says it is (its track, say) without walking its tree.
+
 Steps 2, 4 and 5 run under the memory guard, and anything HDF5 raises there becomes a one-line
 refusal of the caller's error class. Data is then read in row bands (:mod:`.chunks`), and a
 file cut short while it is read is refused. A file holding several rasters (one per tile, say)
-checks each through :meth:`CheckedFile.raster`.
+checks each through :meth:`CheckedFile.raster` (or :func:`check_raster`, keeping the layout and
+making the reader with :meth:`CheckedFile.reader` when the raster is read). Every step costs time
+linear in the file's size or its number of links.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import h5py
 
@@ -39,9 +46,13 @@ from c2seg_kit.h5safe.rawbytes import HDF5_SIGNATURE, RawFile, check_global_heap
 from c2seg_kit.h5safe.structure import (
     ALLOWED_FILTERS,
     RasterLayout,
+    check_attr_count,
     check_links,
     check_raster,
     check_tree,
+    decode_name,
+    member_names,
+    open_member,
     read_str_attr,
 )
 
@@ -56,9 +67,14 @@ __all__ = [
     "RasterReader",
     "RawFile",
     "check_raster",
+    "decode_name",
+    "member_names",
     "memory_guard",
+    "open_member",
     "open_checked",
 ]
+
+T = TypeVar("T")
 
 # What HDF5 (through h5py) raises on a damaged structure; its own text may quote the file, so
 # it is replaced by one line of ours.
@@ -81,6 +97,10 @@ class CheckedFile:
                max_pixels: int | None = None) -> RasterReader:
         """Check one 2-D integer raster's type, space and storage; a reader for its row bands."""
         layout = check_raster(dset, name, self.ctx, expected_shape=expected_shape, max_pixels=max_pixels)
+        return self.reader(dset, layout, name)
+
+    def reader(self, dset: h5py.Dataset, layout: RasterLayout, name: str) -> RasterReader:
+        """A row-band reader for a raster whose ``layout`` :func:`check_raster` returned."""
         return RasterReader(dset, layout, name, self.ctx, raw=self.raw)
 
     def close(self) -> None:
@@ -107,14 +127,43 @@ def _open_hdf5(source: Any, ctx: Context) -> h5py.File:
         raise ctx.error(f"{ctx.what} is not a readable HDF5 file (corrupt or unsupported header)") from None
 
 
+def read_root(source: str | os.PathLike | BinaryIO, ctx: Context, read: Callable[[CheckedFile], T]) -> T:
+    """Steps 1 to 3 of :func:`open_checked` (bytes, HDF5 open, global heaps), the root's attribute
+    count, then ``read(checked)`` (which reads root attributes with :meth:`CheckedFile.str_attr`)
+    under the same guard; the file is closed before returning. Costs one scan of the bytes, however
+    many objects the file declares, so a server can pick what to check a file against cheaply."""
+    raw = RawFile.open(source, ctx)
+    try:
+        check_signature(raw, ctx)
+        with memory_guard(ctx.limits.memory_guard_bytes):
+            file = _open_hdf5(source, ctx)
+    except BaseException:
+        raw.close()
+        raise
+    with CheckedFile(file, raw, ctx) as checked:
+        check_global_heaps(raw, ctx)
+        try:
+            with memory_guard(ctx.limits.memory_guard_bytes):
+                check_attr_count(file, "/", ctx)
+                return read(checked)
+        except C2SegError:
+            raise
+        except _HDF5_ERRORS:
+            raise ctx.error(f"{ctx.what} is corrupt: HDF5 could not read its structure") from None
+
+
 def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: Iterable[str] = (),
+                 wide_groups: Callable[[CheckedFile], Iterable[str]] | None = None,
                  inspect: Callable[[CheckedFile], None] | None = None) -> CheckedFile:
     """Open ``source`` (a path or a seekable binary file object) read-only and run every check in
     the order the module docstring gives; refusals raise ``ctx.error`` with one line.
 
     ``reads``: the paths the caller will read, whose links are checked first so that a link
-    there is named before anything else is found. ``inspect``: the caller's own checks, run last
-    under the same guard. The file is closed on any refusal; on success the caller closes it.
+    there is named before anything else is found. ``wide_groups``: called before the tree walk
+    (the root's attributes may be read by then); returns the groups whose direct members count
+    against ``Limits.max_group_members`` rather than ``max_objects``. ``inspect``: the caller's own
+    checks, run last under the same guard. The file is closed on any refusal; on success the
+    caller closes it.
     """
     raw = RawFile.open(source, ctx)
     try:
@@ -130,7 +179,9 @@ def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: I
         with memory_guard(ctx.limits.memory_guard_bytes):
             for path in reads:
                 check_links(file, path, ctx)
-            check_tree(file, ctx)
+            check_attr_count(file, "/", ctx)
+            wide = tuple(wide_groups(checked)) if wide_groups is not None else ()
+            check_tree(file, ctx, wide)
             if inspect is not None:
                 inspect(checked)
     except C2SegError:

@@ -15,7 +15,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5z
+from h5py import h5d, h5z
 
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.h5safe.limits import Context, memory_guard
@@ -42,14 +42,23 @@ def _pool() -> ThreadPoolExecutor:
 class RasterReader:
     """Reads a checked raster in row bands with memory bounded by one band of chunks."""
 
-    def __init__(self, dset: h5py.Dataset, layout: RasterLayout, name: str, ctx: Context,
+    def __init__(self, dset: h5py.Dataset | h5d.DatasetID, layout: RasterLayout, name: str, ctx: Context,
                  raw: RawFile | None = None) -> None:
-        self.dset = dset
+        # The low-level id is all the chunk path needs; h5py's Dataset (slicing, fill value) is
+        # made only when a band is read through HDF5 (see dset).
+        self._dset = dset if isinstance(dset, h5py.Dataset) else None
+        self.dsid = dset.id if self._dset is not None else dset
         self.layout = layout
         self.name = name
         self.ctx = ctx
         self.limits = ctx.limits
         self.raw = raw  # stored chunks are read from here (plain file reads) rather than through HDF5
+
+    @property
+    def dset(self) -> h5py.Dataset:
+        if self._dset is None:
+            self._dset = h5py.Dataset(self.dsid)
+        return self._dset
 
     # Deflate and shuffle only (the usual case, and what the kit writes): chunks are decoded here
     # with a bounded inflate and HDF5 never decodes them. With fletcher32 the bounded inflate runs
@@ -112,7 +121,7 @@ class RasterReader:
             index[tuple(int(o) for o in info.chunk_offset)] = (  # type: ignore[index]
                 int(info.filter_mask), int(info.size), int(info.byte_offset))
 
-        dsid = self.dset.id
+        dsid = self.dsid
         if dsid.get_num_chunks() > gh * gw:
             raise self.ctx.error(f"'{self.name}' has more chunks than its shape allows; the file is corrupt")
         if hasattr(dsid, "chunk_iter"):
@@ -146,7 +155,8 @@ class RasterReader:
         limit = self._stored_limit()
         index = self._chunk_index()
         fill: list = []  # read only if a chunk is missing: HDF5 has crashed decoding a damaged fill value
-        dsid = self.dset.id
+        dsid = self.dsid
+        one_band = h <= ch  # a small raster (a tile): decoded here, in this thread
 
         def place(band: np.ndarray | None, rows: int, c0: int, cols: int, mask: int, raw: Any) -> None:
             data = self._decode(bytes(raw), mask, nbytes)
@@ -176,7 +186,10 @@ class RasterReader:
                     mask, raw = entry[0], self.raw.read_at(entry[2], entry[1], self.name)
                 else:
                     mask, raw = dsid.read_direct_chunk((r0, c0))
-                jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
+                if one_band:
+                    place(band, rows, c0, cols, mask, raw)  # nothing to overlap with: no thread hop
+                else:
+                    jobs.append(_pool().submit(place, band, rows, c0, cols, mask, raw))
             return band, jobs
 
         # One band of look-ahead: the next band inflates while the caller works on this one.

@@ -17,6 +17,10 @@ class Limits:
     """Bounds on what an untrusted file may declare. Honest files are far inside all of them."""
 
     max_objects: int = 64  # groups, datasets and named types in the whole file
+    # Direct members of a group the caller declares wide before the walk (the tile group of a
+    # tile-layout file, one dataset per tile: the real Wuhan test has 850). They count against
+    # this cap instead of max_objects, so scene files keep the tight bound.
+    max_group_members: int = 100_000
     max_depth: int = 4  # group nesting below the root
     max_attrs: int = 32  # attributes on any one object
     max_attr_bytes: int = 4096  # size of an attribute the kit reads (track, team, ...)

@@ -5,12 +5,13 @@ chunks and filters (:func:`check_raster`, which any per-raster reader reuses).""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5s, h5t, h5z
+from h5py import h5a, h5d, h5g, h5l, h5o, h5s, h5t, h5z
 
 from c2seg_kit.h5safe.limits import Context
 
@@ -82,9 +83,14 @@ def check_links(f: h5py.File, path: str, ctx: Context) -> None:
                 return
 
 
-def check_storage(dset: h5py.Dataset, name: str, ctx: Context) -> None:
+def _oid(obj: Any) -> Any:
+    """The low-level HDF5 id of an h5py object, or the id itself (whose own ``.id`` is an int)."""
+    return obj.id if isinstance(obj, (h5py.Group, h5py.Dataset, h5py.Datatype)) else obj
+
+
+def check_storage(dset: h5py.Dataset | h5d.DatasetID, name: str, ctx: Context, dcpl: Any = None) -> None:
     """Refuse storage that reaches outside the file or needs code HDF5 does not carry."""
-    dcpl = dset.id.get_create_plist()
+    dcpl = _oid(dset).get_create_plist() if dcpl is None else dcpl
     if dcpl.get_layout() == h5d.VIRTUAL:
         raise ctx.error(f"'{name}' is a virtual dataset (it maps data from other files); store the data itself")
     if dcpl.get_external_count() > 0:
@@ -98,43 +104,76 @@ def check_storage(dset: h5py.Dataset, name: str, ctx: Context) -> None:
             )
 
 
-def check_tree(f: h5py.File, ctx: Context) -> None:
+def member_names(group: h5py.Group) -> list[bytes]:
+    """The link names of a group, as stored (bytes), in one linear pass."""
+    return list(group.id)
+
+
+def decode_name(name: bytes) -> str:
+    """A link name for messages and lookups; bytes that are not UTF-8 survive as surrogates."""
+    return name.decode("utf-8", "surrogateescape")
+
+
+def open_member(group: h5py.Group, name: bytes) -> Any:
+    """The object a (checked, hard) link names: an h5py Group, or the low-level id of a dataset
+    (``h5d.DatasetID``) or named type. h5py's ``group[name]`` costs several times more (its Dataset
+    reads the creation properties again), which counts over thousands of tiles; the checks here
+    and :class:`~c2seg_kit.h5safe.chunks.RasterReader` take the id."""
+    oid = h5o.open(group.id, name)
+    return h5py.Group(oid) if isinstance(oid, h5g.GroupID) else oid
+
+
+def _member_link_kind(group: h5py.Group, name: bytes) -> str | None:
+    """None for a hard link, else a word for the link type that is refused (no link followed)."""
+    kind = group.id.links.get_info(name).type
+    return _LINK_WORDS.get(kind, "a user-defined link")
+
+
+_LINK_WORDS = {h5l.TYPE_HARD: None, h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+
+
+def check_tree(f: h5py.File, ctx: Context, wide: Iterable[str] = ()) -> None:
     """Walk the whole file one hard link at a time, refusing any other link and bounding its size.
 
     Unlike ``visititems`` (which silently skips soft and external links), every link is looked at
     itself. Every dataset's storage is checked, even ones the kit never reads, because whoever
-    opens the file next might read them.
+    opens the file next might read them. The direct members of a ``wide`` group (paths such as
+    "/prediction") count against ``max_group_members`` instead of ``max_objects``. The walk makes
+    a bounded number of HDF5 calls per link, so it costs time linear in the number of links.
     """
     objects = 0
-    _check_attr_count(f, "/", ctx)
+    wide = {"/" + p.strip("/") for p in wide}
+    check_attr_count(f, "/", ctx)
     stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
     while stack:
         group, prefix, depth = stack.pop()
         n = len(group)  # H5Gget_info: a count, no iteration over a hostile number of links
-        if objects + n > ctx.limits.max_objects:
+        is_wide = prefix in wide
+        if is_wide and n > ctx.limits.max_group_members:
+            raise ctx.error(f"'{prefix}' holds {n} members, more than the {ctx.limits.max_group_members} allowed")
+        if not is_wide and objects + n > ctx.limits.max_objects:
             raise ctx.error(f"file holds too many objects (more than {ctx.limits.max_objects}); a submission needs one dataset")
-        for name in group:
-            path = f"{prefix}/{name}"
-            kind = _link_kind(group.get(name, getlink=True))
+        for name in member_names(group):
+            path = f"{prefix}/{decode_name(name)}"
+            kind = _member_link_kind(group, name)
             if kind is not None:
                 raise ctx.error(f"'{path}' is {kind}; links are refused, not followed")
-            objects += 1
-            cls = group.get(name, getclass=True)
-            if cls is h5py.Group:
+            objects += 0 if is_wide else 1
+            obj = open_member(group, name)
+            check_attr_count(obj, path, ctx)
+            if isinstance(obj, h5py.Group):
                 if depth + 1 > ctx.limits.max_depth:
                     raise ctx.error(f"groups are nested too deeply (more than {ctx.limits.max_depth} levels)")
-                sub = group[name]
-                _check_attr_count(sub, path, ctx)
-                stack.append((sub, path, depth + 1))
-            elif cls is h5py.Dataset:
-                dset = group[name]
-                _check_attr_count(dset, path, ctx)
-                check_storage(dset, path, ctx)
+                stack.append((obj, path, depth + 1))
+            elif isinstance(obj, h5d.DatasetID):
+                check_storage(obj, path, ctx)
 
 
-def _check_attr_count(obj: Any, path: str, ctx: Context) -> None:
-    if len(obj.attrs) > ctx.limits.max_attrs:
-        raise ctx.error(f"'{path}' has too many attributes ({len(obj.attrs)} > {ctx.limits.max_attrs})")
+def check_attr_count(obj: Any, path: str, ctx: Context) -> None:
+    """Refuse an object with more attributes than the limits allow (a count, nothing is read)."""
+    n = h5a.get_num_attrs(_oid(obj))
+    if n > ctx.limits.max_attrs:
+        raise ctx.error(f"'{path}' has too many attributes ({n} > {ctx.limits.max_attrs})")
 
 
 def read_str_attr(obj: Any, key: str, ctx: Context) -> str | None:
@@ -173,7 +212,7 @@ class RasterLayout:
 
 
 def check_raster(
-    dset: h5py.Dataset,
+    dset: h5py.Dataset | h5d.DatasetID,
     name: str,
     ctx: Context,
     *,
@@ -181,7 +220,7 @@ def check_raster(
     max_pixels: int | None = None,
 ) -> RasterLayout:
     """Check type, space and storage of a 2-D integer raster before any of its data is read."""
-    dsid = dset.id
+    dsid = _oid(dset)
     tid = dsid.get_type()
     tclass = tid.get_class()
     if tclass != h5t.INTEGER:
@@ -190,7 +229,7 @@ def check_raster(
     size = tid.get_size()
     if size not in (1, 2, 4, 8) or tid.get_precision() != 8 * size or tid.get_offset() != 0:
         raise ctx.error(f"'{name}' has an unusual integer type ({size} bytes, {tid.get_precision()} bits); use uint8")
-    dtype = dset.dtype
+    dtype = tid.dtype
 
     space = dsid.get_space()
     stype = space.get_simple_extent_type()
@@ -211,8 +250,8 @@ def check_raster(
     if max_pixels is not None and dims[0] * dims[1] > max_pixels:
         raise ctx.error(f"'{name}' declares {_fmt_shape(dims)} pixels, far more than the target city has")
 
-    check_storage(dset, name, ctx)
     dcpl = dsid.get_create_plist()
+    check_storage(dsid, name, ctx, dcpl)
     chunks = None
     filters: list[tuple[int, int]] = []
     if dcpl.get_layout() == h5d.CHUNKED:

@@ -14,13 +14,13 @@ Tiles may come from strangers: the declared size is checked before any pixel is 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
+from c2seg_kit.fsutil import temp_file_beside
 
 # tifffile's axes of the first series -> how to reach (C, H, W). Anything else is undecidable:
 # several pages of one size ("IYX", "QYX") may be bands, times or depths; the file does not say.
@@ -38,6 +38,7 @@ GDAL_STRIP_BYTES = 8192
 # GeoTIFF tags and keys (GeoTIFF 1.1, OGC 19-008r4)
 TAG_PIXEL_SCALE, TAG_TIEPOINT, TAG_GEOKEYS, TAG_GEO_DOUBLES, TAG_GEO_ASCII = 33550, 33922, 34735, 34736, 34737
 TAG_TRANSFORMATION = 34264  # a 4 x 4 matrix, instead of tie point + scale
+TAG_GDAL_NODATA = 42113  # GDAL's private tag: the nodata value as ASCII text
 KEY_MODEL_TYPE, KEY_RASTER_TYPE, KEY_CITATION = 1024, 1025, 1026
 KEY_GEOGRAPHIC_TYPE, KEY_GEOG_CITATION, KEY_GEOG_ANGULAR_UNITS = 2048, 2049, 2054
 KEY_PROJECTED_TYPE, KEY_PROJ_LINEAR_UNITS = 3072, 3076
@@ -225,17 +226,27 @@ def read_geotiff(source: Source, *, where: str | None = None, header_only: bool 
     return TileRaster(to_chw(data), georef, axes)
 
 
+def nodata_tag(nodata: int | float | None) -> list[tuple]:
+    """GDAL's nodata tag (42113, ASCII) as tifffile ``extratags``; none for None."""
+    if nodata is None:
+        return []
+    text = str(int(nodata)) if float(nodata).is_integer() else repr(float(nodata))
+    return [(TAG_GDAL_NODATA, "s", 0, text, True)]
+
+
 def rows_per_strip(width: int, bands: int, itemsize: int) -> int:
     """Rows per strip as GDAL chooses them: strips of about 8 KiB, at least one row."""
     return max(1, GDAL_STRIP_BYTES // (width * bands * itemsize))
 
 
-def write_geotiff(path: str | os.PathLike, data: np.ndarray, georef: GeoRef | None = None) -> Path:
+def write_geotiff(path: str | os.PathLike, data: np.ndarray, georef: GeoRef | None = None, *,
+                  nodata: int | float | None = None) -> Path:
     """Write (C, H, W) or (H, W) pixels as GDAL writes a GeoTIFF by default, atomically.
 
     Pixel-interleaved (PlanarConfiguration 1), MinIsBlack, the extra bands as unspecified
-    ExtraSamples, uncompressed strips of about 8 KiB, the GeoTIFF tags of ``georef``, and no
-    tifffile-specific description, so readers see exactly what GDAL would have written.
+    ExtraSamples, uncompressed strips of about 8 KiB, the GeoTIFF tags of ``georef``, the
+    GDAL_NODATA tag when ``nodata`` is given, and no tifffile-specific description, so readers
+    see exactly what GDAL would have written.
     """
     import tifffile
 
@@ -250,13 +261,12 @@ def write_geotiff(path: str | os.PathLike, data: np.ndarray, georef: GeoRef | No
     else:
         raise ValueError(f"a tile must be (C, H, W) or (H, W), got shape {data.shape}")
     bands = pixels.shape[2] if pixels.ndim == 3 else 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file_beside(path)
     try:
         tifffile.imwrite(
             tmp, pixels, photometric="minisblack", planarconfig="contig" if bands > 1 else None,
             rowsperstrip=rows_per_strip(pixels.shape[1], bands, pixels.dtype.itemsize),
-            metadata=None, software=False, extratags=georef.tiff_tags() if georef else (),
+            metadata=None, software=False, extratags=[*(georef.tiff_tags() if georef else ()), *nodata_tag(nodata)],
         )
         os.replace(tmp, path)
     except BaseException:

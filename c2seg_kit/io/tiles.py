@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -192,6 +194,28 @@ class TileSplit:
         """(H, W) of a tile, from its header only."""
         return tuple(self.read_raster(modality, tile_id, header_only=True).data.shape[-2:])
 
+    def header(self, tile_id: str) -> tuple[tuple[int, int], GeoRef | None]:
+        """A tile's (H, W), checked to agree across its modalities, and its georeferencing (MSI's),
+        from the files' headers only (no pixel is read)."""
+        rasters = {m: self.read_raster(m, tile_id, header_only=True) for m in MODALITIES}
+        shape = check_sizes(tile_id, self.split or "tiles", {m: r.data for m, r in rasters.items()})
+        return shape, rasters["msi"].georef
+
+    def georefs_for(self, shapes: Mapping[str, tuple[int, int]], what: str) -> dict[str, GeoRef | None]:
+        """The georeferencing of the test tiles that ``what`` (a file of tiles, id -> (H, W)) holds;
+        every one of its tiles must be a tile here, of the same shape (one line naming the first
+        that is not)."""
+        known = set(self.ids)
+        georefs = {}
+        for tile_id, shape in shapes.items():
+            if tile_id not in known:
+                raise InvalidDataError(f"tile {tile_id} of {what} is not among the tiles in {self.store.describe(self.base)}")
+            here, georefs[tile_id] = self.header(tile_id)
+            if here != tuple(shape):
+                raise InvalidDataError(f"tile {tile_id} is {shape[0]} x {shape[1]} in {what} but {here[0]} x {here[1]} "
+                                       f"in {self.store.describe(self.base)}")
+        return georefs
+
     def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
         arrays = {m: self.read(m, tile_id) for m in MODALITIES}
@@ -283,6 +307,20 @@ class TileData:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def open_test_split(path: str | Path, track: Track) -> Iterator[TileSplit]:
+    """The test tiles: of a distribution (``C2Seg_XX``, its parent or the zip, as :func:`open_tiles`)
+    or of a split folder given directly (one holding ``msi/``, ``sar/``, ``hsi/``)."""
+    path = Path(path)
+    if path.is_dir() and all((path / m).is_dir() for m in MODALITIES):
+        yield TileSplit(path, "")
+        return
+    with open_tiles(path, track) as data:
+        if "test" not in data.splits:
+            raise DatasetNotFoundError(f"no test tiles in {path}: expected {track.tile_dir}/test/msi")
+        yield data.splits["test"]
 
 
 def open_tiles(path: str | Path, track: Track, *, limits: ZipLimits | None = None,
