@@ -139,17 +139,19 @@ def evaluate_target(model, city, labels: Callable[[str | None], Callable[[int, i
 
 
 def target_labels(labels_file: Path | None, target, track: Track):
-    """labels(tile id) -> labels(r0, r1) -> uint8 rows of the target city's raster, from
-    `labels_file` when given, else from the prepared city itself; None when no labels are known."""
+    """labels(tile id) -> labels(r0, r1) -> uint8 rows of one raster of the target city, from
+    `labels_file` (a scene or tile-layout labels.h5, read by the kit's safe readers) when given,
+    else from the prepared city itself; None when no labels are known."""
     if labels_file is not None:
-        if getattr(target, "layout", "scene") == "tiles":
-            # No safe reader of tile-layout labels files exists yet (c2seg_kit reads them only
-            # through h5py in tests); tile caches are evaluated against their own test label tiles.
-            raise C2SegError(f"--labels {labels_file}: evaluating a tile cache against a labels file is not "
-                             "supported yet; prepare test tiles that carry labels instead")
+        tiles = getattr(target, "layout", "scene") == "tiles"
         with open_labels(labels_file) as lab:
             if lab.track != track.name:
                 raise C2SegError(f"{labels_file} holds {lab.track} labels, not {track.name}")
+            if (lab.layout == "tiles") != tiles:
+                raise C2SegError(f"{labels_file} holds {lab.layout} labels; the prepared target city is "
+                                 f"{'tiles' if tiles else 'a scene'}")
+            if tiles:
+                return _tile_labels(lab, target, labels_file)
             full = lab.read()
         if tuple(full.shape) != tuple(target.shape):
             raise C2SegError(f"{labels_file}: label shape {full.shape} != target city shape {target.shape}")
@@ -161,6 +163,20 @@ def target_labels(labels_file: Path | None, target, track: Track):
             return lambda r0, r1: raster.read_label(r0, r1, 0, width)
         return of
     return None
+
+
+def _tile_labels(lab, target, labels_file: Path):
+    """A tile-layout labels file's tiles, which must be the prepared test tiles, shapes and all."""
+    if set(lab.ids) != set(target.ids):
+        missing, extra = sorted(set(target.ids) - set(lab.ids)), sorted(set(lab.ids) - set(target.ids))
+        raise C2SegError(f"{labels_file} does not hold the prepared test tiles: {len(missing)} missing"
+                         f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(extra)} others"
+                         f"{' (e.g. ' + extra[0] + ')' if extra else ''}")
+    wrong = next((t for t in target.ids if tuple(lab.shapes[t]) != tuple(target.shapes[t])), None)
+    if wrong is not None:
+        raise C2SegError(f"{labels_file}: tile {wrong} is {lab.shapes[wrong]}, the prepared tile {target.shapes[wrong]}")
+    tiles = dict(lab.iter_tiles())  # uint8, one byte per test pixel
+    return lambda tile_id: lambda r0, r1: tiles[tile_id][r0:r1]
 
 
 # --- predict to a file --------------------------------------------------------------------------

@@ -98,6 +98,11 @@ def test_train_and_predict_on_tiles_writes_the_test_tiles(tiles, tmp_path):
             assert got.shape == raster.shape == hidden[tile_id].shape and got.dtype == np.uint8
             assert got.min() >= 1 and got.max() <= 13
             np.testing.assert_array_equal(got, naive_blend(model, raster, 64, 16).argmax(0) + 1)
+    # the scoring side accepts it: valid against the hidden labels, and scored
+    r = run_cli(["validate", str(pred), "--track", "AB", "--labels", str(root / "data" / "labels.h5")])
+    assert r.returncode == 0, r.stderr
+    scored = json.loads(_cli_ok(["score", str(pred), "--labels", str(root / "data" / "labels.h5"), "--json"]).stdout)
+    assert scored["n_pixels"] == sum(int((t > 0).sum()) for t in hidden.values())
 
 
 def test_evaluation_on_labelled_test_tiles_is_predict_scored(tiles, tmp_path):
@@ -117,11 +122,31 @@ def test_evaluation_on_labelled_test_tiles_is_predict_scored(tiles, tmp_path):
     assert [r["step"] for r in log if "eval" in r] == [2]
 
 
-def test_a_labels_file_with_a_tile_cache_is_refused_in_one_line(tiles, tmp_path):
-    root, _ = tiles
+def test_evaluation_against_a_tile_layout_labels_file(tiles, tmp_path):
+    """--labels with the hidden tile-layout labels.h5 (read by the kit's safe tile reader)."""
+    root, hidden = tiles
     out = tmp_path / "run"
-    r = run_cli(["train-baseline", "--data", str(root / "prep"), "--track", "AB", "--out", str(out), "--config",
-                 config_file(root), "--steps", "1", "--device", "cpu", "--quiet",
-                 "--labels", str(root / "data" / "labels.h5")])
-    assert_one_line_error(r, "evaluating a tile cache against a labels file is not supported yet")
-    assert not out.exists()
+    summary = train(tiny_options(root / "prep", out, steps=2, eval_every=2, eval_window=32, eval_overlap=8,
+                                 labels=root / "data" / "labels.h5"))
+    model, _ = ckpt.load_checkpoint(out / "last.pt")
+    with PreparedData(root / "prep") as data:
+        ids = data.target.ids
+        preds = np.concatenate([(naive_blend(model, data.target.tile(i), 32, 8).argmax(0) + 1).ravel() for i in ids])
+    expected = oracle(np.concatenate([hidden[i].ravel() for i in ids]), preds)
+    assert summary["metrics"]["miou"] == pytest.approx(expected["miou"], abs=1e-12)
+
+
+def test_labels_that_are_not_the_test_tiles_are_refused_in_one_line(tiles, tmp_path):
+    root, hidden = tiles
+    from c2seg_kit.tile_layout import write_tile_labels
+    from c2seg_kit.writers import write_labels
+
+    fewer = write_tile_labels(tmp_path / "fewer.h5", [(i, hidden[i]) for i in sorted(hidden)[1:]], "AB")
+    scene = write_labels(tmp_path / "scene.h5", np.ones((20, 20), np.uint8), "AB")
+    for labels, message in ((fewer, "does not hold the prepared test tiles: 1 missing"),
+                            (scene, "holds scene labels; the prepared target city is tiles")):
+        out = tmp_path / labels.stem
+        r = run_cli(["train-baseline", "--data", str(root / "prep"), "--track", "AB", "--out", str(out), "--config",
+                     config_file(root), "--steps", "1", "--device", "cpu", "--quiet", "--labels", str(labels)])
+        assert_one_line_error(r, message)
+        assert not out.exists()
