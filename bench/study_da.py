@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -57,6 +58,18 @@ def sign_flip_p(diffs: list[float]) -> float:
     flips = [abs(statistics.mean(s * d for s, d in zip(signs, diffs, strict=True)))
              for signs in itertools.product((1, -1), repeat=len(diffs))]
     return sum(f >= observed - 1e-15 for f in flips) / len(flips)
+
+
+def finished_run(out: Path, steps: int) -> dict | None:
+    """The final evaluation of a run this study already finished (so a stopped study resumes), else None."""
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return None
+    for line in reversed(log.read_text().splitlines()):
+        record = json.loads(line)
+        if record.get("step") == steps and "eval" in record:
+            return record["eval"]
+    return None
 
 
 def main() -> None:
@@ -93,14 +106,20 @@ def main() -> None:
         for name, flags in VARIANTS.items():
             t0, c0 = time.perf_counter(), time.process_time()
             out = work / "runs" / f"{name}-seed{seed}"
-            summary = train(TrainOptions(
-                data=prep, track="AB", out=out, config=str(config), steps=args.steps, device="cpu", seed=seed,
-                eval_every=args.steps, labels=data / "labels.h5", progress=False, **flags,
-            ))
-            miou = summary["metrics"]["miou"]
-            results[name].append(miou)
-            print(f"  seed {seed} {name:<15} target mIoU {miou:.4f}  OA {summary['metrics']['oa']:.4f}  "
-                  f"({time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)", flush=True)
+            metrics = finished_run(out, args.steps)
+            if metrics is None:  # not run yet, or stopped part-way: this study's own part-run is started afresh
+                if out.is_dir():
+                    shutil.rmtree(out)
+                metrics = train(TrainOptions(
+                    data=prep, track="AB", out=out, config=str(config), steps=args.steps, device="cpu", seed=seed,
+                    eval_every=args.steps, labels=data / "labels.h5", progress=False, **flags,
+                ))["metrics"]
+                took = f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU"
+            else:
+                took = "finished earlier, read from its log"
+            results[name].append(metrics["miou"])
+            print(f"  seed {seed} {name:<15} target mIoU {metrics['miou']:.4f}  OA {metrics['oa']:.4f}  ({took})",
+                  flush=True)
 
     n = len(args.seeds)
     print(f"\n{'variant':<15} {'mean mIoU':>10} {'std':>8} {'min':>8} {'max':>8}   (n = {n})")
