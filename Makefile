@@ -15,6 +15,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[all,dev]" "$(TORCH_PIN)"
+	# timm (the tests' reference HRNet) without its torchvision, which does not import beside the
+	# pinned CPU torch and would break torchmetrics: see tests/timm_shim.py.
+	$(BIN)/python -m pip install -q --no-deps "timm>=1.0"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -3,6 +3,17 @@
 Which windows a step sees, and how they are augmented, is a pure function of (seed, step, rank),
 so a resumed run sees exactly the batches the uninterrupted run would have seen, whatever the
 number of DataLoader workers or ranks.
+
+Two ways to draw batches (``train.sampling``):
+
+- ``fresh`` (the authors'): every step draws a fresh random batch of distinct windows. Their loop
+  calls ``next(enumerate(loader))`` on a shuffled DataLoader each iteration, which builds a new
+  iterator, so each batch is the head of a new permutation;
+- ``epochs``: every window once per epoch, in a seeded permutation per epoch.
+
+The target stream (``train.target_windows``): ``disjoint`` (the authors') reads non-overlapping
+windows without augmentation, as their target loader reuses the test windows; ``like-source`` uses
+the source's stride and augmentation.
 """
 
 from __future__ import annotations
@@ -24,9 +35,10 @@ from .distributed import DistInfo
 TARGET_WINDOW_SEED, TARGET_ORDER_SEED = 1, 10_007
 
 
-class _EpochItems(Dataset):
-    """Items addressed by (epoch, index), so augmentation follows the sampler even in
-    persistent DataLoader workers (which never see set_epoch calls made in the parent)."""
+class _KeyedItems(Dataset):
+    """Items addressed by (key, index), the key being the epoch (or, for fresh batches, the step):
+    augmentation drawn per epoch follows the sampler even in persistent DataLoader workers (which
+    never see set_epoch calls made in the parent)."""
 
     def __init__(self, windows: WindowDataset):
         self.windows = windows
@@ -43,23 +55,30 @@ class _EpochItems(Dataset):
 class StepBatches(Sampler):
     """Endless batches of (epoch, index), a pure function of (seed, step, rank).
 
-    Each epoch is a seeded permutation of all windows, wrapped round to a whole number of
-    global batches; global batch j of an epoch is split among ranks, rank r taking the r-th
-    slice (the DistributedSampler arrangement). Starting at `start_step` skips exactly the
-    batches already consumed, without reading them.
+    ``mode="epochs"``: each epoch is a seeded permutation of all windows, wrapped round to a whole
+    number of global batches. ``mode="fresh"``: each step is its own "epoch", a global batch of
+    distinct windows drawn from (seed, step) (with replacement only when there are fewer windows
+    than the batch). Either way global batch j is split among ranks, rank r taking the r-th slice
+    (the DistributedSampler arrangement), and starting at `start_step` skips exactly the batches
+    already consumed, without reading them.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0):
+                 start_step: int = 0, mode: str = "epochs"):
         if n < 1:
             raise C2SegError("no training windows: the city is empty")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        if mode not in ("epochs", "fresh"):
+            raise ValueError(f"mode must be 'epochs' or 'fresh', got {mode!r}")
+        self.n, self.batch_size, self.seed, self.mode = n, batch_size, seed, mode
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.global_batch = batch_size * world_size
-        self.steps_per_epoch = max(1, math.ceil(n / self.global_batch))
+        self.steps_per_epoch = 1 if mode == "fresh" else max(1, math.ceil(n / self.global_batch))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.mode == "fresh":
+            return rng.choice(self.n, self.global_batch, replace=self.n < self.global_batch)
+        perm = rng.permutation(self.n)
         need = self.steps_per_epoch * self.global_batch
         return np.resize(perm, need)  # repeats the permutation to fill the last batch
 
@@ -78,22 +97,29 @@ class StepBatches(Sampler):
 
 
 def batch_stream(windows: WindowDataset, batch_size: int, seed: int, info: DistInfo, start_step: int,
-                 workers: int, pin: bool) -> Iterator[dict]:
+                 workers: int, pin: bool, mode: str = "epochs") -> Iterator[dict]:
     """This rank's batches of `windows` from `start_step` on, endlessly."""
     sampler = StepBatches(len(windows), batch_size, seed, rank=info.rank, world_size=info.world_size,
-                          start_step=start_step)
-    loader = DataLoader(_EpochItems(windows), batch_sampler=sampler, num_workers=workers,
+                          start_step=start_step, mode=mode)
+    loader = DataLoader(_KeyedItems(windows), batch_sampler=sampler, num_workers=workers,
                         pin_memory=pin, persistent_workers=workers > 0,
                         prefetch_factor=2 if workers > 0 else None)
     return iter(loader)
 
 
-def source_and_target(data: PreparedData, t: TrainConfig, seed: int, info: DistInfo, start_step: int,
+def stream_windows(data: PreparedData, t: TrainConfig, track: str, seed: int) -> tuple[WindowDataset, WindowDataset]:
+    """The source and target window lists of a run with `seed` (see the module docstring)."""
+    window, stride = t.for_track(track, "window"), t.for_track(track, "stride")
+    source = WindowDataset(data, "source", window=window, stride=stride, augment=t.augment, seed=seed)
+    like_source = t.target_windows == "like-source"
+    target = WindowDataset(data, "target", window=window, stride=stride if like_source else window,
+                           augment=t.augment if like_source else None, seed=seed + TARGET_WINDOW_SEED)
+    return source, target
+
+
+def source_and_target(data: PreparedData, t: TrainConfig, track: str, seed: int, info: DistInfo, start_step: int,
                       workers: int, pin: bool) -> tuple[Iterator[dict], Iterator[dict]]:
     """The source and target streams of a run with `seed`, from `start_step` on."""
-    streams = []
-    for city, window_seed, order_seed in (("source", seed, seed),
-                                          ("target", seed + TARGET_WINDOW_SEED, seed + TARGET_ORDER_SEED)):
-        windows = WindowDataset(data, city, window=t.window, stride=t.stride, augment=True, seed=window_seed)
-        streams.append(batch_stream(windows, t.batch_size, order_seed, info, start_step, workers, pin))
-    return streams[0], streams[1]
+    source, target = stream_windows(data, t, track, seed)
+    return (batch_stream(source, t.batch_size, seed, info, start_step, workers, pin, t.sampling),
+            batch_stream(target, t.batch_size, seed + TARGET_ORDER_SEED, info, start_step, workers, pin, t.sampling))

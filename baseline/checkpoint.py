@@ -131,7 +131,11 @@ def load_file(path: str | os.PathLike, what: str) -> Any:
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw checkpoint dict, checked; any problem is a one-line C2SegError."""
-    state = load_file(path, "HighDAN checkpoint")
+    return check_state(load_file(path, "HighDAN checkpoint"), path)
+
+
+def check_state(state: Any, path: str | os.PathLike) -> dict:
+    """`state` (as loaded from `path`) if it is a complete kit checkpoint, else a one-line C2SegError."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise C2SegError(f"{path} is not a c2seg HighDAN checkpoint (expected format {FORMAT!r})")
     missing = [k for k in ("config", "step", *PARTS) if k not in state]

@@ -15,6 +15,8 @@ import click
 from c2seg_kit.cli.options import track_option
 from c2seg_kit.errors import C2SegError
 
+from .config import AUGMENT, STITCH  # plain data (config.py imports no torch)
+
 DEVICE_HELP = "auto = CUDA when available, else CPU."
 
 
@@ -33,7 +35,7 @@ def _existing_dir(path: Path, what: str) -> Path:
 @click.option("--config", default=None,
               help="paper (default), tiny, or a JSON file overriding a preset. On --resume: the run's own.")
 @click.option("--steps", type=int, default=None,
-              help="Length of the schedule (poly decay ends here). Default: the config's (AB 6000, BW 1000).")
+              help="Length of the schedule (poly decay ends here). Default: the config's (AB 6000, BW 10000).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Runs on the CPU repeat exactly under a seed.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
@@ -47,10 +49,22 @@ def _existing_dir(path: Path, what: str) -> Path:
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--stop-after", type=int, default=None,
               help="Stop at this step without shortening the schedule; continue later with --resume.")
+@click.option("--init-backbone", type=click.Path(path_type=Path), default=None,
+              help="ImageNet HRNetV2-W48 weights (the HRNet classification release or timm's hrnet_w48, a local "
+                   "file) into every modality's stage 1 and the shared stages 2-4, as the authors start AB.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Start the generator from another run's checkpoint (or the authors' best_model.pth), "
+                   "as the authors start BW from their AB run.")
+@click.option("--augment", type=click.Choice(AUGMENT), default=None,
+              help="Rotations/flips drawn once per window (the authors', paper) or anew every epoch. "
+                   "Default: the config's.")
+@click.option("--stitch", type=click.Choice(STITCH), default=None,
+              help="How evaluation (and `predict` of this run, by default) tiles the target: blended "
+                   "overlapping windows (default) or the authors' tiling.")
 @click.option("--fp32", is_flag=True, help="On CUDA, train in float32 instead of bf16 autocast.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_baseline(data, track, out, config, steps, device, seed, resume, eval_every, labels, source_only,
-                   no_dice, batch_size, workers, stop_after, fp32, quiet):
+                   no_dice, batch_size, workers, stop_after, init_backbone, init_from, augment, stitch, fp32, quiet):
     """Train HighDAN on a prepared track (adversarial adaptation from source to target city).
 
     Writes checkpoints (last.pt; best.pt by target mIoU when target labels are known) and a
@@ -75,8 +89,9 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     summary = train(TrainOptions(
         data=data, track=track, out=out, config=config, steps=steps, device=device, seed=seed,
         resume=resume, eval_every=eval_every, source_only=source_only, no_dice=no_dice,
-        batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after,
-        amp=False if fp32 else None, progress=not quiet,
+        batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after, init_backbone=init_backbone,
+        init_from=init_from, augment=augment, stitch=stitch, amp=False if fp32 else None, progress=not quiet,
+        notify=lambda line: click.echo(line, err=True),
     ))
     line = f"step {summary['step']}/{summary['total_steps']} -> {summary['out']}"
     if summary["metrics"]:
@@ -92,21 +107,28 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Prepared cache.")
 @track_option(help="The track whose target city is predicted.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Submission file to write.")
-@click.option("--window", type=int, default=512, show_default=True,
-              help="Window size in pixels (a multiple of 32; may exceed the training patches).")
+@click.option("--stitch", type=click.Choice(STITCH), default=None,
+              help="blend: overlapping windows, logits blended (the kit's default); authors: windows of the "
+                   "training size, no overlap, the last one snapped to the edge, the earlier window's labels "
+                   "kept where they overlap. Default: the checkpoint's (what its training evaluated with).")
+@click.option("--window", type=int, default=None,
+              help="Window size in pixels (a multiple of 32; may exceed the training patches). "
+                   "Default: the checkpoint's; else 512 (blend) or the training window (authors).")
 @click.option("--overlap", type=int, default=None,
-              help="Overlap of neighbouring windows in pixels; their logits are blended. Default: window/4.")
+              help="Blend only: overlap of neighbouring windows in pixels. Default: the checkpoint's, else window/4.")
 @click.option("--batch-size", type=int, default=None,
               help="Windows per forward pass. Default: 4 on CUDA, 1 on the CPU (memory).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--fp32", is_flag=True, help="On CUDA, predict in float32 instead of bf16 autocast.")
 @click.option("--method", default=None, help="Method name stored in the submission's attributes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def predict(checkpoint, data, track, out, window, overlap, batch_size, device, fp32, method, quiet):
+def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, quiet):
     """Predict the whole target city into a submission file (predictions.h5).
 
-    Sliding windows with blended overlaps, target-side attention on, argmax over classes
-    1..13. Memory stays a few window-high bands, however large the city. Example:
+    Sliding windows (blended overlaps, or the authors' tiling with --stitch authors), target-side
+    attention on, argmax over classes 1..13. Memory stays a few window-high bands, however large
+    the city. The checkpoint must match --track and the prepared cache (bands, PCA, normalisation).
+    --checkpoint also takes the authors' best_model.pth, with their best_DA_1.pth beside it. Example:
 
     \b
         c2seg predict --checkpoint runs/ab/best.pt --data prep --track AB --out predictions.h5
@@ -117,8 +139,9 @@ def predict(checkpoint, data, track, out, window, overlap, batch_size, device, f
     _existing_dir(data, "prepared data folder")
     if batch_size is not None and batch_size < 1:
         raise C2SegError("--batch-size must be at least 1")
-    result = predict_to_file(checkpoint, data, track, out, window=window,
-                             overlap=window // 4 if overlap is None else overlap, batch_size=batch_size,
-                             device=device, amp=not fp32, method=method, progress=not quiet)
-    h, w = result["shape"]
-    click.echo(f"wrote {out} ({h} x {w}, {result['seconds']:.1f} s, {result['pixels_per_second']:.0f} px/s)")
+    result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
+                             batch_size=batch_size, device=device, amp=not fp32, method=method, progress=not quiet)
+    t = result["tiling"]
+    how = f"{t['stitch']} {t['window']} px" + (f", overlap {t['overlap']}" if t["stitch"] == "blend" else "")
+    size = f"{result['tiles']} tiles" if result.get("tiles") else "{} x {}".format(*result["shape"])
+    click.echo(f"wrote {out} ({size}, {how}, {result['seconds']:.1f} s, {result['pixels_per_second']:.0f} px/s)")

@@ -4,12 +4,18 @@ Two presets ship with the kit:
 
 * ``paper`` -- the authors' settings (C2SEG.md section 5). At these settings the parameter counts
   are 16,562,222 (generator), 27,560,521 (D0) and 699,873 (D1).
-* ``tiny`` -- narrow widths and one block per branch, for CPU tests and the demo.
+* ``tiny`` -- narrow widths and one block per branch, for CPU tests and the demo. It keeps the
+  kit's data variants (augmentation drawn anew every epoch, every window once per epoch, the target
+  stream windowed like the source), which suit a few hundred CPU steps on a small city.
 
 A JSON file may start from a preset and override any field::
 
-    {"base": "tiny", "train": {"lr": 3e-4, "steps": {"AB": 200, "BW": 200}},
-     "loss": {"adversarial": false}}
+    {"base": "tiny", "train": {"lr": 3e-4, "steps": {"AB": 200, "BW": 200}, "window": 32},
+     "loss": {"adversarial": false}, "predict": {"stitch": "authors"}}
+
+The per-track fields (``train.steps``, ``train.window``, ``train.stride``) take an object by track
+or one number for both. A run's config.json also carries ``"run"`` (what the run was trained
+on, see train.py); it is ignored when the file is used as a config.
 
 ``get_config("paper" | "tiny" | path)`` returns a :class:`HighDANConfig`.
 """
@@ -82,6 +88,14 @@ class LossConfig:
     target_label: float = 1.0
 
 
+#: The choices of the recipe's switches, first the authors' (see the README's reproduction table).
+AUGMENT = ("once", "per-epoch")  # drawn once per window when the list is built / anew every epoch
+SAMPLING = ("fresh", "epochs")  # a fresh random batch every step / every window once per epoch
+TARGET_WINDOWS = ("disjoint", "like-source")  # non-overlapping, not augmented / the source's stride and augmentation
+STITCH = ("blend", "authors")  # prediction: blended overlapping windows / the authors' tiling
+PER_TRACK = ("steps", "window", "stride")  # TrainConfig fields holding one value per track
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 1e-4  # generator, Adam
@@ -91,9 +105,34 @@ class TrainConfig:
     weight_decay: float = 0.0
     poly_power: float = 0.9  # lr = base * (1 - step / steps) ** power
     batch_size: int = 4
-    steps: dict[str, int] = field(default_factory=lambda: {"AB": 6000, "BW": 1000})
-    window: int = 128  # training patch size
-    stride: int = 64  # 50 % overlap
+    # The authors' scripts: Augsburg 6000 iterations on 128 px windows, Beijing 10000 on 256 px,
+    # both with 50 % overlap on the source city.
+    steps: dict[str, int] = field(default_factory=lambda: {"AB": 6000, "BW": 10000})
+    window: dict[str, int] = field(default_factory=lambda: {"AB": 128, "BW": 256})  # training patch size
+    stride: dict[str, int] = field(default_factory=lambda: {"AB": 64, "BW": 128})
+    augment: str = "once"  # one of AUGMENT
+    sampling: str = "fresh"  # one of SAMPLING
+    target_windows: str = "disjoint"  # one of TARGET_WINDOWS
+
+    def for_track(self, track: str, name: str) -> int:
+        """A per-track field's value for `track` (a user error when the config has none)."""
+        values = getattr(self, name)
+        if track not in values:
+            raise C2SegError(f"config train.{name} has no value for track {track} (it has {sorted(values)})")
+        return int(values[track])
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How `c2seg predict` tiles a city, and so how training evaluates (the same code and settings).
+
+    ``window`` / ``overlap`` unset (None) mean the stitch's defaults: for ``blend`` 512 px windows
+    overlapping by a quarter; for ``authors`` the training window of the track, no overlap.
+    """
+
+    stitch: str = "blend"  # one of STITCH
+    window: int | None = None
+    overlap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +141,7 @@ class HighDANConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; ``from_dict(cfg.to_dict()) == cfg``."""
@@ -113,6 +153,7 @@ class HighDANConfig:
         if not isinstance(data, dict):
             raise C2SegError("config must be a JSON object")
         data = dict(data)
+        data.pop("run", None)  # a run's config.json: what it was trained on, not configuration
         base_name = data.pop("base", None)
         if base_name is None:
             base_name = data.get("name", "paper") if data.get("name") in PRESETS else "paper"
@@ -138,13 +179,26 @@ class HighDANConfig:
         positive = [
             *m.in_channels.values(), *(w for ws in m.stem_widths.values() for w in ws), m.stage1_blocks,
             m.stage1_planes, *(w for s in m.stages for w in (*s.widths, *s.blocks, s.modules)),
-            *m.head_widths, *m.d0_widths, *m.d1_widths, self.train.batch_size, self.train.window,
-            self.train.stride,
+            *m.head_widths, *m.d0_widths, *m.d1_widths, self.train.batch_size,
+            *(v for name in PER_TRACK for v in getattr(self.train, name).values()),
         ]
-        if any(not isinstance(v, int) or v < 1 for v in positive):
-            raise C2SegError("widths, block counts, batch size, window and stride must be positive integers")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in positive):
+            raise C2SegError("widths, block counts, batch size, steps, window and stride must be positive integers")
         if not m.head_widths:
             raise C2SegError("model.head_widths must not be empty")
+        for where, value, choices in (("train.augment", self.train.augment, AUGMENT),
+                                      ("train.sampling", self.train.sampling, SAMPLING),
+                                      ("train.target_windows", self.train.target_windows, TARGET_WINDOWS),
+                                      ("predict.stitch", self.predict.stitch, STITCH)):
+            if value not in choices:
+                raise C2SegError(f"{where} must be one of {', '.join(choices)}, not {value!r}")
+        for track, window in self.train.window.items():
+            if self.train.stride.get(track, window) > window:
+                raise C2SegError(f"train.stride for {track} is larger than its window: windows would leave gaps")
+        for name in ("window", "overlap"):
+            value = getattr(self.predict, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise C2SegError(f"predict.{name} must be null (the stitch's default) or a non-negative integer")
         return self
 
 
@@ -170,10 +224,13 @@ def _merge(base: Any, data: Any, where: str) -> Any:
             if not isinstance(value, list):
                 raise C2SegError(f"{here} must be a list")
             changes[key] = tuple(value)
+        elif key in PER_TRACK and isinstance(current, dict) and isinstance(value, int) and not isinstance(value, bool):
+            changes[key] = dict.fromkeys(current, value)  # one number: every track
         elif isinstance(current, dict):
             if not isinstance(value, dict):
                 raise C2SegError(f"{here} must be an object")
-            changes[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            changes[key] = {**current, **value} if key in PER_TRACK else value  # by track: the others stay
         else:
             if isinstance(current, bool) and not isinstance(value, bool):
                 raise C2SegError(f"{here} must be true or false")
@@ -220,7 +277,8 @@ def tiny() -> HighDANConfig:
             d0_widths=(32, 16, 8),
             d1_widths=(8, 16, 32, 64),
         ),
-        train=TrainConfig(lr=1e-3, lr_d=1e-3, window=64, stride=32),
+        train=TrainConfig(lr=1e-3, lr_d=1e-3, window={"AB": 64, "BW": 64}, stride={"AB": 32, "BW": 32},
+                          augment="per-epoch", sampling="epochs", target_windows="like-source"),
     )
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.prepared import PreparedCity, PreparedData
+from c2seg_kit.prepared import PreparedData
 from c2seg_kit.registry import MODALITIES, get_track
 from c2seg_kit.tiling import window_origins
 
@@ -50,13 +50,23 @@ def augment_window(arrays: dict[str, np.ndarray], label: np.ndarray, rng: np.ran
     return {m: apply(a) for m, a in arrays.items()}, apply(label)
 
 
-class WindowDataset(Dataset):
-    """Windows of one prepared city, read from disk on demand.
+def rasters_of(city) -> list[tuple[str | None, object]]:
+    """``(tile id, raster)`` pairs of a prepared city: one ``(None, city)`` for a scene, one per tile
+    for a tile cache (``PreparedTiles.rasters()``), so every caller loops over rasters alike."""
+    rasters = getattr(city, "rasters", None)
+    return list(rasters()) if rasters is not None else [(None, city)]
 
-    Item: ``{"hsi", "msi", "sar": float32 (C, w, w), "label": int64 (w, w), "origin": int64 [r0, c0]}``.
-    Windows cover every pixel (the last ones snapped to the edges); a city smaller than the
-    window is zero-padded (label 0, ignored). With ``augment=True`` each item is rotated and
-    flipped deterministically from (seed, epoch, index), so runs repeat under a seed whatever
+
+class WindowDataset(Dataset):
+    """Windows of one prepared city (every raster of it: the scene, or each tile), read on demand.
+
+    Item: ``{"hsi", "msi", "sar": float32 (C, w, w), "label": int64 (w, w), "origin": int64 [r0, c0],
+    "raster": int64}``. Windows cover every pixel of each raster (the last ones snapped to the
+    edges); a raster smaller than the window is zero-padded (label 0, ignored).
+
+    ``augment``: ``None``/``False`` none; ``"once"`` a rotation and flips drawn once per window from
+    (seed, index), as the authors augment their window list when they build it; ``"per-epoch"``
+    (or ``True``) drawn anew from (seed, epoch, index). Either way runs repeat under a seed whatever
     the number of DataLoader workers.
     """
 
@@ -66,16 +76,20 @@ class WindowDataset(Dataset):
         city: str = "source",
         window: int = 128,
         stride: int = 64,
-        augment: bool = False,
+        augment: bool | str | None = None,
         seed: int = 0,
     ):
         data = prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)
-        self.city: PreparedCity = data.city(city)
+        self.city = data.city(city)
+        self.rasters = [raster for _, raster in rasters_of(self.city)]
         self.window = int(window)
-        self.augment = augment
+        self.augment = {True: "per-epoch", False: None}[augment] if isinstance(augment, bool) else augment
+        if self.augment not in (None, "once", "per-epoch"):
+            raise ValueError(f"augment must be None, 'once' or 'per-epoch', got {augment!r}")
         self.seed = int(seed)
         self.epoch = 0
-        self.origins = window_origins(*self.city.shape, self.window, int(stride))
+        self.origins = [(k, r0, c0) for k, raster in enumerate(self.rasters)
+                        for r0, c0 in window_origins(*raster.shape, self.window, int(stride))]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -83,11 +97,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.origins)
 
-    def read_window(self, r0: int, c0: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        h, w = self.city.shape
+    def read_window(self, r0: int, c0: int, raster: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        city = self.rasters[raster]
+        h, w = city.shape
         r1, c1 = min(r0 + self.window, h), min(c0 + self.window, w)
-        arrays = {m: self.city.read(m, r0, r1, c0, c1) for m in MODALITIES}
-        label = self.city.read_label(r0, r1, c0, c1)
+        arrays = {m: city.read(m, r0, r1, c0, c1) for m in MODALITIES}
+        label = city.read_label(r0, r1, c0, c1)
         pad = ((0, self.window - (r1 - r0)), (0, self.window - (c1 - c0)))
         if any(p[1] for p in pad):
             arrays = {m: np.pad(a, ((0, 0), *pad)) for m, a in arrays.items()}
@@ -95,12 +110,13 @@ class WindowDataset(Dataset):
         return arrays, label
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        r0, c0 = self.origins[index]
-        arrays, label = self.read_window(r0, c0)
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            arrays, label = augment_window(arrays, label, rng)
+        raster, r0, c0 = self.origins[index]
+        arrays, label = self.read_window(r0, c0, raster)
+        if self.augment is not None:
+            key = [self.seed, index] if self.augment == "once" else [self.seed, self.epoch, index]
+            arrays, label = augment_window(arrays, label, np.random.default_rng(key))
         item = {m: torch.from_numpy(a) for m, a in arrays.items()}
         item["label"] = torch.from_numpy(label.astype(np.int64))
         item["origin"] = torch.tensor([r0, c0], dtype=torch.int64)
+        item["raster"] = torch.tensor(raster, dtype=torch.int64)
         return item

@@ -63,6 +63,11 @@ def _rename(key: str, rules: list[Rule]) -> str:
     return key
 
 
+def authors_generator_key(key: str) -> str:
+    """The authors' name of one of our generator keys (``stages.0.0.branches...`` -> ``stage2.0.branches...``)."""
+    return _rename(key, GENERATOR_RULES)
+
+
 def authors_key_map(model: HighDAN) -> dict[str, dict[str, str]]:
     """``{part: {our key: their key}}`` for the generator, D0 and D1."""
     rules = {
@@ -164,3 +169,35 @@ def load_authors_model(
     """A :class:`HighDAN` at paper settings (bands read off the file) holding the authors' weights."""
     state = _read(generator, "generator")
     return load_authors_state_dicts(HighDAN(config_from_authors(state)), state, d0, d1)
+
+
+# --- the authors' files as `predict --checkpoint` ---------------------------------------------------
+
+#: The authors' scripts save the generator as best_model.pth and the discriminators beside it.
+AUTHORS_FILES = {"generator": "best_model.pth", "d0": "best_DA_1.pth", "d1": "best_DA_2.pth"}
+
+
+def is_authors_generator(state: object) -> bool:
+    """Whether a loaded file looks like the authors' generator state_dict (their first and last convs)."""
+    if not isinstance(state, Mapping):
+        return False
+    keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
+    return {"conv1.weight", "final_conv.weight"} <= keys
+
+
+def sibling_d0(generator: Path) -> Path:
+    """The D0 file that goes with an authors' generator file: best_DA_1.pth beside best_model.pth
+    (or beside X_model.pth, X_DA_1.pth)."""
+    named = generator.with_name(generator.name.replace("model", "DA_1"))
+    return named if named != generator and named.is_file() else generator.with_name(AUTHORS_FILES["d0"])
+
+
+def load_authors_files(generator: str | Path, state: Mapping[str, Tensor] | None = None) -> HighDAN:
+    """A HighDAN from the authors' generator file and the D0 file beside it (see :func:`sibling_d0`);
+    D0 is needed because the target-side attention uses it. D1 plays no part in prediction."""
+    generator = Path(generator)
+    d0 = sibling_d0(generator)
+    if not d0.is_file():
+        raise C2SegError(f"the authors' generator {generator} needs its D0 file beside it ({d0.name}): "
+                         "HighDAN's target-side attention uses D0")
+    return load_authors_model(state if state is not None else generator, d0)

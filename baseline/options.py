@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,13 @@ class TrainOptions:
     workers: int = 0
     labels: Path | None = None  # target labels.h5 when the prepared target city has none
     stop_after: int | None = None  # stop at this step (schedule unchanged); resume later
-    eval_window: int = 256
-    eval_overlap: int = 64
+    # How evaluation (and later `predict` of this run) tiles the target: None = the config's predict section.
+    stitch: str | None = None  # blend | authors
+    eval_window: int | None = None
+    eval_overlap: int | None = None
+    augment: str | None = None  # once | per-epoch; None = the config's
+    init_backbone: Path | None = None  # ImageNet HRNetV2-W48 weights (HRNet release or timm layout)
+    init_from: Path | None = None  # a checkpoint whose generator starts this run (BW from an AB run)
     amp: bool | None = None  # None = bf16 autocast on CUDA only; False = float32 (the CPU is always float32)
     progress: bool = True
+    notify: Callable[[str], None] | None = None  # one-line messages for the user (the CLI: stderr)

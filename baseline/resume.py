@@ -36,11 +36,25 @@ def effective_config(opts: TrainOptions, base: HighDANConfig | None, track: str)
         if opts.steps < 1:
             raise C2SegError("--steps must be at least 1")
         train = dataclasses.replace(train, steps={**train.steps, track: opts.steps})
-    return dataclasses.replace(cfg, loss=loss, train=train).validate()
+    if opts.augment is not None:
+        train = dataclasses.replace(train, augment=opts.augment)
+    predict = cfg.predict
+    if opts.stitch is not None and opts.stitch != predict.stitch:
+        # another stitch: its own default window and overlap, unless given below
+        predict = dataclasses.replace(predict, stitch=opts.stitch, window=None, overlap=None)
+    if opts.eval_window is not None:
+        predict = dataclasses.replace(predict, window=opts.eval_window)
+    if opts.eval_overlap is not None:
+        predict = dataclasses.replace(predict, overlap=opts.eval_overlap)
+    return dataclasses.replace(cfg, loss=loss, train=train, predict=predict).validate()
 
 
 def starting_point(opts: TrainOptions, out: Path, track: str) -> tuple[dict | None, HighDANConfig]:
     """(the checkpoint state to resume from, or None for a fresh run; the config the run runs under)."""
+    if opts.init_backbone is not None and opts.init_from is not None:
+        raise C2SegError("--init-backbone and --init-from exclude each other: --init-from loads the whole generator")
+    if opts.resume and (opts.init_backbone is not None or opts.init_from is not None):
+        raise C2SegError("--init-backbone and --init-from start a new run; --resume continues one from its last.pt")
     if not opts.resume:
         if (out / LAST).exists():
             raise C2SegError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")

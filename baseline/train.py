@@ -4,9 +4,14 @@
 two optimisers, restored from last.pt on --resume) and then loops: a source batch and a target
 batch, the poly learning rates for the step, one `train_step` (generator, then discriminators),
 a log line; every `eval_every` steps and at the end, evaluation on the target city with the kit's
-metrics (when its labels are known) and a checkpoint. The rest has its own module:
+metrics (when its labels are known) and a checkpoint. Evaluation is `predict` with the run's
+settings (predict.py), so the best mIoU is exactly what `predict` + `score` give for best.pt.
+The rest has its own module:
 
-- batches: the two endless batch streams, a pure function of (seed, step), so --resume is exact;
+- batches: the two endless batch streams (the recipe's sampling, augmentation and target windows),
+  a pure function of (seed, step), so --resume is exact;
+- pretrained: where the weights start (--init-backbone, --init-from);
+- provenance: the track and input layout every checkpoint records, which predict checks;
 - resume: a fresh run never overwrites another; a resumed one keeps its network and track;
 - checkpoint: last.pt and best.pt (by target mIoU), holding everything (weights, optimisers, RNG);
 - runlog: log.jsonl and the progress bar;
@@ -40,7 +45,9 @@ from .distributed import DistInfo
 from .interrupt import DeferredInterrupt
 from .model import HighDAN
 from .options import TrainOptions
-from .predict import evaluate_city, target_labels
+from .predict import default_batch_size, evaluate_target, target_labels, tiling_for
+from .pretrained import describe, init_backbone, init_from
+from .provenance import input_layout
 from .resume import BEST, LAST, starting_point
 from .runlog import LOG, RunLog, progress_bar, show_step
 from .step import make_optimizers, set_poly_lr, train_step
@@ -117,7 +124,7 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
         if not data.source.has_label:
             raise C2SegError(f"the source city {data.source.name} has no labels in {opts.data}")
         state, cfg = starting_point(opts, out, track.name)
-        total = int(cfg.train.steps[track.name])
+        total = cfg.train.for_track(track.name, "steps")
         stop = total if opts.stop_after is None else min(total, opts.stop_after)
         eval_every = opts.eval_every or max(1, total // 5)
         amp, channels_last = amp_active(device, opts.amp is not False), channels_last_on(device)
@@ -125,23 +132,35 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
         seed_everything(opts.seed)
         model = place_model(HighDAN(cfg), device).train()
         opt_g, opt_d = make_optimizers(model, cfg)
+        init = None
         if state is not None:
             ckpt.restore_training(state, model, opt_g, opt_d)
+            init = (state.get("run") or {}).get("init")
+        elif opts.init_backbone is not None:  # before anything is written: a bad file trains nothing
+            init = init_backbone(model, opts.init_backbone)
+        elif opts.init_from is not None:
+            init = init_from(model, opts.init_from)
+        if init is not None and state is None and opts.notify is not None and info.is_main:
+            opts.notify(describe(init))
         dist_utils.data_parallel(model, (opt_g, opt_d), info)
         step = 0 if state is None else int(state["step"])
-        source, target = source_and_target(data, cfg.train, opts.seed, info, step, opts.workers,
+        source, target = source_and_target(data, cfg.train, track.name, opts.seed, info, step, opts.workers,
                                            pin=device.type == "cuda")
+        # Evaluation is `predict` of the target city with this run's settings (config.predict), the
+        # same code and the same batch size rule: the best mIoU is what predict + score give best.pt.
         labels = target_labels(opts.labels, data.target, track) if info.is_main else None
         score = None if labels is None else functools.partial(
-            evaluate_city, city=data.target, labels=labels, window=opts.eval_window, overlap=opts.eval_overlap,
-            batch_size=cfg.train.batch_size, device=device, amp=amp, progress=False)
+            evaluate_target, city=data.target, labels=labels, tiling=tiling_for(cfg, track.name),
+            batch_size=default_batch_size(device), device=device, amp=amp, progress=False)
+        record = {"track": track.name, "data": str(opts.data), "seed": opts.seed, "total_steps": total,
+                  "world_size": info.world_size, "device": device.type, "amp": amp,
+                  "input": input_layout(data), "init": init}
         log = None
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             log = RunLog(out / LOG, keep_until=None if state is None else step)
-            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        record = {"track": track.name, "data": str(opts.data), "seed": opts.seed, "total_steps": total,
-                  "world_size": info.world_size, "device": device.type, "amp": amp}
+            # config.json: the run's config, and under "run" what it was trained on (ignored as a config).
+            (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": record}, indent=2))
         run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step)
         if state is not None:
             run.metrics, run.best = dict(state.get("metrics") or {}), dict(state.get("best") or {})

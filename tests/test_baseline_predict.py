@@ -54,31 +54,39 @@ class RecordingCity:
         return self.city.read(modality, r0, r1, c0, c1)
 
 
+def axis_windows(length, window, overlap):
+    """The edge rule: on an axis shorter than the window, the largest multiple of 32 that fits
+    (32 at least, then reflect-padded), keeping at most half of it as overlap."""
+    size = window if length >= window else max(32, length // 32 * 32)
+    ov = overlap if size == window else min(overlap, size // 2)
+    return size, ov, axis_starts(length, size, size - ov)
+
+
 def naive_blend(model, city, window, overlap):
     """Per-pixel loop over every window covering the pixel: sum(w * logit) / sum(w)."""
     h, w = city.shape
-    stride = window - overlap
-    weight = blend_weights(window, overlap)
+    (wh, ov_h, rows), (ww, ov_w, cols) = axis_windows(h, window, overlap), axis_windows(w, window, overlap)
+    weight = blend_weights(wh, ov_h, ww, ov_w)
     num = np.zeros((13, h, w))
     den = np.zeros((h, w))
-    for r0 in axis_starts(h, window, stride):
-        for c0 in axis_starts(w, window, stride):
+    for r0 in rows:
+        for c0 in cols:
             xs = []
             for m in ("hsi", "msi", "sar"):
-                a = city.read(m, r0, min(r0 + window, h), c0, min(c0 + window, w))
-                full = np.zeros((a.shape[0], window, window), np.float32)
-                full[:, :a.shape[1], :a.shape[2]] = a
-                xs.append(torch.from_numpy(full)[None])
+                a = city.read(m, r0, min(r0 + wh, h), c0, min(c0 + ww, w))
+                pad = ((0, 0), (0, wh - a.shape[1]), (0, ww - a.shape[2]))
+                xs.append(torch.from_numpy(np.pad(a, pad, mode="symmetric"))[None])
             with torch.no_grad():
                 logit = model(*xs, target=True)[0, 1:].numpy()
-            for i in range(min(window, h - r0)):
-                for j in range(min(window, w - c0)):
+            for i in range(min(wh, h - r0)):
+                for j in range(min(ww, w - c0)):
                     num[:, r0 + i, c0 + j] += weight[i, j] * logit[:, i, j]
                     den[r0 + i, c0 + j] += weight[i, j]
     return num / den
 
 
-@pytest.mark.parametrize("shape, window, overlap", [((80, 72), 32, 8), ((45, 100), 64, 16), ((40, 50), 64, 0)])
+@pytest.mark.parametrize("shape, window, overlap", [((80, 72), 32, 8), ((45, 100), 64, 16), ((40, 50), 64, 0),
+                                                   ((20, 70), 64, 16)])
 def test_blending_matches_a_naive_per_pixel_loop(tmp_path, shape, window, overlap):
     from c2seg_kit.prepared import PreparedData
 
