@@ -12,12 +12,18 @@ from pathlib import Path
 
 import click
 
-from c2seg_kit.cli.options import track_option
+from c2seg_kit.cli.options import progress_option, track_option
 from c2seg_kit.errors import C2SegError
 
 from .config import AUGMENT, STITCH  # plain data (config.py imports no torch)
 
 DEVICE_HELP = "auto = CUDA when available, else CPU."
+
+
+def prepared_option(help: str):
+    """The prepared cache, named as `c2seg prepare --out PREPARED_DIR` names it (--data: the old spelling)."""
+    return click.option("--prepared", "--data", "data", required=True, type=click.Path(path_type=Path),
+                        metavar="PREPARED_DIR", help=f"{help} (--data: the same, the older spelling).")
 
 
 def _existing_dir(path: Path, what: str) -> Path:
@@ -27,25 +33,25 @@ def _existing_dir(path: Path, what: str) -> Path:
 
 
 @click.command("train-baseline")
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-              help="Prepared cache (the output of `c2seg prepare`).")
+@prepared_option("Prepared cache (the output of `c2seg prepare`)")
 @track_option()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
-@click.option("--config", default=None,
-              help="paper (default), tiny, or a JSON file overriding a preset. On --resume: the run's own.")
-@click.option("--steps", type=int, default=None,
-              help="Length of the schedule (poly decay ends here). Default: the config's (AB 6000, BW 10000).")
+@click.option("--config", default=None, show_default="paper; on --resume the run's own",
+              help="paper, tiny, or a JSON file overriding a preset.")
+@click.option("--steps", type=int, default=None, show_default="the config's: AB 6000, BW 10000",
+              help="Length of the schedule (poly decay ends here).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Runs on the CPU repeat exactly under a seed.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
-@click.option("--eval-every", type=int, default=None,
-              help="Evaluate on the target city every N steps (when its labels are known). Default: 5 times per run.")
+@click.option("--eval-every", type=int, default=None, show_default="5 times per run",
+              help="Evaluate on the target city every N steps (when its labels are known).")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Target labels.h5, when the prepared target city has no label.")
 @click.option("--source-only", is_flag=True, help="Ablation: no adversarial terms, no target-side attention.")
 @click.option("--no-dice", is_flag=True, help="Ablation: cross-entropy only.")
-@click.option("--batch-size", type=int, default=None, help="Windows per step per process (paper: 4).")
+@click.option("--batch-size", type=int, default=None, show_default="the config's: paper 4",
+              help="Windows per step per process.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--stop-after", type=int, default=None,
               help="Stop at this step without shortening the schedule; continue later with --resume.")
@@ -55,16 +61,16 @@ def _existing_dir(path: Path, what: str) -> Path:
 @click.option("--init-from", type=click.Path(path_type=Path), default=None,
               help="Start the generator from another run's checkpoint (or the authors' best_model.pth), "
                    "as the authors start BW from their AB run.")
-@click.option("--augment", type=click.Choice(AUGMENT), default=None,
-              help="Rotations/flips drawn once per window (the authors', paper) or anew every epoch. "
-                   "Default: the config's.")
-@click.option("--stitch", type=click.Choice(STITCH), default=None,
-              help="How evaluation (and `predict` of this run, by default) tiles the target: blended "
-                   "overlapping windows (default) or the authors' tiling.")
+@click.option("--augment", type=click.Choice(AUGMENT), default=None, show_default="the config's: paper once",
+              help="Rotations/flips drawn once per window (the authors') or anew every epoch.")
+@click.option("--stitch", type=click.Choice(STITCH), default=None, show_default="the config's: paper blend",
+              help="How evaluation tiles the target, and so how `predict` tiles it for this run unless told "
+                   "otherwise: blended overlapping windows or the authors' tiling.")
 @click.option("--fp32", is_flag=True, help="On CUDA, train in float32 instead of bf16 autocast.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@progress_option
 def train_baseline(data, track, out, config, steps, device, seed, resume, eval_every, labels, source_only,
-                   no_dice, batch_size, workers, stop_after, init_backbone, init_from, augment, stitch, fp32, quiet):
+                   no_dice, batch_size, workers, stop_after, init_backbone, init_from, augment, stitch, fp32,
+                   progress):
     """Train HighDAN on a prepared track (adversarial adaptation from source to target city).
 
     Writes checkpoints (last.pt; best.pt by target mIoU when target labels are known) and a
@@ -72,7 +78,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
     writes). Example:
 
     \b
-        c2seg train-baseline --data prep --track AB --out runs/ab --config tiny --steps 300
+        c2seg train-baseline --prepared prep --track AB --out runs/ab --config tiny --steps 300
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .train import TrainOptions, train
@@ -90,7 +96,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
         data=data, track=track, out=out, config=config, steps=steps, device=device, seed=seed,
         resume=resume, eval_every=eval_every, source_only=source_only, no_dice=no_dice,
         batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after, init_backbone=init_backbone,
-        init_from=init_from, augment=augment, stitch=stitch, amp=False if fp32 else None, progress=not quiet,
+        init_from=init_from, augment=augment, stitch=stitch, amp=False if fp32 else None, progress=progress,
         notify=lambda line: click.echo(line, err=True),
     ))
     line = f"step {summary['step']}/{summary['total_steps']} -> {summary['out']}"
@@ -104,25 +110,25 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
 @click.command("predict")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="A checkpoint written by train-baseline (last.pt / best.pt).")
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Prepared cache.")
+@prepared_option("Prepared cache (the output of `c2seg prepare`)")
 @track_option(help="The track whose target city is predicted.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Submission file to write.")
 @click.option("--stitch", type=click.Choice(STITCH), default=None,
-              help="blend: overlapping windows, logits blended (the kit's default); authors: windows of the "
-                   "training size, no overlap, the last one snapped to the edge, the earlier window's labels "
-                   "kept where they overlap. Default: the checkpoint's (what its training evaluated with).")
+              show_default="the checkpoint's, what its training evaluated with",
+              help="blend: overlapping windows, logits blended; authors: windows of the training size, no "
+                   "overlap, the last one snapped to the edge, the earlier window's labels kept where they overlap.")
 @click.option("--window", type=int, default=None,
-              help="Window size in pixels (a multiple of 32; may exceed the training patches). "
-                   "Default: the checkpoint's; else 512 (blend) or the training window (authors).")
-@click.option("--overlap", type=int, default=None,
-              help="Blend only: overlap of neighbouring windows in pixels. Default: the checkpoint's, else window/4.")
-@click.option("--batch-size", type=int, default=None,
-              help="Windows per forward pass. Default: 4 on CUDA, 1 on the CPU (memory).")
+              show_default="the checkpoint's; else 512 for blend, the training window for authors",
+              help="Window size in pixels (a multiple of 32; may exceed the training patches).")
+@click.option("--overlap", type=int, default=None, show_default="the checkpoint's, else window/4",
+              help="Blend only: overlap of neighbouring windows in pixels.")
+@click.option("--batch-size", type=int, default=None, show_default="4 on CUDA, 1 on the CPU (memory)",
+              help="Windows per forward pass.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--fp32", is_flag=True, help="On CUDA, predict in float32 instead of bf16 autocast.")
 @click.option("--method", default=None, help="Method name stored in the submission's attributes.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, quiet):
+@progress_option
+def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, progress):
     """Predict the whole target city into a submission file (predictions.h5).
 
     Sliding windows (blended overlaps, or the authors' tiling with --stitch authors), target-side
@@ -131,7 +137,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     --checkpoint also takes the authors' best_model.pth, with their best_DA_1.pth beside it. Example:
 
     \b
-        c2seg predict --checkpoint runs/ab/best.pt --data prep --track AB --out predictions.h5
+        c2seg predict --checkpoint runs/ab/best.pt --prepared prep --track AB --out predictions.h5
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file
@@ -140,7 +146,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     if batch_size is not None and batch_size < 1:
         raise C2SegError("--batch-size must be at least 1")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
-                             batch_size=batch_size, device=device, amp=not fp32, method=method, progress=not quiet)
+                             batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress)
     t = result["tiling"]
     how = f"{t['stitch']} {t['window']} px" + (f", overlap {t['overlap']}" if t["stitch"] == "blend" else "")
     size = f"{result['tiles']} tiles" if result.get("tiles") else "{} x {}".format(*result["shape"])

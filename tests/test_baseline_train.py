@@ -300,9 +300,10 @@ def assert_one_line_error(r, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
-def test_cli_trains_and_reports(prepared, tmp_path):
+@pytest.mark.parametrize("spelling", ["--prepared", "--data"])  # --data: the older spelling, kept
+def test_cli_trains_and_reports(prepared, tmp_path, spelling):
     out = tmp_path / "run"
-    r = run_cli(["train-baseline", "--data", str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
+    r = run_cli(["train-baseline", spelling, str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
                  "--steps", "2", "--device", "cpu", "--batch-size", "2", "--eval-every", "2", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert "step 2/2" in r.stdout and "target mIoU" in r.stdout

@@ -128,3 +128,13 @@ def test_serve_shows_the_servers_own_defaults(monkeypatch):
     assert shown["quota"].default == SERVE_DEFAULTS["quota_per_day"]
     rescore = {o.name: o for o in COMMANDS[("c2seg", "admin", "rescore")].params}
     assert rescore["scoring_workers"].default == SERVE_DEFAULTS["scoring_workers"]
+
+
+def test_the_prepared_cache_is_named_as_prepare_names_it():
+    """prepare writes --out PREPARED_DIR; train-baseline and predict read --prepared PREPARED_DIR
+    (--data, the older spelling, still works: test_baseline_train runs both)."""
+    prepare_out = next(p for p in COMMANDS[("c2seg", "prepare")].params if p.name == "out_dir")
+    assert prepare_out.metavar == "PREPARED_DIR"
+    for verb in ("train-baseline", "predict"):
+        data = next(p for p in COMMANDS[("c2seg", verb)].params if p.name == "data")
+        assert data.opts == ["--prepared", "--data"] and data.metavar == "PREPARED_DIR", verb

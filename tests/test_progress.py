@@ -112,7 +112,8 @@ def test_help_shows_the_switch_on_every_verb_that_draws_a_bar():
 
     admin = cli.get_command(None, "admin")
     for cmd in [*(cli.get_command(None, v) for v in ("synth", "info", "prepare", "pack", "unpack", "submit",
-                                                      "demo")), admin.get_command(None, "rescore")]:
+                                                      "demo", "train-baseline", "predict")),
+                admin.get_command(None, "rescore")]:
         switch = next((p for p in cmd.params if p.name == "progress"), None)
         assert switch is not None and switch.opts == ["--progress"] and switch.secondary_opts == ["--no-progress",
                                                                                                    "--quiet"], cmd.name

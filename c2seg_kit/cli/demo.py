@@ -209,11 +209,11 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, pro
     d.say(lay.prepare)
     d.c2seg("prepare", data, "--track", "AB", "--out", prepared, "--pca-fit", "source", "--seed", seed)
     d.say(f"Train the tiny HighDAN for {steps} steps on the CPU (source: Augsburg labels; target: Berlin, unlabelled)")
-    d.c2seg("train-baseline", "--data", prepared, "--track", "AB", "--out", run, "--config", "tiny",
+    d.c2seg("train-baseline", "--prepared", prepared, "--track", "AB", "--out", run, "--config", "tiny",
             "--steps", steps, "--device", "cpu", "--seed", seed, "--labels", labels)
     checkpoint = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
     d.say(lay.predict)
-    d.c2seg("predict", "--checkpoint", checkpoint, "--data", prepared, "--track", "AB", "--out", predictions,
+    d.c2seg("predict", "--checkpoint", checkpoint, "--prepared", prepared, "--track", "AB", "--out", predictions,
             "--device", "cpu", "--method", "HighDAN-tiny (demo)")
     d.c2seg("validate", predictions, "--track", "AB", "--labels", labels)
     scores = json.loads(d.c2seg("score", predictions, "--labels", labels, "--json", "--report", out / "report",
