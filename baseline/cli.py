@@ -151,3 +151,35 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     how = f"{t['stitch']} {t['window']} px" + (f", overlap {t['overlap']}" if t["stitch"] == "blend" else "")
     size = f"{result['tiles']} tiles" if result.get("tiles") else "{} x {}".format(*result["shape"])
     click.echo(f"wrote {out} ({size}, {how}, {result['seconds']:.1f} s, {result['pixels_per_second']:.0f} px/s)")
+
+
+@click.command("import-weights")
+@click.argument("authors", type=click.Path(path_type=Path), metavar="AUTHORS_FILES")
+@prepared_option("The prepared cache the weights will predict (its track and input layout are recorded)")
+@track_option()
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (a new file; nothing is overwritten).")
+def import_weights(authors, data, track, out):
+    """Turn the authors' three state_dict files into a checkpoint that `predict` checks.
+
+    AUTHORS_FILES is the folder holding best_model.pth, best_DA_1.pth and best_DA_2.pth (or the
+    generator file, its DA_1/DA_2 files beside it). The checkpoint records the track and the
+    prepared cache's input layout, so `predict` refuses another track or input; it predicts with
+    the authors' tiling (--stitch authors) unless told otherwise. Example:
+
+    \b
+        c2seg prepare data/ab --track AB --out prepared/ab
+        c2seg import-weights authors/ --prepared prepared/ab --track AB --out authors-ab.pt
+        c2seg predict --checkpoint authors-ab.pt --prepared prepared/ab --track AB --out predictions.h5
+    """
+    # Imported here, not at the top: it needs torch (light install; see the module docstring).
+    from .import_weights import import_authors_weights
+
+    _existing_dir(data, "prepared data folder")
+    result = import_authors_weights(authors, track, data, out)
+    for difference in result["differences"]:
+        click.echo(f"warning: {data} was prepared with {difference}: the authors' weights expect their "
+                   "preprocessing", err=True)
+    bands = ", ".join(f"{m} {c}" for m, c in result["channels"].items())
+    click.echo(f"wrote {out} (the authors' weights; track {result['track']}, bands {bands}; "
+               "predicts with --stitch authors)")

@@ -103,7 +103,7 @@ def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
     Data: synth, info, prepare. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
-    train-baseline, predict. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
+    train-baseline, predict, import-weights. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
     Start with `c2seg demo` to see the whole path on synthetic data.
     """
 
