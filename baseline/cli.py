@@ -169,8 +169,8 @@ def import_weights(authors, data, track, out):
 
     \b
         c2seg prepare data/ab --track AB --out prepared/ab
-        c2seg import-weights authors/ --prepared prepared/ab --track AB --out authors-ab.pt
-        c2seg predict --checkpoint authors-ab.pt --prepared prepared/ab --track AB --out predictions.h5
+        c2seg import-weights authors/ --prepared prepared/ab --track AB --out authors.pt
+        c2seg predict --checkpoint authors.pt --prepared prepared/ab --track AB --out predictions.h5
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .import_weights import import_authors_weights
