@@ -127,19 +127,25 @@ def _open_hdf5(source: Any, ctx: Context) -> h5py.File:
         raise ctx.error(f"{ctx.what} is not a readable HDF5 file (corrupt or unsupported header)") from None
 
 
+def _open_raw_and_hdf5(source: str | os.PathLike | BinaryIO, ctx: Context) -> tuple[RawFile, h5py.File]:
+    """Steps 1 and 2: the bytes (signature first), then HDF5's open under the memory guard;
+    on a refusal nothing stays open."""
+    raw = RawFile.open(source, ctx)
+    try:
+        check_signature(raw, ctx)
+        with memory_guard(ctx.limits.memory_guard_bytes):
+            return raw, _open_hdf5(source, ctx)
+    except BaseException:
+        raw.close()
+        raise
+
+
 def read_root(source: str | os.PathLike | BinaryIO, ctx: Context, read: Callable[[CheckedFile], T]) -> T:
     """Steps 1 to 3 of :func:`open_checked` (bytes, HDF5 open, global heaps), the root's attribute
     count, then ``read(checked)`` (which reads root attributes with :meth:`CheckedFile.str_attr`)
     under the same guard; the file is closed before returning. Costs one scan of the bytes, however
     many objects the file declares, so a server can pick what to check a file against cheaply."""
-    raw = RawFile.open(source, ctx)
-    try:
-        check_signature(raw, ctx)
-        with memory_guard(ctx.limits.memory_guard_bytes):
-            file = _open_hdf5(source, ctx)
-    except BaseException:
-        raw.close()
-        raise
+    raw, file = _open_raw_and_hdf5(source, ctx)
     with CheckedFile(file, raw, ctx) as checked:
         check_global_heaps(raw, ctx)
         try:
@@ -165,14 +171,7 @@ def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: I
     checks, run last under the same guard. The file is closed on any refusal; on success the
     caller closes it.
     """
-    raw = RawFile.open(source, ctx)
-    try:
-        check_signature(raw, ctx)
-        with memory_guard(ctx.limits.memory_guard_bytes):
-            file = _open_hdf5(source, ctx)
-    except BaseException:
-        raw.close()
-        raise
+    raw, file = _open_raw_and_hdf5(source, ctx)
     checked = CheckedFile(file, raw, ctx)
     try:
         check_global_heaps(raw, ctx)
