@@ -224,13 +224,15 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, pro
 
     d.say("Start a local leaderboard server (SQLite) and add a team")
     db = f"sqlite:///{(out / 'leaderboard.db').resolve()}"
-    token = d.c2seg("admin", "--db", db, "add-team", "demo-team", capture=True).strip()
+    server_data = out / "server-data"
+    # --data-dir here too, so that admin's report of the folder it uses names the server's
+    token = d.c2seg("admin", "--db", db, "--data-dir", server_data, "add-team", "demo-team", capture=True).strip()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(out / "server.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "c2seg_kit", "serve", "--labels", str(labels), "--db", db, "--port", str(port),
-             "--data-dir", str(out / "server-data"), "--log-level", "warning"],
+             "--data-dir", str(server_data), "--log-level", "warning"],
             env=d.env, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
