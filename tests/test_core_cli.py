@@ -119,6 +119,7 @@ BLOCK_EXTRAS = (
     (["--help"], 0, "validate"),
     (["validate", "--help"], 0, "PREDICTIONS"),
     (["train-baseline", "--data", "x", "--track", "AB", "--out", "y"], 1, "'baseline' extra"),
+    (["import-weights", "x", "--prepared", "x", "--track", "AB", "--out", "y"], 1, "'baseline' extra"),
     (["serve", "--labels", "x"], 1, "'server' extra"),
 ])
 def test_light_install_cli(args, code, expect):
