@@ -62,6 +62,17 @@ def axis_windows(length, window, overlap):
     return size, ov, axis_starts(length, size, size - ov)
 
 
+
+def padded_window(city, r0: int, c0: int, wh: int, ww: int) -> list:
+    """The oracles' model input: each modality's window, mirrored past the city's edge, batch of 1."""
+    h, w = city.shape
+    xs = []
+    for m in ("hsi", "msi", "sar"):
+        a = city.read(m, r0, min(r0 + wh, h), c0, min(c0 + ww, w))
+        pad = ((0, 0), (0, wh - a.shape[1]), (0, ww - a.shape[2]))
+        xs.append(torch.from_numpy(np.pad(a, pad, mode="symmetric"))[None])
+    return xs
+
 def naive_blend(model, city, window, overlap):
     """Per-pixel loop over every window covering the pixel: sum(w * logit) / sum(w)."""
     h, w = city.shape
@@ -71,13 +82,8 @@ def naive_blend(model, city, window, overlap):
     den = np.zeros((h, w))
     for r0 in rows:
         for c0 in cols:
-            xs = []
-            for m in ("hsi", "msi", "sar"):
-                a = city.read(m, r0, min(r0 + wh, h), c0, min(c0 + ww, w))
-                pad = ((0, 0), (0, wh - a.shape[1]), (0, ww - a.shape[2]))
-                xs.append(torch.from_numpy(np.pad(a, pad, mode="symmetric"))[None])
             with torch.no_grad():
-                logit = model(*xs, target=True)[0, 1:].numpy()
+                logit = model(*padded_window(city, r0, c0, wh, ww), target=True)[0, 1:].numpy()
             for i in range(min(wh, h - r0)):
                 for j in range(min(ww, w - c0)):
                     num[:, r0 + i, c0 + j] += weight[i, j] * logit[:, i, j]

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_predict import PositionModel, axis_windows
+from test_baseline_predict import PositionModel, axis_windows, padded_window
 from test_baseline_train import make_prepared
 
 from c2seg_baseline.predict import predict_city
@@ -35,13 +35,8 @@ def naive_authors(model, city, window):
     h, w = city.shape
     out = np.zeros((h, w), np.uint8)
     for r0, c0, wh, ww in sliding_windows(h, w, window):
-        xs = []
-        for m in ("hsi", "msi", "sar"):
-            a = city.read(m, r0, min(r0 + wh, h), c0, min(c0 + ww, w))
-            pad = ((0, 0), (0, wh - a.shape[1]), (0, ww - a.shape[2]))
-            xs.append(torch.from_numpy(np.pad(a, pad, mode="symmetric"))[None])
         with torch.no_grad():
-            classes = model(*xs, target=True)[0, 1:].argmax(0).numpy() + 1
+            classes = model(*padded_window(city, r0, c0, wh, ww), target=True)[0, 1:].argmax(0).numpy() + 1
         for i in range(min(wh, h - r0)):
             for j in range(min(ww, w - c0)):
                 if out[r0 + i, c0 + j] == 0:
