@@ -109,7 +109,8 @@ def main() -> None:
     for name, amp in (("fp32", False), ("bf16", True)):
         runs[name] = timed_run(prep, args.out / name, args, amp)
         print(f"  {name}: {runs[name]}", flush=True)
-    curves = agreement(read_log(args.out / "fp32" / "log.jsonl"), read_log(args.out / "bf16" / "log.jsonl"))
+    logs = {name: read_log(args.out / name / "log.jsonl") for name in runs}
+    curves = agreement(logs["fp32"], logs["bf16"])
     for term, c in curves.items():
         print(f"  {term:<7} max |fp32 - bf16| {c['max_abs_gap']:.4g} (relative {c['max_rel_gap']:.3g}), "
               f"correlation {c['correlation']}, final {c['final_fp32']:.4f} / {c['final_bf16']:.4f}")
@@ -118,8 +119,7 @@ def main() -> None:
     results = {"device": device, "config": args.config, "steps": args.steps, "scale": args.scale, "runs": runs,
                "curves": curves, "bf16_over_fp32_speed": ratio, "torch": torch.__version__,
                "seg_loss_median_gap": statistics.median(
-                   abs(a["seg"] - b["seg"]) for a, b in zip(read_log(args.out / "fp32" / "log.jsonl").values(),
-                                                            read_log(args.out / "bf16" / "log.jsonl").values(),
+                   abs(a["seg"] - b["seg"]) for a, b in zip(logs["fp32"].values(), logs["bf16"].values(),
                                                             strict=False))}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out / 'results.json'}")

@@ -30,20 +30,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import WUHAN, hwm_wrapper, reported_hwm  # noqa: E402
 from score import synthetic_pair  # noqa: E402
 
 from c2seg_kit.io.geotiff import GeoRef, write_geotiff  # noqa: E402
 from c2seg_kit.tiling import window_origins  # noqa: E402
 
-WUHAN = (6225, 8670)
 TILE = 256
-HWM = ("import atexit, sys\n"
-       "def _hwm():\n"
-       "    for line in open('/proc/self/status'):\n"
-       "        if line.startswith('VmHWM:'):\n"
-       "            sys.stderr.write('VMHWM %d\\n' % (int(line.split()[1]) * 1024))\n"
-       "atexit.register(_hwm)\n"
-       "from c2seg_kit.cli import main; main()\n")
 BANDS = {"hsi": (1, np.int16), "msi": (1, np.uint16), "sar": (1, np.float32)}
 
 
@@ -66,10 +59,8 @@ def write_inputs(folder: Path, n: int) -> tuple[Path, Path]:
 
 def run(cmd: list[str]) -> tuple[float, int]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", HWM, *cmd], capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - t0
-    hwm = next(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("VMHWM "))
-    return elapsed, hwm
+    proc = subprocess.run([sys.executable, "-c", hwm_wrapper(), *cmd], capture_output=True, text=True, check=True)
+    return time.perf_counter() - t0, reported_hwm(proc.stderr)
 
 
 def main() -> None:

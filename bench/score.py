@@ -25,6 +25,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from common import C2SEG, WUHAN, hwm_wrapper, reported_hwm
 
 from c2seg_kit.metrics import ConfusionMatrix
 from c2seg_kit.scoring import score_files
@@ -64,41 +65,31 @@ def sklearn_path(label: np.ndarray, pred: np.ndarray) -> tuple:
     return confusion_matrix(y, q), f1_score(y, q, average="macro"), cohen_kappa_score(y, q)
 
 
-_HWM_WRAPPER = (
-    "import atexit, sys\n"
-    "def _hwm():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            sys.stderr.write('VMHWM %d\\n' % (int(line.split()[1]) * 1024))\n"
-    "atexit.register(_hwm)\n"
-    "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render\n"
-    "if len(sys.argv) > 1:\n"
-    "    c2seg_kit.cli.main(sys.argv[1:])\n"
-)
+#: What `c2seg score` imports, so that a bare interpreter importing it is the baseline to subtract.
+SCORE_IMPORTS = "c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render"
 
 
 def peak_rss_of(cli_args: list[str]) -> int:
     """Peak RSS (VmHWM) of a fresh interpreter running `c2seg <cli_args>`, or only the imports
-    when cli_args is empty. Read inside the child: ru_maxrss would include the parent's RSS,
-    which Linux carries across fork + exec."""
-    proc = subprocess.run([sys.executable, "-c", _HWM_WRAPPER, *cli_args], capture_output=True, text=True, check=False)
-    for line in proc.stderr.splitlines():
-        if line.startswith("VMHWM "):
-            return int(line.split()[1])
-    raise SystemExit(f"could not measure: {proc.stderr}")
+    when cli_args is empty."""
+    proc = subprocess.run([sys.executable, "-c", hwm_wrapper(SCORE_IMPORTS), *cli_args], capture_output=True,
+                          text=True, check=False)
+    hwm = reported_hwm(proc.stderr)
+    if hwm is None:
+        raise SystemExit(f"could not measure: {proc.stderr}")
+    return hwm
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--height", type=int, default=6225)
-    ap.add_argument("--width", type=int, default=8670)
+    ap.add_argument("--height", type=int, default=WUHAN[0])
+    ap.add_argument("--width", type=int, default=WUHAN[1])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--sklearn-runs", type=int, default=3)
     args = ap.parse_args()
     h, w = args.height, args.width
     label, pred = synthetic_pair(h, w)
     label_bytes = label.nbytes
-    c2seg = [sys.executable, "-c", "from c2seg_kit.cli import main; main()"]
 
     with tempfile.TemporaryDirectory() as tmp:
         lab_path = write_labels(Path(tmp) / "labels.h5", label, "BW")
@@ -126,10 +117,10 @@ def main() -> None:
         assert abs(ours["kappa"] - sk[2]) < 1e-9, "kappa differs"
 
         files_t, scores = median_time(lambda: score_files(pred_path, lab_path), args.runs)
-        cmd = c2seg + ["score", str(pred_path), "--labels", str(lab_path), "--json"]
+        cmd = C2SEG + ["score", str(pred_path), "--labels", str(lab_path), "--json"]
         subprocess.run(cmd, check=True, capture_output=True)  # warm the page cache
         cmd_t, _ = median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), args.runs)
-        bare = [sys.executable, "-c", "import c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render"]
+        bare = [sys.executable, "-c", f"import {SCORE_IMPORTS}"]
         bare_t, _ = median_time(lambda: subprocess.run(bare, check=True, capture_output=True), args.runs)
 
         tracemalloc.start()

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from common import C2SEG, WUHAN  # noqa: E402
 from score import synthetic_pair  # noqa: E402
 
 from c2seg_kit.scoring import score_files  # noqa: E402
@@ -38,9 +39,7 @@ from c2seg_kit.tile_layout import write_tile_labels, write_tile_submission  # no
 from c2seg_kit.tiling import window_origins  # noqa: E402
 from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
 
-WUHAN = (6225, 8670)
 TILE = 256
-C2SEG = [sys.executable, "-c", "from c2seg_kit.cli import main; main()"]
 
 
 def tiles_of(raster, tile: int = TILE):

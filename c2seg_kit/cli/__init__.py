@@ -10,6 +10,7 @@ optional extra is reported in one line instead of breaking the whole CLI.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -41,8 +42,11 @@ CORE_COMMANDS: dict[str, str] = {
 }
 
 
+@functools.cache
 def plugin_commands() -> dict[str, str]:
-    """Verbs other packages of the distribution register: name -> "module:attribute"."""
+    """Verbs other packages of the distribution register: name -> "module:attribute". Read once per
+    process: every lookup of a verb asks (twice per command line, once per verb for --help), and
+    scanning the installed distributions' entry points is the slow part."""
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 

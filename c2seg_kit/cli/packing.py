@@ -42,13 +42,12 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.packing import check_new_file, pack_tiles, zero_based_hint
+    from c2seg_kit.packing import pack_tiles, zero_based_hint
 
     if as_labels and add_one:
         raise click.UsageError("--add-one is for 0-based predictions; label tiles are 0..13 already")
     if as_labels and (team or method):
         raise click.UsageError("--team and --method describe a submission, not a labels file")
-    check_new_file(out, force)
     with tqdm(desc="pack", unit="tile", disable=not progress, leave=False, delay=0.5) as bar:
         packed = pack_tiles(pred_dir, get_track(track_name), out, labels=as_labels, like=like, add_one=add_one,
                             overwrite=force, team=team, method=method, progress=bar.update)
@@ -76,9 +75,8 @@ def unpack(file: Path, like: Path, out: Path, progress: bool) -> None:
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.packing import check_new_or_empty, unpack_tiles
+    from c2seg_kit.packing import unpack_tiles
 
-    check_new_or_empty(out)
     with tqdm(desc="unpack", unit="tile", disable=not progress, leave=False, delay=0.5) as bar:
         n, folder = unpack_tiles(file, like, out, progress=bar.update)
     click.echo(f"wrote {n} GeoTIFFs to {folder}")
