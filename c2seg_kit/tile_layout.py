@@ -89,6 +89,13 @@ def _some(ids: list[str], show=str) -> str:
     return ", ".join(show(t) for t in ids[:SHOWN_IDS]) + more
 
 
+def id_mismatch(missing: list[str], extra: list[str], show_extra=str) -> str:
+    """"2 missing (3, 4); 1 not among them (9)": how a set of tile ids differs from the expected one."""
+    parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
+             f"{len(extra)} not among them ({_some(extra, show_extra)})" if extra else ""]
+    return "; ".join(p for p in parts if p)
+
+
 class _TileRasters(ClassFile):
     """A checked tile-layout class file: one raster per tile in group ``dataset_name``.
 
@@ -125,10 +132,8 @@ class _TileRasters(ClassFile):
             missing = sorted(want - have, key=natural_key)
             extra = sorted(have - want, key=natural_key)
             if missing or extra:
-                parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
-                         f"{len(extra)} not among them ({_some(extra, _shown_id)})" if extra else ""]
                 raise err(f"{self.what} must hold exactly the {len(ids)} test tiles: "
-                          + "; ".join(p for p in parts if p))
+                          + id_mismatch(missing, extra, _shown_id))
         else:
             ids = sorted(names, key=natural_key)
         limit = MAX_SIZE_FACTOR * nominal_pixels(self.track)
