@@ -191,11 +191,6 @@ class _TileRasters(ClassFile):
         """The tiles in :attr:`ids` order: two files holding the same ids yield aligned blocks."""
         return self.iter_tiles()
 
-    def check_values(self) -> None:
-        """Read every tile once, refusing values outside 0..13; keeps no data."""
-        for _ in self.iter_tiles():
-            pass
-
     def expectation(self) -> dict:
         """What a submission scored against these tiles must match (keywords of open_submission)."""
         return {"expected_tiles": self.shapes}
