@@ -29,7 +29,7 @@ from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
 from c2seg_kit.io.tiles import natural_key, open_test_split
 from c2seg_kit.registry import Track
 from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
-from c2seg_kit.tile_layout import SHOWN_IDS, tile_labels_writer, tile_submission_writer
+from c2seg_kit.tile_layout import id_mismatch, tile_labels_writer, tile_submission_writer
 
 #: Predictions "look 0-based" when no pixel is 13 and at least this share of pixels is 0: a model
 #: predicting classes 1..13 never outputs 0, one trained with "reduce zero label" outputs 0 for
@@ -61,10 +61,6 @@ def zero_based_hint(histogram: np.ndarray) -> str | None:
             "with \"reduce zero label\" writes them; if so, pack again with --add-one (0..12 -> 1..13)")
 
 
-def _some(ids: list[str]) -> str:
-    return ", ".join(ids[:SHOWN_IDS]) + (", ..." if len(ids) > SHOWN_IDS else "")
-
-
 def check_new_file(out: Path, overwrite: bool) -> None:
     if not overwrite and (out.exists() or out.is_symlink()):
         raise C2SegError(f"{out} already exists; it was left as it is (choose another --out, or --force)")
@@ -76,10 +72,8 @@ def _test_shapes(like: Path, track: Track, ids: set[str], pred_dir: Path) -> dic
         missing = [t for t in split.ids if t not in ids]
         extra = sorted(ids - set(split.ids), key=natural_key)
         if missing or extra:
-            parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
-                     f"{len(extra)} not among them ({_some(extra)})" if extra else ""]
             raise InvalidDataError(f"{pred_dir} must hold one image per test tile of {like} ({len(split.ids)}): "
-                                   + "; ".join(p for p in parts if p))
+                                   + id_mismatch(missing, extra))
         return {t: split.header(t)[0] for t in split.ids}
 
 

@@ -96,9 +96,7 @@ def render_png(array: Any, out_path: str | os.PathLike, *, legend: bool = True, 
     """Write a class map (H x W integers 0..13) as a PNG in the official colours, with a legend."""
     a = as_class_map(array, "class map")
     k = _stride(a.shape, max_side)
-    small = a[::k, ::k]
-    present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS))}
-    return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
+    return _save_map(a[::k, ::k], out_path, legend=legend, title=title)
 
 
 def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray]], out_path: str | os.PathLike,

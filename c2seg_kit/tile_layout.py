@@ -37,8 +37,7 @@ from h5py import h5d
 
 from c2seg_kit import h5safe
 from c2seg_kit.classes import as_class_map
-from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
-from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.errors import InvalidDataError, InvalidSubmissionError
 from c2seg_kit.io.tiles import natural_key
 from c2seg_kit.submission import (
     LABELS_FORMAT,
@@ -52,7 +51,7 @@ from c2seg_kit.submission import (
     nominal_pixels,
     root_attrs,
 )
-from c2seg_kit.writers import publish
+from c2seg_kit.writers import AtomicH5Writer, check_output_path
 
 __all__ = [
     "LAYOUT_ATTR", "LAYOUT_SCENE", "LAYOUT_TILES", "MAX_TILES", "TileLabels", "TileRasterWriter",
@@ -88,6 +87,13 @@ def _shown_id(name: str) -> str:
 def _some(ids: list[str], show=str) -> str:
     more = ", ..." if len(ids) > SHOWN_IDS else ""
     return ", ".join(show(t) for t in ids[:SHOWN_IDS]) + more
+
+
+def id_mismatch(missing: list[str], extra: list[str], show_extra=str) -> str:
+    """"2 missing (3, 4); 1 not among them (9)": how a set of tile ids differs from the expected one."""
+    parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
+             f"{len(extra)} not among them ({_some(extra, show_extra)})" if extra else ""]
+    return "; ".join(p for p in parts if p)
 
 
 class _TileRasters(ClassFile):
@@ -126,10 +132,8 @@ class _TileRasters(ClassFile):
             missing = sorted(want - have, key=natural_key)
             extra = sorted(have - want, key=natural_key)
             if missing or extra:
-                parts = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
-                         f"{len(extra)} not among them ({_some(extra, _shown_id)})" if extra else ""]
                 raise err(f"{self.what} must hold exactly the {len(ids)} test tiles: "
-                          + "; ".join(p for p in parts if p))
+                          + id_mismatch(missing, extra, _shown_id))
         else:
             ids = sorted(names, key=natural_key)
         limit = MAX_SIZE_FACTOR * nominal_pixels(self.track)
@@ -187,11 +191,6 @@ class _TileRasters(ClassFile):
         """The tiles in :attr:`ids` order: two files holding the same ids yield aligned blocks."""
         return self.iter_tiles()
 
-    def check_values(self) -> None:
-        """Read every tile once, refusing values outside 0..13; keeps no data."""
-        for _ in self.iter_tiles():
-            pass
-
     def expectation(self) -> dict:
         """What a submission scored against these tiles must match (keywords of open_submission)."""
         return {"expected_tiles": self.shapes}
@@ -225,7 +224,7 @@ class TileLabels(_TileRasters):
 TILE_READERS: dict[str, type[_TileRasters]] = {SUBMISSION_FORMAT: TileSubmission, LABELS_FORMAT: TileLabels}
 
 
-class TileRasterWriter:
+class TileRasterWriter(AtomicH5Writer):
     """Writes a tile-layout class file: one dataset per tile in group ``group``, atomically.
 
     Tiles arrive one at a time (any order, each id once). ``expected_ids``, when given, must be
@@ -235,21 +234,11 @@ class TileRasterWriter:
     def __init__(self, path: str | os.PathLike, group: str, attrs: dict, *,
                  expected_ids: Iterable[str] | None = None, verify: Callable[[Path], None] | None = None,
                  overwrite: bool = True):
-        self.path = Path(path)
-        self.overwrite = overwrite
-        if not overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise C2SegError(f"{self.path} already exists; it was left as it is")
-        if not self.path.parent.is_dir():
-            raise C2SegError(f"output folder {self.path.parent} does not exist")
+        check_output_path(path, overwrite)  # a user's mistake is named before a caller's bad id
         self.expected = None if expected_ids is None else {check_tile_id(t) for t in expected_ids}
-        self.verify = verify
         self.written: list[str] = []
         self.shapes: dict[str, tuple[int, int]] = {}  # id -> (H, W) of each tile written
-        self.tmp = temp_file_beside(self.path)
-        self.file = h5py.File(self.tmp, "w")
-        for key, value in {**attrs, LAYOUT_ATTR: LAYOUT_TILES}.items():
-            if value is not None:
-                self.file.attrs[key] = str(value)
+        super().__init__(path, {**attrs, LAYOUT_ATTR: LAYOUT_TILES}, verify=verify, overwrite=overwrite)
         self.group_name = group
         self.group = self.file.create_group(group)
 
@@ -270,28 +259,12 @@ class TileRasterWriter:
 
     __call__ = write_tile
 
-    def close(self, ok: bool = True) -> Path:
-        try:
-            self.file.close()
-            if ok:
-                if self.expected is not None and set(self.written) != self.expected:
-                    missing = sorted(self.expected - set(self.written))
-                    raise ValueError(f"{len(missing)} expected tiles were not written (e.g. {', '.join(missing[:5])})")
-                if not self.written:
-                    raise ValueError("no tiles were written")
-                if self.verify is not None:
-                    self.verify(self.tmp)
-                publish(self.tmp, self.path, overwrite=self.overwrite)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def __enter__(self) -> TileRasterWriter:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self.file.id.valid or self.tmp.exists():
-            self.close(ok=exc_type is None)
+    def _finish(self) -> None:
+        if self.expected is not None and set(self.written) != self.expected:
+            missing = sorted(self.expected - set(self.written))
+            raise ValueError(f"{len(missing)} expected tiles were not written (e.g. {', '.join(missing[:5])})")
+        if not self.written:
+            raise ValueError("no tiles were written")
 
 
 def _verified(writer: TileRasterWriter, verify: Callable[[Path], None] | None) -> TileRasterWriter:

@@ -27,7 +27,7 @@ from c2seg_kit.submission import (
     root_attrs,
 )
 
-__all__ = ["RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
+__all__ = ["AtomicH5Writer", "RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
 
 
 def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
@@ -52,7 +52,61 @@ def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
     tmp.unlink()
 
 
-class RasterWriter:
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse, before anything is written, an output whose folder is missing or (without
+    ``overwrite``) whose name is taken."""
+    path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise C2SegError(f"{path} already exists; it was left as it is")
+    if not path.parent.is_dir():
+        raise C2SegError(f"output folder {path.parent} does not exist")
+    return path
+
+
+class AtomicH5Writer:
+    """An HDF5 file written under a temporary name beside ``path`` and given its name only when
+    complete (and, with ``verify``, only after that check passed), so a crash never leaves a half
+    file. Subclasses write into :attr:`file` and put their last writes and completeness checks in
+    :meth:`_finish`; ``overwrite=False`` never replaces a file that exists (:func:`publish`)."""
+
+    def __init__(self, path: str | os.PathLike, attrs: dict, *, verify: Callable[[Path], None] | None = None,
+                 overwrite: bool = True) -> None:
+        self.path = check_output_path(path, overwrite)
+        self.verify = verify
+        self.overwrite = overwrite
+        self.tmp = temp_file_beside(self.path)
+        self.file = h5py.File(self.tmp, "w")
+        for key, value in attrs.items():
+            if value is not None:
+                self.file.attrs[key] = str(value)
+
+    def _finish(self) -> None:
+        """The last writes and completeness checks, on the open file, before a successful close."""
+
+    def close(self, ok: bool = True) -> Path:
+        try:
+            try:
+                if ok:
+                    self._finish()
+            finally:
+                self.file.close()
+            if ok:
+                if self.verify is not None:
+                    self.verify(self.tmp)
+                publish(self.tmp, self.path, overwrite=self.overwrite)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.file.id.valid or self.tmp.exists():
+            self.close(ok=exc_type is None)
+
+
+class RasterWriter(AtomicH5Writer):
     """Writes a class raster file (a submission or labels) row band by row band.
 
     The canonical layout: the given root attributes, one 2-D uint8 dataset chunked
@@ -66,20 +120,12 @@ class RasterWriter:
 
     def __init__(self, path: str | os.PathLike, name: str, shape: tuple[int, int], attrs: dict,
                  verify: Callable[[Path], None] | None = None) -> None:
-        self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         if min(self.shape) <= 0:
             raise ValueError(f"{name} must be a non-empty 2-D raster, got shape {shape}")
-        if not self.path.parent.is_dir():
-            raise C2SegError(f"output folder {self.path.parent} does not exist")
+        super().__init__(path, attrs, verify=verify)
         self.name = name
-        self.verify = verify
-        self.tmp = temp_file_beside(self.path)
         self.chunk_rows = min(DEFAULT_CHUNK_ROWS, self.shape[0])
-        self.file = h5py.File(self.tmp, "w")
-        for key, value in attrs.items():
-            if value is not None:
-                self.file.attrs[key] = str(value)
         self.ds = self.file.create_dataset(name, shape=self.shape, dtype=np.uint8,
                                            chunks=(self.chunk_rows, min(self.CHUNK_COLS, self.shape[1])),
                                            compression="gzip", compression_opts=4)
@@ -112,27 +158,10 @@ class RasterWriter:
         self.pending = [rest] if rest.shape[0] else []
         self.pending_rows = rest.shape[0]
 
-    def close(self, ok: bool = True) -> Path:
-        try:
-            if ok:
-                if self.next_row != self.shape[0]:
-                    raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were written")
-                self._flush(whole_chunks=False)
-            self.file.close()
-            if ok:
-                if self.verify is not None:
-                    self.verify(self.tmp)
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def __enter__(self) -> RasterWriter:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self.file.id.valid or self.tmp.exists():
-            self.close(ok=exc_type is None)
+    def _finish(self) -> None:
+        if self.next_row != self.shape[0]:
+            raise RuntimeError(f"only {self.next_row} of {self.shape[0]} rows were written")
+        self._flush(whole_chunks=False)
 
 
 def submission_writer(path: str | os.PathLike, shape: tuple[int, int], track: str, *,

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from tile_support import write_gdal
+from tile_support import run_cli, write_gdal
 
 from c2seg_kit.classes import palette
-from c2seg_kit.cli import main
 from c2seg_kit.registry import TRACKS
 from c2seg_kit.render import GAP_RGB, sheet_grid
 from c2seg_kit.scoring import score_files
@@ -28,13 +27,6 @@ from c2seg_kit.writers import write_submission
 SCALE = 0.1
 # GeoTIFFs written without georeferencing, on purpose (a team's prediction images)
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +77,8 @@ def test_pack_reads_every_kind_of_image_exactly_and_checks_against_the_test_tile
     pred = predictions(synth["labels"])
     save_mixed(tmp_path / "preds", pred)
     out = tmp_path / "predictions.h5"
-    code, stdout, err = run(["pack", tmp_path / "preds", "--track", "ab", "--like", synth["root"], "--out", out,
-                             "--method", "m", "--quiet"], capsys)
+    code, stdout, err = run_cli(capsys, "pack", tmp_path / "preds", "--track", "ab", "--like", synth["root"], "--out", out,
+                                "--method", "m", "--quiet")
     n = sum(a.size for a in pred.values())
     assert (code, err) == (0, "")
     assert stdout == f"wrote {out}: AB tile submission, 21 tiles, {n:,} pixels; ids and shapes match the 21 test tiles\n"
@@ -104,23 +96,22 @@ def test_zero_based_predictions_warn_and_add_one_shifts_them(synth, tmp_path, ca
     for tid, a in pred.items():
         Image.fromarray(a).save(tmp_path / "p" / f"{tid}.png")
     zeros = sum(int((a == 0).sum()) for a in pred.values()) / sum(a.size for a in pred.values())
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "a.h5", "--quiet"], capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "a.h5", "--quiet")
     assert code == 0 and err == (f"warning: the values look 0-based (0..12, no 13, {100 * zeros:.1f}% zeros), as a model "
                                  "trained with \"reduce zero label\" writes them; if so, pack again with --add-one "
                                  "(0..12 -> 1..13)\n")
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "b.h5", "--add-one", "--quiet"],
-                       capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "b.h5", "--add-one", "--quiet")
     assert (code, err) == (0, "")
     with open_submission(tmp_path / "b.h5") as sub:
         for tid, tile in sub.iter_tiles():
             np.testing.assert_array_equal(tile, pred[tid] + 1)
     # 1-based predictions (no zero at all) never warn
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "c.h5", "--quiet"], capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "c.h5", "--quiet")
     assert "warning" in err
     ok = predictions(synth["labels"])
     for tid, a in ok.items():
         Image.fromarray(a).save(tmp_path / "p" / f"{tid}.png")
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "d.h5", "--quiet"], capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "d.h5", "--quiet")
     assert (code, err) == (0, "")
 
 
@@ -189,7 +180,7 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(synth, tmp_path, capsy
 
     folder, extra = bad_case(tmp_path, synth, name)
     before = files_in(tmp_path)
-    code, out, err = run(["pack", folder, "--track", "AB", "--out", tmp_path / "out.h5", "--quiet", *extra], capsys)
+    code, out, err = run_cli(capsys, "pack", folder, "--track", "AB", "--out", tmp_path / "out.h5", "--quiet", *extra)
     assert code == 1 and not out and err.count("\n") == 1 and re.search(BAD[name], err.strip()), err
     assert files_in(tmp_path) == before  # nothing written, nothing left behind
     if name == "existing out":
@@ -203,13 +194,13 @@ def test_force_replaces_and_labels_pack_organizer_files(synth, tmp_path, capsys)
         write_gdal(folder / f"{tid}.tiff", a)
     out = tmp_path / "labels-tiles.h5"
     out.write_bytes(b"old")
-    code, stdout, _ = run(["pack", folder, "--track", "AB", "--labels", "--out", out, "--force", "--quiet"], capsys)
+    code, stdout, _ = run_cli(capsys, "pack", folder, "--track", "AB", "--labels", "--out", out, "--force", "--quiet")
     assert code == 0 and stdout.startswith(f"wrote {out}: AB tile labels file, 21 tiles")
     with open_labels(out) as lab:
         assert lab.shapes == {t: a.shape for t, a in synth["labels"].items()}
         for tid, tile in lab.iter_tiles():
             np.testing.assert_array_equal(tile, synth["labels"][tid])
-    code, _, err = run(["pack", folder, "--track", "AB", "--labels", "--add-one", "--out", tmp_path / "x.h5"], capsys)
+    code, _, err = run_cli(capsys, "pack", folder, "--track", "AB", "--labels", "--add-one", "--out", tmp_path / "x.h5")
     assert code == 2 and "--add-one is for 0-based predictions" in err
 
 
@@ -224,21 +215,18 @@ def test_like_refuses_bad_test_tiles_in_one_line(synth, tmp_path, capsys):
     test = tmp_path / "test"
     shutil.copytree(synth["test"], test)
     write_gdal(test / "sar" / "3.tiff", np.zeros((2, 40, 12), np.float32))
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--like", test, "--out", tmp_path / "o.h5", "--quiet"],
-                       capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--like", test, "--out", tmp_path / "o.h5", "--quiet")
     assert code == 1 and err == "error: tile 3 (tiles): modalities disagree in size (HSI 40x40, MSI 40x40, SAR 40x12)\n"
     # a missing modality for an id
     (test / "sar" / "3.tiff").unlink()
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--like", test, "--out", tmp_path / "o.h5", "--quiet"],
-                       capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--like", test, "--out", tmp_path / "o.h5", "--quiet")
     assert code == 1 and err == f"error: {test}: tile 3 has hsi and msi but no sar tile\n"
     # a zip with a member escaping the archive
     evil = tmp_path / "C2Seg_AB.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("C2Seg_AB/test/msi/0.tiff", b"x")
         zf.writestr("C2Seg_AB/test/msi/../../../../evil.tiff", b"x")
-    code, _, err = run(["pack", tmp_path / "p", "--track", "AB", "--like", evil, "--out", tmp_path / "o.h5", "--quiet"],
-                       capsys)
+    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--like", evil, "--out", tmp_path / "o.h5", "--quiet")
     assert code == 1 and err.count("\n") == 1 and "escapes the archive" in err
     assert not (tmp_path / "o.h5").exists()
 
@@ -250,9 +238,9 @@ def test_unpack_writes_gdal_readable_georeferenced_tiles(synth, tmp_path, capsys
     (tmp_path / "p").mkdir()
     for tid, a in pred.items():
         Image.fromarray(a).save(tmp_path / "p" / f"{tid}.png")
-    run(["pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "p.h5", "--quiet"], capsys)
+    run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "p.h5", "--quiet")
     (tmp_path / "gis").mkdir()  # an empty folder is fine
-    code, out, _ = run(["unpack", tmp_path / "p.h5", "--like", synth["root"], "--out", tmp_path / "gis", "--quiet"], capsys)
+    code, out, _ = run_cli(capsys, "unpack", tmp_path / "p.h5", "--like", synth["root"], "--out", tmp_path / "gis", "--quiet")
     assert code == 0 and out == f"wrote 21 GeoTIFFs to {tmp_path / 'gis'}\n"
     assert files_in(tmp_path / "gis") == sorted(f"{t}.tif" for t in pred)
     for tid, a in pred.items():
@@ -261,10 +249,10 @@ def test_unpack_writes_gdal_readable_georeferenced_tiles(synth, tmp_path, capsys
             assert got.transform == ref.transform and got.crs == ref.crs
             np.testing.assert_array_equal(got.read(1), a)
     # a folder with something in it, or a scene file: one line, nothing written
-    code, _, err = run(["unpack", tmp_path / "p.h5", "--like", synth["root"], "--out", tmp_path / "gis"], capsys)
+    code, _, err = run_cli(capsys, "unpack", tmp_path / "p.h5", "--like", synth["root"], "--out", tmp_path / "gis")
     assert code == 1 and err == f"error: {tmp_path / 'gis'} is not empty; unpack writes into a new or empty folder (nothing was written)\n"
     scene = write_submission(tmp_path / "scene.h5", np.ones((5, 5), np.uint8), "AB")
-    code, _, err = run(["unpack", scene, "--like", synth["root"], "--out", tmp_path / "new"], capsys)
+    code, _, err = run_cli(capsys, "unpack", scene, "--like", synth["root"], "--out", tmp_path / "new")
     assert code == 1 and err == ("error: scene.h5 holds one raster of the scene; unpack takes a file of tiles "
                                  "(layout 'tiles', as c2seg pack writes it)\n")
     assert not (tmp_path / "new").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -283,14 +271,14 @@ def packed(synth, tmp_path_factory):
 
 def test_validate_and_score_tiles(synth, packed, capsys):
     n = sum(a.size for a in packed["pred"].values())
-    code, out, _ = run(["validate", packed["path"], "--labels", synth["labels_path"]], capsys)
+    code, out, _ = run_cli(capsys, "validate", packed["path"], "--labels", synth["labels_path"])
     assert code == 0 and out == f"OK: predictions.h5 is a valid AB tile submission (21 tiles, {n:,} pixels)\n"
-    code, out, _ = run(["score", packed["path"], "--labels", synth["labels_path"], "--json"], capsys)
+    code, out, _ = run_cli(capsys, "score", packed["path"], "--labels", synth["labels_path"], "--json")
     result = json.loads(out)
     assert code == 0 and result == json.loads(json.dumps(score_files(packed["path"], synth["labels_path"])))
     assert set(result) == {"track", "oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels",
                            "layout", "n_tiles"} and (result["layout"], result["n_tiles"]) == ("tiles", 21)
-    code, out, _ = run(["score", packed["path"], "--labels", synth["labels_path"]], capsys)
+    code, out, _ = run_cli(capsys, "score", packed["path"], "--labels", synth["labels_path"])
     assert out.startswith(f"track AB   tiles 21   evaluated pixels {result['n_pixels']:,}\n")
 
 
@@ -301,7 +289,7 @@ def test_validate_refuses_other_ids_in_one_line(synth, tmp_path, capsys):
     del pred["20"]
     pred["20a"] = pred["19"]
     path = write_tile_submission(tmp_path / "p.h5", pred.items(), "AB")
-    code, out, err = run(["validate", path, "--labels", synth["labels_path"]], capsys)
+    code, out, err = run_cli(capsys, "validate", path, "--labels", synth["labels_path"])
     assert code == 1 and not out
     assert err == "error: submission must hold exactly the 21 test tiles: 1 missing (20); 1 not among them ('20a')\n"
 
@@ -319,8 +307,8 @@ def _colours(classes: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("max_side", [2048, 40])
 def test_render_contact_sheet(synth, tmp_path, capsys, max_side):
     labels = synth["labels"]
-    code, out, _ = run(["render", synth["labels_path"], "--out", tmp_path / "s.png", "--title", "", "--no-legend",
-                        "--max-side", max_side], capsys)
+    code, out, _ = run_cli(capsys, "render", synth["labels_path"], "--out", tmp_path / "s.png", "--title", "", "--no-legend",
+                           "--max-side", max_side)
     assert code == 0 and out == f"wrote {tmp_path / 's.png'} (contact sheet of 21 tiles in id order)\n"
     size = (max(a.shape[0] for a in labels.values()), max(a.shape[1] for a in labels.values()))
     rows, cols, k = sheet_grid(21, size, max_side)
@@ -342,8 +330,8 @@ def test_render_mosaic_places_tiles_by_their_georeferencing(synth, packed, tmp_p
         t = packed["pred"][tid]
         scene[r : r + t.shape[0], c : c + t.shape[1]] = t
     k = math.ceil(max(target.shape) / max_side)
-    code, out, _ = run(["render", packed["path"], "--like", synth["root"], "--out", tmp_path / "m.png", "--title", "",
-                        "--no-legend", "--max-side", max_side], capsys)
+    code, out, _ = run_cli(capsys, "render", packed["path"], "--like", synth["root"], "--out", tmp_path / "m.png", "--title", "",
+                           "--no-legend", "--max-side", max_side)
     assert code == 0 and out == (f"wrote {tmp_path / 'm.png'} (mosaic of 21 tiles, {target.shape[0]} x {target.shape[1]} px; "
                                  "where tiles overlap, later ids are drawn over earlier ones)\n")
     np.testing.assert_array_equal(_map_pixels(tmp_path / "m.png", scene[::k, ::k].shape), _colours(scene[::k, ::k]))
@@ -355,8 +343,8 @@ def test_render_mosaic_needs_georeferenced_test_tiles(synth, packed, tmp_path, c
     test = tmp_path / "test"
     shutil.copytree(synth["test"], test)
     write_gdal(test / "msi" / "5.tiff", np.zeros((4, *packed["pred"]["5"].shape), np.uint16), epsg=None)
-    code, _, err = run(["render", packed["path"], "--like", test, "--out", tmp_path / "m.png"], capsys)
+    code, _, err = run_cli(capsys, "render", packed["path"], "--like", test, "--out", tmp_path / "m.png")
     assert code == 1 and err == ("error: tile 5 carries no georeferencing (tie point and pixel size), so the tiles "
                                  "cannot be placed in a mosaic\n")
-    code, _, err = run(["render", synth["labels_path"].parent / "x.h5", "--out", tmp_path / "m.png"], capsys)
+    code, _, err = run_cli(capsys, "render", synth["labels_path"].parent / "x.h5", "--out", tmp_path / "m.png")
     assert code == 1

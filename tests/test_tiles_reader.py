@@ -120,19 +120,15 @@ def test_duplicate_ids_are_an_error(tmp_path):
         open_tiles(root, AB)
 
 
-def test_missing_modality_for_an_id(tmp_path):
+@pytest.mark.parametrize(("removed", "message"), [
+    ("test/hsi/2.tiff", "test: tile 2 has msi and sar but no hsi tile"),  # a modality missing for an id
+    ("train/label/3.tiff", "tile 3 has hsi and msi and sar but no label tile"),  # a label missing for an id
+])
+def test_missing_tile_for_an_id(tmp_path, removed, message):
     root = tmp_path / "C2Seg_AB"
     make_tiles(root)
-    (root / "test" / "hsi" / "2.tiff").unlink()
-    with pytest.raises(InvalidDataError, match="test: tile 2 has msi and sar but no hsi tile"):
-        open_tiles(root, AB)
-
-
-def test_missing_label_for_an_id(tmp_path):
-    root = tmp_path / "C2Seg_AB"
-    make_tiles(root)
-    (root / "train" / "label" / "3.tiff").unlink()
-    with pytest.raises(InvalidDataError, match="tile 3 has hsi and msi and sar but no label tile"):
+    (root / removed).unlink()
+    with pytest.raises(InvalidDataError, match=message):
         open_tiles(root, AB)
 
 

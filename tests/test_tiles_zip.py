@@ -10,9 +10,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from tile_support import make_tiles, zip_folder
+from tile_support import make_tiles, run_cli, zip_folder
 
-from c2seg_kit.cli import main
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io import tiles as tiles_module
 from c2seg_kit.io.safezip import ZipLimits, ZipStore
@@ -20,13 +19,6 @@ from c2seg_kit.io.tiles import open_tiles
 from c2seg_kit.registry import TRACKS
 
 AB, BW = TRACKS["AB"], TRACKS["BW"]
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture()
@@ -54,7 +46,7 @@ def test_zip_as_distributed_reads_like_the_folder(ab_zip):
 
 def test_info_on_zip_reports_md5_mismatch_as_warning(capsys, ab_zip):
     path, written = ab_zip
-    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--json", "--quiet")
+    code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--json", "--quiet")
     assert code == 0, err
     info = json.loads(out)
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
@@ -71,7 +63,7 @@ def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
     path, _ = ab_zip
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     monkeypatch.setitem(tiles_module.DISTRIBUTED_MD5, "C2Seg_AB.zip", md5)
-    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--quiet")
+    code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--quiet")
     assert code == 0 and err == ""
     assert out.splitlines()[0] == f"archive {path}: MD5 {md5} matches"
 
@@ -79,7 +71,7 @@ def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
 def test_renamed_zip_is_not_checked(tmp_path, ab_zip, capsys):
     path, _ = ab_zip
     other = path.rename(tmp_path / "my_copy.zip")
-    code, out, err = run(capsys, "info", str(other), "--track", "AB", "--json", "--quiet")
+    code, out, err = run_cli(capsys, "info", str(other), "--track", "AB", "--json", "--quiet")
     assert code == 0 and json.loads(out)["archive"] == {"path": str(other)} and err == ""
 
 
@@ -138,7 +130,7 @@ def test_hostile_zip_is_refused_before_anything_is_read(tmp_path, capsys, kind):
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(InvalidDataError, match=message):
         ZipStore(path, workdir=tmp_path)
-    code, out, err = run(capsys, "info", str(path), "--track", "AB", "--quiet")
+    code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--quiet")
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, nothing extracted
     assert not (tmp_path.parent / "evil.tiff").exists()
@@ -155,7 +147,7 @@ def test_member_size_cap(tmp_path):
 def test_not_a_zip(tmp_path, capsys):
     path = tmp_path / "C2Seg_AB.zip"
     path.write_bytes(b"PK\x03\x04 this is not really a zip")
-    code, _, err = run(capsys, "info", str(path), "--track", "AB")
+    code, _, err = run_cli(capsys, "info", str(path), "--track", "AB")
     assert code == 1 and "neither a data folder nor a zip archive" in err
 
 

@@ -168,9 +168,9 @@ class ZipStore:
                 if depth >= self.limits.max_depth:
                     raise InvalidDataError(f"{where}: member {name!r} is a zip nested {depth} levels deep "
                                            f"(at most {self.limits.max_depth} levels are read)")
-                self._add_inner(zf, info, f"{where}:{name}", _join(mount, name[:-4]), depth)
+                self._add_inner(zf, info, f"{where}:{name}", join_rel(mount, name[:-4]), depth)
                 continue
-            self._put(_join(mount, name), zf, info, where)
+            self._put(join_rel(mount, name), zf, info, where)
 
     def _add_inner(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, mount: str, depth: int) -> None:
         copy = self._copy_out(zf, info, where)
@@ -181,7 +181,7 @@ class ZipStore:
             if _is_zip_name(name):
                 raise InvalidDataError(f"{where}: member {name!r} is a zip nested {depth + 1} levels deep "
                                        f"(at most {self.limits.max_depth} levels are read)")
-            self._put(_join(mount, inner_names[name]), inner, info_, where)
+            self._put(join_rel(mount, inner_names[name]), inner, info_, where)
 
     def _put(self, name: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
         if not name:
@@ -248,5 +248,6 @@ class ZipStore:
         self.close()
 
 
-def _join(mount: str, name: str) -> str:
-    return f"{mount}/{name}" if mount and name else mount or name
+def join_rel(*parts: str) -> str:
+    """Relative POSIX path parts joined by '/', empty parts (the tree's root) left out."""
+    return "/".join(p for p in parts if p)

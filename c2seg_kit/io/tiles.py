@@ -26,7 +26,7 @@ import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import GeoRef, TileRaster, read_geotiff
-from c2seg_kit.io.safezip import ZipLimits, ZipStore
+from c2seg_kit.io.safezip import ZipLimits, ZipStore, join_rel
 from c2seg_kit.io.scene import check_label_values
 from c2seg_kit.registry import MODALITIES, Track
 
@@ -90,10 +90,6 @@ def natural_key(tile_id: str) -> tuple:
     return (0, int(tile_id), tile_id) if tile_id.isdigit() else (1, 0, tile_id)
 
 
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
-
-
 def _tiles_in(store: TileStore, folder: str) -> dict[str, str]:
     """id -> file name of the tiles directly in ``folder``; two files for one id is an error."""
     found: dict[str, str] = {}
@@ -109,7 +105,7 @@ def _tiles_in(store: TileStore, folder: str) -> dict[str, str]:
 
 def modality_folder(store: TileStore, base: str, modality: str) -> tuple[str, dict[str, str]] | None:
     """Where a modality's tiles are: ``base/m`` or, nested, ``base/m/m``; None when neither exists."""
-    flat, nested = _join(base, modality), _join(base, modality, modality)
+    flat, nested = join_rel(base, modality), join_rel(base, modality, modality)
     if not store.is_dir(flat):
         return None
     tiles = _tiles_in(store, flat)
@@ -133,7 +129,7 @@ class TileSplit:
     def __init__(self, source: str | Path | TileStore, split: str, *, prefix: str = ""):
         self.store: TileStore = FolderStore(source) if isinstance(source, (str, Path)) else source
         self.split = split
-        self.base = _join(prefix, split)
+        self.base = join_rel(prefix, split)
         self.folders: dict[str, str] = {}
         self.files: dict[str, dict[str, str]] = {}
         for m in (*MODALITIES, LABEL):
@@ -142,7 +138,7 @@ class TileSplit:
                 self.folders[m], self.files[m] = found
         missing = [m for m in MODALITIES if not self.files.get(m)]
         if missing:
-            where = ", ".join(self.store.describe(_join(self.base, m)) for m in missing)
+            where = ", ".join(self.store.describe(join_rel(self.base, m)) for m in missing)
             raise DatasetNotFoundError(f"expected {', '.join(missing)} tiles in {where}")
         self.has_label = bool(self.files.get(LABEL))
         kinds = (*MODALITIES, LABEL) if self.has_label else MODALITIES
@@ -159,7 +155,7 @@ class TileSplit:
     def path(self, modality: str, tile_id: str) -> str:
         """The tile file's path relative to the store's root."""
         try:
-            return _join(self.folders[modality], self.files[modality][tile_id])
+            return join_rel(self.folders[modality], self.files[modality][tile_id])
         except KeyError:
             raise DatasetNotFoundError(f"no {modality} tile {tile_id} in {self.store.describe(self.base)}") from None
 
@@ -250,7 +246,7 @@ class BandCounts:
 
 def _find_root(store: TileStore, track: Track) -> str | None:
     for root in (track.tile_dir, ""):
-        if any(store.is_dir(_join(root, split, "msi")) for split in SPLITS):
+        if any(store.is_dir(join_rel(root, split, "msi")) for split in SPLITS):
             return root
     return None
 
@@ -297,7 +293,7 @@ class TileData:
                 f"no C2Seg {track.name} tiles in {store.name}: expected {track.tile_dir}/train/msi or train/msi"
             )
         self.root = root
-        self.splits = {s: TileSplit(store, s, prefix=root) for s in SPLITS if store.is_dir(_join(root, s))}
+        self.splits = {s: TileSplit(store, s, prefix=root) for s in SPLITS if store.is_dir(join_rel(root, s))}
 
     def close(self) -> None:
         self.store.close()
