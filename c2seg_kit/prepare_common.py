@@ -72,7 +72,6 @@ class FitStream:
 
     def __init__(self, channels: int, options: PrepareOptions):
         self.options = options
-        self.channels = channels
         if options.pca_sample is None:
             self.moments: Moments | None = Moments(channels)
             self.sampler = None
