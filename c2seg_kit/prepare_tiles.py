@@ -34,7 +34,7 @@ import numpy as np
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io.tiles import LABEL, BandCounts, TileSplit, check_sizes
 from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import BandStats, CityReport, FitStream, PrepareOptions, write_pca
+from c2seg_kit.prepare_common import BandStats, CityReport, FitStream, PrepareOptions, flip_channels, write_pca
 from c2seg_kit.prepared import georef_json
 from c2seg_kit.registry import MODALITIES
 from c2seg_kit.repair import repair_nonfinite
@@ -129,13 +129,9 @@ class TileCityWriter:
     def finish(self) -> tuple[CityReport, PCA]:
         f, ids = self.f, self.split.ids
         signs = self.extremes.signs() if self.orient else np.ones(self.k)
-        flip = signs < 0
-        if flip.any():  # the sign pass: the projected HSI is small next to the raw HSI read twice
-            for tile_id in ids:
-                ds = self.tiles[tile_id]["hsi"]
-                block = ds[()]
-                block[flip] *= -1
-                ds[...] = block
+        if (signs < 0).any():  # the sign pass: the projected HSI is small next to the raw HSI read twice
+            for tile_id, (h, _) in zip(ids, self.shapes, strict=True):
+                flip_channels(self.tiles[tile_id]["hsi"], signs, max(h, 1))  # a tile in one step
         f.attrs["normalisation"] = self.options.normalisation
         for m in MODALITIES:
             lo, hi = self.stats[m].finish(signs if m == "hsi" else None)
