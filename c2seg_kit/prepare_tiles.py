@@ -34,7 +34,15 @@ import numpy as np
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io.tiles import LABEL, BandCounts, TileSplit, check_sizes
 from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import BandStats, CityReport, FitStream, PrepareOptions, flip_channels, write_pca
+from c2seg_kit.prepare_common import (
+    BandStats,
+    CityReport,
+    FitStream,
+    PrepareOptions,
+    flip_channels,
+    pca_report,
+    write_pca,
+)
 from c2seg_kit.prepared import georef_json
 from c2seg_kit.registry import MODALITIES
 from c2seg_kit.repair import repair_nonfinite
@@ -141,12 +149,7 @@ class TileCityWriter:
         final = self.pca.oriented(signs)
         write_pca(f, final)
         report = CityReport(tiles=len(ids), tile_sizes=dict(self.sizes.most_common()), has_label=self.split.has_label,
-                            nonfinite_repaired=self.counts,
-                            pca_explained_variance=[round(float(v), 6) for v in self.pca.explained_variance_ratio],
-                            pca_fit_pixels=self.pca.pixels if self.orient else 0,
-                            pca_sign_pixels=self.extremes.where if self.orient else [],
-                            pca_sign_margins=[round(float(v), 6) for v in self.extremes.margins()]
-                            if self.orient else [])
+                            nonfinite_repaired=self.counts, **pca_report(self.pca, self.extremes, self.orient))
         return report, final
 
 
