@@ -45,7 +45,7 @@ from c2seg_kit.prepare_common import (
 )
 from c2seg_kit.prepared import georef_json
 from c2seg_kit.registry import MODALITIES
-from c2seg_kit.repair import repair_nonfinite
+from c2seg_kit.repair import repaired_hwc
 
 TILES_GROUP = "tiles"
 
@@ -67,10 +67,6 @@ def fit_tile_pca(split: TileSplit, options: PrepareOptions, progress=None) -> PC
         if progress is not None:
             progress.update(1)
     return stream.fit()
-
-
-def _hwc_float32(chw: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
 
 
 class TileCityWriter:
@@ -99,8 +95,8 @@ class TileCityWriter:
             raise _band_mismatch(self.split.split, tile_id, chw.shape[0], len(self.pca.mean))
         h, w = chw.shape[1:]
         if chw.dtype.kind == "f":
-            block = _hwc_float32(chw)
-            self.counts["hsi"] += repair_nonfinite(block)
+            block, repaired = repaired_hwc(chw)
+            self.counts["hsi"] += repaired
             pixels = block.reshape(-1, block.shape[-1])
         else:  # integer tiles: nothing to repair, and no float32 copy of all the bands
             pixels = pixels_of(chw)
@@ -119,8 +115,8 @@ class TileCityWriter:
             if m == "hsi":
                 block = self._hsi(tile_id, chw)
             else:
-                hwc = _hwc_float32(chw)
-                self.counts[m] += repair_nonfinite(hwc)
+                hwc, repaired = repaired_hwc(chw)
+                self.counts[m] += repaired
                 block = np.ascontiguousarray(hwc.transpose(2, 0, 1))
             self._stats(m, block.shape[0]).add(block)
             group.create_dataset(m, data=block)

@@ -37,7 +37,7 @@ from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import GeoRef
 from c2seg_kit.pca import PCA
 from c2seg_kit.registry import MODALITIES, Track, get_track
-from c2seg_kit.repair import repair_nonfinite
+from c2seg_kit.repair import repaired_hwc
 
 FORMAT = "c2seg-prepared/1"
 MANIFEST = "manifest.json"
@@ -120,9 +120,7 @@ class RawTransform:
     def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for m in MODALITIES:
-            chw = arrays[m]
-            hwc = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
-            repair_nonfinite(hwc)
+            hwc, _ = repaired_hwc(arrays[m])
             if m == "hsi":
                 if hwc.shape[-1] != len(self.pca.mean):
                     raise InvalidDataError(f"HSI has {hwc.shape[-1]} bands; the prepared PCA expects {len(self.pca.mean)}")
