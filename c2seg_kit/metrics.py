@@ -33,6 +33,13 @@ __all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
 SCORE_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels")
 
 
+def _pair_index(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Flat labels and predictions (checked 0..13) -> combined index 14 * true + pred, as uint8."""
+    index = as_class_ids(t, "label") * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
+    index += as_class_ids(p, "prediction")  # <= 195: still uint8
+    return index
+
+
 class ConfusionMatrix:
     """Accumulates the 13 x 14 confusion matrix of C2SEG.md section 3.
 
@@ -79,8 +86,7 @@ class ConfusionMatrix:
         # ravels to a view; anything else is walked along its first axis.
         if target.flags.c_contiguous and pred.flags.c_contiguous and target.size <= _SMALL_PIXELS:
             # A small block (a tile): one plain bincount beats setting up the pair counts.
-            index = as_class_ids(target.reshape(-1), "label") * np.uint8(NUM_LABELS)
-            index += as_class_ids(pred.reshape(-1), "prediction")
+            index = _pair_index(target.reshape(-1), pred.reshape(-1))
             self.matrix += np.bincount(index, minlength=_BINS).reshape(NUM_LABELS, NUM_LABELS)[1:]
         elif target.flags.c_contiguous and pred.flags.c_contiguous:
             t_flat, p_flat = target.reshape(-1), pred.reshape(-1)
@@ -105,10 +111,7 @@ class ConfusionMatrix:
     @staticmethod
     def _count_slab(t: np.ndarray, p: np.ndarray, pairs: np.ndarray, singles: np.ndarray) -> None:
         """Add one flat slab's combined-index counts to ``pairs`` (uint16 pairs) and ``singles``."""
-        t8 = as_class_ids(t, "label")
-        p8 = as_class_ids(p, "prediction")
-        index = t8 * np.uint8(NUM_LABELS)  # a fresh uint8 array, <= 182
-        index += p8  # <= 195: still uint8
+        index = _pair_index(t, p)
         if index.size % 2:
             singles += np.bincount(index[-1:], minlength=_BINS)
             index = index[:-1]

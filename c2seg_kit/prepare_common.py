@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from c2seg_kit.pca import PCA, Moments, Sampler
+from c2seg_kit.pca import PCA, ExtremeScores, Moments, Sampler
 
 CHUNK = 128  # scene cache chunk edge: one training window spans at most 4 chunks
 PCA_SAMPLE_MIN = 1000
@@ -72,7 +72,6 @@ class FitStream:
 
     def __init__(self, channels: int, options: PrepareOptions):
         self.options = options
-        self.channels = channels
         if options.pca_sample is None:
             self.moments: Moments | None = Moments(channels)
             self.sampler = None
@@ -146,3 +145,11 @@ def write_pca(f: h5py.File, pca: PCA) -> None:
     """Keep the PCA beside the data: a raw HSI pixel x maps to (x - pca_mean) @ pca_components."""
     f.create_dataset("pca_mean", data=pca.mean)
     f.create_dataset("pca_components", data=pca.components)
+
+
+def pca_report(pca: PCA, extremes: ExtremeScores, orient: bool) -> dict:
+    """The PCA fields of a :class:`CityReport`; a city that applied the source's PCA has no fit of its own."""
+    return {"pca_explained_variance": [round(float(v), 6) for v in pca.explained_variance_ratio],
+            "pca_fit_pixels": pca.pixels if orient else 0,
+            "pca_sign_pixels": extremes.where if orient else [],
+            "pca_sign_margins": [round(float(v), 6) for v in extremes.margins()] if orient else []}

@@ -22,7 +22,16 @@ import numpy as np
 
 from c2seg_kit.io.scene import CityScene
 from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import CHUNK, BandStats, CityReport, FitStream, PrepareOptions, flip_channels, write_pca
+from c2seg_kit.prepare_common import (
+    CHUNK,
+    BandStats,
+    CityReport,
+    FitStream,
+    PrepareOptions,
+    flip_channels,
+    pca_report,
+    write_pca,
+)
 from c2seg_kit.registry import MODALITIES
 from c2seg_kit.repair import repair_nonfinite
 
@@ -103,8 +112,5 @@ def prepare_scene_city(scene: CityScene, out_path: Path, pca: PCA, options: Prep
         write_pca(f, final)
         f.attrs["city"] = scene.name
     report = CityReport(shape=(h, w), has_label=scene.has_label, nonfinite_repaired=counts,
-                        pca_explained_variance=[round(float(v), 6) for v in pca.explained_variance_ratio],
-                        pca_fit_pixels=pca.pixels if orient else 0,
-                        pca_sign_pixels=extremes.where if orient else [],
-                        pca_sign_margins=[round(float(v), 6) for v in extremes.margins()] if orient else [])
+                        **pca_report(pca, extremes, orient))
     return report, final

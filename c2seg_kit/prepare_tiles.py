@@ -34,10 +34,18 @@ import numpy as np
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io.tiles import LABEL, BandCounts, TileSplit, check_sizes
 from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import BandStats, CityReport, FitStream, PrepareOptions, write_pca
+from c2seg_kit.prepare_common import (
+    BandStats,
+    CityReport,
+    FitStream,
+    PrepareOptions,
+    flip_channels,
+    pca_report,
+    write_pca,
+)
 from c2seg_kit.prepared import georef_json
 from c2seg_kit.registry import MODALITIES
-from c2seg_kit.repair import repair_nonfinite
+from c2seg_kit.repair import repaired_hwc
 
 TILES_GROUP = "tiles"
 
@@ -59,10 +67,6 @@ def fit_tile_pca(split: TileSplit, options: PrepareOptions, progress=None) -> PC
         if progress is not None:
             progress.update(1)
     return stream.fit()
-
-
-def _hwc_float32(chw: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
 
 
 class TileCityWriter:
@@ -91,8 +95,8 @@ class TileCityWriter:
             raise _band_mismatch(self.split.split, tile_id, chw.shape[0], len(self.pca.mean))
         h, w = chw.shape[1:]
         if chw.dtype.kind == "f":
-            block = _hwc_float32(chw)
-            self.counts["hsi"] += repair_nonfinite(block)
+            block, repaired = repaired_hwc(chw)
+            self.counts["hsi"] += repaired
             pixels = block.reshape(-1, block.shape[-1])
         else:  # integer tiles: nothing to repair, and no float32 copy of all the bands
             pixels = pixels_of(chw)
@@ -111,8 +115,8 @@ class TileCityWriter:
             if m == "hsi":
                 block = self._hsi(tile_id, chw)
             else:
-                hwc = _hwc_float32(chw)
-                self.counts[m] += repair_nonfinite(hwc)
+                hwc, repaired = repaired_hwc(chw)
+                self.counts[m] += repaired
                 block = np.ascontiguousarray(hwc.transpose(2, 0, 1))
             self._stats(m, block.shape[0]).add(block)
             group.create_dataset(m, data=block)
@@ -129,13 +133,9 @@ class TileCityWriter:
     def finish(self) -> tuple[CityReport, PCA]:
         f, ids = self.f, self.split.ids
         signs = self.extremes.signs() if self.orient else np.ones(self.k)
-        flip = signs < 0
-        if flip.any():  # the sign pass: the projected HSI is small next to the raw HSI read twice
-            for tile_id in ids:
-                ds = self.tiles[tile_id]["hsi"]
-                block = ds[()]
-                block[flip] *= -1
-                ds[...] = block
+        if (signs < 0).any():  # the sign pass: the projected HSI is small next to the raw HSI read twice
+            for tile_id, (h, _) in zip(ids, self.shapes, strict=True):
+                flip_channels(self.tiles[tile_id]["hsi"], signs, max(h, 1))  # a tile in one step
         f.attrs["normalisation"] = self.options.normalisation
         for m in MODALITIES:
             lo, hi = self.stats[m].finish(signs if m == "hsi" else None)
@@ -145,12 +145,7 @@ class TileCityWriter:
         final = self.pca.oriented(signs)
         write_pca(f, final)
         report = CityReport(tiles=len(ids), tile_sizes=dict(self.sizes.most_common()), has_label=self.split.has_label,
-                            nonfinite_repaired=self.counts,
-                            pca_explained_variance=[round(float(v), 6) for v in self.pca.explained_variance_ratio],
-                            pca_fit_pixels=self.pca.pixels if self.orient else 0,
-                            pca_sign_pixels=self.extremes.where if self.orient else [],
-                            pca_sign_margins=[round(float(v), 6) for v in self.extremes.margins()]
-                            if self.orient else [])
+                            nonfinite_repaired=self.counts, **pca_report(self.pca, self.extremes, self.orient))
         return report, final
 
 

@@ -37,7 +37,7 @@ from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import GeoRef
 from c2seg_kit.pca import PCA
 from c2seg_kit.registry import MODALITIES, Track, get_track
-from c2seg_kit.repair import repair_nonfinite
+from c2seg_kit.repair import repaired_hwc
 
 FORMAT = "c2seg-prepared/1"
 MANIFEST = "manifest.json"
@@ -105,11 +105,6 @@ def georef_from_json(text: str | None) -> GeoRef | None:
     return GeoRef(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def _open_city_file(path: Path) -> None:
-    if not path.is_file():
-        raise DatasetNotFoundError(f"prepared city file {path.name} not found in {path.parent}")
-
-
 class RawTransform:
     """A city's preparation applied to raw arrays of that city: repair, PCA (HSI), normalisation.
 
@@ -125,9 +120,7 @@ class RawTransform:
     def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for m in MODALITIES:
-            chw = arrays[m]
-            hwc = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
-            repair_nonfinite(hwc)
+            hwc, _ = repaired_hwc(arrays[m])
             if m == "hsi":
                 if hwc.shape[-1] != len(self.pca.mean):
                     raise InvalidDataError(f"HSI has {hwc.shape[-1]} bands; the prepared PCA expects {len(self.pca.mean)}")
@@ -138,15 +131,57 @@ class RawTransform:
         return out
 
 
-class PreparedCity(LazyH5):
+class CityFile(LazyH5):
+    """What both layouts' cities share: the file (which must exist), the name, the kept PCA."""
+
+    _norm: dict[str, Norm]
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        if not self.path.is_file():
+            raise DatasetNotFoundError(f"prepared city file {self.path.name} not found in {self.path.parent}")
+
+    def transform(self) -> RawTransform:
+        """This city's preparation, to apply to raw arrays of the same city (needs a cache that
+        kept its PCA)."""
+        f = self._h5()
+        if "pca_components" not in f:
+            raise InvalidDataError(f"{self.path} keeps no PCA (written by an older kit); run `c2seg prepare` again")
+        return RawTransform(f["pca_mean"][()], f["pca_components"][()], self._norm)
+
+
+class WindowReads:
+    """The reading interface of one raster: its datasets live in ``_node()`` (the scene file, or a
+    tile's group) and read through the city's normalisation ``_norm``."""
+
+    has_label: bool
+    _norm: dict[str, Norm]
+
+    def _node(self) -> h5py.Group:
+        raise NotImplementedError
+
+    def read(self, modality: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Normalised float32 window (C, r1-r0, c1-c0) of one modality."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        x = self._node()[modality][:, r0:r1, c0:c1].astype(np.float32, copy=False)
+        return normalise(x, self._norm[modality])
+
+    def read_label(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """uint8 label window (r1-r0, c1-c0); zeros (unlabelled) where the city has no label."""
+        if not self.has_label:
+            return np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
+        return self._node()["label"][r0:r1, c0:c1]
+
+
+class PreparedCity(CityFile, WindowReads):
     """One city of a scene cache, read window by window."""
 
     layout = "scene"
 
     def __init__(self, path: Path, name: str):
-        self.path = Path(path)
-        self.name = name
-        _open_city_file(self.path)
+        super().__init__(path, name)
         f = self._h5()
         missing = [m for m in MODALITIES if m not in f]
         if missing:
@@ -162,38 +197,18 @@ class PreparedCity(LazyH5):
             raise InvalidDataError(f"{self.path}: label shape {f['label'].shape} != image shape {self.shape}")
         self._norm = {m: norm_params(f[m].attrs.get("norm_lo"), f[m].attrs.get("norm_hi")) for m in MODALITIES}
 
-    def read(self, modality: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """Normalised float32 window (C, r1-r0, c1-c0) of one modality."""
-        if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-        x = self._h5()[modality][:, r0:r1, c0:c1].astype(np.float32, copy=False)
-        return normalise(x, self._norm[modality])
-
-    def read_label(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """uint8 label window (r1-r0, c1-c0); zeros (unlabelled) where the city has no label."""
-        if not self.has_label:
-            return np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
-        return self._h5()["label"][r0:r1, c0:c1]
+    def _node(self) -> h5py.Group:
+        return self._h5()
 
     def rasters(self) -> Iterator[tuple[None, PreparedCity]]:
         """The city as one raster: ``(None, self)``."""
         yield None, self
 
-    def transform(self) -> RawTransform:
-        """This city's preparation, to apply to raw arrays (needs a cache that kept its PCA)."""
-        return _raw_transform(self._h5(), self.path, self._norm)
-
     def __repr__(self) -> str:
         return f"PreparedCity({self.name!r}, shape={self.shape}, channels={self.channels}, has_label={self.has_label})"
 
 
-def _raw_transform(f: h5py.File, path: Path, norms: dict[str, Norm]) -> RawTransform:
-    if "pca_components" not in f:
-        raise InvalidDataError(f"{path} keeps no PCA (written by an older kit); run `c2seg prepare` again")
-    return RawTransform(f["pca_mean"][()], f["pca_components"][()], norms)
-
-
-class PreparedTiles(LazyH5):
+class PreparedTiles(CityFile):
     """One city of a tile cache: its tiles, each a :class:`PreparedTile` raster.
 
     ``ids`` in natural order; ``channels`` (equal for all tiles); ``has_label``; normalisation
@@ -203,9 +218,7 @@ class PreparedTiles(LazyH5):
     layout = "tiles"
 
     def __init__(self, path: Path, name: str):
-        self.path = Path(path)
-        self.name = name
-        _open_city_file(self.path)
+        super().__init__(path, name)
         f = self._h5()
         if f.attrs.get("layout") != "tiles" or "tile_ids" not in f or "tiles" not in f:
             raise InvalidDataError(f"{self.path} is not a prepared tile city")
@@ -241,16 +254,12 @@ class PreparedTiles(LazyH5):
         self.tile(tile_id)  # unknown ids raise KeyError
         return georef_from_json(self._h5()["tiles"][str(tile_id)].attrs.get("georef"))
 
-    def transform(self) -> RawTransform:
-        """This city's preparation, to apply to raw tiles of the same city."""
-        return _raw_transform(self._h5(), self.path, self._norm)
-
     def __repr__(self) -> str:
         return (f"PreparedTiles({self.name!r}, {len(self.ids)} tiles, channels={self.channels}, "
                 f"has_label={self.has_label})")
 
 
-class PreparedTile:
+class PreparedTile(WindowReads):
     """One tile of a :class:`PreparedTiles` city, with the :class:`PreparedCity` reading interface.
 
     Reads through its city's (lazy, per-process) file handle, so pickling a list of tiles into
@@ -266,22 +275,10 @@ class PreparedTile:
         self.shape: tuple[int, int] = city.shapes[tile_id]
         self.channels = city.channels
         self.has_label = city.has_label
+        self._norm = city._norm
 
-    def _group(self) -> h5py.Group:
+    def _node(self) -> h5py.Group:
         return self.city._h5()["tiles"][self.tile_id]
-
-    def read(self, modality: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """Normalised float32 window (C, r1-r0, c1-c0) of one modality."""
-        if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-        x = self._group()[modality][:, r0:r1, c0:c1].astype(np.float32, copy=False)
-        return normalise(x, self.city._norm[modality])
-
-    def read_label(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """uint8 label window (r1-r0, c1-c0); zeros (unlabelled) where the city has no label."""
-        if not self.has_label:
-            return np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
-        return self._group()["label"][r0:r1, c0:c1]
 
     def georef(self) -> GeoRef | None:
         return self.city.georef(self.tile_id)

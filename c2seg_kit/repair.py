@@ -37,3 +37,13 @@ def repair_nonfinite(block: np.ndarray) -> int:
     fill = np.where(count > 0, mean, np.broadcast_to(fallback, block.shape))
     block[bad] = fill[bad].astype(block.dtype)
     return n
+
+
+def repaired_hwc(chw: np.ndarray) -> tuple[np.ndarray, int]:
+    """A (C, h, w) array as a repaired float32 (h, w, C) block, and how many values were repaired.
+
+    The block is a copy unless ``chw`` already is float32 laid out pixel by pixel (then the
+    repair happens in ``chw`` itself).
+    """
+    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
+    return hwc, repair_nonfinite(hwc)

@@ -46,15 +46,19 @@ def _fmt_shape(shape: tuple) -> str:
     return " x ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
 
 
+# The word for each refused link type (None: a hard link, the only kind entered); any other
+# type is user-defined. h5py's link classes map onto the same types.
+_LINK_WORDS = {h5l.TYPE_HARD: None, h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+_LINK_CLASSES = {h5py.HardLink: h5l.TYPE_HARD, h5py.SoftLink: h5l.TYPE_SOFT, h5py.ExternalLink: h5l.TYPE_EXTERNAL}
+
+
+def _link_word(link_type: Any) -> str | None:
+    return _LINK_WORDS.get(link_type, "a user-defined link")
+
+
 def _link_kind(link: Any) -> str | None:
-    """None for a hard link, else a word for the link type that is refused."""
-    if isinstance(link, h5py.HardLink):
-        return None
-    if isinstance(link, h5py.SoftLink):
-        return "a soft link"
-    if isinstance(link, h5py.ExternalLink):
-        return "an external link (to another file)"
-    return "a user-defined link"
+    """None for a hard link (an h5py link object), else a word for the link type that is refused."""
+    return _link_word(_LINK_CLASSES.get(type(link)))
 
 
 def check_links(f: h5py.File, path: str, ctx: Context) -> None:
@@ -125,11 +129,7 @@ def open_member(group: h5py.Group, name: bytes) -> Any:
 
 def _member_link_kind(group: h5py.Group, name: bytes) -> str | None:
     """None for a hard link, else a word for the link type that is refused (no link followed)."""
-    kind = group.id.links.get_info(name).type
-    return _LINK_WORDS.get(kind, "a user-defined link")
-
-
-_LINK_WORDS = {h5l.TYPE_HARD: None, h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+    return _link_word(group.id.links.get_info(name).type)
 
 
 def check_tree(f: h5py.File, ctx: Context, wide: Iterable[str] = ()) -> None:
