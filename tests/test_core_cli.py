@@ -7,15 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-
-from c2seg_kit.cli import main
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+from cli_support import run_cli as run
 
 
 def test_info_json_matches_files(capsys, synth_ab):

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+from cli_support import run_cli as run
 
-from c2seg_kit.cli import main
 from c2seg_kit.cli.demo import DEMO_ENTRIES, MARKER, claim_folder
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_refuses_a_folder_holding_user_files(capsys, tmp_path):

@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 from city_tiles import city_oracle, make_city_tiles
+from cli_support import run_cli as run
 from test_tiles_reader import _bad_folder
 from test_tiles_zip import HOSTILE, evil_zip
 from tile_support import zip_folder
 
-from c2seg_kit.cli import main
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.io.tiles import open_tiles
 from c2seg_kit.prepare import PrepareOptions, prepare
@@ -22,13 +22,6 @@ from c2seg_kit.registry import TRACKS
 
 AB, BW = TRACKS["AB"], TRACKS["BW"]
 CITY = {"train": "augsburg", "test": "berlin"}
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from cli_support import run_cli
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
 
 from c2seg_kit.classes import CLASS_NAMES, CLASSES, EVAL_CLASSES
-from c2seg_kit.cli import main
 from c2seg_kit.render import render_confusion_png
 from c2seg_kit.writers import write_labels, write_submission
 
@@ -19,10 +19,7 @@ SHAPE = (50, 36)
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+    return run_cli(capsys, *argv)
 
 
 @pytest.fixture

@@ -11,12 +11,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import tifffile
 from affine import Affine
-
-from c2seg_kit.cli import main
+from cli_support import run_cli  # noqa: F401 -- the tile CLI tests take it from here
 
 MODALITY_BANDS = {"hsi": 6, "msi": 4, "sar": 2}  # few HSI bands keep the tests fast
 DTYPES = {"hsi": np.int16, "msi": np.uint16, "sar": np.float32, "label": np.uint8}
@@ -83,9 +81,3 @@ def zip_folder(folder: Path, zip_path: Path, *, arcroot: str | None = None, meth
     return zip_path
 
 
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """``c2seg ARGS`` through the real entry point: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
