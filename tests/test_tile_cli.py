@@ -12,8 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 import rasterio
+from cli_support import run_cli
 from PIL import Image
-from tile_support import run_cli, write_gdal
+from tile_support import write_gdal
 
 from c2seg_kit.classes import palette
 from c2seg_kit.registry import TRACKS

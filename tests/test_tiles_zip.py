@@ -10,7 +10,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from tile_support import make_tiles, run_cli, zip_folder
+from cli_support import run_cli
+from tile_support import make_tiles, zip_folder
 
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io import tiles as tiles_module

@@ -14,7 +14,6 @@ import numpy as np
 import rasterio
 import tifffile
 from affine import Affine
-from cli_support import run_cli  # noqa: F401 -- the tile CLI tests take it from here
 
 MODALITY_BANDS = {"hsi": 6, "msi": 4, "sar": 2}  # few HSI bands keep the tests fast
 DTYPES = {"hsi": np.int16, "msi": np.uint16, "sar": np.float32, "label": np.uint8}
