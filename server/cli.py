@@ -88,6 +88,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     from .db import make_sessionmaker
     from .folders import data_folder_problem
     from .main import served_tracks
+    from .scoring import block_grid
 
     where = _check_can_listen(host, port)
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
@@ -117,8 +118,8 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
                                  "assigns whole tiles and needs at least two")
             continue
         shape = served.shape
-        blocks = -(-shape[0] // split.block) * -(-shape[1] // split.block)
-        if blocks < 2:
+        rows, cols = block_grid(shape, split.block)
+        if rows * cols < 2:
             raise C2SegError(f"the labels of track {track} ({shape[0]} x {shape[1]}) hold a single block of the "
                              f"public/private split ({split.block} px): the database's split needs larger labels")
     described = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
