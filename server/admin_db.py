@@ -62,10 +62,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _first_line(e: Exception, empty: str | None = None) -> str:
+    """The first line of the driver's message (the wrapped DBAPI error's, when there is one);
+    `empty` (default: the error's type) when it has none."""
+    return (str(getattr(e, "orig", None) or e).strip().splitlines() or [empty or type(e).__name__])[0]
+
+
 def database_error(url: str, e: Exception) -> C2SegError:
     """One line for a database failure: the driver's first line, the URL without its password."""
-    first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
-    return C2SegError(f"the database {safe_url(url)} failed: {first}")
+    return C2SegError(f"the database {safe_url(url)} failed: {_first_line(e)}")
 
 
 def open_engine(settings, *, create: bool):
@@ -95,8 +100,7 @@ def open_engine(settings, *, create: bool):
         raise C2SegError(f"not a database URL: {url!r} (e.g. sqlite:///c2seg.db, "
                          "postgresql+psycopg://user@host/db)") from None
     except (SQLAlchemyError, ModuleNotFoundError) as e:
-        raise C2SegError(f"cannot open the database {safe_url(url)}: "
-                         f"{(str(getattr(e, 'orig', None) or e).strip().splitlines() or ['?'])[0]}") from None
+        raise C2SegError(f"cannot open the database {safe_url(url)}: {_first_line(e, '?')}") from None
     except OSError as e:  # the SQLite file's folder cannot be made
         raise C2SegError(f"cannot open the database {safe_url(url)}: {e.strerror or e}") from None
     return engine

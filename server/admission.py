@@ -97,11 +97,11 @@ def forget_all(s: Session) -> int:
     return n
 
 
-def finish(s: Session, admission: Admission, *, refused: str | None = None, release_quota: bool = True) -> None:
+def finish(s: Session, admission: Admission, *, refused: str | None = None) -> None:
     """End the upload: free its slot (and its quota reservation, unless it became a submission),
     recording a refusal when there was one, in one transaction."""
     s.execute(delete(UploadSlot).where(UploadSlot.id == admission.slot_id))
-    if release_quota and admission.reservation is not None:
+    if admission.reservation is not None:
         s.execute(delete(QuotaReservation).where(QuotaReservation.id == admission.reservation.id))
     if refused is not None:
         s.add(FailedAttempt(team_id=admission.team_id, reason=refused[:300]))

@@ -22,6 +22,15 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import csv_cell
 from c2seg_kit.text import for_terminal as safe
 
+from .admin_db import (  # light: sqlalchemy is imported inside its functions
+    AdminContext,
+    database_error,
+    database_errors,
+    open_engine,
+    safe_url,
+    settings_from,
+)
+
 #: The database, as `serve` and `admin` both take it.
 DB_OPTION = dict(envvar="C2SEG_DATABASE_URL", show_envvar=True, show_default="SQLite in the data folder",
                  help="SQLAlchemy database URL; PostgreSQL: postgresql+psycopg://user@host/db")
@@ -30,12 +39,6 @@ DATA_HELP = "Folder for the SQLite database and the stored submissions."
 #: repeated here only so that --help can show them (tests/test_help_audit.py checks that they agree).
 SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day": 5, "max_upload_mb": 256,
                   "max_connections_per_client": 64}
-
-
-def _settings(db: str | None, data_dir: str | None, **more):
-    from .admin_db import settings_from
-
-    return settings_from(db, data_dir, **more)
 
 
 # -------------------------------------------------------------------------------------------
@@ -82,10 +85,10 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     import uvicorn
 
     from . import admission, stored
-    from .admin_db import database_errors, open_engine
     from .db import make_sessionmaker
     from .folders import data_folder_problem
     from .main import served_tracks
+    from .scoring import block_grid
 
     where = _check_can_listen(host, port)
     env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
@@ -95,7 +98,7 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
         if value is not None:
             env[f"C2SEG_{key}"] = str(Path(value).resolve()) if key == "DATA_DIR" else str(value)
     os.environ.update(env)  # every worker process builds its app from these (main.app_from_env)
-    settings = _settings(None, None)
+    settings = settings_from(None, None)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
     problem = data_folder_problem(settings)
     if problem is not None:
@@ -115,14 +118,14 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
                                  "assigns whole tiles and needs at least two")
             continue
         shape = served.shape
-        blocks = -(-shape[0] // split.block) * -(-shape[1] // split.block)
-        if blocks < 2:
+        rows, cols = block_grid(shape, split.block)
+        if rows * cols < 2:
             raise C2SegError(f"the labels of track {track} ({shape[0]} x {shape[1]}) hold a single block of the "
                              f"public/private split ({split.block} px): the database's split needs larger labels")
     described = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
                           for t, (s, _) in sorted(tracks.items()))
     click.echo(f"serving track(s) {described} on http://{where}/ "
-               f"(database {_safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()})", err=True)
+               f"(database {safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()})", err=True)
     if split.origin == "legacy":
         click.echo("warning: this database's public/private split uses the public default seed of older releases "
                    "(anyone can compute the private mask): `c2seg admin rescore --new-split-seed` moves it to a "
@@ -153,12 +156,6 @@ def _check_can_listen(host: str, port: int) -> str:
     return where
 
 
-def _safe_url(url: str) -> str:
-    from .admin_db import safe_url
-
-    return safe_url(url)
-
-
 # -------------------------------------------------------------------------------------------
 # admin
 # -------------------------------------------------------------------------------------------
@@ -170,8 +167,6 @@ class AdminGroup(click.Group):
 
     def invoke(self, ctx):
         from sqlalchemy.exc import SQLAlchemyError
-
-        from .admin_db import database_error, safe_url
 
         def opened():  # the group's callback makes ctx.obj, inside super().invoke
             return ctx.obj if isinstance(ctx.obj, AdminContext) and ctx.obj._opened else None
@@ -195,9 +190,6 @@ class AdminGroup(click.Group):
     def _say_where(opened) -> None:
         if opened is not None and opened.where:
             click.echo(opened.where, err=True)
-
-
-from .admin_db import AdminContext  # noqa: E402  (light: click only)
 
 
 @click.group(cls=AdminGroup)

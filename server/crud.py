@@ -179,11 +179,6 @@ def take_quota(s: Session, team_id: int, track: str, quota: int, hold_s: float,
     return res
 
 
-def release_slot(s: Session, reservation_id: int) -> None:
-    s.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation_id))
-    s.commit()
-
-
 def purge_expired_reservations(s: Session) -> int:
     now = utcnow()
     n = s.execute(delete(QuotaReservation).where(QuotaReservation.expires <= now)).rowcount

@@ -34,10 +34,15 @@ DECIMALS = 4
 PUBLIC_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "n_pixels")
 
 
+def block_grid(shape: tuple[int, int], block: int) -> tuple[int, int]:
+    """(rows, columns) of the split's blocks over a label raster of `shape` (edge blocks may be partial)."""
+    return -(-shape[0] // block), -(-shape[1] // block)
+
+
 def public_mask(shape: tuple[int, int], track: str, *, seed: int, block: int, fraction: float) -> np.ndarray:
     """Boolean (H, W) mask of the public pixels: exactly round(fraction * blocks) blocks, seeded per track."""
     h, w = shape
-    nb_r, nb_c = -(-h // block), -(-w // block)
+    nb_r, nb_c = block_grid(shape, block)
     n_blocks = nb_r * nb_c
     rng = np.random.default_rng([seed, zlib.crc32(track.encode())])
     chosen = np.zeros(n_blocks, dtype=bool)

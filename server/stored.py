@@ -50,6 +50,10 @@ class Split:
     fraction: float
     origin: str = "secret"
 
+    def rows(self) -> list[tuple[str, str]]:
+        """(key, value) of each `server_settings` row that records this split."""
+        return [(k, str(v)) for k, v in zip(SPLIT_KEYS, (self.seed, self.block, self.fraction, self.origin), strict=True)]
+
     def scorer_kwargs(self) -> dict:
         return {"seed": self.seed, "block": self.block, "fraction": self.fraction}
 
@@ -113,8 +117,8 @@ def record_split(s: Session, settings: Settings, proposal: Split | None = None) 
     if split is None:
         has_submissions = bool(s.scalar(select(func.count()).select_from(Submission)))
         split = proposal or proposed_split(settings, legacy=has_submissions)
-        for key, value in zip(SPLIT_KEYS, (split.seed, split.block, split.fraction, split.origin), strict=True):
-            s.add(ServerSetting(key=key, value=str(value)))
+        for key, value in split.rows():
+            s.add(ServerSetting(key=key, value=value))
         try:
             s.commit()
         except IntegrityError:  # another process recorded one first: that one holds
@@ -144,12 +148,12 @@ def check_split(split: Split, settings: Settings, proposal: Split | None = None)
 def replace_split(s: Session, split: Split) -> None:
     """Record `split` in place of the current one, in the session's transaction, and commit (with
     whatever else the session holds: `admin rescore --new-split-seed` commits the new scores too)."""
-    for key, value in zip(SPLIT_KEYS, (split.seed, split.block, split.fraction, split.origin), strict=True):
+    for key, value in split.rows():
         row = s.get(ServerSetting, key)
         if row is None:
-            s.add(ServerSetting(key=key, value=str(value)))
+            s.add(ServerSetting(key=key, value=value))
         else:
-            row.value, row.updated = str(value), utcnow()
+            row.value, row.updated = value, utcnow()
     s.commit()
 
 

@@ -124,7 +124,6 @@ class ScoringPool:
 
     def __init__(self, scorer_kwargs: dict, *, workers: int = 2, timeout_s: float = 120.0, memory_mb: int = 2048):
         self.timeout_s = timeout_s
-        self.scorer_kwargs = scorer_kwargs
         self._children = [_Child(scorer_kwargs, memory_mb * 1024 * 1024) for _ in range(workers)]
         self._idle: queue.Queue[_Child] = queue.Queue()
         for c in self._children:
