@@ -17,9 +17,9 @@ import threading
 import time
 
 import pytest
+from cli_support import run_cli as run
 
 from c2seg_kit import client, client_http
-from c2seg_kit.cli import main
 
 TOKEN = "c2s_" + "t0ken" * 8
 ESC = "\x1b[2J\x1b]0;pwned\x07"
@@ -94,13 +94,6 @@ def bad():
     yield make
     for s in servers:
         s.close()
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def one_line(code, out, err, *words) -> None:
