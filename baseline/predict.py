@@ -43,10 +43,9 @@ from .stitch import (
     Tiling,
     blend_weights,
     blended_logit_sums,
-    check_window,
 )
 
-__all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "check_window", "default_batch_size",
+__all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "default_batch_size",
            "evaluate_city", "evaluate_target", "predict_city", "predict_to_file", "target_labels", "tiling_for"]
 
 
