@@ -50,13 +50,6 @@ def augment_window(arrays: dict[str, np.ndarray], label: np.ndarray, rng: np.ran
     return {m: apply(a) for m, a in arrays.items()}, apply(label)
 
 
-def rasters_of(city) -> list[tuple[str | None, object]]:
-    """``(tile id, raster)`` pairs of a prepared city: one ``(None, city)`` for a scene, one per tile
-    for a tile cache (``PreparedTiles.rasters()``), so every caller loops over rasters alike."""
-    rasters = getattr(city, "rasters", None)
-    return list(rasters()) if rasters is not None else [(None, city)]
-
-
 class WindowDataset(Dataset):
     """Windows of one prepared city (every raster of it: the scene, or each tile), read on demand.
 
@@ -81,7 +74,7 @@ class WindowDataset(Dataset):
     ):
         data = prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)
         self.city = data.city(city)
-        self.rasters = [raster for _, raster in rasters_of(self.city)]
+        self.rasters = [raster for _, raster in self.city.rasters()]
         self.window = int(window)
         self.augment = {True: "per-epoch", False: None}[augment] if isinstance(augment, bool) else augment
         if self.augment not in (None, "once", "per-epoch"):

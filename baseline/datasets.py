@@ -174,16 +174,11 @@ class C2SegPrepared(Dataset):
             raise ValueError("window and stride must be positive")
         self.window = window
         self.items: list[tuple[str | None, int, int, int, int]] = []  # (tile, r0, c0, win_h, win_w)
-        for tile_id, shape in self._shapes():
-            wh, ww = (window, window) if window is not None else shape
+        for tile_id, raster in self.city.rasters():
+            wh, ww = (window, window) if window is not None else raster.shape
             step = stride or window
-            origins = window_origins(*shape, window, step) if window is not None else [(0, 0)]
+            origins = window_origins(*raster.shape, window, step) if window is not None else [(0, 0)]
             self.items += [(tile_id, r0, c0, wh, ww) for r0, c0 in origins]
-
-    def _shapes(self):
-        if self.data.layout == "scene":
-            return [(None, self.city.shape)]
-        return [(tile_id, self.city.shapes[tile_id]) for tile_id in self.city.ids]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -33,7 +33,7 @@ from c2seg_kit.writers import submission_writer
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig
-from .dataset import open_prepared, rasters_of
+from .dataset import open_prepared
 from .devices import place_model, resolve_device
 from .provenance import check_matches
 from .stitch import (
@@ -132,7 +132,7 @@ def evaluate_target(model, city, labels: Callable[[str | None], Callable[[int, i
     """Scores over every raster of a prepared city (the scene, or every tile: each pixel counts once
     per tile, as tile submissions are scored); labels(tile id) -> labels(r0, r1) of that raster."""
     cm = ConfusionMatrix()
-    for tile_id, raster in rasters_of(city):
+    for tile_id, raster in city.rasters():
         predict_city(model, raster, sink=ConfusionSink(labels(tile_id), cm), **_settings(tiling), **kw)
     return cm.scores()
 
