@@ -17,7 +17,7 @@ from torch import Tensor
 
 from c2seg_kit.errors import C2SegError
 
-from .checkpoint import PARTS, load_file
+from .checkpoint import FORMAT, PARTS, load_file
 from .config import HighDANConfig, paper
 from .model import HighDAN
 
@@ -178,8 +178,9 @@ AUTHORS_FILES = {"generator": "best_model.pth", "d0": "best_DA_1.pth", "d1": "be
 
 
 def is_authors_generator(state: object) -> bool:
-    """Whether a loaded file looks like the authors' generator state_dict (their first and last convs)."""
-    if not isinstance(state, Mapping):
+    """Whether a loaded file looks like the authors' generator state_dict (their first and last convs),
+    not a kit checkpoint."""
+    if not isinstance(state, Mapping) or state.get("format") == FORMAT:
         return False
     keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
     return {"conv1.weight", "final_conv.weight"} <= keys

@@ -186,7 +186,7 @@ def load_for_prediction(path: str | os.PathLike, device: torch.device):
     from .importer import is_authors_generator, load_authors_files
 
     state = ckpt.load_file(path, "HighDAN checkpoint")
-    if isinstance(state, dict) and state.get("format") != ckpt.FORMAT and is_authors_generator(state):
+    if is_authors_generator(state):
         model = load_authors_files(path, state)
         return model.to(device).eval(), model.cfg, None
     state = ckpt.check_state(state, path)

@@ -113,7 +113,7 @@ def init_from(model: HighDAN, path: str | os.PathLike) -> dict:
     every key must be present with its shape. The discriminators keep their fresh initialisation."""
     path = Path(path)
     state = ckpt.load_file(path, "--init-from checkpoint")
-    if isinstance(state, Mapping) and state.get("format") != ckpt.FORMAT and is_authors_generator(state):
+    if is_authors_generator(state):
         load_authors_state_dicts(model, state)
         return {"from": str(path), "layout": "authors"}
     state = ckpt.check_state(state, path)
