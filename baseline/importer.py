@@ -101,9 +101,13 @@ def _read(source: str | Path | Mapping[str, Tensor], part: str) -> dict[str, Ten
         state = load_file(path, f"{part} checkpoint")
         if not isinstance(state, Mapping):
             raise C2SegError(f"{part} checkpoint {path} does not hold a state_dict")
-    # nn.DataParallel / DDP checkpoints prefix every key with "module."
+    return without_module_prefix(state)
+
+
+def without_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` without the "module." that nn.DataParallel / DDP checkpoints put before every key."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
