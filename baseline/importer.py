@@ -190,10 +190,19 @@ def is_authors_generator(state: object) -> bool:
     return {"conv1.weight", "final_conv.weight"} <= keys
 
 
+#: How the authors name the discriminator files after their generator file (X_model.pth -> X_DA_1.pth).
+_DISCRIMINATOR_NAMES = {"d0": "DA_1", "d1": "DA_2"}
+
+
+def named_after(generator: Path, part: str) -> Path:
+    """The `part` ("d0" or "d1") file named after an authors' generator file, beside it."""
+    return generator.with_name(generator.name.replace("model", _DISCRIMINATOR_NAMES[part]))
+
+
 def sibling_d0(generator: Path) -> Path:
     """The D0 file that goes with an authors' generator file: best_DA_1.pth beside best_model.pth
     (or beside X_model.pth, X_DA_1.pth)."""
-    named = generator.with_name(generator.name.replace("model", "DA_1"))
+    named = named_after(generator, "d0")
     return named if named != generator and named.is_file() else generator.with_name(AUTHORS_FILES["d0"])
 
 
