@@ -143,8 +143,6 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     from .predict import predict_to_file
 
     _existing_dir(data, "prepared data folder")
-    if batch_size is not None and batch_size < 1:
-        raise C2SegError("--batch-size must be at least 1")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
                              batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress)
     t = result["tiling"]

@@ -50,11 +50,18 @@ def augment_window(arrays: dict[str, np.ndarray], label: np.ndarray, rng: np.ran
     return {m: apply(a) for m, a in arrays.items()}, apply(label)
 
 
-def rasters_of(city) -> list[tuple[str | None, object]]:
-    """``(tile id, raster)`` pairs of a prepared city: one ``(None, city)`` for a scene, one per tile
-    for a tile cache (``PreparedTiles.rasters()``), so every caller loops over rasters alike."""
-    rasters = getattr(city, "rasters", None)
-    return list(rasters()) if rasters is not None else [(None, city)]
+def read_padded(raster, r0: int, c0: int, height: int, width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The (height, width) window at (r0, c0) of a raster (a prepared city or tile): every modality
+    and the label, zero-padded (label 0, ignored) where the window reaches past the raster."""
+    h, w = raster.shape
+    r1, c1 = min(r0 + height, h), min(c0 + width, w)
+    arrays = {m: raster.read(m, r0, r1, c0, c1) for m in MODALITIES}
+    label = raster.read_label(r0, r1, c0, c1)
+    pad = ((0, height - (r1 - r0)), (0, width - (c1 - c0)))
+    if any(p[1] for p in pad):
+        arrays = {m: np.pad(a, ((0, 0), *pad)) for m, a in arrays.items()}
+        label = np.pad(label, pad)
+    return arrays, label
 
 
 class WindowDataset(Dataset):
@@ -81,7 +88,7 @@ class WindowDataset(Dataset):
     ):
         data = prepared if isinstance(prepared, PreparedData) else PreparedData(prepared)
         self.city = data.city(city)
-        self.rasters = [raster for _, raster in rasters_of(self.city)]
+        self.rasters = [raster for _, raster in self.city.rasters()]
         self.window = int(window)
         self.augment = {True: "per-epoch", False: None}[augment] if isinstance(augment, bool) else augment
         if self.augment not in (None, "once", "per-epoch"):
@@ -98,16 +105,7 @@ class WindowDataset(Dataset):
         return len(self.origins)
 
     def read_window(self, r0: int, c0: int, raster: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        city = self.rasters[raster]
-        h, w = city.shape
-        r1, c1 = min(r0 + self.window, h), min(c0 + self.window, w)
-        arrays = {m: city.read(m, r0, r1, c0, c1) for m in MODALITIES}
-        label = city.read_label(r0, r1, c0, c1)
-        pad = ((0, self.window - (r1 - r0)), (0, self.window - (c1 - c0)))
-        if any(p[1] for p in pad):
-            arrays = {m: np.pad(a, ((0, 0), *pad)) for m, a in arrays.items()}
-            label = np.pad(label, pad)
-        return arrays, label
+        return read_padded(self.rasters[raster], r0, c0, self.window, self.window)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         raster, r0, c0 = self.origins[index]

@@ -46,6 +46,8 @@ from c2seg_kit.render import _font, _map_image  # the class palette and font of 
 from c2seg_kit.repair import repair_nonfinite
 from c2seg_kit.tiling import window_origins
 
+from .dataset import read_padded
+
 Sample = dict
 #: Scene caches are cut into the paper's training windows unless told otherwise (C2SEG.md section 5).
 PAPER_WINDOW = {"AB": 128, "BW": 256}
@@ -174,16 +176,11 @@ class C2SegPrepared(Dataset):
             raise ValueError("window and stride must be positive")
         self.window = window
         self.items: list[tuple[str | None, int, int, int, int]] = []  # (tile, r0, c0, win_h, win_w)
-        for tile_id, shape in self._shapes():
-            wh, ww = (window, window) if window is not None else shape
+        for tile_id, raster in self.city.rasters():
+            wh, ww = (window, window) if window is not None else raster.shape
             step = stride or window
-            origins = window_origins(*shape, window, step) if window is not None else [(0, 0)]
+            origins = window_origins(*raster.shape, window, step) if window is not None else [(0, 0)]
             self.items += [(tile_id, r0, c0, wh, ww) for r0, c0 in origins]
-
-    def _shapes(self):
-        if self.data.layout == "scene":
-            return [(None, self.city.shape)]
-        return [(tile_id, self.city.shapes[tile_id]) for tile_id in self.city.ids]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -194,16 +191,10 @@ class C2SegPrepared(Dataset):
     def __getitem__(self, index: int) -> Sample:
         tile_id, r0, c0, wh, ww = self.items[index]
         raster = self._raster(tile_id)
-        h, w = raster.shape
-        r1, c1 = min(r0 + wh, h), min(c0 + ww, w)
-        pad = ((0, wh - (r1 - r0)), (0, ww - (c1 - c0)))
-        image = {}
-        for m in MODALITIES:
-            x = raster.read(m, r0, r1, c0, c1)
-            image[m] = torch.from_numpy(np.pad(x, ((0, 0), *pad)) if pad[0][1] or pad[1][1] else x)
-        sample: Sample = {"image": image}
+        arrays, label = read_padded(raster, r0, c0, wh, ww)
+        sample: Sample = {"image": {m: torch.from_numpy(arrays[m]) for m in MODALITIES}}
         if raster.has_label:
-            sample["mask"] = torch.from_numpy(np.pad(raster.read_label(r0, r1, c0, c1), pad).astype(np.int64))
+            sample["mask"] = torch.from_numpy(label.astype(np.int64))
         sample["tile"] = tile_id or ""
         sample["origin"] = torch.tensor([r0, c0], dtype=torch.int64)
         return self.transforms(sample) if self.transforms is not None else sample

@@ -18,7 +18,7 @@ from c2seg_kit.errors import C2SegError
 from .checkpoint import make_state, save_checkpoint
 from .config import HighDANConfig
 from .dataset import open_prepared
-from .importer import AUTHORS_FILES, load_authors_model
+from .importer import AUTHORS_FILES, load_authors_model, named_after
 from .provenance import check_matches, input_layout
 
 #: The authors' preprocessing in `prepare`'s options: 10 PCA components fitted per city, min-max.
@@ -31,8 +31,7 @@ def authors_files(source: Path) -> dict[str, Path]:
     if source.is_dir():
         files = {part: source / name for part, name in AUTHORS_FILES.items()}
     else:
-        files = {"generator": source, **{part: source.with_name(source.name.replace("model", suffix))
-                                         for part, suffix in (("d0", "DA_1"), ("d1", "DA_2"))}}
+        files = {"generator": source, **{part: named_after(source, part) for part in ("d0", "d1")}}
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise C2SegError(f"{source}: the authors' files are {', '.join(AUTHORS_FILES.values())}; "

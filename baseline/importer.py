@@ -17,7 +17,7 @@ from torch import Tensor
 
 from c2seg_kit.errors import C2SegError
 
-from .checkpoint import PARTS, load_file
+from .checkpoint import FORMAT, PARTS, load_file
 from .config import HighDANConfig, paper
 from .model import HighDAN
 
@@ -101,9 +101,13 @@ def _read(source: str | Path | Mapping[str, Tensor], part: str) -> dict[str, Ten
         state = load_file(path, f"{part} checkpoint")
         if not isinstance(state, Mapping):
             raise C2SegError(f"{part} checkpoint {path} does not hold a state_dict")
-    # nn.DataParallel / DDP checkpoints prefix every key with "module."
+    return without_module_prefix(state)
+
+
+def without_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` without the "module." that nn.DataParallel / DDP checkpoints put before every key."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
@@ -178,17 +182,27 @@ AUTHORS_FILES = {"generator": "best_model.pth", "d0": "best_DA_1.pth", "d1": "be
 
 
 def is_authors_generator(state: object) -> bool:
-    """Whether a loaded file looks like the authors' generator state_dict (their first and last convs)."""
-    if not isinstance(state, Mapping):
+    """Whether a loaded file looks like the authors' generator state_dict (their first and last convs),
+    not a kit checkpoint."""
+    if not isinstance(state, Mapping) or state.get("format") == FORMAT:
         return False
     keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
     return {"conv1.weight", "final_conv.weight"} <= keys
 
 
+#: How the authors name the discriminator files after their generator file (X_model.pth -> X_DA_1.pth).
+_DISCRIMINATOR_NAMES = {"d0": "DA_1", "d1": "DA_2"}
+
+
+def named_after(generator: Path, part: str) -> Path:
+    """The `part` ("d0" or "d1") file named after an authors' generator file, beside it."""
+    return generator.with_name(generator.name.replace("model", _DISCRIMINATOR_NAMES[part]))
+
+
 def sibling_d0(generator: Path) -> Path:
     """The D0 file that goes with an authors' generator file: best_DA_1.pth beside best_model.pth
     (or beside X_model.pth, X_DA_1.pth)."""
-    named = generator.with_name(generator.name.replace("model", "DA_1"))
+    named = named_after(generator, "d0")
     return named if named != generator and named.is_file() else generator.with_name(AUTHORS_FILES["d0"])
 
 

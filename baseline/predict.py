@@ -33,7 +33,7 @@ from c2seg_kit.writers import submission_writer
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig
-from .dataset import open_prepared, rasters_of
+from .dataset import open_prepared
 from .devices import place_model, resolve_device
 from .provenance import check_matches
 from .stitch import (
@@ -43,10 +43,9 @@ from .stitch import (
     Tiling,
     blend_weights,
     blended_logit_sums,
-    check_window,
 )
 
-__all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "check_window", "default_batch_size",
+__all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "default_batch_size",
            "evaluate_city", "evaluate_target", "predict_city", "predict_to_file", "target_labels", "tiling_for"]
 
 
@@ -133,7 +132,7 @@ def evaluate_target(model, city, labels: Callable[[str | None], Callable[[int, i
     """Scores over every raster of a prepared city (the scene, or every tile: each pixel counts once
     per tile, as tile submissions are scored); labels(tile id) -> labels(r0, r1) of that raster."""
     cm = ConfusionMatrix()
-    for tile_id, raster in rasters_of(city):
+    for tile_id, raster in city.rasters():
         predict_city(model, raster, sink=ConfusionSink(labels(tile_id), cm), **_settings(tiling), **kw)
     return cm.scores()
 
@@ -187,7 +186,7 @@ def load_for_prediction(path: str | os.PathLike, device: torch.device):
     from .importer import is_authors_generator, load_authors_files
 
     state = ckpt.load_file(path, "HighDAN checkpoint")
-    if isinstance(state, dict) and state.get("format") != ckpt.FORMAT and is_authors_generator(state):
+    if is_authors_generator(state):
         model = load_authors_files(path, state)
         return model.to(device).eval(), model.cfg, None
     state = ckpt.check_state(state, path)

@@ -32,7 +32,7 @@ from torch import Tensor
 from c2seg_kit.errors import C2SegError
 
 from . import checkpoint as ckpt
-from .importer import authors_generator_key, is_authors_generator, load_authors_state_dicts
+from .importer import authors_generator_key, is_authors_generator, load_authors_state_dicts, without_module_prefix
 from .model import HighDAN
 
 MIN_MAPPED = 0.9  # the share of the expected backbone keys a file must provide
@@ -46,9 +46,7 @@ def _state_dict(path: Path) -> dict[str, Tensor]:
         state = state["state_dict"]  # a training checkpoint wrapping its weights
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise C2SegError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
-    if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    return without_module_prefix(dict(state))
 
 
 def backbone_key_map(model: HighDAN) -> dict[str, str]:
@@ -113,7 +111,7 @@ def init_from(model: HighDAN, path: str | os.PathLike) -> dict:
     every key must be present with its shape. The discriminators keep their fresh initialisation."""
     path = Path(path)
     state = ckpt.load_file(path, "--init-from checkpoint")
-    if isinstance(state, Mapping) and state.get("format") != ckpt.FORMAT and is_authors_generator(state):
+    if is_authors_generator(state):
         load_authors_state_dicts(model, state)
         return {"from": str(path), "layout": "authors"}
     state = ckpt.check_state(state, path)

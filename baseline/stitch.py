@@ -62,10 +62,6 @@ class Tiling:
         return self
 
 
-def check_window(window: int, overlap: int) -> None:
-    Tiling("blend", window, overlap).check()
-
-
 def fit_window(length: int, window: int) -> int:
     """The window edge along an axis of `length` pixels: `window`, or, on a shorter axis, the largest
     multiple of 32 inside it (32 on an axis shorter than that, which is then reflect-padded)."""
