@@ -43,7 +43,7 @@ from c2seg_kit.io.tiles import SPLIT_ROLES, SPLITS, TileData, open_tiles
 from c2seg_kit.prepared import PreparedData, RawTransform
 from c2seg_kit.registry import MODALITIES, get_track
 from c2seg_kit.render import _font, _map_image  # the class palette and font of `c2seg render`
-from c2seg_kit.repair import repair_nonfinite
+from c2seg_kit.repair import repaired_hwc
 from c2seg_kit.tiling import window_origins
 
 from .dataset import read_padded
@@ -59,12 +59,6 @@ def _minmax(chw: np.ndarray) -> np.ndarray:
     lo = chw.min(axis=(1, 2), keepdims=True)
     span = chw.max(axis=(1, 2), keepdims=True) - lo
     return np.divide(chw - lo, span, out=np.zeros_like(chw), where=span > 0)
-
-
-def _repaired(chw: np.ndarray) -> np.ndarray:
-    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
-    repair_nonfinite(hwc)
-    return hwc.transpose(2, 0, 1)
 
 
 class C2SegTiles(Dataset):
@@ -132,7 +126,7 @@ class C2SegTiles(Dataset):
         if self._transform is not None:
             arrays = self._transform(arrays)
         elif self.normalise == "minmax":
-            arrays = {m: _minmax(_repaired(a)) for m, a in arrays.items()}
+            arrays = {m: _minmax(repaired_hwc(a)[0].transpose(2, 0, 1)) for m, a in arrays.items()}
         else:
             arrays = {m: a.astype(np.float32) for m, a in arrays.items()}
         return arrays, label
