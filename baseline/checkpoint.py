@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import temp_file_beside
 
 from .config import HighDANConfig
 from .model import HighDAN
@@ -97,18 +99,27 @@ def make_state(model: torch.nn.Module, cfg: HighDANConfig, *, step: int, opt_g=N
     return state
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+def _write_atomically(path: str | os.PathLike, write) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path`` (the mode the umask gives), then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_file_beside(path)
     try:
-        torch.save(state, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    return _write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The same checkpoint under another name, atomically, without serialising it again."""
+    return _write_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def first_line(exc: BaseException) -> str:

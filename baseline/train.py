@@ -86,8 +86,8 @@ class _Run:
         state = ckpt.make_state(self.model, self.cfg, step=self.step, opt_g=self.opt_g, opt_d=self.opt_d,
                                 metrics=self.metrics, best=self.best, run=self.record)
         ckpt.save_checkpoint(self.out / LAST, state)
-        if with_best:
-            ckpt.save_checkpoint(self.out / BEST, state)
+        if with_best:  # the same state: a copy of the file, not a second serialisation
+            ckpt.copy_checkpoint(self.out / LAST, self.out / BEST)
 
     def evaluate(self) -> None:
         """Score the target city (when it can), keep best.pt when the mIoU improved, save last.pt."""
