@@ -2,7 +2,8 @@
 
 Two presets ship with the kit:
 
-* ``paper`` -- the authors' settings (C2SEG.md section 5). At these settings the parameter counts
+* ``paper`` -- the authors' settings, read from their training scripts (each is listed in the
+  README's "Reproducing the paper" table). At these settings the parameter counts
   are 16,562,222 (generator), 27,560,521 (D0) and 699,873 (D1).
 * ``tiny`` -- narrow widths and one block per branch, for CPU tests and the demo. It keeps the
   kit's data variants (augmentation drawn anew every epoch, every window once per epoch, the target
@@ -256,7 +257,7 @@ def _stage(value: Any, where: str) -> StageSpec:
 
 
 def paper() -> HighDANConfig:
-    """The authors' settings (C2SEG.md section 5)."""
+    """The authors' settings (the README's "Reproducing the paper" table lists each)."""
     return HighDANConfig(name="paper")
 
 

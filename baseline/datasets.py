@@ -49,7 +49,7 @@ from c2seg_kit.tiling import window_origins
 from .dataset import read_padded
 
 Sample = dict
-#: Scene caches are cut into the paper's training windows unless told otherwise (C2SEG.md section 5).
+#: Scene caches are cut into the paper's training windows unless told otherwise (AB 128, BW 256 pixels).
 PAPER_WINDOW = {"AB": 128, "BW": 256}
 NORMALISE_CHOICES = (None, "minmax")
 

@@ -1,4 +1,4 @@
-"""HighDAN (C2SEG.md section 5), built from :class:`~c2seg_baseline.config.ModelConfig` with loops.
+"""HighDAN (the authors' network, as their code builds it), built from :class:`~c2seg_baseline.config.ModelConfig` with loops.
 
 Layout of the network, named after what each part does:
 

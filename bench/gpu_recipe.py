@@ -1,4 +1,4 @@
-"""The GPU check of issue 12: the paper config on the synthetic AB pair, float32 against bf16.
+"""The GPU check of the paper recipe: the paper config on the synthetic AB pair, float32 against bf16.
 
 One prepared script for a lent GPU machine (budget: minutes). It synthesises and prepares a
 synthetic AB pair, trains the `paper` config for --steps steps twice with the same seed and data,

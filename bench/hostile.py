@@ -72,7 +72,7 @@ def catalogue(args, tmp: Path) -> None:
 
 
 def caps(args, tmp: Path) -> None:
-    """Issue 13, second round, at the server's default caps (20 refused uploads a day, 2 uploads of
+    """The caps decided before the work (second hardening round), at the server's default caps (20 refused uploads a day, 2 uploads of
     a team at once, a 2 GiB spool): a burst of junk, one team filling the spool, slow heads."""
     import socket
     from collections import Counter

@@ -11,7 +11,7 @@ noise, as bench/score.py's predictions) and times, medians of --runs:
   georeferenced 256 x 256 tiles of one band per modality, to keep it small on disk: only the
   headers are read, and those do not grow with the band count);
 - the peak RSS of the pack process (VmHWM, read in the child).
-Goal (issue 11): pack of 850 tiles under 10 s.
+Goal: pack of 850 tiles under 10 s.
 """
 
 from __future__ import annotations

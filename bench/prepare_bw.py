@@ -1,7 +1,7 @@
 """Benchmark: `c2seg synth` + `c2seg prepare` on a full-size synthetic BW pair.
 
 Reports wall time and peak RSS of each command (run as a child process, so the figure is
-the command's own). Goal (issue 2): prepare's peak RSS under 3 GB for Beijing 13474 x 8706
+the command's own). Goal: prepare's peak RSS under 3 GB for Beijing 13474 x 8706
 with 116 HSI bands at 30 m.
 
     python bench/prepare_bw.py --scale 1 --workdir /tmp/c2seg-bench --runs 1

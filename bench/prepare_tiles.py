@@ -4,7 +4,7 @@ Synthesises a tile set once (`c2seg synth --layout tiles`: AB at --scale 1 is th
 273 + 140 tiles of 128 px with 242 + 4 + 2 bands), then runs, interleaved, --runs times each:
 `find C2Seg_XX -type f -exec cat {} + > /dev/null` (the time to read the bytes) and `prepare`
 in a fresh interpreter (its wall time and its own peak RSS), plus `prepare --pca-sample N`
-when asked. Reports medians side by side and the ratio to the read time. Goals (issue 11):
+when asked. Reports medians side by side and the ratio to the read time. Goals:
 prepare within 2x of the read time, peak RSS under 1 GB.
 
     python bench/prepare_tiles.py --track AB --scale 1 --runs 3

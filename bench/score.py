@@ -9,7 +9,7 @@ Prints, side by side in one run (medians of several runs):
   (a subprocess, interpreter start included);
 - peak memory: tracemalloc peak of score_files, and the peak RSS of the `c2seg score` process
   above a bare interpreter that imported the same modules, both against the label raster's size.
-Goals (issue 3): metric < 0.25 s, command < 1.5 s, >= 100x vs sklearn, peak memory < 4x label size.
+Goals: metric < 0.25 s, command < 1.5 s, >= 100x vs sklearn, peak memory < 4x label size.
 """
 
 from __future__ import annotations

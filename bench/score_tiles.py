@@ -13,7 +13,7 @@ run, medians of --runs, tiles and scene interleaved so load changes hit both:
   what a scoring child runs per upload), labels already loaded as a server holds them;
 - through a live `c2seg serve` on loopback: POST the file, wait for the 201 with its scores.
 
-Goal (issue 11): the tile file under 1.5 s end to end, with `c2seg score` and through the server,
+Goal: the tile file under 1.5 s end to end, with `c2seg score` and through the server,
 as the scene file is. Needs the server extra for the server rows (skipped with --no-server).
 """
 

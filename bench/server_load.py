@@ -6,7 +6,7 @@ leaderboard reads. One `c2seg serve` process on SQLite (quota raised), on 127.0.
 
 Prints submissions/s, p50/p99 latency (overall and per 10-s window, with the median of the
 windows), checks that every 201 has its submission row and both score rows, and prints
-leaderboard GET/s. Goals (issue 5): >= 20 submissions/s, p99 < 1 s, nothing lost, >= 500 GET/s.
+leaderboard GET/s. Goals: >= 20 submissions/s, p99 < 1 s, nothing lost, >= 500 GET/s.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Benchmark: CPU time to validate a submission against its file size, for crafted files up to the
-server's upload cap (issue 13 item 2; the figure in SECURITY.md).
+server's upload cap (the global heap walk must stay linear; the figure in SECURITY.md).
 
     python bench/validate_size.py [--sizes 1 2 4 ... 256] [--runs 3] [--kinds random interleaved ...]
     PYTHONPATH=/path/to/an/older/checkout python bench/validate_size.py --sizes 1.0625 1.125 1.25 --cpu-limit 60

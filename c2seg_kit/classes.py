@@ -1,4 +1,4 @@
-"""The C2Seg class table (C2SEG.md section 2): one table, read by everything that names a class,
+"""The C2Seg class table (docs/data.md, "Classes and colours"): one table, read by everything that names a class,
 and the one check that an array holds class ids 0..13, used by every reader, writer and metric."""
 
 from __future__ import annotations

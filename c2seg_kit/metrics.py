@@ -1,4 +1,4 @@
-"""The one C2Seg metric implementation (C2SEG.md section 3), used by training, the CLI and the server.
+"""The one C2Seg metric implementation (docs/formats.md, "The metric"), used by training, the CLI and the server.
 
 The confusion matrix is the only state: rows are the true classes 1..13, columns the predicted
 values 0..13 (0 = "no class", always wrong on an evaluated pixel). It is accumulated chunk by
@@ -41,7 +41,7 @@ def _pair_index(t: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 class ConfusionMatrix:
-    """Accumulates the 13 x 14 confusion matrix of C2SEG.md section 3.
+    """Accumulates the 13 x 14 confusion matrix (true classes 1..13 x predicted values 0..13).
 
     >>> cm = ConfusionMatrix()
     >>> cm.update(label_block, pred_block)   # any rank, same shape, integers 0..13
@@ -140,7 +140,7 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 
 def compute_scores(matrix: Any) -> dict:
-    """All scores of C2SEG.md section 3 from a 13 x 14 confusion matrix (true 1..13 x pred 0..13).
+    """All scores (docs/formats.md, "The metric") from a 13 x 14 confusion matrix (true 1..13 x pred 0..13).
 
     Returns ``oa``, ``miou``, ``f1`` (macro), ``kappa`` (Cohen's, over evaluated pixels, with
     predicted 0 as its own category), ``per_class_iou`` (machine name -> float, or None when the

@@ -1,4 +1,4 @@
-"""The C2Seg scene registry (C2SEG.md section 1) as data: tracks, cities, modalities, files.
+"""The C2Seg scene registry (docs/data.md) as data: tracks, cities, modalities, files.
 
 Readers and the synthetic generator look things up here instead of branching on the track.
 """

@@ -1,4 +1,4 @@
-"""The submission file (``predictions.h5``) and the hidden-labels file (``labels.h5``), C2SEG.md section 4.
+"""The submission file (``predictions.h5``) and the hidden-labels file (``labels.h5``), docs/formats.md.
 
 This module holds the format and its rules, and the safe readers everything that opens a
 prediction goes through (the CLI, the server, the demo). Readers run the whole-file checks of

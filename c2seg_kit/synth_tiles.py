@@ -1,9 +1,9 @@
 """A synthetic challenge tile distribution: the scene synth's cities, cut as the organizers cut theirs.
 
-``c2seg synth OUT --track AB|BW --layout tiles`` writes ``OUT/C2Seg_XX/`` in the layout of
-C2SEG.md section 1 (``train/{hsi,msi,sar,label}/<id>.tiff``, ``test/{hsi,msi,sar}/<id>.tiff``,
+``c2seg synth OUT --track AB|BW --layout tiles`` writes ``OUT/C2Seg_XX/`` in the challenge's tile
+layout (docs/data.md; ``train/{hsi,msi,sar,label}/<id>.tiff``, ``test/{hsi,msi,sar}/<id>.tiff``,
 BW's train HSI one folder deeper in ``train/hsi/hsi/``) and ``OUT/labels.h5``, the test tiles'
-labels in the tile layout of section 4.
+labels in the tile layout (docs/formats.md).
 
 The cities are those of :mod:`c2seg_kit.synth` for the same track, scale and seed (same
 classes, spectra, cross-city shift, same noise): a tile equals the matching window of the scene
@@ -11,7 +11,7 @@ synth's city, integer-scaled. What the tiles add, as in the real distribution:
 
 - The grid (an inference, not stated anywhere): windows of a fixed size stepping by a fixed
   stride, the last row and column snapped to the city's edge, so edge tiles overlap their
-  neighbours. These reproduce the distributed counts exactly (nominal sizes, C2SEG.md):
+  neighbours. These reproduce the distributed counts exactly (at the nominal city sizes):
   Augsburg (train) 128 px, stride 64: 13 x 21 = 273 tiles; Berlin (test) 128 px, stride 128:
   20 x 7 = 140; Beijing (train) 256 px, stride 128: 105 x 68 = 7140; Wuhan (test) 256 px,
   stride 256: 25 x 34 = 850. With ``--scale`` the cities shrink and the tiles keep their size,
@@ -56,7 +56,7 @@ PIXEL_M = 10.0
 REFLECTANCE_SCALE = 10000
 TILE_DTYPES = {"hsi": np.dtype(np.int16), "msi": np.dtype(np.uint16), "sar": np.dtype(np.float32)}
 SPLIT_OF_ROLE = {"source": "train", "target": "test"}
-#: Folders that sit one level deeper than the others, per track and split (C2SEG.md section 1).
+#: Folders that sit one level deeper than the others, per track and split (BW's train HSI, as distributed).
 NESTED = {("BW", "train", "hsi")}
 SUFFIX = ".tiff"
 

@@ -1,4 +1,4 @@
-"""The tile layout of the submission and labels files (C2SEG.md section 4): its rules, its safe
+"""The tile layout of the submission and labels files (docs/formats.md): its rules, its safe
 readers and its writers.
 
 For tracks scored on the challenge's tiles, ``predictions.h5`` and ``labels.h5`` carry the root

@@ -1,4 +1,4 @@
-"""Writers of the two class-raster files of C2SEG.md section 4: submissions and hidden labels.
+"""Writers of the two class-raster files (docs/formats.md): submissions and hidden labels.
 
 >>> write_submission("predictions.h5", pred, "AB", team="us")
 >>> with submission_writer("predictions.h5", (2465, 811), "AB") as w:

@@ -1,4 +1,4 @@
-"""The organizer verbs of issue 14, added to the `c2seg admin` group of cli.py: hide/unhide a
+"""The organizer verbs for running a leaderboard, added to the `c2seg admin` group of cli.py: hide/unhide a
 submission, disqualify/reinstate a team, rotate a token, team members, fetch a stored file,
 and the duplicate check. Like the rest of `admin`, they talk to the database directly (and
 upgrade it first), and import the server's libraries inside the commands.

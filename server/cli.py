@@ -404,6 +404,6 @@ def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
         sys.exit(1)
 
 
-# The verbs of issue 14 (hide, disqualify, rotate-token, member, fetch, duplicates, ...) live in
+# The leaderboard verbs (hide, disqualify, rotate-token, member, fetch, duplicates, ...) live in
 # their own module and join the group on import.
 from . import admin_verbs  # noqa: E402,F401

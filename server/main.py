@@ -159,7 +159,9 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
 
     app = FastAPI(title="C2Seg scoring server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # the Swagger page loads scripts from a CDN: CSP forbids it
-                  description="Upload predictions.h5 with `c2seg submit`; see the leaderboard at `/`.")
+                  description="Upload predictions.h5 with `c2seg submit`; see the leaderboard at `/`. "
+                              "Reference in the kit's repository: docs/api.md (this API, quotas, error codes), "
+                              "docs/formats.md (the submission file and the metric).")
     app.state.services = services
     app.add_middleware(SecurityHeaders)  # no CORS middleware: browsers on other origins get no access
 

@@ -143,7 +143,8 @@ class TrackInfo(BaseModel):
     track: TrackName
     phase: PhaseName
     layout: Literal["scene", "tiles"] = Field("scene", description="what a submission holds: one raster of the "
-                                              "scene, or one raster per test tile (C2SEG.md section 4)")
+                                              "scene, or one raster per test tile (docs/formats.md in the "
+                                              "kit's repository)")
     shape: tuple[int, int] | None = Field(..., description="the label raster's (H, W); null for a tile track")
     n_tiles: int | None = Field(None, description="test tiles a submission must hold (tile tracks; ids and "
                                 "shapes at /api/v1/tracks/{track}/tiles)")

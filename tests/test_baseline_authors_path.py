@@ -1,4 +1,4 @@
-"""The authors'-checkpoint path end to end (issue 12.2).
+"""The authors'-checkpoint path end to end.
 
 A randomly initialised HighDAN is exported in the authors' three-file layout. Their preprocessing
 and prediction are re-implemented here from their code's description (data/dataset.py,

@@ -1,4 +1,4 @@
-"""`c2seg import-weights` (issue 15.11): the authors' three state_dict files become a kit checkpoint
+"""`c2seg import-weights`: the authors' three state_dict files become a kit checkpoint
 that records its track and input layout, predicts exactly as their files do, and is checked by
 `predict` like any checkpoint the kit trained."""
 

@@ -19,7 +19,7 @@ def _inputs(batch=2, size=32, seed=0):
 
 
 def test_parameter_counts_at_paper_settings():
-    # C2SEG.md section 5; counting needs no forward pass.
+    # The counts of the authors' network at their settings; counting needs no forward pass.
     assert HighDAN(paper()).parameter_counts() == {"generator": 16_562_222, "d0": 27_560_521, "d1": 699_873}
 
 

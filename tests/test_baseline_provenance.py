@@ -1,4 +1,4 @@
-"""A run's record and what predict does with it (issue 15.2 and 15.4).
+"""A run's record and what predict does with it (which checkpoint, which recipe).
 
 - predict refuses a checkpoint trained on another track, on other bands, or on input prepared
   otherwise, naming both sides (a BW checkpoint used to write an AB submission the server ranked);

@@ -1,4 +1,4 @@
-"""The `paper` config is the authors' recipe (issue 12.4), with the kit's variants as switches.
+"""The `paper` config is the authors' recipe, with the kit's variants as switches.
 
 The authors' values, read off their scripts: AB 6000 iterations on 128 px windows, BW 10000 on
 256 px, 50 % overlap on the source city; augmentation (rotation, flips) drawn once per window when

@@ -1,6 +1,6 @@
 """The authors' stitch against a naive first-window-wins loop, and the edges of predicted maps.
 
-Issue 15.5: partial windows used to be zero-padded, and the last columns of every map were wrong.
+Edge windows: partial windows used to be zero-padded, and the last columns of every map were wrong.
 Here a model that is perfect on real pixels but misreads zeros it never saw in training predicts
 cities narrower than its window: the edge columns must be as right as the interior.
 """

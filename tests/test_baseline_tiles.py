@@ -1,4 +1,4 @@
-"""Training and prediction on a prepared tile cache (issue 11): `c2seg synth --layout tiles`,
+"""Training and prediction on a prepared tile cache: `c2seg synth --layout tiles`,
 `c2seg prepare`, train a few steps, `c2seg predict` into a tile-layout submission.
 
 The submission must hold exactly the test tile ids, each at its tile's shape, values 1..13, and

@@ -1,4 +1,4 @@
-"""Issue 13 items 7 and 4: the participant CLI against a bad server, and what it prints.
+"""The participant CLI against a bad server, and what it prints.
 
 A tiny misbehaving HTTP server runs in a thread on loopback: it redirects (to https on the same
 host, or to another host), answers HTML or non-JSON, JSON of the wrong shape, 500 pages, a

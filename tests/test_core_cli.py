@@ -87,7 +87,7 @@ def test_light_core_imports_no_torch_or_fastapi():
 
 
 def test_prepare_on_tiles_explains(capsys, tmp_path):
-    # prepare reads tiles since issue 11.3 (it used to refuse them): a tile folder without tiles is one line
+    # prepare reads tiles (it used to refuse them): a tile folder without tiles is one line
     (tmp_path / "C2Seg_AB" / "train" / "msi").mkdir(parents=True)
     code, _, err = run(capsys, "prepare", str(tmp_path), "--track", "AB", "--out", str(tmp_path / "o"))
     assert code == 1 and "expected hsi, msi, sar tiles in" in err and len(err.strip().splitlines()) == 1

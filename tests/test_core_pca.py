@@ -1,4 +1,4 @@
-"""prepare's PCA (issue 12.1): the exact all-pixel fit, the authors' sign rule, the sampled fit.
+"""prepare's PCA: the exact all-pixel fit, the authors' sign rule, the sampled fit.
 
 Every expectation comes from tests/pca_oracle.py (numpy SVD + scikit-learn 1.3's sign rule
 written out), never from the installed scikit-learn, whose current releases use the other rule.

@@ -1,4 +1,4 @@
-"""The TorchGeo-style datasets (issue 11.5): documented samples, normalisations, windows, plot."""
+"""The TorchGeo-style datasets: documented samples, normalisations, windows, plot."""
 
 from __future__ import annotations
 

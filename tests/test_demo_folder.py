@@ -1,4 +1,4 @@
-"""`c2seg demo --out DIR` never deletes a user's files (issue 15.1)."""
+"""`c2seg demo --out DIR` never deletes a user's files."""
 
 from __future__ import annotations
 

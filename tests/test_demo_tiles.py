@@ -1,4 +1,4 @@
-"""`c2seg demo --layout tiles` end to end at a tiny size (issue 11.7): the newcomer path on the
+"""`c2seg demo --layout tiles` end to end at a tiny size: the newcomer path on the
 challenge's tiles, through the same public verbs as the default demo."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Files and folders the kit writes honour the umask, as other tools' do (issue 15.9).
+"""Files and folders the kit writes honour the umask, as other tools' do.
 
 Each output is written under a temporary name first; ``tempfile`` would make that 0600/0700, so a
 submission or a labels file would be unreadable to a server running as another user.

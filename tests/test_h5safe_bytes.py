@@ -1,4 +1,4 @@
-"""The byte-level checks of c2seg_kit.h5safe (issue 13 items 2 and 8): the global heap walk does
+"""The byte-level checks of c2seg_kit.h5safe: the global heap walk does
 work linear in the file size whatever collections the bytes declare, and local files that are not
 regular files, or that are cut short while read, are refused in one line, never hang or crash."""
 
@@ -44,7 +44,7 @@ def heap_walk(path: Path, **limits) -> tuple[int, str | None]:
         raw.close()
 
 
-# ---- item 2: the global heap walk is linear -----------------------------------------------------
+# ---- the global heap walk is linear -------------------------------------------------------------
 
 @pytest.mark.parametrize("tail_kb", [64, 256, 1024])
 def test_nested_collections_cost_one_scan_of_the_file(tmp_path, honest, tail_kb):
@@ -110,7 +110,7 @@ def test_a_crafted_tail_is_judged_quickly(tmp_path, honest):
     assert out.stderr.startswith("error: submission declares more than") and out.stderr.count("\n") == 1
 
 
-# ---- item 8: regular files only; a file cut short while read ------------------------------------
+# ---- regular files only; a file cut short while read --------------------------------------------
 
 def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "c2seg_kit", *argv], capture_output=True, text=True, timeout=timeout)

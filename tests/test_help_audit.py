@@ -1,4 +1,4 @@
-"""`--help` that is consistent (issue 15.7): every command and subcommand of `c2seg` is walked
+"""`--help` that is consistent: every command and subcommand of `c2seg` is walked
 (the lazy group's verbs, `admin`'s and `submissions`' subcommands included) and each option is
 held to the same rules: it has help; its help never writes a default by hand (click shows it,
 as `[default: ...]`); a non-flag option with a default shows it; an option read from a C2SEG_*

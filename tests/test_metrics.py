@@ -1,4 +1,4 @@
-"""c2seg_kit.metrics against scikit-learn, over a grid of random and edge cases (C2SEG.md section 3)."""
+"""c2seg_kit.metrics against scikit-learn, over a grid of random and edge cases (docs/formats.md, "The metric")."""
 
 from __future__ import annotations
 

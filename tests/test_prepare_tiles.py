@@ -1,4 +1,4 @@
-"""`c2seg prepare` on challenge tiles (issue 11.3): the tile cache, its statistics, bad input, --out."""
+"""`c2seg prepare` on challenge tiles: the tile cache, its statistics, bad input, --out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Progress bars only on a terminal, with a --progress/--no-progress override (issue 15.6)."""
+"""Progress bars only on a terminal, with a --progress/--no-progress override."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13 item 3: the reverse-proxy recipe, docs/reverse-proxy/nginx.conf, run as shipped.
+"""Slow clients behind a reverse proxy: the reverse-proxy recipe, docs/reverse-proxy/nginx.conf, run as shipped.
 
 nginx (Debian's package) is started in front of a real `c2seg serve` (with the option the recipe
 names), on loopback ports, with a throwaway self-signed certificate. Only the listen addresses,

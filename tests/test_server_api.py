@@ -435,7 +435,7 @@ def test_leaderboard_best_per_team_ties_and_baseline(client, label_array, pred_f
     post(client, hb, pred_file(better))  # beta ties alpha on mIoU and OA, but later
     post(client, hbase, pred_file(worse))
     board = client.get("/api/v1/leaderboard", params={"track": "AB"}).json()
-    # Issue 14: baselines are shown in place but not ranked (rank null).
+    # Baselines are shown in place but not ranked (rank null).
     assert [(e["rank"], e["team"], e["baseline"], e["submissions"]) for e in board["entries"]] == [
         (1, "alpha", False, 2), (2, "beta", False, 1), (None, "HighDAN", True, 1)]
     assert board["entries"][0]["public"]["miou"] == 1.0

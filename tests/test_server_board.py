@@ -1,4 +1,4 @@
-"""Issue 14 through the API (TestClient): submission metadata, final picks and the private
+"""The leaderboard features through the API (TestClient): submission metadata, final picks and the private
 ranking, scheduled phases and per-phase caps, hidden submissions and disqualified teams,
 unranked baselines, sorting, the combined view, duplicates.
 

@@ -1,4 +1,4 @@
-"""Issue 13 item 3: slow connections from several addresses cannot deny service.
+"""Slow connections from several addresses cannot deny service.
 
 Five loopback addresses (127.0.0.2 ... 127.0.0.6) each hold 60 connections that dribble a
 request head (a header line a second, never finished): 300 in all, under the per-address cap

@@ -1,4 +1,4 @@
-"""Issue 13 items 1 and 6, issue 15 item 10: every cap on uploads is decided before the work,
+"""Every cap on uploads is decided before the work,
 against a real `c2seg serve`.
 
 - Refused uploads are counted before they are read (an upload in progress counts), so a burst

@@ -1,4 +1,4 @@
-"""Issue 14 as people use it, against a live `c2seg serve` (both tracks): the participants' verbs
+"""The leaderboard features as people use them, against a live `c2seg serve` (both tracks): the participants' verbs
 (`submit --method/--description/--url`, `me`, `submissions`, `submissions select|edit`), the
 organizers' `c2seg admin` verbs, and the page in headless Chromium (sorting, the combined view,
 a disqualified team, every column reachable on a desktop and on a narrow screen).

@@ -24,7 +24,7 @@ from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402
 
 EXAMPLES = int(os.environ.get("C2SEG_SCHEMATHESIS_EXAMPLES", "15"))
-#: The HTTP API fixed in C2SEG.md section 6 (the app may serve more).
+#: The routes docs/api.md promises that clients rely on (the app may serve more).
 FIXED_API = {("POST", "/api/v1/submissions"), ("GET", "/api/v1/submissions/{submission_id}"),
              ("GET", "/api/v1/leaderboard"), ("GET", "/healthz")}
 

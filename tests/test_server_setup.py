@@ -1,4 +1,4 @@
-"""Issue 13 items 9, 10 and 11 and issue 15 item 3: how the server is set up and what it records.
+"""How the server is set up and what it records.
 
 - The public/private split's seed is secret: made with `secrets` when a database is first served,
   different for every database, never in a response, page, log, export or command line; scores
@@ -70,7 +70,7 @@ def split_seed(server) -> int:
     return int(out)
 
 
-# --- item 10: the split ---------------------------------------------------------------------------
+# --- the split ------------------------------------------------------------------------------------
 
 def test_every_database_gets_its_own_secret_seed_that_nothing_shows(tmp_path, target):
     from c2seg_server.stored import LEGACY_SEED
@@ -177,7 +177,7 @@ def test_a_database_scored_before_secret_seeds_keeps_its_split_and_is_told(tmp_p
     assert (code, out) == (0, "2023\n") and "the public default of releases before secret seeds" in err
 
 
-# --- item 9: careless set-up ----------------------------------------------------------------------
+# --- careless set-up ------------------------------------------------------------------------------
 
 def test_serve_refuses_a_data_folder_it_cannot_write(tmp_path, target):
     data = tmp_path / "data"
@@ -255,7 +255,7 @@ def test_add_team_with_a_read_only_postgresql_role_is_one_line(postgres_url):
             conn.execute("DROP ROLE c2seg_reader")
 
 
-# --- item 11: the access log -----------------------------------------------------------------------
+# --- the access log --------------------------------------------------------------------------------
 
 def test_query_strings_never_reach_the_access_log(tmp_path, target):
     server = start(tmp_path / "srv", target, options=["--log-level", "info"])
@@ -272,7 +272,7 @@ def test_query_strings_never_reach_the_access_log(tmp_path, target):
     assert "SECRET" not in log
 
 
-# --- issue 15 item 3: one setting finds the database and the data folder ------------------------
+# --- one setting finds the database and the data folder -------------------------------------
 
 def test_admin_refuses_a_missing_database_instead_of_making_one(tmp_path, target):
     empty = tmp_path / "empty"

@@ -1,4 +1,4 @@
-"""Issue 13 items 4 and 5: participant text is cleaned at the door, and what organizers open
+"""Participant text is cleaned at the door, and what organizers open
 (exports, terminals) carries no formula and no control character; on SQLite and PostgreSQL.
 
 - A filename with NUL, ESC, C1 and bidi controls is stored without them (PostgreSQL refused the

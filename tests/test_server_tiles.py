@@ -1,4 +1,4 @@
-"""The server on a tile track (issue 11.6), against a live `c2seg serve --labels labels-tiles.h5`:
+"""The server on a tile track, against a live `c2seg serve --labels labels-tiles.h5`:
 tile submissions are scored with whole tiles public or private by a seeded hash of the tile id
 (scores equal scikit-learn over each part's tiles), a file in the other layout is a 422 naming
 the expected layout and how to convert, every hostile tile file is refused with its reason, and

@@ -1,4 +1,4 @@
-"""Tile-layout submissions and labels through the safe reader and scoring (C2SEG.md section 4):
+"""Tile-layout submissions and labels through the safe reader and scoring (docs/formats.md):
 honest files read exactly one tile at a time; every kind of hostile_files.TILE_FILES is refused
 with its own one-line reason; scene files keep their tight object bound; scores equal
 scikit-learn over every tile's pixels concatenated (overlaps counted once per tile)."""

@@ -1,4 +1,4 @@
-"""Tile-layout labels and submissions (C2SEG.md section 4): what the writers put in the file, and
+"""Tile-layout labels and submissions (docs/formats.md): what the writers put in the file, and
 that a failed write leaves nothing behind."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-tile class images as the challenge's teams wrote them: finding them in a folder, reading one.
 
 The challenge took one prediction image per test tile; the winners wrote ``<id>.png`` or
-``<id>_prediction.tif`` (C2SEG.md section 1), others ``<id>.tif`` / ``<id>.tiff``. Label tiles
+``<id>_prediction.tif`` (as seen in their published file lists), others ``<id>.tif`` / ``<id>.tiff``. Label tiles
 of the distribution are ``<id>.tiff``. Each image must hold one band of integer class ids:
 PNGs in any single-band mode (greyscale L, palette P, whose indices are the ids, 16- or 32-bit
 integer I;16 / I), TIFFs of one band of an integer type, pixel-interleaved or not (read by

@@ -1,4 +1,4 @@
-"""Readers for the C2Seg scene files (C2SEG.md section 1, layout 1).
+"""Readers for the C2Seg scene files (the layout of the RSE repository; docs/data.md, "Scene files").
 
 Two containers hold the same variables (``HSI``, ``MSI``, ``SAR``, ``label``):
 - MATLAB v5 (AB): read with scipy.io, one whole variable at a time (v5 has no random access);

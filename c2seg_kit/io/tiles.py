@@ -1,4 +1,4 @@
-"""Reader for the WHISPERS challenge GeoTIFF tiles (C2SEG.md section 1, layout 2).
+"""Reader for the WHISPERS challenge GeoTIFF tiles (docs/data.md, "Challenge tiles").
 
 ``C2Seg_XX/{train,test}/{hsi,msi,sar,label}/<id>.tif[f]``: one GeoTIFF per tile and modality,
 pixel-interleaved as GDAL writes them (band-first files read just as well; see
@@ -34,7 +34,7 @@ SPLITS = ("train", "test")  # source city, target city
 SPLIT_ROLES = {"train": "source", "test": "target"}
 LABEL = "label"
 SUFFIXES = (".tiff", ".tif")  # any case
-#: The archives as distributed, with the MD5 a TorchGeo dataset draft records (C2SEG.md section 1).
+#: The archives as distributed, with the MD5 a TorchGeo dataset draft records.
 DISTRIBUTED_MD5 = {"C2Seg_AB.zip": "1a7eddf6b90b875ba1ab4cc173818296",
                    "C2Seg_BW.zip": "4728fa97747fad55de8c55fcbef8be60"}
 

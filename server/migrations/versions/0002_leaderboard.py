@@ -1,4 +1,4 @@
-"""Leaderboard features (issue 14): submission metadata, final picks, hidden submissions,
+"""Leaderboard features: submission metadata, final picks, hidden submissions,
 prediction-content hashes, disqualification, team members, and scheduled phase changes.
 
 Every new column is nullable or has a server default, so rows of 0.1 stay valid as they are.

@@ -1,4 +1,4 @@
-"""Hardening (issue 13, second round): upload slots taken before an upload's body is read
+"""Hardening (second round): upload slots taken before an upload's body is read
 (per-team concurrency, the refused-upload cap, the spool budget), and the server's own
 settings (the secret split seed, the split's block and fraction, the data folder).
 
