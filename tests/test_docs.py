@@ -207,3 +207,25 @@ def test_api_md_lists_exactly_the_served_routes(tmp_path):
     errors = {c for c in codes if c[0] in "45"}
     assert {"401", "409", "413", "422", "429"} <= errors
     assert errors - set(re.findall(r"\b([45]\d\d)\b", text)) == set()
+
+
+def _contributors_tree() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## For contributors"):]
+    return section[section.index("```") + 3: section.index("```", section.index("```") + 3)]
+
+
+def test_the_contributors_tree_matches_the_code():
+    tree = _contributors_tree()
+    words = set(re.findall(r"[\w/.]+", tree))
+    # every module of the core and of the baseline is named (by its path, or by its name in prose)
+    unnamed = [str(p.relative_to(ROOT)) for pkg in ("c2seg_kit", "baseline") for p in sorted((ROOT / pkg).rglob("*.py"))
+               if p.name != "__init__.py"
+               and not {str(p.relative_to(ROOT / pkg)), p.name, p.stem} & words]
+    assert unnamed == []
+    # every file or folder the tree lists at the start of a line exists
+    listed = re.findall(r"^(\S+)\s", tree, re.M) + re.findall(r"^  (\S+\.py|\S+/)\s", tree, re.M)
+    assert listed
+    missing = [name for name in listed
+               if not (ROOT / name).exists() and not (ROOT / "c2seg_kit" / name).exists()]
+    assert missing == []
