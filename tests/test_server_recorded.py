@@ -90,8 +90,8 @@ def served(monkeypatch):
 class Board:
     """A database with a data folder, served in-process (TestClient) on the module's pool."""
 
-    def __init__(self, tmp_path: Path, labels: Path, pool):
-        self.db = f"sqlite:///{tmp_path / 'db' / 'board.db'}"
+    def __init__(self, tmp_path: Path, labels: Path, pool, db: str | None = None):
+        self.db = db or f"sqlite:///{tmp_path / 'db' / 'board.db'}"
         self.data_dir = tmp_path / "d1"
         self.labels, self.pool, self.tmp = labels, pool, tmp_path
         self.n = 0
@@ -128,9 +128,19 @@ class Board:
 
 
 @pytest.fixture
-def board(tmp_path, labels, pool, label_array):
+def db_url(request):
+    """SQLite by default; tests parametrized indirectly also run on PostgreSQL."""
+    return request.getfixturevalue("postgres_url") if getattr(request, "param", "sqlite") == "postgres" else None
+
+
+BOTH_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                         indirect=True)
+
+
+@pytest.fixture
+def board(tmp_path, labels, pool, label_array, db_url):
     """A board with one scored submission (on labels[0]), its server stopped."""
-    b = Board(tmp_path, labels[0], pool)
+    b = Board(tmp_path, labels[0], pool, db_url)
     with b.app() as client:
         assert b.upload(client, label_array).status_code == 201
     return b
@@ -220,6 +230,7 @@ def test_a_rescore_on_other_labels_is_all_or_nothing(board, labels, label_array,
     assert board.scores() == before
 
 
+@BOTH_DATABASES
 @pytest.mark.parametrize("change", ["labels", "split"])
 def test_a_running_server_does_not_score_on_labels_or_a_split_the_board_no_longer_uses(
         board, labels, label_array, capsys, change):
@@ -239,6 +250,7 @@ def test_a_running_server_does_not_score_on_labels_or_a_split_the_board_no_longe
         assert s.query(Submission).count() == 2
 
 
+@BOTH_DATABASES
 def test_a_rescore_committed_while_an_upload_is_scored_is_seen_before_the_upload_is(board, label_array):
     with board.app() as client:
         services = client.app.state.services
@@ -264,6 +276,7 @@ def test_a_rescore_committed_while_an_upload_is_scored_is_seen_before_the_upload
     assert len(list((board.data_dir / "submissions").iterdir())) == 1  # the scored file was not kept
 
 
+@BOTH_DATABASES
 def test_a_rescore_also_rescores_uploads_committed_while_it_runs(board, labels, label_array, monkeypatch, capsys):
     """An upload a running server commits during the rescore is rescored with the others."""
     import c2seg_server.main as main
