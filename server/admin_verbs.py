@@ -192,17 +192,28 @@ def duplicates(ctx, track, as_json):
 @admin.command("split-seed")
 @click.pass_context
 def split_seed(ctx):
-    """Show the seed of the public/private split, alone on stdout (its block size, public
-    fraction and origin go to stderr). Keep it secret: with it and the labels' shape, anyone can
-    compute which labelled pixels are private. Made with `secrets` when the database was first
-    served; rescoring keeps it; `rescore --new-split-seed` replaces it."""
+    """Show the seed of the public/private split, alone on stdout (on stderr: how each kind of
+    track is split, and the seed's origin). A scene track's labelled pixels are split by blocks
+    of the recorded size; a tile track's by whole tiles (the block size does not apply). Keep
+    the seed secret: with it and the labels' shape or tile ids, anyone can compute which
+    labelled pixels are private. Made with `secrets` when the database was first served;
+    rescoring keeps it; `rescore --new-split-seed` replaces it."""
     from . import stored
 
     _, sessions = _open(ctx)
     with sessions() as s:
         split = stored.read_split(s)
+        layouts = {t: layout for t, (_, layout) in stored.recorded_labels(s).items()}
     if split is None:
         raise C2SegError("no split is recorded in this database yet: `c2seg serve` records one when it first starts")
-    click.echo(f"split: blocks of {split.block} x {split.block} pixels, {split.fraction:g} of them public; "
-               f"the seed was {stored.ORIGINS.get(split.origin, split.origin)}; keep it secret", err=True)
+    kinds = [("scene", f"blocks of {split.block} x {split.block} pixels, {split.fraction:g} of them public "
+                       "(drawn per track)"),
+             ("tiles", f"whole tiles, each public when a seeded hash of its id falls below {split.fraction:g} "
+                       "(about that share of the tiles; the block size does not apply)")]
+    described = "; ".join(
+        f"{'scene' if kind == 'scene' else 'tile'} tracks "
+        f"({', '.join(sorted(t for t, k in layouts.items() if k == kind)) or 'none served yet'}): {how}"
+        for kind, how in kinds)
+    click.echo(f"split: {described}; the seed was {stored.ORIGINS.get(split.origin, split.origin)}; keep it secret",
+               err=True)
     click.echo(split.seed)

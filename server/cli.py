@@ -35,6 +35,8 @@ from .admin_db import (  # light: sqlalchemy is imported inside its functions
 DB_OPTION = dict(envvar="C2SEG_DATABASE_URL", show_envvar=True, show_default="SQLite in the data folder",
                  help="SQLAlchemy database URL; PostgreSQL: postgresql+psycopg://user@host/db")
 DATA_HELP = "Folder for the SQLite database and the stored submissions."
+SERVE_DATA_HELP = (DATA_HELP + " With --db, the folder the database records (the last serve's) is used unless "
+                   "this is given; another one is taken only when the stored submissions are in it (move them first).")
 #: serve's defaults of the settings it takes as options; they are config.Settings' own (and edge.py's),
 #: repeated here only so that --help can show them (tests/test_help_audit.py checks that they agree).
 SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day": 5, "max_upload_mb": 256,
@@ -50,7 +52,11 @@ SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day
               help="Hidden labels.h5 of a track; repeat to serve both tracks.")
 @click.option("--db", **DB_OPTION)
 @click.option("--data-dir", envvar="C2SEG_DATA_DIR", show_envvar=True, type=click.Path(file_okay=False),
-              default=SERVE_DEFAULTS["data_dir"], show_default=True, help=DATA_HELP)
+              show_default=f"the folder recorded in the database, else {SERVE_DEFAULTS['data_dir']}",
+              help=SERVE_DATA_HELP)
+@click.option("--rescore", is_flag=True,
+              help="When LABELS differ from those the stored submissions were scored on (a label fix), rescore "
+                   "them all before serving; without it such labels are refused.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on.")
@@ -71,7 +77,7 @@ SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day
                    "connection comes from the proxy.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="How much uvicorn logs.")
-def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency,
+def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency,
           max_connections_per_client, log_level):
     """Run the scoring server and leaderboard (FastAPI on uvicorn).
 
@@ -79,8 +85,9 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     submission on the board at `/`, and serves the JSON API under /api/v1. Add teams with
     `c2seg admin add-team NAME`. An option marked [env var: ...] can also come from that
     variable; every other server setting has its own C2SEG_* variable (server/config.py).
-    The database records the data folder and the public/private split (a secret seed made on
-    first start): `c2seg admin --db URL` finds both.
+    The database records the data folder, the labels' sha256 and the public/private split (a
+    secret seed made on first start): `c2seg admin --db URL` finds them, a later serve keeps
+    the data folder unless --data-dir names another, and refuses other labels unless --rescore.
     """
     import uvicorn
 
@@ -88,27 +95,35 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
     from .db import make_sessionmaker
     from .folders import data_folder_problem
     from .main import served_tracks
+    from .rescoring import rescore_all
     from .scoring import block_grid
 
     where = _check_can_listen(host, port)
-    env = {"C2SEG_LABELS": json.dumps([str(Path(p).resolve()) for p in labels])}
-    for key, value in (("DATABASE_URL", db), ("DATA_DIR", data_dir), ("SCORING_WORKERS", scoring_workers),
+    os.environ["C2SEG_LABELS"] = json.dumps([str(Path(p).resolve()) for p in labels])
+    for key, value in (("DATABASE_URL", db), ("SCORING_WORKERS", scoring_workers),
                        ("QUOTA_PER_DAY", quota), ("MAX_CONNECTIONS_PER_CLIENT", max_connections_per_client),
                        ("MAX_UPLOAD_BYTES", max_upload_mb and max_upload_mb * 1024 * 1024)):
         if value is not None:
-            env[f"C2SEG_{key}"] = str(Path(value).resolve()) if key == "DATA_DIR" else str(value)
-    os.environ.update(env)  # every worker process builds its app from these (main.app_from_env)
-    settings = settings_from(None, None)
+            os.environ[f"C2SEG_{key}"] = str(value)
+    settings = settings_from(None, data_dir)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
-    problem = data_folder_problem(settings)
-    if problem is not None:
+    # The data folder: the one given; else, with the database in it (no --db), the default; else
+    # the one the database records (a restart with only --db keeps the stored submissions).
+    settled = data_dir is not None or settings.database_url is None
+    if settled and (problem := data_folder_problem(settings)) is not None:
         raise C2SegError(f"the data folder is not writable: {problem} (uploads would all fail)")
     engine = open_engine(settings, create=True)
-    with database_errors(lambda: settings.db_url), make_sessionmaker(engine)() as s:
+    sessions = make_sessionmaker(engine)
+    with database_errors(lambda: settings.db_url), sessions() as s:
+        recorded = stored.recorded_data_dir(s)
+    if not settled:
+        settings = settings.model_copy(update={"data_dir": recorded or settings.data_dir})
+        if (problem := data_folder_problem(settings)) is not None:
+            raise C2SegError(f"the data folder is not writable: {problem} (uploads would all fail)")
+    os.environ["C2SEG_DATA_DIR"] = str(Path(settings.data_dir).resolve())  # every worker builds its app from these
+    with database_errors(lambda: settings.db_url), sessions() as s:
+        moved_from = stored.settle_data_dir(s, settings.data_dir)
         split = stored.record_split(s, settings)  # here, in one process, before the workers start
-        stored.record_data_dir(s, settings.data_dir)
-        admission.forget_all(s)  # no upload is in flight yet: slots left by a killed server go
-    engine.dispose()
     for track, (served, _) in sorted(tracks.items()):
         # one part of the split would be empty (every score of it undefined): a tile track's split
         # takes whole tiles, a scene track's whole blocks
@@ -122,6 +137,21 @@ def serve(labels, db, data_dir, host, port, workers, scoring_workers, quota, max
         if rows * cols < 2:
             raise C2SegError(f"the labels of track {track} ({shape[0]} x {shape[1]}) hold a single block of the "
                              f"public/private split ({split.block} px): the database's split needs larger labels")
+    if moved_from is not None:
+        click.echo(f"data folder changed to {Path(settings.data_dir).resolve()} (the database recorded "
+                   f"{moved_from}; no stored submission is left there)", err=True)
+    digests = {t: stored.file_sha256(p) for t, (_, p) in tracks.items()}
+    with database_errors(lambda: settings.db_url), sessions() as s:
+        relabel = rescore and stored.changed_labels(s, digests)
+    if relabel:  # all or nothing: the new scores and the labels' sha256 are committed together
+        done = rescore_all(settings, sessions, tracks, say=lambda line: click.echo(line, err=True))
+        click.echo(f"rescored {done.done} submission(s) against the new labels of track(s) "
+                   f"{', '.join(done.new_labels)}", err=True)
+    with database_errors(lambda: settings.db_url), sessions() as s:
+        stored.check_labels(s, digests, {t: served.layout for t, (served, _) in tracks.items()},
+                            {t: p for t, (_, p) in tracks.items()})
+        admission.forget_all(s)  # no upload is in flight yet: slots left by a killed server go
+    engine.dispose()
     described = ", ".join(f"{t} ({f'{s.n_tiles} tiles' if s.tiles is not None else 'scene'})"
                           for t, (s, _) in sorted(tracks.items()))
     click.echo(f"serving track(s) {described} on http://{where}/ "
@@ -358,49 +388,28 @@ def export(ctx, out, track):
 @click.pass_context
 def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
     """Rescore every stored submission of the given tracks against LABELS (after a label fix),
-    on the split recorded in the database (the same public and private pixels as before)."""
-    from tqdm import tqdm
+    on the split recorded in the database (the same public and private pixels as before).
 
-    from . import crud, stored
-    from .main import make_pool, served_tracks
-    from .workers import InvalidUpload, ScoringFailed
+    With labels other than the recorded ones (or --new-split-seed), all or nothing: the new
+    scores, the labels' sha256 and the split are committed together once every submission is
+    rescored, and a running `c2seg serve` then refuses uploads (503) until it is restarted with
+    these labels: the board never mixes two label versions or two splits."""
+    from .main import served_tracks
+    from .rescoring import rescore_all
 
     settings, sessions = _open(ctx)
     settings = settings.model_copy(update={"labels": [Path(p) for p in labels], "scoring_workers": scoring_workers})
     tracks = served_tracks(settings.labels)
-    with sessions() as s:
-        split = stored.record_split(s, settings)
-    if new_split_seed:
-        split = stored.Split(seed=stored.new_seed(), block=split.block, fraction=split.fraction, origin="secret")
-    done, failed, fresh = 0, 0, {}
-    with make_pool(settings, tracks, split) as pool, sessions() as s:
-        subs = [x for x in crud.all_submissions(s) if x.track in tracks]
-        for sub in tqdm(subs, desc="rescoring", unit="sub", file=sys.stderr, disable=not progress):
-            path = settings.storage_dir / sub.stored_as
-            try:
-                if not path.is_file():
-                    raise ScoringFailed(f"stored file missing: {path} (is the data folder right?)")
-                scores = pool.call("score", str(path), sub.track)
-            except (InvalidUpload, ScoringFailed) as e:
-                failed += 1
-                click.echo(f"submission {sub.id}: not rescored: {safe(e)}", err=True)
-                continue
-            if new_split_seed:  # kept until every one is done: the board never mixes two splits
-                fresh[sub.id] = (sub, scores)
-            else:
-                crud.set_scores(s, sub, scores)
-                s.commit()
-            done += 1
-        if new_split_seed and failed:
-            raise C2SegError(f"{failed} submission(s) could not be rescored: nothing was changed")
-        if new_split_seed:
-            for sub, scores in fresh.values():
-                crud.set_scores(s, sub, scores)
-            stored.replace_split(s, split)  # commits the scores and the new seed together
-    click.echo(f"rescored {done} submission(s) on track(s) {', '.join(sorted(tracks))}"
+    out = rescore_all(settings, sessions, tracks, new_split_seed=new_split_seed, progress=progress,
+                      say=lambda line: click.echo(line, err=True))
+    click.echo(f"rescored {out.done} submission(s) on track(s) {', '.join(sorted(tracks))}"
+               + (f" against new labels of {', '.join(out.new_labels)}" if out.new_labels else "")
                + (" on a new secret split seed" if new_split_seed else "")
-               + (f"; {failed} failed" if failed else ""), err=True)
-    if failed:
+               + (f"; {out.failed} failed" if out.failed else ""), err=True)
+    if out.new_labels or new_split_seed:
+        click.echo("a c2seg serve still running on the old labels or split now refuses uploads (503) until it "
+                   "is restarted with these labels", err=True)
+    if out.failed:
         sys.exit(1)
 
 

@@ -10,6 +10,7 @@ a free slot that only one of them may take.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -191,9 +192,11 @@ def purge_expired_reservations(s: Session) -> int:
 
 def commit_submission(s: Session, reservation: QuotaReservation, *, filename: str, size: int, sha256: str,
                       stored_as: str, method: str | None, scores: dict, description: str | None = None,
-                      url: str | None = None, upload_slot: int | None = None) -> Submission:
+                      url: str | None = None, upload_slot: int | None = None,
+                      check: Callable[[Session], None] | None = None) -> Submission:
     """Write the submission and both score rows, and free the reservation and the upload slot:
-    one transaction."""
+    one transaction. `check(session)` runs once the rows are written, before the commit (it
+    raises to roll everything back)."""
     sub = Submission(team_id=reservation.team_id, track=reservation.track, created=reservation.created,
                      filename=filename[:255], size=size, sha256=sha256, stored_as=stored_as, method=method,
                      description=description, url=url, content_sha256=scores.get("content_sha256"))
@@ -203,6 +206,9 @@ def commit_submission(s: Session, reservation: QuotaReservation, *, filename: st
     s.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation.id))
     if upload_slot is not None:
         s.execute(delete(UploadSlot).where(UploadSlot.id == upload_slot))
+    if check is not None:
+        s.flush()
+        check(s)
     s.commit()
     return sub
 

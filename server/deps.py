@@ -14,7 +14,7 @@ from anyio import CapacityLimiter
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import crud
+from . import crud, stored
 from .board import BoardCache
 from .config import Settings
 from .models import Team
@@ -45,6 +45,9 @@ class Services:
     pool: ScoringPool | None = None
     boards: BoardCache = field(default_factory=lambda: BoardCache(0))
     limiter: CapacityLimiter | None = None
+    #: The labels and split this process scores with (stored.Basis); uploads are refused while the
+    #: database records others (a rescore since it started).
+    basis: stored.Basis | None = None
 
 
 def get_services(request: Request) -> Services:

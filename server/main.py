@@ -132,11 +132,15 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
     engine = make_engine(settings.db_url, busy_timeout_s=settings.sqlite_busy_timeout_s)
     init_db(engine)
     sessions = make_sessionmaker(engine)
-    with sessions() as s:  # the split every score of this database is computed on (stored.py)
+    digests = {t: stored.file_sha256(p) for t, (_, p) in tracks.items()}
+    with sessions() as s:  # the split and labels every score of this database is computed on (stored.py)
         split = stored.record_split(s, settings, getattr(pool, "split", None))
-        stored.record_data_dir(s, settings.data_dir)
+        stored.settle_data_dir(s, settings.data_dir)
+        stored.check_labels(s, digests, {t: served.layout for t, (served, _) in tracks.items()},
+                            {t: p for t, (_, p) in tracks.items()})
     services = Services(settings=settings, sessions=sessions, tracks={t: s for t, (s, _) in tracks.items()},
-                        boards=BoardCache(settings.leaderboard_cache_s), pool=pool)
+                        boards=BoardCache(settings.leaderboard_cache_s), pool=pool,
+                        basis=stored.Basis(labels=digests, split=split))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

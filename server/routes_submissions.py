@@ -4,6 +4,7 @@ metadata (PATCH) and choosing the final picks (PUT /api/v1/final-picks/{track}).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import uuid
 from typing import Annotated
@@ -14,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from c2seg_kit import text
 
-from . import admission, crud, phases
+from . import admission, crud, phases, stored
 from .board import candidates, chosen, scores_out
 from .deps import Services, ServicesDep, SessionDep, TeamDep, served_track
 from .models import Submission, Team, utcnow
@@ -22,6 +23,7 @@ from .schemas import ErrorOut, FinalPicksIn, FinalPicksOut, MetadataIn, Submissi
 from .uploads import FRAMING_BYTES, TEXT_FIELDS, check_content_length, receive_upload
 from .workers import InvalidUpload, ScoringFailed
 
+log = logging.getLogger("c2seg_server")
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
 picks_router = APIRouter(prefix="/api/v1/final-picks", tags=["submissions"])
 
@@ -55,7 +57,7 @@ ERRORS = {code: {"model": ErrorOut, "description": why} for code, why in {
     413: "the upload is too large",
     422: "the file or a field is not valid",
     429: "daily or per-phase quota used up, too many refused uploads, or too many uploads in progress",
-    503: "the server's spool or disk is full for now (Retry-After)",
+    503: "the server's spool or disk is full for now, or its labels are out of date after a rescore (Retry-After)",
 }.items()}
 
 
@@ -207,6 +209,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             except crud.TeamRevoked:
                 raise HTTPException(401, "this team's token was revoked") from None
             held.reservation = reservation
+        await _db(services, _same_basis, services, track)  # never scored on labels the board no longer uses
         try:
             scores = await _in_child(services, "score", str(upload.path), track)
         except (InvalidUpload, ScoringFailed) as e:
@@ -221,12 +224,26 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
                              size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,
                              # the file's `method` attribute is the fallback (cleaned, never refused)
                              method=meta["method"] or _file_method(info.get("method")),
-                             description=meta["description"], url=meta["url"], upload_slot=held.slot_id)
+                             description=meta["description"], url=meta["url"], upload_slot=held.slot_id,
+                             check=functools.partial(_same_basis, services=services, track=track, lock=True))
         except BaseException:
             kept.unlink(missing_ok=True)
             raise
     finally:
         upload.path.unlink(missing_ok=True)
+
+
+def _same_basis(s, services: Services, track: str, *, lock: bool = False) -> None:
+    """503 when the database no longer records the labels of `track` or the split this process
+    scores with: `c2seg admin rescore` changed them since the server started, and a score on the
+    old ones would sit beside the rescored ones on the board."""
+    changed = services.basis and stored.basis_change(s, services.basis, track, lock=lock)
+    if changed:
+        log.error("%s changed in the database since this server started (c2seg admin rescore): uploads are "
+                  "refused until it is restarted with the recorded labels", changed)
+        raise HTTPException(503, f"{changed} changed since this server started (an organizer rescored the board): "
+                                 "it takes no uploads until it is restarted with them; try again later",
+                            headers={"Retry-After": "300"})
 
 
 def _file_method(value: str | None) -> str | None:

@@ -328,6 +328,13 @@ def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_pa
     pred = tmp_path / "pred.h5"
     write_submission(pred, labels[1], "AB")
     assert run_cli(capsys, "submit", str(pred), "--server", server.url, "--token", token)[0] == 0
+    # a baseline with a long name and method, as organizers add one
+    baseline = server.admin("add-team", "HighDAN reference of the organizers", "--baseline").strip()
+    noisy = labels[1].copy()
+    noisy[::3] = 1
+    write_submission(tmp_path / "base.h5", noisy, "AB")
+    assert run_cli(capsys, "submit", str(tmp_path / "base.h5"), "--server", server.url, "--token", baseline,
+                   "--method", "HighDAN (HRNet-w32, the authors' recipe, 6000 steps)")[0] == 0
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
              f"--user-data-dir={tmp_path / 'chromium-profile'}"]
@@ -337,7 +344,7 @@ def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_pa
     assert "C2Seg leaderboard" in html and "Track AB" in html
     assert re.search(r'<td class="team">&lt;b&gt;Team &amp; Co&lt;/b&gt;</td>', html), "name shown as text"
     assert "<b>Team" not in html
-    assert html.count('class="num iou"') == 13
+    assert html.count('class="num iou"') == 26  # 13 classes, 2 rows
     # Screenshots at desktop and phone sizes: the page lays out and paints.
     shots = {}
     for name, size in (("desktop", (1400, 700)), ("phone", (390, 844))):
@@ -354,6 +361,55 @@ def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_pa
     # On a phone the page fits the screen width (the table scrolls inside its box) and shows text.
     phone = shots["phone"]
     assert (phone.max(-1) < 80).sum() > 500  # dark text pixels
+    # At 1400 px every column is in view, open and final (two more columns), and neither a team name
+    # nor the baseline tag is cut; at 500 px the page itself does not scroll sideways, its table does.
+    for phase in ("open", "final"):
+        server.admin("phase", "AB", phase)
+        wide = _layout(browser, flags, server.url, tmp_path, 1400)
+        assert wide["box"][0] <= wide["box"][1], (phase, wide)
+        assert len(wide["cols"]) == (25 if phase == "final" else 22)
+        assert all(right <= wide["vw"] for _, right in wide["cols"]), (phase, wide)
+        assert len(wide["tags"]) == 1 and all(sw <= cw and right <= cell for sw, cw, right, cell in wide["tags"]), wide
+        assert all(sw <= cw for sw, cw in wide["teams"]), wide
+        narrow = _layout(browser, flags, server.url, tmp_path, 500)
+        assert narrow["page"] <= narrow["vw"] and narrow["box"][0] > narrow["box"][1], narrow
+        assert dict(narrow["cols"])["col-team"] <= narrow["vw"]  # rank and team in view
+
+
+#: Appended to a copy of the board page (not served: the server's CSP forbids scripts) to measure
+#: its layout in Chromium: the viewport, each header cell's right edge, the baseline tags and team
+#: cells (scrollWidth vs clientWidth: cut when larger), the table box.
+LAYOUT_PROBE = """<script>
+const box = document.querySelector('.scroll');
+const out = {vw: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,
+  box: [box.scrollWidth, box.clientWidth],
+  cols: [...document.querySelectorAll('table.board thead th')].map(th =>
+    [th.id || th.className, th.getBoundingClientRect().right]),
+  tags: [...document.querySelectorAll('.tag')].map(t =>
+    [t.scrollWidth, t.clientWidth, t.getBoundingClientRect().right, t.closest('td').getBoundingClientRect().right]),
+  teams: [...document.querySelectorAll('td.team')].map(td => [td.scrollWidth, td.clientWidth])};
+const pre = document.createElement('pre');
+pre.id = 'layout';
+pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+</script>"""
+
+
+def _layout(browser: str, flags: list[str], url: str, folder: Path, width: int) -> dict:
+    """The board's layout at `width` px, measured by LAYOUT_PROBE in a copy of the page that loads
+    the server's own stylesheets."""
+    import html as html_lib
+
+    page = httpx.get(url + "/").text
+    probe = folder / f"layout-{width}.html"
+    probe.write_text(page.replace("<head>", f'<head><base href="{url}/">', 1).replace("</body>", LAYOUT_PROBE + "</body>"))
+    profile = folder / f"chromium-layout-{width}-{time.monotonic_ns()}"  # no cached stylesheet
+    own = [f for f in flags if not f.startswith("--user-data-dir=")]
+    dom = subprocess.run([browser, *own, f"--user-data-dir={profile}", f"--window-size={width},900", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="layout"[^>]*>(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
 
 
 # --- faults and the HTTP edge --------------------------------------------------------------------
