@@ -373,3 +373,18 @@ def test_other_hostile_answers_are_server_errors(fake, answer):
 def test_an_honest_tile_list_still_reads(fake):
     url = fake({"/api/v1/tracks/AB/tiles": {"tiles": {"0": [128, 128], "17": [128, 96]}}})
     assert client.track_tiles("AB", server=url) == {"0": (128, 128), "17": (128, 96)}
+
+
+def test_a_content_length_of_other_digits_is_not_a_number(monkeypatch):
+    """"³" passes str.isdigit but not int(): the declared size is ignored, the body read as capped."""
+    import httpx
+
+    real = httpx.Client
+
+    def handler(request):
+        return httpx.Response(200, content=json.dumps({"tracks": []}).encode(),
+                              headers=[(b"content-type", b"application/json"), (b"content-length", b"\xb3")])
+
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw))
+    assert client.health("http://fake.example") == {"tracks": []}
+    assert "retry after" not in str(client_http.explain(429, b"{}", "Too Many", "\u00b3"))
