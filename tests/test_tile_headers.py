@@ -236,12 +236,19 @@ def test_a_prepared_cache_with_a_non_finite_bound_is_refused(tmp_path):
 
 @pytest.mark.parametrize("odd", ["³", "①", "٣"])
 def test_tile_ids_with_non_ascii_digits_are_one_line(tmp_path, capsys, odd):
+    from c2seg_kit.tile_layout import write_tile_submission
+
     root = tmp_path / "C2Seg_AB"
     make_tiles(root)
-    for m in ("hsi", "msi", "sar", "label"):
-        (root / "train" / m / "1.tiff").rename(root / "train" / m / f"{odd}.tiff")
-    for verb in (["info", tmp_path, "--track", "AB"], ["prepare", tmp_path, "--track", "AB", "--out", tmp_path / "p"]):
-        code, out, err = run(capsys, *verb, "--quiet")
+    for split, kinds in (("train", ("hsi", "msi", "sar", "label")), ("test", ("hsi", "msi", "sar"))):
+        for m in kinds:
+            (root / split / m / "1.tiff").rename(root / split / m / f"{odd}.tiff")
+    packed = write_tile_submission(tmp_path / "s.h5", [("2", np.ones((16, 16), np.uint8))], "AB")
+    for verb in (["info", tmp_path, "--track", "AB", "--quiet"],
+                 ["prepare", tmp_path, "--track", "AB", "--out", tmp_path / "p", "--quiet"],
+                 ["unpack", packed, "--like", tmp_path, "--out", tmp_path / "u", "--quiet"],
+                 ["render", packed, "--like", tmp_path, "--out", tmp_path / "m.png"]):
+        code, out, err = run(capsys, *verb)
         one_line(code, out, err, f"{odd}.tiff: tile id '{odd}'", "a digit that is not ASCII 0-9")
     assert natural_key(odd) == (1, 0, odd) and natural_key("17") == (0, 17, "17")
 
@@ -266,3 +273,15 @@ def test_prediction_images_and_uploads_with_such_ids_are_one_line(tmp_path, caps
         f["prediction"].create_dataset("³", data=np.ones((2, 2), np.uint8))
     code, out, err = run(capsys, "validate", path)
     one_line(code, out, err, "holds a member named '³', which is not a plain tile id")
+
+
+def test_the_datasets_refuse_such_ids_in_one_line(tmp_path):
+    pytest.importorskip("torch")
+    from c2seg_baseline.datasets import C2SegTiles
+
+    root = tmp_path / "C2Seg_AB"
+    make_tiles(root)
+    for m in ("hsi", "msi", "sar", "label"):
+        (root / "train" / m / "2.tiff").rename(root / "train" / m / "①.tiff")
+    with pytest.raises(InvalidDataError, match="tile id '①' holds the character '①'"):
+        C2SegTiles(tmp_path, track="AB", split="train")
