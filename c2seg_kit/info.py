@@ -30,7 +30,7 @@ BAND_ROWS = 384
 #: into a sliver of [0, 1] (one stray 3e38 makes the whole band a constant).
 OUTLIER_RATIO = 100
 #: Pixels per tile and band the percentiles are taken from (a regular subsample).
-ROBUST_PIXELS = 4096
+ROBUST_PIXELS = 1024
 
 
 def _stats_init() -> dict:
@@ -44,7 +44,7 @@ def _stats_add(stats: dict, block: np.ndarray, masked: int = 0) -> None:
         stats["inf"] += int(np.count_nonzero(np.isinf(block)))
         finite = block[np.isfinite(block)]
     else:
-        finite = block.ravel()
+        finite = block  # integers: reduced where they lie, without a flattened copy
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
         stats["min"] = lo if stats["min"] is None else min(stats["min"], lo)
@@ -92,14 +92,20 @@ class BandRanges:
         self.lo = self.hi = self.p_lo = self.p_hi = None
 
     def add(self, chw: np.ndarray) -> None:
-        flat = chw.reshape(chw.shape[0], -1)
-        if flat.dtype.kind == "f":
-            flat = np.where(np.isfinite(flat), flat, np.nan)
-        some = flat[:, :: max(1, flat.shape[1] // ROBUST_PIXELS)].astype(np.float64)
+        step = max(1, int(np.sqrt(chw.shape[1] * chw.shape[2] / ROBUST_PIXELS)))
+        some = chw[:, ::step, ::step].reshape(chw.shape[0], -1).astype(np.float64)  # a regular grid of pixels
+        if chw.dtype.kind == "f":
+            some[~np.isfinite(some)] = np.nan
+            chw = np.where(np.isfinite(chw), chw, np.nan)
         with warnings.catch_warnings():  # a band with no finite value: "All-NaN slice"
             warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = np.nanmin(flat, axis=1).astype(np.float64), np.nanmax(flat, axis=1).astype(np.float64)
-            p_lo, p_hi = np.nanpercentile(some, (1, 99), axis=1)
+            if chw.dtype.kind == "f":
+                lo, hi = np.nanmin(chw, axis=(1, 2)), np.nanmax(chw, axis=(1, 2))
+            else:  # integers: plain reductions, no copy of the tile
+                lo, hi = chw.min(axis=(1, 2)), chw.max(axis=(1, 2))
+            lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+            quantile = np.nanpercentile if np.isnan(some).any() else np.percentile  # the latter is faster
+            p_lo, p_hi = quantile(some, (1, 99), axis=1)
         if self.lo is None:
             self.lo, self.hi, self.p_lo, self.p_hi = lo, hi, p_lo, p_hi
             return

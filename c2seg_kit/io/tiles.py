@@ -18,14 +18,14 @@ import hashlib
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
-from c2seg_kit.io.geotiff import GeoRef, HeaderCheck, TileRaster, read_geotiff
+from c2seg_kit.io.geotiff import GeoRef, GeoTiffFile, HeaderCheck, TileRaster
 from c2seg_kit.io.safezip import ZipLimits, ZipStore, join_rel
 from c2seg_kit.io.scene import check_label_values
 from c2seg_kit.registry import MODALITIES, Track
@@ -241,14 +241,24 @@ class TileSplit:
     def describe(self, modality: str, tile_id: str) -> str:
         return self.store.describe(self.path(modality, tile_id))
 
+    def open_raster(self, modality: str, tile_id: str) -> GeoTiffFile:
+        """A tile's file, opened and its header checked (against the track when there is one:
+        :func:`tile_header_check`), no pixel decoded yet."""
+        rel = self.path(modality, tile_id)
+        where = self.store.describe(rel)
+        check = None if self.track is None else tile_header_check(self.track, modality, where)
+        return GeoTiffFile(self.store.open(rel), where=where, check=check)
+
     def read_raster(self, modality: str, tile_id: str, *, header_only: bool = False) -> TileRaster:
         """A tile with its georeferencing; images (C, H, W) with their nodata pixels as NaN
         (:func:`mask_nodata`), labels (H, W) uint8 0..13. With a track, the header is checked
         against it first (:func:`tile_header_check`)."""
-        rel = self.path(modality, tile_id)
-        where = self.store.describe(rel)
-        check = None if self.track is None else tile_header_check(self.track, modality, where)
-        raster = read_geotiff(self.store.open(rel), where=where, header_only=header_only, check=check)
+        with self.open_raster(modality, tile_id) as tiff:
+            return self._decoded(modality, tiff, header_only)
+
+    @staticmethod
+    def _decoded(modality: str, tiff: GeoTiffFile, header_only: bool = False) -> TileRaster:
+        raster, where = tiff.read(header_only), tiff.where
         if modality != LABEL:
             return raster if header_only else mask_nodata(raster)
         if raster.data.shape[0] != 1:
@@ -299,9 +309,10 @@ class TileSplit:
         has labels): every header is read and checked, and their sizes compared, before any of
         them is decoded."""
         kinds = self.kinds if kinds is None else kinds
-        heads = {m: self.read_raster(m, tile_id, header_only=True).data for m in kinds}
-        check_sizes(tile_id, self.split or "tiles", heads)
-        return {m: self.read_raster(m, tile_id) for m in kinds}
+        with ExitStack() as files:
+            opened = {m: files.enter_context(self.open_raster(m, tile_id)) for m in kinds}
+            check_sizes(tile_id, self.split or "tiles", {m: f.chw for m, f in opened.items()})
+            return {m: self._decoded(m, f) for m, f in opened.items()}
 
     def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
@@ -311,8 +322,9 @@ class TileSplit:
 
 
 def check_sizes(tile_id: str, split: str, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
-    """The common (H, W) of one tile's modalities, or a one-line error listing each size."""
-    sizes = {m: tuple(a.shape[-2:]) for m, a in arrays.items()}
+    """The common (H, W) of one tile's modalities (arrays, or their shapes), or a one-line error
+    listing each size."""
+    sizes = {m: tuple(getattr(a, "shape", a)[-2:]) for m, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         detail = ", ".join(f"{m.upper() if m != LABEL else m} {h}x{w}" for m, (h, w) in sizes.items())
         raise InvalidDataError(f"tile {tile_id} ({split}): modalities disagree in size ({detail})")
