@@ -123,7 +123,10 @@ def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None
     with the distributed one; a re-zipped copy only warns; inner zips are copied into a new
     temporary folder under TMPDIR and removed afterwards). Reports shape (tiles: count and
     sizes), bands per modality, dtype, value range, NaN/inf counts, georeferencing and the label
-    histogram, streaming over every pixel.
+    histogram, streaming over every pixel. Tiles also: pixels their GDAL nodata value marks
+    (counted apart; every reader treats them as missing), an HSI band subset, and bands whose
+    range a few outliers dominate. A tile whose header does not fit the track (band counts, at
+    most twice the track's tile side) is refused before its pixels are read.
     """
     from c2seg_kit.info import data_info
 
