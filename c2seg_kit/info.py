@@ -142,7 +142,8 @@ def _tile_split_info(split: TileSplit, role: str, city: str, progress: bool) -> 
             s["bands"] = band_counts.check(m, tile_id, a.shape[0])
             dtypes = set(filter(None, (s["dtype"] or "").split(", "))) | {str(r.file_dtype or a.dtype)}
             s["dtype"] = ", ".join(sorted(dtypes))
-            if r.nodata is not None and r.nodata not in s["nodata"] and len(s["nodata"]) < 8:
+            if r.nodata is not None and np.isfinite(r.nodata) and r.nodata not in s["nodata"] and len(s["nodata"]) < 8:
+                # (a NaN nodata value marks what is NaN anyway; JSON has no NaN)
                 s["nodata"].append(r.nodata)
             s["nodata_pixels"] += r.nodata_pixels
             _stats_add(s, a, r.nodata_pixels)

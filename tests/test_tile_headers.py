@@ -285,3 +285,16 @@ def test_the_datasets_refuse_such_ids_in_one_line(tmp_path):
         (root / "train" / m / "2.tiff").rename(root / "train" / m / "①.tiff")
     with pytest.raises(InvalidDataError, match="tile id '①' holds the character '①'"):
         C2SegTiles(tmp_path, track="AB", split="train")
+
+
+def test_a_nan_nodata_value_and_a_malformed_one(tmp_path, capsys):
+    root = tmp_path / "C2Seg_AB"
+    make_tiles(root)
+    _sar_with(root, {(0, 3, 3): np.nan}, nodata=float("nan"))
+    code, out, _ = run(capsys, "info", tmp_path, "--track", "AB", "--quiet", "--json")
+    sar = json.loads(out, parse_constant=pytest.fail)["train"]["modalities"]["sar"]  # strict JSON: no NaN in it
+    assert code == 0 and sar["nodata"] == [] and sar["nodata_pixels"] == 0 and sar["nan"] == 3
+    tifffile.imwrite(root / "test" / "sar" / "2.tiff", np.zeros((16, 16, 2), np.float32), photometric="minisblack",
+                     planarconfig="contig", extratags=[(42113, "s", 0, "minus nine", True)])
+    code, out, err = run(capsys, "info", tmp_path, "--track", "AB", "--quiet")
+    one_line(code, out, err, "test/sar/2.tiff: its GDAL nodata tag holds 'minus nine', not a number")
