@@ -55,10 +55,12 @@ NORMALISE_CHOICES = (None, "minmax")
 
 
 def _minmax(chw: np.ndarray) -> np.ndarray:
-    """Per-band min-max of one (C, H, W) array to [0, 1] (a constant band becomes 0)."""
-    lo = chw.min(axis=(1, 2), keepdims=True)
-    span = chw.max(axis=(1, 2), keepdims=True) - lo
-    return np.divide(chw - lo, span, out=np.zeros_like(chw), where=span > 0)
+    """Per-band min-max of one (C, H, W) array to float32 [0, 1] (a constant band becomes 0),
+    computed in float64: the span of float32 values near +-3.4e38 overflows float32 (NaN samples)."""
+    x = chw.astype(np.float64)
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - lo
+    return np.divide(x - lo, span, out=np.zeros_like(x), where=span > 0).astype(np.float32)
 
 
 class C2SegTiles(Dataset):

@@ -23,6 +23,7 @@ from c2seg_kit import client_shapes as shapes
 from c2seg_kit.client_http import EXPLAIN, ServerError, exchange
 from c2seg_kit.client_http import explain as _explain
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.registry import get_track
 from c2seg_kit.text import check_metadata
 
 __all__ = ["EXPLAIN", "ServerError", "combined_leaderboard", "edit_submission", "explain", "health", "leaderboard",
@@ -90,9 +91,14 @@ def health(server: str | None = None) -> dict:
 
 
 def track_tiles(track: str, *, server: str | None = None) -> dict[str, tuple[int, int]]:
-    """A tile track's test tiles, id -> (H, W) (`GET /api/v1/tracks/{track}/tiles`)."""
+    """A tile track's test tiles, id -> (H, W) (`GET /api/v1/tracks/{track}/tiles`): plain tile
+    ids, two positive sides each, at most as many as the track has test tiles."""
+    limit = get_track(track).test_tiles
     tiles = _get(f"{API}/tracks/{track.upper()}/tiles", shapes.TILES, server=server)["tiles"]
-    return {str(t): (int(h), int(w)) for t, (h, w) in tiles.items()}
+    if not tiles or len(tiles) > limit:
+        raise ServerError(f"the server at {server_url(server)} lists {len(tiles)} test tiles for track "
+                          f"{track.upper()}, which has 1 to {limit}: is the URL that of a C2Seg server of this version?")
+    return {t: (h, w) for t, (h, w) in tiles.items()}
 
 
 def leaderboard(track: str, *, server: str | None = None, sort: str | None = None) -> dict:

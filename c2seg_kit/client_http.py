@@ -115,7 +115,7 @@ def detail_of(body: bytes, reason: str) -> str:
 
 def explain(status: int, body: bytes, reason: str = "", retry_after: str | None = None) -> ServerError:
     what = EXPLAIN.get(status, "server error" if status >= 500 else "request refused")
-    more = f" (retry after {retry_after} s)" if retry_after and retry_after.isdigit() and "retry" not in what else ""
+    more = f" (retry after {retry_after} s)" if retry_after and retry_after.isascii() and retry_after.isdigit() and "retry" not in what else ""
     return ServerError(f"{what} ({status}): {detail_of(body, reason)}{more}", status)
 
 
@@ -148,7 +148,7 @@ def _network_error(url: str, e: Exception, deadline_s: float, expired: bool) -> 
 
 def _read_capped(resp: httpx.Response, url: str, max_body: int) -> bytes:
     declared = resp.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_body:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_body:
         raise ServerError(f"the server at {url} sent an answer of {int(declared) / 2**20:.0f} MiB; "
                           f"refusing to read more than {max_body // 2**20} MiB", resp.status_code)
     parts, size = [], 0

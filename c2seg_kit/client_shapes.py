@@ -2,14 +2,18 @@
 it reads them: an answer of another shape (another server, another version, a proxy's JSON)
 is one line, never a KeyError or TypeError traceback.
 
-A shape is a type (or a tuple of types: `int` never accepts a bool), a dict of required keys
-(a key ending in "?" is optional), `[item_shape]` for a list, `DictOf(shape)` for a mapping
-with values of one shape, `Nullable(shape)` for that shape or null. Keys that are not named are
-allowed (a newer server may send more).
+A shape is a type (or a tuple of types: `int` never accepts a bool, `float` never NaN or
+infinity, which Python's JSON reader accepts), a dict of required keys (a key ending in "?" is
+optional), `[item_shape]` for a list, `DictOf(shape, key)` for a mapping with values of one shape
+(and keys passing `key`), `Nullable(shape)` for that shape or null, `Valid(shape, test, want)`
+for a value of that shape that also passes `test` (a count is not negative, a size is two
+positive integers). Keys that are not named are allowed (a newer server may send more).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +21,18 @@ from c2seg_kit.client_http import ServerError
 
 
 @dataclass(frozen=True)
+class Valid:
+    """A value of ``shape`` for which ``test(value)`` is true; ``want`` says what that means."""
+
+    shape: Any
+    test: Callable[[Any], bool]
+    want: str
+
+
+@dataclass(frozen=True)
 class DictOf:
     values: Any
+    key: Valid | None = None  # a test of each key (a text)
 
 
 @dataclass(frozen=True)
@@ -29,25 +43,47 @@ class Nullable:
 NUM = (int, float, type(None))
 OPT_STR = (str, type(None))
 OPT_INT = (int, type(None))
+#: The longest side a server may give for a raster (the largest city is 13,474 px high).
+MAX_SIDE = 1 << 20
+COUNT = Valid(int, lambda v: v >= 0, "an integer >= 0")
+OPT_COUNT = Valid(OPT_INT, lambda v: v is None or v >= 0, "an integer >= 0 or null")
+ID = Valid(int, lambda v: v >= 1, "an integer >= 1")
+SIZE = Valid([int], lambda v: len(v) == 2 and all(1 <= n <= MAX_SIDE for n in v),
+             f"two integers from 1 to {MAX_SIDE} (height, width)")
 
-SCORES = {"miou": NUM, "oa": NUM, "f1": NUM, "kappa": NUM, "per_class_iou": DictOf(NUM), "n_pixels?": int}
+
+def _plain_tile_id(key: str) -> bool:
+    from c2seg_kit.tile_layout import check_tile_id  # h5py: only when a tile list is read
+
+    try:
+        check_tile_id(key)
+    except ValueError:
+        return False
+    return True
+
+
+TILE_ID = Valid(str, _plain_tile_id, "a plain tile id (a file stem without '/', control characters or "
+                                     "digits other than ASCII 0-9)")
+
+SCORES = {"miou": NUM, "oa": NUM, "f1": NUM, "kappa": NUM, "per_class_iou": DictOf(NUM), "n_pixels?": COUNT}
 # A scene track gives its label shape; a tile track (layout "tiles") no shape but its tile count.
-HEALTH = {"tracks": [{"track": str, "layout?": str, "shape": Nullable([int]), "n_tiles?": OPT_INT}],
-          "max_upload_bytes?": OPT_INT}
-TILES = {"tiles": DictOf([int])}
-SUBMISSION = {"id": int, "track": str, "team": str, "created": str, "scores": SCORES, "method?": OPT_STR,
+HEALTH = {"tracks": [{"track": str, "layout?": Valid(str, lambda v: v in ("scene", "tiles"), "'scene' or 'tiles'"),
+                      "shape": Nullable(SIZE), "n_tiles?": OPT_COUNT}],
+          "max_upload_bytes?": Valid(OPT_INT, lambda v: v is None or v > 0, "an integer > 0 or null")}
+TILES = {"tiles": DictOf(SIZE, TILE_ID)}
+SUBMISSION = {"id": ID, "track": str, "team": str, "created": str, "scores": SCORES, "method?": OPT_STR,
               "description?": OPT_STR, "url?": OPT_STR, "status?": str, "final_pick?": bool, "best_public?": bool,
               "private_candidate?": bool}
 SUBMISSIONS = [SUBMISSION]
 BOARD = {"track": str, "phase": str, "ranked_by": str,
-         "entries": [{"rank": OPT_INT, "team": str, "baseline": bool, "submissions": int, "public": SCORES,
+         "entries": [{"rank": OPT_COUNT, "team": str, "baseline": bool, "submissions": COUNT, "public": SCORES,
                       "private?": Nullable(SCORES)}]}
 COMBINED = {"tracks": [str], "entries": [{"rank": OPT_INT, "team": str, "baseline": bool}]}
-ME = {"team": str, "baseline?": bool, "disqualified?": OPT_STR, "failed_today": int, "failed_left_today": int,
-      "quota": [{"track": str, "phase": str, "used_today": int, "left_today": int, "resets": str,
-                 "phase_ends?": OPT_STR, "next_phase?": OPT_STR, "phase_cap?": OPT_INT, "used_phase?": int,
-                 "left_phase?": OPT_INT, "final_picks?": [int], "final_picks_max?": OPT_INT}]}
-PICKS = {"track": str, "ids": [int], "max": int, "closes?": OPT_STR}
+ME = {"team": str, "baseline?": bool, "disqualified?": OPT_STR, "failed_today": COUNT, "failed_left_today": COUNT,
+      "quota": [{"track": str, "phase": str, "used_today": COUNT, "left_today": COUNT, "resets": str,
+                 "phase_ends?": OPT_STR, "next_phase?": OPT_STR, "phase_cap?": OPT_COUNT, "used_phase?": COUNT,
+                 "left_phase?": OPT_COUNT, "final_picks?": [ID], "final_picks_max?": OPT_COUNT}]}
+PICKS = {"track": str, "ids": [ID], "max": COUNT, "closes?": OPT_STR}
 
 _NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or false", type(None): "null",
           dict: "an object", list: "a list"}
@@ -57,6 +93,8 @@ def _fits(value, types) -> bool:
     types = types if isinstance(types, tuple) else (types,)
     if isinstance(value, bool) and bool not in types:
         return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # NaN, Infinity: JSON has no such numbers
     return isinstance(value, types)
 
 
@@ -74,6 +112,8 @@ def problem(value, shape, where: str = "answer") -> str | None:
     """None if `value` has `shape`, else where and what is wrong (the first thing found)."""
     if isinstance(shape, Nullable):
         return None if value is None else problem(value, shape.shape, where)
+    if isinstance(shape, Valid):
+        return problem(value, shape.shape, where) or (None if shape.test(value) else f"{where}: expected {shape.want}")
     if isinstance(shape, dict):
         if not isinstance(value, dict):
             return _wrong(where, shape)
@@ -90,7 +130,12 @@ def problem(value, shape, where: str = "answer") -> str | None:
     if isinstance(shape, DictOf):
         if not isinstance(value, dict):
             return _wrong(where, shape)
-        return next((p for k, v in value.items() if (p := problem(v, shape.values, f"{where}.{k}"))), None)
+        for k, v in value.items():
+            found = (problem(k, shape.key, f"{where} key {k[:40]!r}") if shape.key is not None else None) \
+                or problem(v, shape.values, f"{where}.{k[:40]}")
+            if found:
+                return found
+        return None
     if isinstance(shape, list):
         if not isinstance(value, list):
             return _wrong(where, shape)

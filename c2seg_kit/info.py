@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -24,19 +25,26 @@ from c2seg_kit.io.tiles import (
 from c2seg_kit.registry import MODALITIES, Track
 
 BAND_ROWS = 384
+#: A band's range is "dominated by outliers" when its min..max is this many times wider than the
+#: range its tiles' 1st..99th percentiles span: min-max scaling then squeezes nearly every pixel
+#: into a sliver of [0, 1] (one stray 3e38 makes the whole band a constant).
+OUTLIER_RATIO = 100
+#: Pixels per tile and band the percentiles are taken from (a regular subsample).
+ROBUST_PIXELS = 1024
 
 
 def _stats_init() -> dict:
     return {"nan": 0, "inf": 0, "min": None, "max": None}
 
 
-def _stats_add(stats: dict, block: np.ndarray) -> None:
+def _stats_add(stats: dict, block: np.ndarray, masked: int = 0) -> None:
+    """Add a block's counts and range; ``masked``: of its NaN, how many were nodata pixels."""
     if block.dtype.kind == "f":
-        stats["nan"] += int(np.count_nonzero(np.isnan(block)))
+        stats["nan"] += int(np.count_nonzero(np.isnan(block))) - masked
         stats["inf"] += int(np.count_nonzero(np.isinf(block)))
         finite = block[np.isfinite(block)]
     else:
-        finite = block.ravel()
+        finite = block  # integers: reduced where they lie, without a flattened copy
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
         stats["min"] = lo if stats["min"] is None else min(stats["min"], lo)
@@ -75,31 +83,79 @@ def city_info(data_dir: Path, track: Track, progress=None) -> dict:
     return out
 
 
+class BandRanges:
+    """Per band of one modality: min and max over every finite value, and the range the tiles'
+    1st..99th percentiles span (of a subsample of each tile), to name the bands whose min-max is
+    dominated by a few outliers."""
+
+    def __init__(self):
+        self.lo = self.hi = self.p_lo = self.p_hi = None
+
+    def add(self, chw: np.ndarray) -> None:
+        step = max(1, int(np.sqrt(chw.shape[1] * chw.shape[2] / ROBUST_PIXELS)))
+        some = chw[:, ::step, ::step].reshape(chw.shape[0], -1).astype(np.float64)  # a regular grid of pixels
+        if chw.dtype.kind == "f":
+            some[~np.isfinite(some)] = np.nan
+            chw = np.where(np.isfinite(chw), chw, np.nan)
+        with warnings.catch_warnings():  # a band with no finite value: "All-NaN slice"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if chw.dtype.kind == "f":
+                lo, hi = np.nanmin(chw, axis=(1, 2)), np.nanmax(chw, axis=(1, 2))
+            else:  # integers: plain reductions, no copy of the tile
+                lo, hi = chw.min(axis=(1, 2)), chw.max(axis=(1, 2))
+            lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+            quantile = np.nanpercentile if np.isnan(some).any() else np.percentile  # the latter is faster
+            p_lo, p_hi = quantile(some, (1, 99), axis=1)
+        if self.lo is None:
+            self.lo, self.hi, self.p_lo, self.p_hi = lo, hi, p_lo, p_hi
+            return
+        self.lo, self.hi = np.fmin(self.lo, lo), np.fmax(self.hi, hi)
+        self.p_lo, self.p_hi = np.fmin(self.p_lo, p_lo), np.fmax(self.p_hi, p_hi)
+
+    def dominated(self) -> list[int]:
+        """The bands (0-based) whose min..max is over OUTLIER_RATIO times their percentile range."""
+        if self.lo is None:
+            return []
+        with np.errstate(invalid="ignore", over="ignore"):
+            span, robust = self.hi - self.lo, self.p_hi - self.p_lo
+            bad = (span > 0) & ~(span <= OUTLIER_RATIO * robust)
+        return [int(b) for b in np.flatnonzero(bad & np.isfinite(self.lo))]
+
+
 def _tile_split_info(split: TileSplit, role: str, city: str, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    mods = {m: {"bands": None, "dtype": None, **_stats_init()} for m in MODALITIES}
+    mods = {m: {"bands": None, "expected_bands": split.track.bands[m] if split.track else None, "dtype": None,
+                "nodata": [], "nodata_pixels": 0, **_stats_init()} for m in MODALITIES}
+    ranges = {m: BandRanges() for m in MODALITIES}
     band_counts = BandCounts(split.split)
     hist = np.zeros(NUM_LABELS, dtype=np.int64)
     sizes: Counter = Counter()
     epsg, pixel, referenced = set(), set(), 0
-    kinds = (*MODALITIES, LABEL) if split.has_label else MODALITIES
     for tile_id in tqdm(split.ids, desc=f"{split.split} ({city})", unit="tile", disable=not progress, leave=False):
-        rasters = {m: split.read_raster(m, tile_id) for m in kinds}
+        rasters = split.read_rasters(tile_id)
         h, w = check_sizes(tile_id, split.split, {m: r.data for m, r in rasters.items()})
         sizes[f"{h}x{w}"] += 1
         for m in MODALITIES:
-            a, s = rasters[m].data, mods[m]
+            r, s = rasters[m], mods[m]
+            a = r.data
             s["bands"] = band_counts.check(m, tile_id, a.shape[0])
-            dtypes = set(filter(None, (s["dtype"] or "").split(", "))) | {str(a.dtype)}
+            dtypes = set(filter(None, (s["dtype"] or "").split(", "))) | {str(r.file_dtype or a.dtype)}
             s["dtype"] = ", ".join(sorted(dtypes))
-            _stats_add(s, a)
+            if r.nodata is not None and np.isfinite(r.nodata) and r.nodata not in s["nodata"] and len(s["nodata"]) < 8:
+                # (a NaN nodata value marks what is NaN anyway; JSON has no NaN)
+                s["nodata"].append(r.nodata)
+            s["nodata_pixels"] += r.nodata_pixels
+            _stats_add(s, a, r.nodata_pixels)
+            ranges[m].add(a)
         if split.has_label:
             hist += np.bincount(rasters[LABEL].data.ravel(), minlength=NUM_LABELS)
         georefs = [r.georef for r in rasters.values() if r.georef is not None]
         referenced += bool(georefs)
         epsg |= {g.epsg for g in georefs if g.epsg is not None}
         pixel |= {g.pixel_size for g in georefs if g.pixel_size is not None}
+    for m in MODALITIES:
+        mods[m]["outlier_bands"] = ranges[m].dominated()
     return {
         "role": role,
         "layout": "tiles",

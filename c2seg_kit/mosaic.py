@@ -4,7 +4,9 @@ The challenge's test tiles are GeoTIFFs cut from one scene; when every tile carr
 georeferencing (an origin and a pixel size, :class:`c2seg_kit.io.geotiff.GeoRef`) in one CRS and
 on one pixel grid, each tile's offset in the scene is (origin - the westmost / northmost origin)
 / pixel size, a whole number of pixels. Anything else (a tile without georeferencing, another
-pixel size or CRS, an offset between pixels) is refused in one line: the tiles cannot be placed.
+pixel size or CRS, an offset between pixels, a pixel so small or tiles so far apart that the
+scene would be more than :data:`MAX_SCENE_SIDE` pixels a side) is refused in one line: the tiles
+cannot be placed.
 
 >>> shape, at = tile_placements({"0": georef0, "1": georef1}, {"0": (256, 256), "1": (256, 256)})
 >>> at["1"]   # (row, column) of tile 1's pixel (0, 0) in the scene
@@ -19,9 +21,15 @@ from c2seg_kit.io.geotiff import GeoRef
 
 #: How far from a whole pixel an offset may be (rounding in the tie points) and still count as one.
 PIXEL_TOLERANCE = 1e-3
+#: The widest scene a mosaic may span, in pixels a side (the largest city is 13,474 px high).
+MAX_SCENE_SIDE = 1 << 20
 
 
 def _whole(value: float, what: str) -> int:
+    if not abs(value) <= MAX_SCENE_SIDE:  # also NaN and infinity (a pixel of 5e-324 m, say)
+        raise InvalidDataError(f"{what} lies {value:.3g} pixels from the scene's corner, more than the "
+                               f"{MAX_SCENE_SIDE} a mosaic may span: its georeferencing (pixel size, tie point) "
+                               "cannot be placed")
     n = round(value)
     if abs(value - n) > PIXEL_TOLERANCE:
         raise InvalidDataError(f"{what} lies {value:.3f} pixels from the scene's corner, not a whole number: "
@@ -56,4 +64,7 @@ def tile_placements(georefs: Mapping[str, GeoRef | None], shapes: Mapping[str, t
                   for t, (x, y) in origins.items()}
     height = max(r + shapes[t][0] for t, (r, _) in placements.items())
     width = max(c + shapes[t][1] for t, (_, c) in placements.items())
+    if max(height, width) > MAX_SCENE_SIDE:
+        raise InvalidDataError(f"the tiles would span {height} x {width} pixels, more than the {MAX_SCENE_SIDE} a side "
+                               "a mosaic may: their georeferencing cannot be placed")
     return (height, width), placements

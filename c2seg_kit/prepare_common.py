@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.pca import PCA, ExtremeScores, Moments, Sampler
+from c2seg_kit.registry import MODALITIES
 
 CHUNK = 128  # scene cache chunk edge: one training window spans at most 4 chunks
 PCA_SAMPLE_MIN = 1000
@@ -102,7 +104,7 @@ class BandStats:
     """
 
     def __init__(self, channels: int, options: PrepareOptions, stream: int):
-        self.options = options
+        self.options, self.stream = options, stream
         self.lo = np.full(channels, np.inf)
         self.hi = np.full(channels, -np.inf)
         self.sampler = (Sampler(options.sample_pixels, np.random.default_rng([options.seed, 23, stream]))
@@ -127,7 +129,14 @@ class BandStats:
         else:
             lo = np.where(s < 0, -self.hi, self.lo)
             hi = np.where(s < 0, -self.lo, self.hi)
-        return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        if not finite.all():  # values beyond float32 (HSI scores of +-3e38 pixels): every sample would be NaN
+            band = int(np.flatnonzero(~finite)[0])
+            raise InvalidDataError(f"{MODALITIES[self.stream].upper()} band {band + 1} reaches values beyond float32 "
+                                   f"([{lo[band]:g}, {hi[band]:g}]) after repair: declare such pixels nodata "
+                                   "(GDAL_NODATA) or mask them before preparing")
+        return lo, hi
 
 
 def flip_channels(ds: h5py.Dataset, signs: np.ndarray, step: int) -> None:

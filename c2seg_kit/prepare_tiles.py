@@ -106,7 +106,7 @@ class TileCityWriter:
         return scores.astype(np.float32).reshape(self.k, h, w)
 
     def add(self, tile_id: str) -> None:
-        rasters = {m: self.split.read_raster(m, tile_id) for m in self.kinds}
+        rasters = self.split.read_rasters(tile_id, self.kinds)
         h, w = check_sizes(tile_id, self.split.split, {m: r.data for m, r in rasters.items()})
         group = self.tiles.create_group(tile_id)
         for m in MODALITIES:

@@ -47,21 +47,32 @@ Norm = tuple[np.ndarray, np.ndarray] | None  # (lo, 1 / (hi - lo)) per band, sha
 
 
 def norm_params(lo, hi) -> Norm:
-    """(lo, scale) for ``clip((x - lo) * scale, 0, 1)``; a band with hi <= lo reads as 0."""
+    """(lo, scale) for ``clip((x - lo) * scale, 0, 1)``; a band with hi <= lo reads as 0.
+
+    The scale is computed in float64 (the span of float32 values near +-3.4e38 overflows float32,
+    and its scale of 0 made NaN samples) and is never 0 for a band with hi > lo; a bound that is
+    not finite is refused in one line."""
     if lo is None:
         return None
-    lo = np.asarray(lo, dtype=np.float32).reshape(-1, 1, 1)
-    hi = np.asarray(hi, dtype=np.float32).reshape(-1, 1, 1)
+    lo = np.asarray(lo, dtype=np.float64).reshape(-1, 1, 1)
+    hi = np.asarray(hi, dtype=np.float64).reshape(-1, 1, 1)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)).ravel())[0])
+        raise InvalidDataError(f"the prepared normalisation of band {bad + 1} is not finite "
+                               f"([{lo.ravel()[bad]:g}, {hi.ravel()[bad]:g}]): prepare the data again")
     scale = np.where(hi > lo, 1.0 / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
-    return lo, scale
+    return lo.astype(np.float32), scale
 
 
 def normalise(x: np.ndarray, norm: Norm) -> np.ndarray:
-    """Apply stored normalisation to a float32 (C, h, w) block (in place when it can)."""
+    """Apply stored normalisation to a float32 (C, h, w) block (in place when it can). Values
+    beyond float32's range after the shift become 0 or 1, never NaN (the scale is never 0 where
+    a band has a range)."""
     if norm is None:
         return x
     lo, scale = norm
-    return np.clip((x - lo) * scale, 0.0, 1.0, out=x if x.flags.writeable else None)
+    with np.errstate(over="ignore"):
+        return np.clip((x - lo) * scale, 0.0, 1.0, out=x if x.flags.writeable else None)
 
 
 class LazyH5:

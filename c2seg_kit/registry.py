@@ -28,6 +28,8 @@ class Track:
     mat_format: str  # "v5" (scipy.io) or "v7.3" (HDF5, axes reversed)
     hsi_factor: int  # the HSI grid is this many times coarser than MSI/SAR
     tile_dir: str  # challenge GeoTIFF tiles folder
+    tile_side: int  # the largest side (px) of the distributed tiles
+    test_tiles: int  # how many test tiles the distribution has (the target city's)
 
     @property
     def cities(self) -> tuple[City, City]:
@@ -49,6 +51,8 @@ TRACKS: dict[str, Track] = {
         mat_format="v5",
         hsi_factor=1,
         tile_dir="C2Seg_AB",
+        tile_side=128,
+        test_tiles=140,
     ),
     "BW": Track(
         name="BW",
@@ -58,6 +62,8 @@ TRACKS: dict[str, Track] = {
         mat_format="v7.3",
         hsi_factor=3,
         tile_dir="C2Seg_BW",
+        tile_side=256,
+        test_tiles=850,
     ),
 }
 

@@ -309,6 +309,18 @@ def _reader_class(scene_cls: type[_ClassRaster], layout: str) -> type[ClassFile]
     return TILE_READERS[scene_cls.file_format]
 
 
+def check_tile_count(checked: h5safe.CheckedFile, scene_cls: type[_ClassRaster], track: str | None) -> None:
+    """Without the labels' tiles, a tile file may hold at most as many tiles as its track has
+    test tiles (AB 140, BW 850): refused from the group's member count (one HDF5 call), before
+    any member is looked at, however many the file holds."""
+    file_track, _ = scene_cls.read_head(checked, track)
+    group = checked.file.get(scene_cls.dataset_name)  # its link was checked first (``reads``)
+    limit = get_track(file_track).test_tiles
+    if isinstance(group, h5py.Group) and len(group) > limit:
+        raise scene_cls.error(f"'/{scene_cls.dataset_name}' holds {len(group)} members, more than the {limit} test "
+                              f"tiles of track {file_track}")
+
+
 def _open(scene_cls: type[_ClassRaster], source: Source, *, track: str | None, expected: dict,
           limits: h5safe.Limits) -> ClassFile:
     """Open ``source`` through the whole-file checks; the reader of its layout runs its own last.
@@ -328,7 +340,11 @@ def _open(scene_cls: type[_ClassRaster], source: Source, *, track: str | None, e
     def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
         # Decided before the tree walk: only a file that says it holds tiles may hold many objects.
         found["layout"] = read_layout(checked)
-        return (scene_cls.dataset_name,) if found["layout"] == LAYOUT_TILES else ()
+        if found["layout"] != LAYOUT_TILES:
+            return ()
+        if "expected_tiles" not in expected:
+            check_tile_count(checked, scene_cls, track)
+        return (scene_cls.dataset_name,)
 
     def inspect(checked: h5safe.CheckedFile) -> None:
         layout = found["layout"]

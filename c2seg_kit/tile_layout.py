@@ -38,7 +38,7 @@ from h5py import h5d
 from c2seg_kit import h5safe
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import InvalidDataError, InvalidSubmissionError
-from c2seg_kit.io.tiles import natural_key
+from c2seg_kit.io.tiles import check_id_digits, natural_key
 from c2seg_kit.submission import (
     LABELS_FORMAT,
     LAYOUT_ATTR,
@@ -72,11 +72,12 @@ _BAD_ID = re.compile(r"[\x00-\x1f\x7f/]")
 
 
 def check_tile_id(tile_id: Any) -> str:
-    """A tile id usable as an HDF5 member name: a non-empty file stem, no '/', no control characters."""
+    """A tile id usable as an HDF5 member name: a non-empty file stem, no '/', no control
+    characters, and no digit other than ASCII 0-9 (:func:`c2seg_kit.io.tiles.check_id_digits`)."""
     if not isinstance(tile_id, str) or not tile_id or tile_id in (".", "..") or _BAD_ID.search(tile_id) \
             or len(tile_id.encode("utf-8")) > MAX_TILE_ID_BYTES:
         raise ValueError(f"tile id {tile_id!r} is not a usable name (a file stem without '/' or control characters)")
-    return tile_id
+    return check_id_digits(tile_id)
 
 
 def _shown_id(name: str) -> str:
@@ -125,7 +126,7 @@ class _TileRasters(ClassFile):
                 check_tile_id(member)
             except ValueError:
                 raise err(f"'{name}' holds a member named {_shown_id(member)}, which is not a plain tile id "
-                          "(a file stem without '/' or control characters)") from None
+                          "(a file stem without '/', control characters or digits other than ASCII 0-9)") from None
         if expected_tiles is not None:
             ids = [str(t) for t in expected_tiles]
             have, want = set(names), set(ids)

@@ -53,7 +53,7 @@ def check_content_length(request: Request, limit: int) -> int | None:
     raw = request.headers.get("content-length")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 20:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise HTTPException(400, "invalid Content-Length header")
     if int(raw) > limit + FRAMING_BYTES:
         raise too_large(limit)

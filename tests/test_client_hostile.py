@@ -247,3 +247,144 @@ def test_the_client_library_raises_server_errors_not_key_errors(bad):
     server = bad(lambda head: js({"tracks": [{"track": "AB"}]}))
     with pytest.raises(client.ServerError, match=r"answer.tracks\[0\].shape: missing"):
         client.health(server.url)
+
+
+# --- every field of every answer the client reads, against a fake server (httpx MockTransport) -----
+
+TILE_HEALTH = {"tracks": [{"track": "AB", "layout": "tiles", "shape": None, "n_tiles": 1}], "max_upload_bytes": 10**9}
+SCENE_HEALTH = {"tracks": [{"track": "AB", "layout": "scene", "shape": [2, 2]}], "max_upload_bytes": 10**9}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A fake server: ``fake(answers)`` makes every request to path P answer ``answers[P]``
+    (a JSON value, or raw bytes), through httpx's MockTransport; unknown paths answer 404."""
+    import httpx
+
+    real = httpx.Client
+
+    def make(answers: dict):
+        def handler(request: httpx.Request) -> httpx.Response:
+            answer = answers.get(request.url.path)
+            if answer is None:
+                return httpx.Response(404, json={"detail": "not found"})
+            status, body = answer if isinstance(answer, tuple) else (200, answer)
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            return httpx.Response(status, content=content, headers={"content-type": "application/json"})
+
+        monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw))
+        return "http://fake.example"
+
+    return make
+
+
+@pytest.fixture
+def tile_file(tmp_path):
+    import numpy as np
+
+    from c2seg_kit.tile_layout import write_tile_submission
+
+    return write_tile_submission(tmp_path / "p.h5", [("0", np.ones((2, 2), np.uint8))], "AB")
+
+
+HOSTILE_TILES = {
+    "one side": {"0": [2]},
+    "three sides": {"0": [2, 2, 2]},
+    "text": {"0": ["2", 2]},
+    "float": {"0": [2.5, 2]},
+    "bool": {"0": [True, 2]},
+    "zero": {"0": [0, 2]},
+    "negative": {"0": [-2, 2]},
+    "huge": {"0": [2, 10**30]},
+    "null": {"0": None},
+    "object": {"0": {"h": 2, "w": 2}},
+    "slash id": {"../0": [2, 2]},
+    "control id": {"0\x1b[2J": [2, 2]},
+    "superscript id": {"³": [2, 2]},
+    "empty": {},
+    "more than AB's 140": {str(i): [2, 2] for i in range(141)},
+}
+
+
+@pytest.mark.parametrize("tiles", HOSTILE_TILES.values(), ids=HOSTILE_TILES.keys())
+def test_a_hostile_tile_list_is_one_line(fake, tile_file, capsys, tiles):
+    url = fake({"/healthz": TILE_HEALTH, "/api/v1/tracks/AB/tiles": {"tiles": tiles}})
+    code, out, err = run(capsys, "submit", tile_file, "--server", url, "--token", TOKEN)
+    one_line(code, out, err, "the server at http://fake.example")
+    assert "\x1b" not in err
+
+
+HOSTILE_HEALTH = {
+    "scene without shape": {"tracks": [{"track": "AB", "layout": "scene", "shape": None}]},
+    "shape of three": {"tracks": [{"track": "AB", "layout": "scene", "shape": [2, 2, 2]}]},
+    "shape of text": {"tracks": [{"track": "AB", "layout": "scene", "shape": "2x2"}]},
+    "unknown layout": {"tracks": [{"track": "AB", "layout": "cubes", "shape": [2, 2]}]},
+    "negative cap": {**SCENE_HEALTH, "max_upload_bytes": -1},
+    "negative tile count": {"tracks": [{"track": "AB", "layout": "tiles", "shape": None, "n_tiles": -3}]},
+    "tracks not a list": {"tracks": {"AB": [2, 2]}},
+}
+
+
+@pytest.mark.parametrize("health", HOSTILE_HEALTH.values(), ids=HOSTILE_HEALTH.keys())
+def test_a_hostile_health_answer_is_one_line(fake, tmp_path, capsys, health):
+    import numpy as np
+
+    from c2seg_kit.writers import write_submission
+
+    path = write_submission(tmp_path / "s.h5", np.ones((2, 2), np.uint8), "AB")
+    url = fake({"/healthz": health})
+    code, out, err = run(capsys, "submit", path, "--server", url, "--token", TOKEN)
+    one_line(code, out, err, "the server at http://fake.example")
+
+
+def _scores(**over):
+    return {"miou": 0.5, "oa": 0.5, "f1": 0.5, "kappa": 0.5, "per_class_iou": {}, "n_pixels": 4, **over}
+
+
+def _submission(**over):
+    return {"id": 1, "track": "AB", "team": "t", "created": "2026-01-01T00:00:00Z", "scores": _scores(), **over}
+
+
+HOSTILE_ANSWERS = {
+    "NaN score": ("/api/v1/submissions", b'[{"id": 1, "track": "AB", "team": "t", "created": "x", "scores": '
+                                         b'{"miou": NaN, "oa": 0, "f1": 0, "kappa": 0, "per_class_iou": {}}}]'),
+    "infinite score": ("/api/v1/submissions", b'[{"id": 1, "track": "AB", "team": "t", "created": "x", "scores": '
+                                              b'{"miou": 0, "oa": Infinity, "f1": 0, "kappa": 0, "per_class_iou": {}}}]'),
+    "negative pixel count": ("/api/v1/submissions", [_submission(scores=_scores(n_pixels=-1))]),
+    "id zero": ("/api/v1/submissions", [_submission(id=0)]),
+    "negative quota": ("/api/v1/me", {"team": "t", "failed_today": 0, "failed_left_today": 0, "quota": [
+        {"track": "AB", "phase": "public", "used_today": -1, "left_today": 1, "resets": "x"}]}),
+    "negative submissions": ("/api/v1/leaderboard", {"track": "AB", "phase": "public", "ranked_by": "public", "entries": [
+        {"rank": 1, "team": "t", "baseline": False, "submissions": -2, "public": _scores()}]}),
+}
+
+
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS.keys())
+def test_other_hostile_answers_are_server_errors(fake, answer):
+    path, body = answer
+    url = fake({path: body})
+    call = {"/api/v1/submissions": lambda: client.my_submissions(server=url, token=TOKEN),
+            "/api/v1/me": lambda: client.me(server=url, token=TOKEN),
+            "/api/v1/leaderboard": lambda: client.leaderboard("AB", server=url)}[path]
+    with pytest.raises(client.ServerError, match="sent an answer this client does not understand"):
+        call()
+
+
+def test_an_honest_tile_list_still_reads(fake):
+    url = fake({"/api/v1/tracks/AB/tiles": {"tiles": {"0": [128, 128], "17": [128, 96]}}})
+    assert client.track_tiles("AB", server=url) == {"0": (128, 128), "17": (128, 96)}
+
+
+def test_a_content_length_of_other_digits_is_not_a_number(monkeypatch):
+    """"³" passes str.isdigit but not int(): the declared size is ignored, the body read as capped."""
+    import httpx
+
+    real = httpx.Client
+
+    def handler(request):
+        return httpx.Response(200, content=json.dumps({"tracks": []}).encode(),
+                              headers=[(b"content-type", b"application/json"), (b"content-length", b"\xb3")])
+
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw))
+    assert client.health("http://fake.example") == {"tracks": []}
+    assert "retry after" not in str(client_http.explain(429, b"{}", "Too Many", "\u00b3"))

@@ -177,7 +177,8 @@ BAD = {
     "sizes": "tile 2 (train): modalities disagree in size",
     "missing": "tile 1 has hsi and sar and label but no msi tile",
     "label": "has 96 values outside 0..13 (seen: 20)",
-    "bands": "test: msi tiles disagree in band count (4 in tile 1, 3 in tile 2)",
+    "bands": "test: hsi tiles disagree in band count (6 in tile 1, 3 in tile 2)",
+    "msi bands": "test/msi/2.tiff: MSI tile of 3 bands; track AB's MSI tiles have 4",
 }
 
 

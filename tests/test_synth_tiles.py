@@ -224,7 +224,8 @@ def test_info_on_synth_tiles_and_their_zip(made, capsys, tmp_path):
         assert entry["modalities"]["sar"]["min"] == pytest.approx(float(np.nanmin(sar)))
         hsi_dir = root / ("train/hsi/hsi" if (track.name, split) == ("BW", "train") else f"{split}/hsi")
         assert entry["modalities"]["hsi"] | {"min": 0, "max": 0} == {
-            "bands": track.bands["hsi"], "dtype": "int16", "nan": 0, "inf": 0, "min": 0, "max": 0}
+            "bands": track.bands["hsi"], "expected_bands": track.bands["hsi"], "dtype": "int16", "nan": 0, "inf": 0,
+            "min": 0, "max": 0, "nodata": [], "nodata_pixels": 0, "outlier_bands": []}
         assert len(list(hsi_dir.iterdir())) == len(files)
         if split == "train":
             labels = np.stack([tifffile.imread(p) for p in sorted((root / "train" / "label").iterdir())])

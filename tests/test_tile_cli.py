@@ -349,3 +349,22 @@ def test_render_mosaic_needs_georeferenced_test_tiles(synth, packed, tmp_path, c
                                  "cannot be placed in a mosaic\n")
     code, _, err = run_cli(capsys, "render", synth["labels_path"].parent / "x.h5", "--out", tmp_path / "m.png")
     assert code == 1
+
+
+@pytest.mark.parametrize("pixel", [5e-324, 1e-300])
+def test_render_mosaic_refuses_georeferencing_it_cannot_place(synth, packed, tmp_path, capsys, pixel):
+    """Pixels so small that the tiles lie beyond any scene (5e-324 m overflowed to an infinite offset)."""
+    import dataclasses
+    import shutil
+
+    from c2seg_kit.io.geotiff import read_geotiff, write_geotiff
+
+    test = tmp_path / "test"
+    shutil.copytree(synth["test"], test)
+    for path in (test / "msi").iterdir():
+        raster = read_geotiff(path)
+        write_geotiff(path, raster.data, dataclasses.replace(raster.georef, pixel_scale=(pixel, pixel, 0.0)))
+    code, out, err = run_cli(capsys, "render", packed["path"], "--like", test, "--out", tmp_path / "m.png")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "more than the 1048576 a mosaic may span: its georeferencing (pixel size, tie point) cannot be placed" in err
+    assert not (tmp_path / "m.png").exists()

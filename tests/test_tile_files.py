@@ -69,9 +69,9 @@ def test_honest_storage_layouts_and_integer_types_read_exactly(tmp_path, target,
 
 
 def test_more_tiles_than_a_scene_file_may_hold_objects(tmp_path):
-    # 300 members: far beyond the 64 objects a scene file may hold, fine in the tile group.
+    # 300 members: far beyond the 64 objects a scene file may hold, fine in the tile group (BW has 850 test tiles).
     tiles = {str(i): np.full((2, 3), i % 14, np.uint8) for i in range(300)}
-    with open_submission(write_tile_submission(tmp_path / "p.h5", tiles.items(), "AB")) as sub:
+    with open_submission(write_tile_submission(tmp_path / "p.h5", tiles.items(), "BW")) as sub:
         sub.check_values()
         assert len(sub.ids) == 300
 
@@ -162,17 +162,23 @@ def test_chunks_are_bounded_over_all_tiles(tmp_path, target):
         open_submission(path, limits=Limits(max_chunks=183))
 
 
-def test_without_labels_the_member_cap_is_max_tiles(tmp_path, target):
+def test_without_labels_the_member_cap_is_the_tracks_test_tile_count(tmp_path, target):
+    """Without labels, a file may hold at most its track's test tiles (AB 140): refused from the
+    member count, before one member is looked at (the walk of 50,000 members took 50 s)."""
     from hostile_files import many_members, tiles_plus
 
     from c2seg_kit.submission import submission_track
-    from c2seg_kit.tile_layout import MAX_TILES
 
     path = tiles_plus(tmp_path / "p.h5", target, many_members)
-    assert MAX_TILES == 100_000
-    with pytest.raises(InvalidSubmissionError, match=r"^'/prediction' holds 100001 members, more than the 100000 allowed$"):
+    with pytest.raises(InvalidSubmissionError, match=r"^'/prediction' holds 100001 members, more than the 140 test "
+                                                     r"tiles of track AB$"):
         open_submission(path)
     assert submission_track(path) == "AB"  # the track is read without walking the members
+    labels = {str(i): np.full((1, 1), 1, np.uint8) for i in range(141)}
+    over = tile_file(tmp_path / "l.h5", labels, attrs={"c2seg_format": "labels/1", "track": "AB", "layout": "tiles"},
+                     group="label")
+    with pytest.raises(InvalidDataError, match=r"^'/label' holds 141 members, more than the 140 test tiles of track AB$"):
+        open_labels(over)
 
 
 def test_group_member_cap_is_a_limit(tmp_path, target):

@@ -225,6 +225,8 @@ def _bad_folder(root, kind):
     elif kind == "layout":
         tifffile.imwrite(base / "test" / "hsi" / "1.tiff", np.zeros((6, 16, 16), np.int16), photometric="minisblack")
     elif kind == "bands":
+        write_gdal(base / "test" / "hsi" / "2.tiff", np.zeros((3, 16, 16), np.int16))
+    elif kind == "msi bands":
         write_gdal(base / "test" / "msi" / "2.tiff", np.zeros((3, 16, 16), np.uint16))
 
 
@@ -233,7 +235,8 @@ def _bad_folder(root, kind):
     ("missing", "tile 1 has hsi and sar and label but no msi tile"),
     ("label", "has 96 values outside 0..13 (seen: 20)"),
     ("layout", "cannot tell which axis holds the bands"),
-    ("bands", "test: msi tiles disagree in band count (4 in tile 1, 3 in tile 2)"),
+    ("bands", "test: hsi tiles disagree in band count (6 in tile 1, 3 in tile 2)"),
+    ("msi bands", "test/msi/2.tiff: MSI tile of 3 bands; track AB's MSI tiles have 4"),
 ])
 def test_info_on_bad_tiles_is_one_line(tmp_path, capsys, kind, message):
     from c2seg_kit.cli import main

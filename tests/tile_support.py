@@ -20,11 +20,12 @@ DTYPES = {"hsi": np.int16, "msi": np.uint16, "sar": np.float32, "label": np.uint
 
 
 def write_gdal(path: Path, array: np.ndarray, *, epsg: int | None = 32632, origin=(636000.0, 5366000.0),
-               pixel: float = 10.0) -> None:
-    """A (C, H, W) or (H, W) array as GDAL writes it: default (pixel) interleave, optional georeferencing."""
+               pixel: float = 10.0, nodata: float | None = None, **creation) -> None:
+    """A (C, H, W) or (H, W) array as GDAL writes it: default (pixel) interleave, optional
+    georeferencing, optional nodata value (GDAL's own tag) and creation options (compress=...)."""
     data = array if array.ndim == 3 else array[None]
     profile = dict(driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
-                   dtype=data.dtype.name)
+                   dtype=data.dtype.name, nodata=nodata, **creation)
     if epsg is not None:
         profile.update(crs=f"EPSG:{epsg}", transform=Affine(pixel, 0.0, origin[0], 0.0, -pixel, origin[1]))
     path.parent.mkdir(parents=True, exist_ok=True)

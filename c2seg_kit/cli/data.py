@@ -54,7 +54,17 @@ def _format_modalities(entry: dict) -> list[str]:
     lines = []
     for m, s in entry["modalities"].items():
         rng = f"[{s['min']:.4g}, {s['max']:.4g}]" if s["min"] is not None else "[]"
-        lines.append(f"  {m.upper():4} {s['bands']:>4} bands  {s['dtype']:8} range {rng}  NaN {s['nan']}  inf {s['inf']}")
+        nodata = (f"  nodata {s['nodata_pixels']} (value {', '.join(f'{v:g}' for v in s['nodata'])})"
+                  if s.get("nodata") else "")
+        lines.append(f"  {m.upper():4} {s['bands']:>4} bands  {s['dtype']:8} range {rng}  NaN {s['nan']}  "
+                     f"inf {s['inf']}{nodata}")
+        expected = s.get("expected_bands")
+        if expected is not None and s["bands"] is not None and s["bands"] != expected:
+            lines.append(f"       {s['bands']} of the track's {expected} {m.upper()} bands (a subset)")
+        if s.get("outlier_bands"):
+            shown = ", ".join(str(b + 1) for b in s["outlier_bands"][:10]) + (", ..." if len(s["outlier_bands"]) > 10 else "")
+            lines.append(f"       {len(s['outlier_bands'])} band(s) with a range dominated by a few outliers (band "
+                         f"{shown}): min-max scaling squeezes the other pixels together; declare them nodata")
     return lines
 
 
@@ -113,7 +123,10 @@ def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None
     with the distributed one; a re-zipped copy only warns; inner zips are copied into a new
     temporary folder under TMPDIR and removed afterwards). Reports shape (tiles: count and
     sizes), bands per modality, dtype, value range, NaN/inf counts, georeferencing and the label
-    histogram, streaming over every pixel.
+    histogram, streaming over every pixel. Tiles also: pixels their GDAL nodata value marks
+    (counted apart; every reader treats them as missing), an HSI band subset, and bands whose
+    range a few outliers dominate. A tile whose header does not fit the track (band counts, at
+    most twice the track's tile side) is refused before its pixels are read.
     """
     from c2seg_kit.info import data_info
 

@@ -105,6 +105,9 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     # the test tiles (ids and shapes); a file of the other layout is told how to convert.
     if served[track].get("layout", "scene") == "tiles":
         expected = {"expected_tiles": client.track_tiles(track, server=site)}
+    elif served[track]["shape"] is None:
+        raise C2SegError(f"the server at {site} gives no label shape for track {track}, which it scores on the "
+                         "whole scene: is the URL that of a C2Seg server of this version?")
     else:
         expected = {"expected_shape": tuple(served[track]["shape"])}
     with open_submission(path, track=track, **expected) as sub:

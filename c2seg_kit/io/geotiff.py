@@ -8,12 +8,16 @@ extra bands declared as unspecified ExtraSamples, strips of about 8 KiB, and Geo
 own structure (tifffile's ``series[0].axes``), never from the sizes, and returns every image
 as (C, H, W); a file that does not say which axis holds the bands is refused in one line.
 
-Tiles may come from strangers: the declared size is checked before any pixel is read.
+Tiles may come from strangers: the declared size is checked before any pixel is read, against
+the generic caps here and against what the caller expects (``check``: the tile reader bounds
+each modality by its track's band count and tile size). GDAL's nodata value (its private tag
+42113, ASCII text) is read too; which pixels it marks is the caller's business.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -172,58 +176,137 @@ def read_georef(page, where: str) -> GeoRef | None:
 
 @dataclass(frozen=True)
 class TileRaster:
-    """One tile of one modality: pixels as (C, H, W) (labels: (H, W)) and its georeferencing."""
+    """One tile of one modality: pixels as (C, H, W) (labels: (H, W)) and its georeferencing.
+
+    ``nodata``: the GDAL_NODATA value the file declares (None without one); ``nodata_pixels``:
+    how many values a reader that masks them turned into NaN (0 as read from the file), and
+    ``file_dtype`` the file's value type if that changed ``data``'s.
+    """
 
     data: np.ndarray
     georef: GeoRef | None
     axes: str  # tifffile's axes of the file: "YXS" pixel-interleaved, "SYX" band-first, "YX" one band
+    nodata: float | None = None
+    nodata_pixels: int = 0
+    file_dtype: np.dtype | None = None  # the file's type, when a reader changed it (nodata made NaN)
+
+
+def read_nodata(page, where: str) -> float | None:
+    """The GDAL_NODATA value of a tifffile page ("-3.4028234663852886e+38", "nan", "-9999"), or None."""
+    tag = page.tags.get(TAG_GDAL_NODATA)
+    if tag is None:
+        return None
+    value = tag.value
+    text = (value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)).strip().rstrip("\x00").strip()
+    try:
+        if len(text) > 64:
+            raise ValueError
+        return float(text)
+    except ValueError:
+        raise InvalidDataError(f"{where}: its GDAL nodata tag holds {text[:40]!r}, not a number") from None
+
+
+#: ``check(shape, dtype)`` of :func:`read_geotiff`: raises InvalidDataError for a tile it refuses.
+HeaderCheck = Callable[[tuple[int, int, int], np.dtype], None]
 
 
 def _describe(source) -> str:
     return str(getattr(source, "name", None) or source)
 
 
-def read_geotiff(source: Source, *, where: str | None = None, header_only: bool = False) -> TileRaster:
-    """Read a GeoTIFF as (C, H, W) whatever its interleave, with its georeferencing.
+def _unreadable(e: Exception, where: str, compression: str) -> InvalidDataError:
+    """The one-line refusal of a file tifffile could not parse or decode."""
+    if isinstance(e, ValueError) and "imagecodecs" in str(e):
+        return InvalidDataError(f"{where}: compressed with {compression}, which needs the imagecodecs "
+                                "package (pip install imagecodecs)")
+    if isinstance(e, ValueError):
+        return InvalidDataError(f"{where} is not a readable GeoTIFF ({e})")
+    return InvalidDataError(f"{where} is not a readable GeoTIFF ({type(e).__name__}: {e})")
+
+
+class GeoTiffFile:
+    """An open GeoTIFF whose header is read and checked, its pixels not yet decoded.
+
+    ``chw`` is its (C, H, W) and ``dtype`` its value type, both from the header; :meth:`read`
+    decodes the pixels (or, ``header_only``, gives an empty array of that shape). Opening
+    refuses in one line (InvalidDataError) an unreadable file, an undecidable band axis, a size
+    over the caps, or whatever ``check((C, H, W), dtype)`` refuses. A reader that must compare
+    several files' headers before decoding any opens them all first (a context manager; close()
+    when done).
+    """
+
+    def __init__(self, source: Source, *, where: str | None = None, check: HeaderCheck | None = None):
+        import tifffile
+
+        self.where = where or _describe(source)
+        self._compression = "its compression"
+        self._tif = None
+        try:
+            self._tif = tifffile.TiffFile(source)
+            self._header(check)
+        except InvalidDataError:
+            self.close()
+            raise
+        except Exception as e:  # tifffile raises many types for damaged files
+            self.close()
+            raise _unreadable(e, self.where, self._compression) from None
+
+    def _header(self, check: HeaderCheck | None) -> None:
+        tif, where = self._tif, self.where
+        if not tif.series:
+            raise InvalidDataError(f"{where} is not a readable GeoTIFF (no image in it)")
+        self._series = series = tif.series[0]
+        axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+        if axes not in AXES_TO_CHW:
+            raise InvalidDataError(
+                f"{where}: cannot tell which axis holds the bands (tifffile axes {axes!r}, shape {shape}); "
+                "expected one image with its bands as samples (pixel-interleaved or band-first)"
+            )
+        h, w = shape[axes.index("Y")], shape[axes.index("X")]
+        values = int(np.prod(shape, dtype=np.int64))
+        nbytes = values * dtype.itemsize
+        if max(h, w) > MAX_TILE_SIDE or nbytes > MAX_TILE_BYTES:
+            raise InvalidDataError(f"{where}: tile of {h}x{w} pixels, {nbytes} bytes is over the size caps "
+                                   f"({MAX_TILE_SIDE} px per side, {MAX_TILE_BYTES} bytes)")
+        self.axes, self.shape, self.dtype = axes, shape, dtype
+        self.chw = (values // (h * w) if h * w else 0, h, w)
+        if check is not None:
+            check(self.chw, dtype)
+        self._compression = getattr(tif.pages[0].compression, "name", self._compression)
+        self.georef = read_georef(tif.pages[0], where)
+        self.nodata = read_nodata(tif.pages[0], where)
+
+    def read(self, header_only: bool = False) -> TileRaster:
+        """The tile as (C, H, W) with its georeferencing and nodata value."""
+        try:
+            data = np.empty(self.shape, self.dtype) if header_only else self._series.asarray()
+        except Exception as e:
+            raise _unreadable(e, self.where, self._compression) from None
+        return TileRaster(AXES_TO_CHW[self.axes](data), self.georef, self.axes, self.nodata)
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> GeoTiffFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_geotiff(source: Source, *, where: str | None = None, header_only: bool = False,
+                 check: HeaderCheck | None = None) -> TileRaster:
+    """Read a GeoTIFF as (C, H, W) whatever its interleave, with its georeferencing and nodata value.
 
     ``header_only`` returns an empty array of the right shape and dtype without reading pixels.
-    Raises InvalidDataError (one line) for an unreadable file, an undecidable band axis or a
-    size over the caps.
+    ``check((C, H, W), dtype)`` runs on the header, before any pixel is decoded, and refuses by
+    raising InvalidDataError. Raises InvalidDataError (one line) for an unreadable file, an
+    undecidable band axis or a size over the caps (see :class:`GeoTiffFile`).
     """
-    import tifffile
-
-    where = where or _describe(source)
-    compression = "its compression"
-    try:
-        with tifffile.TiffFile(source) as tif:
-            if not tif.series:
-                raise InvalidDataError(f"{where} is not a readable GeoTIFF (no image in it)")
-            series = tif.series[0]
-            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
-            to_chw = AXES_TO_CHW.get(axes)
-            if to_chw is None:
-                raise InvalidDataError(
-                    f"{where}: cannot tell which axis holds the bands (tifffile axes {axes!r}, shape {shape}); "
-                    "expected one image with its bands as samples (pixel-interleaved or band-first)"
-                )
-            h, w = shape[axes.index("Y")], shape[axes.index("X")]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if max(h, w) > MAX_TILE_SIDE or nbytes > MAX_TILE_BYTES:
-                raise InvalidDataError(f"{where}: tile of {h}x{w} pixels, {nbytes} bytes is over the size caps "
-                                       f"({MAX_TILE_SIDE} px per side, {MAX_TILE_BYTES} bytes)")
-            compression = getattr(tif.pages[0].compression, "name", compression)
-            georef = read_georef(tif.pages[0], where)
-            data = np.empty(shape, dtype) if header_only else series.asarray()
-    except InvalidDataError:
-        raise
-    except ValueError as e:
-        if "imagecodecs" in str(e):
-            raise InvalidDataError(f"{where}: compressed with {compression}, which needs the imagecodecs "
-                                   "package (pip install imagecodecs)") from None
-        raise InvalidDataError(f"{where} is not a readable GeoTIFF ({e})") from None
-    except Exception as e:  # tifffile raises many types for damaged files
-        raise InvalidDataError(f"{where} is not a readable GeoTIFF ({type(e).__name__}: {e})") from None
-    return TileRaster(to_chw(data), georef, axes)
+    with GeoTiffFile(source, where=where, check=check) as tiff:
+        return tiff.read(header_only)
 
 
 def nodata_tag(nodata: int | float | None) -> list[tuple]:

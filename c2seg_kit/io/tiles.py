@@ -18,14 +18,14 @@ import hashlib
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
-from c2seg_kit.io.geotiff import GeoRef, TileRaster, read_geotiff
+from c2seg_kit.io.geotiff import GeoRef, GeoTiffFile, HeaderCheck, TileRaster
 from c2seg_kit.io.safezip import ZipLimits, ZipStore, join_rel
 from c2seg_kit.io.scene import check_label_values
 from c2seg_kit.registry import MODALITIES, Track
@@ -37,6 +37,11 @@ SUFFIXES = (".tiff", ".tif")  # any case
 #: The archives as distributed, with the MD5 a TorchGeo dataset draft records.
 DISTRIBUTED_MD5 = {"C2Seg_AB.zip": "1a7eddf6b90b875ba1ab4cc173818296",
                    "C2Seg_BW.zip": "4728fa97747fad55de8c55fcbef8be60"}
+#: A tile may be up to this many times its track's tile side a side (AB 256 px, BW 512 px).
+TILE_SIDE_MARGIN = 2
+#: ...and hold at most the track's band count x that side squared x this many bytes per value
+#: (float32; a float64 tile must be smaller): AB's HSI 63 MB, BW's 122 MB at most.
+TILE_VALUE_BYTES = 4
 
 
 class TileStore(Protocol):
@@ -85,9 +90,78 @@ def tile_id_of(name: str) -> str | None:
     return None
 
 
+def is_ascii_number(text: str) -> bool:
+    """True for ASCII digits only ("17"): ``str.isdigit`` also accepts "³", "①" or "٣", which
+    ``int`` refuses or reads as another number's digits."""
+    return text.isascii() and text.isdigit()
+
+
+def tile_header_check(track: Track, modality: str, where: str) -> HeaderCheck:
+    """What a tile of ``modality`` may declare on ``track``, checked on its header before any
+    pixel is decoded: at most :data:`TILE_SIDE_MARGIN` times the track's tile side a side; the
+    track's band count (HSI: at most that many, a subset of the bands is accepted; labels: one
+    band); integer or float values of at most 8 bytes; at most the track's bands x that side
+    squared x :data:`TILE_VALUE_BYTES` bytes in all."""
+    side = TILE_SIDE_MARGIN * track.tile_side
+    want = 1 if modality == LABEL else track.bands[modality]
+    name = modality if modality == LABEL else modality.upper()
+
+    def check(chw: tuple[int, int, int], dtype: np.dtype) -> None:
+        bands, h, w = chw
+        if not (1 <= h <= side and 1 <= w <= side):
+            raise InvalidDataError(f"{where}: tile of {h} x {w} pixels; track {track.name}'s tiles are at most "
+                                   f"{track.tile_side} px a side (accepted up to {side})")
+        if modality == LABEL and bands != 1:
+            raise InvalidDataError(f"{where}: label tile has {bands} bands, expected 1")
+        if bands > want or (bands != want and modality != "hsi") or bands < 1:
+            subset = " (or a subset of them)" if modality == "hsi" else ""
+            raise InvalidDataError(f"{where}: {name} tile of {bands} bands; track {track.name}'s {name} tiles have "
+                                   f"{want}{subset}")
+        if dtype.kind not in "uif" or dtype.itemsize > 8:
+            raise InvalidDataError(f"{where}: {name} tile of {dtype} values; expected integers or floats")
+        limit = want * side * side * TILE_VALUE_BYTES
+        if bands * h * w * dtype.itemsize > limit:
+            raise InvalidDataError(f"{where}: {name} tile of {bands} x {h} x {w} {dtype} values, over the "
+                                   f"{limit} bytes a tile of track {track.name} may hold")
+
+    return check
+
+
+def mask_nodata(raster: TileRaster) -> TileRaster:
+    """The pixels a GeoTIFF declares nodata (GDAL_NODATA) as NaN, so that they are repaired and
+    counted as missing like NaN; integer tiles holding any become float (float32 for values of
+    up to 2 bytes and float32 tiles, float64 otherwise). ``nodata_pixels`` counts them."""
+    value, data = raster.nodata, raster.data
+    if value is None or np.isnan(value):
+        return raster  # NaN is missing already
+    if data.dtype.kind in "ui":
+        info = np.iinfo(data.dtype)
+        if not (float(value).is_integer() and info.min <= value <= info.max):
+            return raster  # no pixel of this type can hold it
+    with np.errstate(over="ignore"):
+        typed = np.asarray(value).astype(data.dtype)
+    mask = data == typed
+    n = int(np.count_nonzero(mask))
+    if not n:
+        return raster
+    out = data.astype(np.float32 if data.dtype.itemsize <= 2 or data.dtype == np.float32 else np.float64)
+    out[mask] = np.nan
+    return TileRaster(out, raster.georef, raster.axes, raster.nodata, n, data.dtype)
+
+
+def check_id_digits(tile_id: str) -> str:
+    """``tile_id`` unless it holds a digit other than ASCII 0-9 (superscripts, circled or other
+    scripts' digits look like numbers but are other ids); ValueError in one line then."""
+    odd = next((c for c in tile_id if c.isdigit() and not c.isascii()), None)
+    if odd is not None:
+        raise ValueError(f"tile id {tile_id[:40]!r} holds the character {odd!r} (U+{ord(odd):04X}), a digit "
+                         "that is not ASCII 0-9: name tiles with ASCII digits (e.g. 17.tiff)")
+    return tile_id
+
+
 def natural_key(tile_id: str) -> tuple:
-    """Numeric ids in numeric order (2 before 10), then the rest by name."""
-    return (0, int(tile_id), tile_id) if tile_id.isdigit() else (1, 0, tile_id)
+    """Numeric ids (ASCII digits) in numeric order (2 before 10), then the rest by name."""
+    return (0, int(tile_id), tile_id) if is_ascii_number(tile_id) else (1, 0, tile_id)
 
 
 def _tiles_in(store: TileStore, folder: str) -> dict[str, str]:
@@ -97,6 +171,10 @@ def _tiles_in(store: TileStore, folder: str) -> dict[str, str]:
         tile_id = tile_id_of(name)
         if tile_id is None:
             continue
+        try:
+            check_id_digits(tile_id)
+        except ValueError as e:
+            raise InvalidDataError(f"{store.describe(join_rel(folder, name))}: {e}") from None
         if tile_id in found:
             raise InvalidDataError(f"{store.describe(folder)}: tile {tile_id} appears twice ({found[tile_id]}, {name})")
         found[tile_id] = name
@@ -126,9 +204,10 @@ class TileSplit:
     checked to be 0..13. Within one id all modalities must agree in size; across ids sizes may differ.
     """
 
-    def __init__(self, source: str | Path | TileStore, split: str, *, prefix: str = ""):
+    def __init__(self, source: str | Path | TileStore, split: str, *, prefix: str = "", track: Track | None = None):
         self.store: TileStore = FolderStore(source) if isinstance(source, (str, Path)) else source
         self.split = split
+        self.track = track  # with a track, every tile's header is checked against it (tile_header_check)
         self.base = join_rel(prefix, split)
         self.folders: dict[str, str] = {}
         self.files: dict[str, dict[str, str]] = {}
@@ -141,7 +220,7 @@ class TileSplit:
             where = ", ".join(self.store.describe(join_rel(self.base, m)) for m in missing)
             raise DatasetNotFoundError(f"expected {', '.join(missing)} tiles in {where}")
         self.has_label = bool(self.files.get(LABEL))
-        kinds = (*MODALITIES, LABEL) if self.has_label else MODALITIES
+        self.kinds = kinds = (*MODALITIES, LABEL) if self.has_label else MODALITIES
         every = set().union(*(self.files[m] for m in kinds))
         for m in kinds:
             absent = sorted(every - set(self.files[m]), key=natural_key)
@@ -162,13 +241,26 @@ class TileSplit:
     def describe(self, modality: str, tile_id: str) -> str:
         return self.store.describe(self.path(modality, tile_id))
 
-    def read_raster(self, modality: str, tile_id: str, *, header_only: bool = False) -> TileRaster:
-        """A tile with its georeferencing; images (C, H, W), labels (H, W) uint8 0..13."""
+    def open_raster(self, modality: str, tile_id: str) -> GeoTiffFile:
+        """A tile's file, opened and its header checked (against the track when there is one:
+        :func:`tile_header_check`), no pixel decoded yet."""
         rel = self.path(modality, tile_id)
         where = self.store.describe(rel)
-        raster = read_geotiff(self.store.open(rel), where=where, header_only=header_only)
+        check = None if self.track is None else tile_header_check(self.track, modality, where)
+        return GeoTiffFile(self.store.open(rel), where=where, check=check)
+
+    def read_raster(self, modality: str, tile_id: str, *, header_only: bool = False) -> TileRaster:
+        """A tile with its georeferencing; images (C, H, W) with their nodata pixels as NaN
+        (:func:`mask_nodata`), labels (H, W) uint8 0..13. With a track, the header is checked
+        against it first (:func:`tile_header_check`)."""
+        with self.open_raster(modality, tile_id) as tiff:
+            return self._decoded(modality, tiff, header_only)
+
+    @staticmethod
+    def _decoded(modality: str, tiff: GeoTiffFile, header_only: bool = False) -> TileRaster:
+        raster, where = tiff.read(header_only), tiff.where
         if modality != LABEL:
-            return raster
+            return raster if header_only else mask_nodata(raster)
         if raster.data.shape[0] != 1:
             raise InvalidDataError(f"{where}: label tile has {raster.data.shape[0]} bands, expected 1")
         label = raster.data[0]
@@ -212,17 +304,27 @@ class TileSplit:
                                        f"in {self.store.describe(self.base)}")
         return georefs
 
+    def read_rasters(self, tile_id: str, kinds: tuple[str, ...] | None = None) -> dict[str, TileRaster]:
+        """The rasters of one tile (``kinds``: default every modality, and the label when the split
+        has labels): every header is read and checked, and their sizes compared, before any of
+        them is decoded."""
+        kinds = self.kinds if kinds is None else kinds
+        with ExitStack() as files:
+            opened = {m: files.enter_context(self.open_raster(m, tile_id)) for m in kinds}
+            check_sizes(tile_id, self.split or "tiles", {m: f.chw for m, f in opened.items()})
+            return {m: self._decoded(m, f) for m, f in opened.items()}
+
     def read_tile(self, tile_id: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """All modalities of one tile (and its label when the split has labels), checked to agree in size."""
-        arrays = {m: self.read(m, tile_id) for m in MODALITIES}
-        label = self.read(LABEL, tile_id) if self.has_label else None
-        check_sizes(tile_id, self.split, {**arrays, **({LABEL: label} if label is not None else {})})
-        return arrays, label
+        rasters = self.read_rasters(tile_id)
+        label = rasters.pop(LABEL).data if LABEL in rasters else None
+        return {m: r.data for m, r in rasters.items()}, label
 
 
 def check_sizes(tile_id: str, split: str, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
-    """The common (H, W) of one tile's modalities, or a one-line error listing each size."""
-    sizes = {m: tuple(a.shape[-2:]) for m, a in arrays.items()}
+    """The common (H, W) of one tile's modalities (arrays, or their shapes), or a one-line error
+    listing each size."""
+    sizes = {m: tuple(getattr(a, "shape", a)[-2:]) for m, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         detail = ", ".join(f"{m.upper() if m != LABEL else m} {h}x{w}" for m, (h, w) in sizes.items())
         raise InvalidDataError(f"tile {tile_id} ({split}): modalities disagree in size ({detail})")
@@ -293,7 +395,8 @@ class TileData:
                 f"no C2Seg {track.name} tiles in {store.name}: expected {track.tile_dir}/train/msi or train/msi"
             )
         self.root = root
-        self.splits = {s: TileSplit(store, s, prefix=root) for s in SPLITS if store.is_dir(join_rel(root, s))}
+        self.splits = {s: TileSplit(store, s, prefix=root, track=track) for s in SPLITS
+                       if store.is_dir(join_rel(root, s))}
 
     def close(self) -> None:
         self.store.close()
@@ -311,7 +414,7 @@ def open_test_split(path: str | Path, track: Track) -> Iterator[TileSplit]:
     or of a split folder given directly (one holding ``msi/``, ``sar/``, ``hsi/``)."""
     path = Path(path)
     if path.is_dir() and all((path / m).is_dir() for m in MODALITIES):
-        yield TileSplit(path, "")
+        yield TileSplit(path, "", track=track)
         return
     with open_tiles(path, track) as data:
         if "test" not in data.splits:
