@@ -280,3 +280,41 @@ def test_an_older_database_holding_identical_uploads_upgrades_and_keeps_them(db_
             assert s.scalar(select(func.count()).select_from(Score)) == 0 and s.get(Team, 1) is not None
     finally:
         engine.dispose()
+
+
+def test_the_same_bytes_sent_at_once_over_http_are_accepted_once(db_url, tmp_path):
+    """The issue as a team would hit it: one file sent four times at once to a live server (two
+    scoring children); exactly one 201, three 409s naming it, one submission charged."""
+    import httpx
+    from live_server import VARIANT, LiveServer, auth, make_target, noisy_prediction
+
+    target = make_target(tmp_path, shape=(96, 64))
+    (tmp_path / "srv").mkdir()
+    server = LiveServer(tmp_path / "srv", [target.path], db_url=None if db_url.startswith("sqlite") else db_url,
+                        env={"C2SEG_SPLIT_BLOCK": "16", "C2SEG_UPLOADS_PER_TEAM": "4"}).start()
+    try:
+        token = server.add_team("alpha")
+        data = write_submission(tmp_path / "p.h5", noisy_prediction(target.label, 1), "AB", team=VARIANT).read_bytes()
+        barrier = threading.Barrier(4)
+        answers = []
+
+        def send():
+            barrier.wait()
+            r = httpx.post(server.url + "/api/v1/submissions", headers=auth(token), timeout=60,
+                           files={"file": ("p.h5", data, "application/x-hdf5")})
+            answers.append((r.status_code, r.json()))
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        codes = sorted(code for code, _ in answers)
+        assert codes == [201, 409, 409, 409], answers
+        first = next(body["id"] for code, body in answers if code == 201)
+        assert all(body["detail"].startswith(f"identical to submission {first} ") for code, body in answers if code == 409)
+        with server.session() as s:
+            assert s.scalar(select(func.count()).select_from(Submission)) == 1
+            assert s.scalar(select(func.count()).select_from(QuotaReservation)) == 0
+    finally:
+        server.stop()
