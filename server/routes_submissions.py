@@ -122,12 +122,13 @@ class Refused(HTTPException):
     was read by a scoring child, or its track's caps could only be decided after that."""
 
 
-async def _open_track(services: Services, track: str, at=None) -> phases.PhaseState:
-    """The track's phase (at `at`, default now), which must be open: 403 otherwise."""
+async def _open_track(services: Services, track: str, at=None, started=None) -> phases.PhaseState:
+    """The track's phase (at `at`, default now), which must be open: 403 otherwise (saying so
+    when it changed after `started`, while the upload was arriving)."""
     state = await _db(services, phases.state, track, now=at, default_cap=services.settings.quota_per_phase)
     if state.phase != "open":
         late = (f" (its phase changed at {phases.iso(state.since)}, before the upload had fully arrived)"
-                if at is not None and state.since is not None else "")
+                if started is not None and state.since is not None and state.since > started else "")
         raise HTTPException(403, f"track {track} is {state.phase}: submissions are not accepted{late}")
     return state
 
@@ -183,6 +184,7 @@ async def create_submission(request: Request, team: TeamDep, services: ServicesD
 async def _receive_and_score(request: Request, team: Team, services: Services, held: admission.Admission,
                              track: str | None) -> Submission:
     settings = services.settings
+    started = utcnow()
     upload = await receive_upload(request, spool_dir=settings.spool_dir, limit=settings.max_upload_bytes,
                                   timeout_s=settings.upload_timeout_s)
     # The deadline rule: an upload counts in the phase in which its last byte arrived. One whose
@@ -190,7 +192,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
     received = utcnow()
     try:
         if track is not None:
-            await _open_track(services, track, at=received)
+            await _open_track(services, track, at=received, started=started)
         try:  # the metadata, checked before any scoring work (refusing it costs the team nothing)
             meta = text.check_metadata(**{k: upload.fields.get(k) for k in TEXT_FIELDS})
         except ValueError as e:
@@ -210,7 +212,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
         if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
             track = info["track"]
             try:
-                phase = await _open_track(services, track, at=received)
+                phase = await _open_track(services, track, at=received, started=started)
                 reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
                                         _limits(settings).hold_s, phase)
             except HTTPException as e:

@@ -98,6 +98,12 @@ NOTHING = {"submissions": 0, "quota_reservations": 0, "upload_slots": 0, "failed
 
 # --- the deadline ---------------------------------------------------------------------------
 
+def clock(*times):
+    """A clock that tells these times, one per call, then the last one again."""
+    told = list(times)
+    return lambda: told.pop(0) if len(told) > 1 else told[0]
+
+
 @pytest.mark.parametrize("new_phase", ["closed", "final"])
 def test_an_upload_completed_after_the_close_is_refused_and_one_completed_before_counts(
         client, pred, monkeypatch, new_phase):
@@ -108,12 +114,14 @@ def test_an_upload_completed_after_the_close_is_refused_and_one_completed_before
     close = utcnow() + dt.timedelta(hours=1)
     with client.app.state.services.sessions() as s:
         phases.schedule(s, "AB", new_phase, at=close)
-    monkeypatch.setattr(routes_submissions, "utcnow", lambda: close + dt.timedelta(seconds=1))
+    second = dt.timedelta(seconds=1)
+    # the route's clock: when the body began to arrive, then when its last byte did
+    monkeypatch.setattr(routes_submissions, "utcnow", clock(close - second, close + second))
     r = post(client, h, pred())
     assert r.status_code == 403, r.text
     assert f"is {new_phase}" in r.json()["detail"] and "before the upload had fully arrived" in r.json()["detail"]
     assert counts(client) == NOTHING
-    monkeypatch.setattr(routes_submissions, "utcnow", lambda: close - dt.timedelta(milliseconds=1))
+    monkeypatch.setattr(routes_submissions, "utcnow", clock(close - second, close - dt.timedelta(milliseconds=1)))
     r = post(client, h, pred())
     assert r.status_code == 201, r.text
     assert counts(client)["submissions"] == 1
