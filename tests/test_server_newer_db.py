@@ -58,11 +58,18 @@ def test_admin_says_the_database_is_newer_in_one_line(tmp_path, capsys, release,
 
 
 def test_serve_says_the_database_is_newer_in_one_line(tmp_path, capsys):
+    import os
+
     import numpy as np
 
     url = _db(tmp_path, "9.9.0")
     labels = write_labels(tmp_path / "labels.h5", np.ones((64, 64), np.uint8), "AB")
-    code, out, err = run_cli(capsys, "serve", "--labels", labels, "--db", url, "--data-dir", tmp_path / "data",
-                             "--port", "0")
+    saved = os.environ.copy()  # `serve` hands its options on as C2SEG_* variables of this process
+    try:
+        code, out, err = run_cli(capsys, "serve", "--labels", labels, "--db", url, "--data-dir", tmp_path / "data",
+                                 "--port", "0")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert code == 1 and err.count("\n") == 1 and "written by a newer c2seg-kit" in err and "9.9.0" in err, err
     assert _revision(url) == NEWER
