@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -130,7 +128,7 @@ def members(ctx, team, as_json):
 @admin.command()
 @click.argument("submission_id", type=ID)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="where to write the file")
-@click.option("--force", is_flag=True, help="replace OUT if it exists")
+@click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
 @click.pass_context
 def fetch(ctx, submission_id, out, force):
     """Write the file submitted as ID to OUT, checked against the hash taken at upload."""
@@ -140,24 +138,19 @@ def fetch(ctx, submission_id, out, force):
     with sessions() as s:
         sub = _user_error(lambda: organizer.get_any_submission(s, submission_id))
         stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
+    from .outfiles import output_file, refuse_unless_replaceable
+
     out = Path(out)
-    if out.exists() and not force:
-        raise C2SegError(f"{out} exists; give --force to replace it")
+    refuse_unless_replaceable(out, force)  # before anything is read
     if not stored.is_file():
         raise C2SegError(f"the stored file of submission {submission_id} is missing ({stored}); check --data-dir")
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as dst, open(stored, "rb") as src:
-            while block := src.read(1 << 20):
-                digest.update(block)
-                dst.write(block)
+    with output_file(out, force=force) as dst, open(stored, "rb") as src:
+        while block := src.read(1 << 20):
+            digest.update(block)
+            dst.write(block)
         if digest.hexdigest() != sha256:
             raise C2SegError(f"the stored file of submission {submission_id} does not match its upload hash")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     click.echo(f"wrote submission {submission_id} of team {team!r} to {out}", err=True)
 
 

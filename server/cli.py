@@ -344,14 +344,18 @@ EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
 
 @admin.command()
 @click.option("--out", type=click.Path(dir_okay=False), show_default="stdout", help="CSV file to write.")
+@click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
 @track_option(required=False, help="Only this track.")
 @click.pass_context
-def export(ctx, out, track):
+def export(ctx, out, force, track):
     """Export every scored submission (public and private scores, per-class IoU) as CSV."""
     import csv
 
     from . import crud
+    from .outfiles import output_file, refuse_unless_replaceable
 
+    if out:
+        refuse_unless_replaceable(Path(out), force)  # before the database is read
     _, sessions = _open(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
             "content_sha256", "final_pick", "hidden", "team_disqualified"]
@@ -368,7 +372,7 @@ def export(ctx, out, track):
                 sc = sub.score(split)
                 row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]
             rows.append(["" if v is None else v for v in row])
-    with open(out, "w", newline="") if out else contextlib.nullcontext(sys.stdout) as f:
+    with output_file(out, force=force, mode="w", newline="") if out else contextlib.nullcontext(sys.stdout) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(head)
         w.writerows(rows)

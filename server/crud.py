@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from c2seg_kit import text
@@ -36,6 +37,24 @@ class QuotaExceeded(Exception):
 
 class TeamRevoked(Exception):
     pass
+
+
+class TeamChanged(Exception):
+    """The team was revoked, given a new token or disqualified while its upload was in flight:
+    answer `status` (401 or 403) with this message; nothing was written."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class DuplicateSubmission(Exception):
+    """The team already has a submission of exactly these bytes (`earlier`, its id): the
+    database's unique index refused the second one."""
+
+    def __init__(self, earlier: int | None):
+        super().__init__(f"identical to submission {earlier}")
+        self.earlier = earlier
 
 
 class NotYours(LookupError):
@@ -190,26 +209,59 @@ def purge_expired_reservations(s: Session) -> int:
 
 # --- submissions -------------------------------------------------------------------------
 
+def check_standing(s: Session, team_id: int, token_hash: str | None) -> None:
+    """First statement of a transaction that writes on the team's behalf: a write on the team's
+    row (its lock, as lock_team) that matches only while the team is neither revoked nor
+    disqualified and, given `token_hash`, still has the token that authenticated the request.
+    Otherwise roll back and raise TeamChanged. An organizer's change that commits first is seen
+    here; one that commits after waits for this transaction."""
+    keep = [Team.id == team_id, Team.revoked.is_(None), Team.disqualified.is_(None)]
+    if token_hash is not None:
+        keep.append(Team.token_hash == token_hash)
+    if s.execute(update(Team).where(*keep).values(last_reservation=Team.last_reservation)).rowcount == 1:
+        return
+    s.rollback()
+    team = s.get(Team, team_id)
+    if team is None or team.revoked is not None:
+        raise TeamChanged(401, "this team's token was revoked while the upload was in progress; it was not counted")
+    if team.disqualified is not None:
+        raise TeamChanged(403, "your team was disqualified while the upload was in progress: "
+                               f"{team.disqualified_reason or 'no reason given'}")
+    raise TeamChanged(401, "this team's token was replaced while the upload was in progress; it was not counted "
+                           "(use the new token)")
+
+
 def commit_submission(s: Session, reservation: QuotaReservation, *, filename: str, size: int, sha256: str,
                       stored_as: str, method: str | None, scores: dict, description: str | None = None,
                       url: str | None = None, upload_slot: int | None = None,
+                      token_hash: str | None = None,
                       check: Callable[[Session], None] | None = None) -> Submission:
     """Write the submission and both score rows, and free the reservation and the upload slot:
-    one transaction. `check(session)` runs once the rows are written, before the commit (it
-    raises to roll everything back)."""
+    one transaction, which first checks the team's standing (check_standing: TeamChanged). A
+    team's second submission of the same bytes is refused by the database (DuplicateSubmission),
+    however many arrive at once. `check(session)` runs once the rows are written, before the
+    commit (it raises to roll everything back)."""
+    check_standing(s, reservation.team_id, token_hash)
     sub = Submission(team_id=reservation.team_id, track=reservation.track, created=reservation.created,
                      filename=filename[:255], size=size, sha256=sha256, stored_as=stored_as, method=method,
                      description=description, url=url, content_sha256=scores.get("content_sha256"))
     for split in ("public", "private"):
         sub.scores.append(score_row(split, scores[split]))
     s.add(sub)
-    s.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation.id))
-    if upload_slot is not None:
-        s.execute(delete(UploadSlot).where(UploadSlot.id == upload_slot))
-    if check is not None:
-        s.flush()
-        check(s)
-    s.commit()
+    try:
+        s.flush()  # the INSERT: where the unique index speaks
+        s.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation.id))
+        if upload_slot is not None:
+            s.execute(delete(UploadSlot).where(UploadSlot.id == upload_slot))
+        if check is not None:
+            check(s)
+        s.commit()
+    except IntegrityError:
+        s.rollback()
+        earlier = identical_submission(s, reservation.team_id, sha256)
+        if earlier is None:  # another constraint: not ours to explain
+            raise
+        raise DuplicateSubmission(earlier) from None
     return sub
 
 

@@ -3,6 +3,7 @@ is built and upgraded by the Alembic migrations in migrations/ (see its README.m
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from pathlib import Path
@@ -11,6 +12,9 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+
+from c2seg_kit import __version__
+from c2seg_kit.errors import C2SegError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The revision whose schema is c2seg-kit 0.1's (a database from before migrations is stamped with it).
@@ -71,8 +75,46 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+#: The `server_settings` row naming the release that last upgraded the schema: a release that
+#: finds a revision it does not know says which release to use instead.
+SCHEMA_RELEASE_KEY = "schema_release"
+
+
+class DatabaseTooNew(C2SegError):
+    """The database's schema revision is newer than this release's migrations."""
+
+
+@functools.lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
+    return frozenset(r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
+def check_not_newer(conn: Connection, revision: str | None) -> None:
+    """DatabaseTooNew, in one line, when `revision` (the database's) is not one of this release's."""
+    if revision is None or revision in known_revisions():
+        return
+    by = None
+    if inspect(conn).has_table("server_settings"):
+        by = conn.execute(text("SELECT value FROM server_settings WHERE key = :k"), {"k": SCHEMA_RELEASE_KEY}).scalar()
+    need = f"c2seg-kit {by} or later" if by else "a newer c2seg-kit"
+    raise DatabaseTooNew(f"this database was written by a newer c2seg-kit (schema revision {revision}"
+                         + (f", c2seg-kit {by}" if by else "")
+                         + f"; this c2seg-kit {__version__} reads revisions up to {head_revision()}): "
+                         f"open it with {need}")
+
+
+def _record_release(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM server_settings WHERE key = :k"), {"k": SCHEMA_RELEASE_KEY})
+    conn.execute(text("INSERT INTO server_settings (key, value, updated) VALUES (:k, :v, :t)"),
+                 {"k": SCHEMA_RELEASE_KEY, "v": __version__,
+                  "t": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)})
+
+
 def _upgrade_locked(conn: Connection, revision: str) -> None:
-    """Within one transaction that holds the database's write lock: stamp a 0.1 database, upgrade."""
+    """Within one transaction that holds the database's write lock: stamp a 0.1 database, upgrade,
+    and record this release as the one that did."""
     from alembic import command
 
     cfg = alembic_config(conn)
@@ -80,6 +122,8 @@ def _upgrade_locked(conn: Connection, revision: str) -> None:
     if "alembic_version" not in tables and "teams" in tables:
         command.stamp(cfg, LEGACY_REVISION)  # made by 0.1's create_all: its schema is 0001's
     command.upgrade(cfg, revision)
+    if inspect(conn).has_table("server_settings"):
+        _record_release(conn)
 
 
 def upgrade_db(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
@@ -94,14 +138,18 @@ def upgrade_db(engine: Engine, revision: str = "head", attempts: int = 5) -> Non
     for i in range(attempts):
         try:
             with engine.connect() as conn:
-                if current_revision(conn) == want:
+                found = current_revision(conn)
+                if found == want:
                     return
+                check_not_newer(conn, found)
                 conn.rollback()
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 elif conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-                if current_revision(conn) != want:
+                found = current_revision(conn)
+                if found != want:
+                    check_not_newer(conn, found)
                     _upgrade_locked(conn, revision)
                 conn.commit()
             return

@@ -16,7 +16,8 @@ This protocol
   Now attackers only ever displace each other, while a client whose head arrives at once is
   served, and connections with a request in progress are never touched.
 
-Request bodies are bounded by the upload route itself (size cap and `upload_timeout_s`).
+Request bodies are bounded by the upload route itself (size cap and `upload_timeout_s`), and
+every other route's by bodies.py (the token first, then 32 KiB within the head's time).
 
 Settings come from the environment like the rest (C2SEG_HEADER_TIMEOUT_S, default 10;
 C2SEG_MAX_CONNECTIONS_PER_CLIENT, default 64, 0 = no cap: set 0 behind a reverse proxy, where

@@ -20,6 +20,7 @@ from c2seg_kit.errors import C2SegError
 
 from . import crud, logs, pages, routes_leaderboard, routes_submissions, routes_teams, stored
 from .board import BoardCache
+from .bodies import SmallBodies
 from .config import Settings
 from .db import init_db, make_engine, make_sessionmaker
 from .deps import ServedTrack, Services
@@ -167,6 +168,10 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
                               "Reference in the kit's repository: docs/api.md (this API, quotas, error codes), "
                               "docs/formats.md (the submission file and the metric).")
     app.state.services = services
+    routers = [m.router for m in (routes_submissions, routes_leaderboard, routes_teams, pages)]
+    routers.append(routes_submissions.picks_router)
+    # token, then a capped body, before a route reads one (bodies.py)
+    app.add_middleware(SmallBodies, routers=routers)
     app.add_middleware(SecurityHeaders)  # no CORS middleware: browsers on other origins get no access
 
     @app.exception_handler(RequestValidationError)
@@ -180,9 +185,8 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    for module in (routes_submissions, routes_leaderboard, routes_teams, pages):
-        app.include_router(module.router)
-    app.include_router(routes_submissions.picks_router)
+    for router in routers:
+        app.include_router(router)
 
     plain_openapi = app.openapi
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false
@@ -95,7 +96,14 @@ class TeamMember(Base):
 
 class Submission(Base):
     __tablename__ = "submissions"
-    __table_args__ = (Index("ix_submissions_team_track_created", "team_id", "track", "created"),)
+    __table_args__ = (
+        Index("ix_submissions_team_track_created", "team_id", "track", "created"),
+        # A team's byte-identical re-upload is refused by the database itself (crud.commit_submission
+        # turns the conflict into DuplicateSubmission: 409, not charged); rows marked duplicate_of
+        # were written before the index existed and stay as they are.
+        Index("uq_submissions_team_sha256", "team_id", "sha256", unique=True,
+              sqlite_where=text("duplicate_of IS NULL"), postgresql_where=text("duplicate_of IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
@@ -117,6 +125,9 @@ class Submission(Base):
     # sha256 of the decoded prediction (uint8 rows), computed while scoring: equal for identical
     # predictions stored differently (compression, chunks, dtype). NULL for rows from before it.
     content_sha256: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    # Set only on rows written before re-uploads were refused by the database: the id of the
+    # team's first submission of the same bytes (migration 0004). NULL on every new row.
+    duplicate_of: Mapped[int | None] = mapped_column(Integer, default=None)
 
     team: Mapped[Team] = relationship(back_populates="submissions")
     scores: Mapped[list[Score]] = relationship(back_populates="submission", cascade="all, delete-orphan")

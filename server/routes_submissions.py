@@ -124,11 +124,21 @@ class Refused(HTTPException):
     was read by a scoring child, or its track's caps could only be decided after that."""
 
 
-async def _open_track(services: Services, track: str) -> phases.PhaseState:
-    state = await _db(services, phases.state, track, default_cap=services.settings.quota_per_phase)
+async def _open_track(services: Services, track: str, at=None, started=None) -> phases.PhaseState:
+    """The track's phase (at `at`, default now), which must be open: 403 otherwise (saying so
+    when it changed after `started`, while the upload was arriving)."""
+    state = await _db(services, phases.state, track, now=at, default_cap=services.settings.quota_per_phase)
     if state.phase != "open":
-        raise HTTPException(403, f"track {track} is {state.phase}: submissions are not accepted")
+        late = (f" (its phase changed at {phases.iso(state.since)}, before the upload had fully arrived)"
+                if started is not None and state.since is not None and state.since > started else "")
+        raise HTTPException(403, f"track {track} is {state.phase}: submissions are not accepted{late}")
     return state
+
+
+def _identical(earlier: int | None) -> HTTPException:
+    # free of charge: the answer would be the same scores
+    return HTTPException(409, f"identical to submission {earlier} (the same file, byte for byte); "
+                              "not scored again and not charged")
 
 
 @router.post("", status_code=201, response_model=SubmissionOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
@@ -176,17 +186,22 @@ async def create_submission(request: Request, team: TeamDep, services: ServicesD
 async def _receive_and_score(request: Request, team: Team, services: Services, held: admission.Admission,
                              track: str | None) -> Submission:
     settings = services.settings
+    started = utcnow()
     upload = await receive_upload(request, spool_dir=settings.spool_dir, limit=settings.max_upload_bytes,
                                   timeout_s=settings.upload_timeout_s)
+    # The deadline rule: an upload counts in the phase in which its last byte arrived. One whose
+    # head came before a close (or the switch to final) and whose body came after is refused.
+    received = utcnow()
     try:
+        if track is not None:
+            await _open_track(services, track, at=received, started=started)
         try:  # the metadata, checked before any scoring work (refusing it costs the team nothing)
             meta = text.check_metadata(**{k: upload.fields.get(k) for k in TEXT_FIELDS})
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         earlier = await _db(services, crud.identical_submission, team.id, upload.sha256)
-        if earlier is not None:  # free of charge: the answer would be the same scores
-            raise HTTPException(409, f"identical to submission {earlier} (the same file, byte for byte); "
-                                     "not scored again and not charged")
+        if earlier is not None:  # (the database's unique index decides the races: see the commit)
+            raise _identical(earlier)
         try:
             # Metadata only, so a short limit: a file that loops HDF5 there holds a child for seconds, not minutes.
             info = await _in_child(services, "peek", str(upload.path),
@@ -199,7 +214,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
         if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
             track = info["track"]
             try:
-                phase = await _open_track(services, track)
+                phase = await _open_track(services, track, at=received, started=started)
                 reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
                                         _limits(settings).hold_s, phase)
             except HTTPException as e:
@@ -225,9 +240,14 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
                              # the file's `method` attribute is the fallback (cleaned, never refused)
                              method=meta["method"] or _file_method(info.get("method")),
                              description=meta["description"], url=meta["url"], upload_slot=held.slot_id,
+                             token_hash=team.token_hash,
                              check=functools.partial(_same_basis, services=services, track=track, lock=True))
-        except BaseException:
+        except BaseException as e:
             kept.unlink(missing_ok=True)
+            if isinstance(e, crud.DuplicateSubmission):  # the same bytes, committed meanwhile
+                raise _identical(e.earlier) from None
+            if isinstance(e, crud.TeamChanged):  # revoked, new token or disqualified meanwhile
+                raise HTTPException(e.status, str(e)) from None
             raise
     finally:
         upload.path.unlink(missing_ok=True)

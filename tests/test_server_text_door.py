@@ -130,3 +130,15 @@ def test_export_cells_are_neither_formulas_nor_control_characters(live, tmp_path
             cell = row[key]
             assert text.for_terminal(cell) == cell and cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), (key, cell)
     assert "\x1b" not in out and "\x07" not in out
+
+
+@pytest.mark.parametrize("twin", ["alpha\u200d", "al\u00adpha", "alpha\U000e0041", "alpha\u3164", "a\u0301\u0301\u0301\u0301\u0301lpha"],
+                         ids=["ZWJ", "soft-hyphen", "tag", "Hangul-filler", "piled-marks"])
+def test_a_second_team_cannot_look_exactly_like_the_first(tmp_path, capsys, twin):
+    from cli_support import run_cli
+
+    db = f"sqlite:///{tmp_path / 'c2seg.db'}"
+    assert run_cli(capsys, "admin", "--db", db, "add-team", "alpha")[0] == 0
+    code, out, err = run_cli(capsys, "admin", "--db", db, "add-team", twin)
+    assert (code, out) == (1, "") and err.startswith("error: a team name ") and err.count("\n") == 1, err
+    assert "invisible character" in err or "combining marks in a row" in err

@@ -87,6 +87,78 @@ def test_check_agrees_with_the_exported_pattern_and_leaves_no_control_characters
         accepted = True
     except ValueError:
         accepted = False
-    assert accepted == matches
+    # the one rule a portable pattern cannot say: the run of combining marks
+    assert accepted == (matches and text.combining_run(value) is None)
     if accepted and out is not None:
         assert out == out.strip() and text.strip_controls(out, multiline=multiline) == out
+
+
+# --- invisible characters and piled-up marks -------------------------------------------------
+
+#: What made a second team name look exactly like the first: one of each invisible kind.
+INVISIBLE = {"ZWJ": "\u200d", "ZWNJ": "\u200c", "soft hyphen": "\u00ad", "tag A": "\U000e0041",
+             "cancel tag": "\U000e007f", "Hangul filler": "\u3164", "choseong filler": "\u115f",
+             "jungseong filler": "\u1160", "halfwidth filler": "\uffa0", "CGJ": "\u034f", "VS16": "\ufe0f",
+             "VS17": "\U000e0100", "Mongolian FVS1": "\u180b", "Khmer inherent AQ": "\u17b4",
+             "function application": "\u2061", "Arabic number sign": "\u0600", "interlinear anchor": "\ufff9",
+             "shorthand overlap": "\U0001bca0"}
+
+
+@pytest.mark.parametrize("name", sorted(INVISIBLE))
+@pytest.mark.parametrize("multiline", [False, True])
+def test_invisible_characters_are_refused(name, multiline):
+    char = INVISIBLE[name]
+    for value in (f"Alpha{char}", f"Al{char}pha", f"{char}Alpha"):
+        with pytest.raises(ValueError, match=rf"invisible character \(U\+{ord(char):04X}\)"):
+            text.check_text(value, field="a team name", max_len=100, multiline=multiline)
+        assert not re.search(text.LINES_PATTERN if multiline else text.LINE_PATTERN, value)
+    assert text.strip_controls(f"Al{char}pha", multiline=multiline) == "Alpha"
+
+
+def test_every_format_character_python_knows_is_refused():
+    """The hand-written ranges hold every code point of category Cf in this Python's Unicode
+    data (a newer Unicode that adds one fails here first), and the Hangul-filler and variation
+    selector kinds of the default-ignorable set, which are not Cf."""
+    import sys
+    import unicodedata
+
+    missed = [f"U+{c:04X}" for c in range(sys.maxunicode + 1)
+              if unicodedata.category(chr(c)) == "Cf" and re.search(text.LINES_PATTERN, chr(c))]
+    assert not missed, f"format characters accepted (Unicode {unicodedata.unidata_version}): {missed}"
+    for c in (0x115F, 0x1160, 0x3164, 0xFFA0, 0x034F, 0x17B4, 0x17B5, 0x180B, 0x180F, 0xFE00, 0xFE0F,
+              0xE0000, 0xE0FFF, 0x2065, 0xFFF0):
+        assert not re.search(text.LINE_PATTERN, chr(c)), f"U+{c:04X}"
+
+
+@pytest.mark.parametrize("value", ["Tiếng Việt", "e\u0323\u0302", "\u05e9\u05bc\u05c1\u05b8",
+                                   "\u0f56\u0f66\u0f92\u0fb2\u0f74\u0f56\u0f66", "ส้ม", "a" + "\u0301" * 4])
+def test_real_scripts_with_stacked_marks_are_kept(value):
+    assert text.check_text(value, field="m", max_len=100) == value
+
+
+@pytest.mark.parametrize("value", ["a" + "\u0301" * 5, "Z\u0351\u0352\u0353\u0354\u0355\u0356", "ส" + "\u0e49" * 12,
+                                   "x" + "\u20dd" * 5])
+def test_piled_up_combining_marks_are_refused(value):
+    with pytest.raises(ValueError, match=f"more than {text.MAX_COMBINING_RUN} combining marks in a row"):
+        text.check_text(f"team {value}", field="a team name", max_len=100)
+    cleaned = text.strip_controls(value)
+    assert text.combining_run(cleaned) is None and cleaned[0] == value[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "\u0301", "\u0e49", "\u20dd", "\u0f74"]), max_size=30))
+def test_combining_runs_are_refused_exactly_past_the_cap(chars):
+    import unicodedata
+
+    value = "".join(chars)
+    longest, run = 0, 0
+    for c in value:
+        run = run + 1 if unicodedata.category(c) in ("Mn", "Me") else 0
+        longest = max(longest, run)
+    try:
+        text.check_text(value, field="m", max_len=100, multiline=True)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == (longest <= text.MAX_COMBINING_RUN)
+    assert text.combining_run(text.strip_controls(value, multiline=True)) is None
