@@ -60,6 +60,17 @@ def test_info_on_zip_reports_md5_mismatch_as_warning(capsys, ab_zip):
     assert info["train"]["label_histogram"] == np.bincount(labels, minlength=14).tolist()
 
 
+def test_info_table_says_an_md5_mismatch_once(capsys, ab_zip):
+    """The table and the warning together name the mismatch once: the warning on stderr says it."""
+    path, _ = ab_zip
+    code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--quiet")
+    assert code == 0, err
+    expected = "1a7eddf6b90b875ba1ab4cc173818296"
+    assert (out + err).count(expected) == 1 and expected in err
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    assert out.splitlines()[0] == f"archive {path}: MD5 {md5}"
+
+
 def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
     path, _ = ab_zip
     md5 = hashlib.md5(path.read_bytes()).hexdigest()

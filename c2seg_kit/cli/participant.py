@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from c2seg_kit.classes import EVAL_CLASSES
+from c2seg_kit.classes import EVAL_CLASSES, zero_prediction_refusal
 from c2seg_kit.cli.options import format_score, progress_option, track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
@@ -108,7 +108,9 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     else:
         expected = {"expected_shape": tuple(served[track]["shape"])}
     with open_submission(path, track=track, **expected) as sub:
-        sub.check_values()
+        zeros = sub.check_values()
+    if zeros:  # legal in the format and scored, but only ever wrong: refused before it costs quota
+        raise C2SegError(zero_prediction_refusal(path.name, zeros))
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         result = client.submit(path, server=site, token=token, progress=bar.update, method=method,
