@@ -110,8 +110,10 @@ def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None
 
     Reads scene files (MATLAB v5 / v7.3), a folder of challenge GeoTIFF tiles, or the tile zip
     as distributed (C2Seg_AB.zip, C2Seg_BW.zip: every member checked first, the MD5 compared
-    with the distributed one; a re-zipped copy only warns; inner zips are copied into a new
-    temporary folder under TMPDIR and removed afterwards). Reports shape (tiles: count and
+    with the distributed one; a re-zipped copy only warns; inner zips are read in place when
+    stored, else decompressed once into a new temporary folder under TMPDIR and removed
+    afterwards). A folder unzipped from it may keep BW's train/<m>.zip unopened: they are read
+    in place. Reports shape (tiles: count and
     sizes), bands per modality, dtype, value range, NaN/inf counts, georeferencing and the label
     histogram, streaming over every pixel.
     """
