@@ -169,8 +169,9 @@ def _report_line(name: str, city: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              metavar="PREPARED_DIR", help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or a "
-                   "previous prepare output (anything else is refused).")
+              metavar="PREPARED_DIR", help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or "
+                   "(with --force) a previous prepare output to replace (anything else is refused).")
+@click.option("--force", is_flag=True, help="Replace the prepared cache already in --out.")
 @click.option("--pca-fit", type=click.Choice(["city", "source"]), default="city", show_default=True,
               help="Fit the HSI PCA per city (the paper) or on the source city and apply it to both.")
 @click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True,
@@ -190,7 +191,7 @@ def _report_line(name: str, city: dict) -> str:
 @progress_option
 def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
             pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,
-            seed: int, progress: bool) -> None:
+            seed: int, force: bool, progress: bool) -> None:
     """Turn the data in DATA_DIR into the cache that training and prediction read.
 
     DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
@@ -209,7 +210,7 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
                                  seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress)
+    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress, replace=force)
     for name, city in manifest["cities"].items():
         click.echo(_report_line(name, city))
         fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]
