@@ -31,7 +31,8 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
     Checks the file structure, links, storage, track, dtype and shape (the labels' shape with
     --labels, else a size bound from the track), then every value (0..13). Tile-layout files
     (one raster per test tile) are checked tile by tile; with --labels they must hold exactly
-    the labels' tile ids, each of its label tile's shape. On failure prints one line saying why
+    the labels' tile ids, each of its label tile's shape; a 0 in a tile (no class, scored wrong
+    wherever a pixel is labelled) is refused too. On failure prints one line saying why
     and exits 1.
     """
     from c2seg_kit.submission import LAYOUT_TILES, open_labels, open_submission
@@ -44,7 +45,7 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
             track, expected = lab.track, lab.expectation()
     with open_submission(predictions, track=track, **expected) as sub:
         zeros = sub.check_values()
-        if zeros:
+        if zeros and sub.layout == LAYOUT_TILES:
             raise InvalidSubmissionError(zero_prediction_refusal(predictions.name, zeros))
         kind = "tile submission" if sub.layout == LAYOUT_TILES else "submission"
         click.echo(f"OK: {predictions.name} is a valid {sub.track} {kind} ({sub.describe()})")
