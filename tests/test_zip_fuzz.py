@@ -5,6 +5,7 @@ inner zips) through the reader."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 
@@ -154,3 +155,21 @@ def test_named_defects_are_one_line_through_every_verb(archives, tmp_path, capsy
     code, _, err = run_cli(capsys, *args)
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
     assert any(w in err for w in words), err
+
+
+def test_the_dataset_raises_the_kits_error_on_a_damaged_member(archives, tmp_path):
+    pytest.importorskip("torch")
+    from c2seg_baseline.datasets import C2SegTiles
+
+    path = tmp_path / "C2Seg_AB.zip"
+    data = bytearray(archives["AB"])
+    names = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()
+    last_train = [i for i in names if i.filename.startswith("C2Seg_AB/train/msi/")][-1]
+    n, m = struct.unpack_from("<HH", data, last_train.header_offset + 26)
+    data[last_train.header_offset + 30 + n + m + 7] ^= 0xFF  # a byte of one training tile's MSI
+    path.write_bytes(bytes(data))
+    ds = C2SegTiles(path, track="AB", split="train")  # opening reads headers only: fine
+    with pytest.raises(C2SegError, match="C2Seg_AB/train/msi/"):
+        for i in range(len(ds)):
+            ds[i]
+    ds.close()
