@@ -14,6 +14,7 @@ import click
 
 from c2seg_kit.cli.options import progress_option, track_option
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import refuse_existing
 
 from .config import AUGMENT, STITCH  # plain data (config.py imports no torch)
 
@@ -112,7 +113,8 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
               help="A checkpoint written by train-baseline (last.pt / best.pt).")
 @prepared_option("Prepared cache (the output of `c2seg prepare`)")
 @track_option(help="The track whose target city is predicted.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Submission file to write.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Submission file to write (a new file unless --force).")
 @click.option("--stitch", type=click.Choice(STITCH), default=None,
               show_default="the checkpoint's, what its training evaluated with",
               help="blend: overlapping windows, logits blended; authors: windows of the training size, no "
@@ -127,8 +129,10 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--fp32", is_flag=True, help="On CUDA, predict in float32 instead of bf16 autocast.")
 @click.option("--method", default=None, help="Method name stored in the submission's attributes.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never the checkpoint or the prepared cache).")
 @progress_option
-def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, progress):
+def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, force,
+            progress):
     """Predict the whole target city into a submission file (predictions.h5).
 
     Sliding windows (blended overlaps, or the authors' tiling with --stitch authors), target-side
@@ -142,6 +146,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file
 
+    refuse_existing(out, force, inputs=(checkpoint, data))
     _existing_dir(data, "prepared data folder")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
                              batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress)
@@ -156,8 +161,9 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
 @prepared_option("The prepared cache the weights will predict (its track and input layout are recorded)")
 @track_option()
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to write (a new file; nothing is overwritten).")
-def import_weights(authors, data, track, out):
+              help="Checkpoint to write (a new file unless --force).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never one of the authors' files).")
+def import_weights(authors, data, track, out, force):
     """Turn the authors' three state_dict files into a checkpoint that `predict` checks.
 
     AUTHORS_FILES is the folder holding best_model.pth, best_DA_1.pth and best_DA_2.pth (or the
@@ -174,7 +180,7 @@ def import_weights(authors, data, track, out):
     from .import_weights import import_authors_weights
 
     _existing_dir(data, "prepared data folder")
-    result = import_authors_weights(authors, track, data, out)
+    result = import_authors_weights(authors, track, data, out, overwrite=force)
     for difference in result["differences"]:
         click.echo(f"warning: {data} was prepared with {difference}: the authors' weights expect their "
                    "preprocessing", err=True)

@@ -73,9 +73,9 @@ class C2SegTiles(Dataset):
     (or :class:`PreparedData`) of the same track: its repair, PCA (HSI becomes its components)
     and per-city normalisation, so samples equal what the cache holds for the same tile.
 
-    Files are opened lazily in each process (DataLoader workers included). A zip with inner
-    zips (BW's train split) has them copied to a temporary folder per process: unpack it first
-    for several workers.
+    Files are opened lazily in each process (DataLoader workers included). A zip with compressed
+    inner zips (BW's train split) has them decompressed once into a temporary folder, shared by
+    forked workers; a folder unzipped from it (inner zips left as they are) needs no copy at all.
     """
 
     def __init__(self, root: str | Path, track: str = "AB", split: str = "train",

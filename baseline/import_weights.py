@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.fsutil import refuse_existing
 
 from .checkpoint import make_state, save_checkpoint
 from .config import HighDANConfig
@@ -28,10 +29,17 @@ AUTHORS_PREPARE = {"pca_components": 10, "pca_fit": "city", "normalisation": "mi
 def authors_files(source: Path) -> dict[str, Path]:
     """The three files: in a folder under the authors' names, or named by their generator file
     (X_model.pth -> X_DA_1.pth, X_DA_2.pth beside it)."""
+    expected = (f"the folder holding {', '.join(AUTHORS_FILES.values())}, or the generator file "
+                "(X_model.pth, with X_DA_1.pth and X_DA_2.pth beside it)")
     if source.is_dir():
         files = {part: source / name for part, name in AUTHORS_FILES.items()}
+    elif not source.exists():
+        raise C2SegError(f"{source} does not exist; AUTHORS_FILES is {expected}")
     else:
         files = {"generator": source, **{part: named_after(source, part) for part in ("d0", "d1")}}
+        if source in (files["d0"], files["d1"]):
+            raise C2SegError(f"{source}: the generator file's name must contain 'model' to find its two "
+                             f"discriminators beside it; AUTHORS_FILES is {expected}")
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise C2SegError(f"{source}: the authors' files are {', '.join(AUTHORS_FILES.values())}; "
@@ -47,13 +55,13 @@ def differences_from_authors(layout: dict) -> list[str]:
 
 
 def import_authors_weights(source: str | os.PathLike, track: str, prepared: str | os.PathLike,
-                           out: str | os.PathLike) -> dict:
-    """Write the authors' files at `source` as a kit checkpoint at `out` (which must not exist);
-    returns what was recorded (track, input layout) and the differences from their preprocessing."""
+                           out: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """Write the authors' files at `source` as a kit checkpoint at `out` (which must not exist unless
+    `overwrite`, and is never one of the files read); returns what was recorded (track, input
+    layout) and the differences from their preprocessing."""
     source, out = Path(source), Path(out)
-    if out.exists():
-        raise C2SegError(f"{out} already exists; choose another --out (nothing is overwritten)")
     files = authors_files(source)
+    refuse_existing(out, overwrite, inputs=(*files.values(), prepared))
     model = load_authors_model(files["generator"], files["d0"], files["d1"])
     data = model.cfg.to_dict()
     data["predict"]["stitch"] = "authors"  # their tiling, unless predict is told otherwise

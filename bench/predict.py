@@ -79,7 +79,7 @@ def run_once(checkpoint: Path, prep: Path, out: Path, window: int, batch: int | 
     wall time says more about the neighbours than about the code."""
     cmd = [sys.executable, "-c", "from c2seg_kit.cli import main; main()", "predict", "--checkpoint",
            str(checkpoint), "--data", str(prep), "--track", "BW", "--out", str(out), "--window", str(window),
-           "--device", "cpu", "--quiet"] + ([] if batch is None else ["--batch-size", str(batch)])
+           "--device", "cpu", "--quiet", "--force"] + ([] if batch is None else ["--batch-size", str(batch)])
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (ru_maxrss in KB on Linux)

@@ -60,6 +60,29 @@ def sign_flip_p(diffs: list[float]) -> float:
     return sum(f >= observed - 1e-15 for f in flips) / len(flips)
 
 
+def spread(values: list[float]) -> str:
+    """The sample standard deviation, or a note that it is undefined (one seed has no spread)."""
+    return f"{statistics.stdev(values):.4f}" if len(values) > 1 else "n/a (one seed)"
+
+
+def summary(results: dict[str, list[float]]) -> list[str]:
+    """The study's closing table and paired comparisons, as printed lines."""
+    n = len(results["HighDAN"])
+    lines = [f"\n{'variant':<15} {'mean mIoU':>10} {'std':>14} {'min':>8} {'max':>8}   (n = {n})"]
+    for name, vals in results.items():
+        lines.append(f"{name:<15} {statistics.mean(vals):>10.4f} {spread(vals):>14} {min(vals):>8.4f} {max(vals):>8.4f}")
+    for other in ("source-only", "HighDAN-noDice"):
+        diffs = [b - a for a, b in zip(results[other], results["HighDAN"], strict=True)]
+        line = f"HighDAN - {other}, paired by seed: mean {statistics.mean(diffs):+.4f}, std {spread(diffs)}"
+        if n > 1:
+            from scipy import stats
+
+            t = stats.ttest_rel(results["HighDAN"], results[other])
+            line += f"; paired t = {t.statistic:+.2f}, p = {t.pvalue:.3f}; sign-flip p = {sign_flip_p(diffs):.3f}"
+        lines.append(line + f"; per seed {', '.join(f'{d:+.4f}' for d in diffs)}")
+    return lines
+
+
 def finished_run(out: Path, steps: int) -> dict | None:
     """The final evaluation of a run this study already finished (so a stopped study resumes), else None."""
     log = out / "log.jsonl"
@@ -81,8 +104,6 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cities")
     ap.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp dir)")
     args = ap.parse_args()
-
-    from scipy import stats
 
     from c2seg_baseline.train import TrainOptions, train
     from c2seg_kit.prepare import prepare
@@ -121,19 +142,8 @@ def main() -> None:
             print(f"  seed {seed} {name:<15} target mIoU {metrics['miou']:.4f}  OA {metrics['oa']:.4f}  ({took})",
                   flush=True)
 
-    n = len(args.seeds)
-    print(f"\n{'variant':<15} {'mean mIoU':>10} {'std':>8} {'min':>8} {'max':>8}   (n = {n})")
-    for name, vals in results.items():
-        sd = statistics.stdev(vals) if n > 1 else 0.0
-        print(f"{name:<15} {statistics.mean(vals):>10.4f} {sd:>8.4f} {min(vals):>8.4f} {max(vals):>8.4f}")
-    for other in ("source-only", "HighDAN-noDice"):
-        diffs = [b - a for a, b in zip(results[other], results["HighDAN"], strict=True)]
-        sd = statistics.stdev(diffs) if n > 1 else 0.0
-        line = f"HighDAN - {other}, paired by seed: mean {statistics.mean(diffs):+.4f}, std {sd:.4f}"
-        if n > 1:
-            t = stats.ttest_rel(results["HighDAN"], results[other])
-            line += f"; paired t = {t.statistic:+.2f}, p = {t.pvalue:.3f}; sign-flip p = {sign_flip_p(diffs):.3f}"
-        print(line + f"; per seed {', '.join(f'{d:+.4f}' for d in diffs)}")
+    for line in summary(results):
+        print(line)
     print(f"total {time.perf_counter() - started:.0f} s wall, {time.process_time():.0f} s CPU; runs in {work / 'runs'}")
 
 

@@ -140,3 +140,12 @@ def as_class_map(array: Any, what: str, error: ErrorFactory = ValueError) -> np.
     if a.ndim != 2 or 0 in a.shape:
         raise error(f"{what} must be a non-empty 2-D (H x W) array, got shape {a.shape}")
     return as_class_ids(a, what, error)
+
+
+def zero_prediction_refusal(what: str, zeros: int) -> str:
+    """Why predictions holding 0 are refused, in one line: 0 is no class (a predicted 0 is scored
+    wrong wherever a pixel is labelled, so it can only cost), and a model trained with "reduce
+    zero label" writes 0-based ids (0..12) that --add-one shifts to 1..13."""
+    return (f"{what} holds {zeros:,} pixels of value {IGNORE_INDEX}, which is no class (scored wrong wherever a pixel "
+            "is labelled): 0-based class ids (0..12, as \"reduce zero label\" models write them) are shifted to "
+            "1..13 by `c2seg pack --add-one`; otherwise give those pixels a class 1..13")

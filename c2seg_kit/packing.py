@@ -5,7 +5,7 @@
   file renamed into place when complete and read back by the safe reader. With ``like`` the ids
   must be exactly the test tiles' and each image of its test tile's shape. ``add_one`` shifts
   0-based predictions (0..12, a model trained with "reduce zero label") to 1..13.
-- :func:`zero_based_hint`: whether packed predictions look 0-based (no 13, many zeros).
+- predictions holding any 0 are refused (0 is no class): the line names the count and --add-one.
 - :func:`unpack_tiles`: a tile-layout file into one single-band uint8 GeoTIFF per tile, carrying
   the matching test tile's georeferencing, nodata 0, in a new (or empty) folder that appears
   only when complete.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from c2seg_kit.classes import NUM_LABELS, as_class_ids
+from c2seg_kit.classes import NUM_LABELS, as_class_ids, zero_prediction_refusal
 from c2seg_kit.errors import C2SegError, DatasetNotFoundError, InvalidDataError, InvalidSubmissionError
-from c2seg_kit.fsutil import temp_dir_in
+from c2seg_kit.fsutil import refuse_existing, temp_dir_in
 from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
 from c2seg_kit.io.tiles import natural_key, open_test_split
@@ -31,10 +31,6 @@ from c2seg_kit.registry import Track
 from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
 from c2seg_kit.tile_layout import id_mismatch, tile_labels_writer, tile_submission_writer
 
-#: Predictions "look 0-based" when no pixel is 13 and at least this share of pixels is 0: a model
-#: predicting classes 1..13 never outputs 0, one trained with "reduce zero label" outputs 0 for
-#: surface water.
-ZERO_SHARE = 0.01
 #: Unpacked tiles are named <id><UNPACK_SUFFIX>.
 UNPACK_SUFFIX = ".tif"
 NODATA = 0
@@ -50,20 +46,6 @@ class Packed:
     @property
     def n_pixels(self) -> int:
         return int(self.histogram.sum())
-
-
-def zero_based_hint(histogram: np.ndarray) -> str | None:
-    """A warning when the values look 0-based (0..12, no 13, many zeros), else None."""
-    total = int(histogram.sum())
-    if not total or histogram[NUM_LABELS - 1] or histogram[0] < ZERO_SHARE * total:
-        return None
-    return (f"the values look 0-based (0..12, no 13, {100 * histogram[0] / total:.1f}% zeros), as a model trained "
-            "with \"reduce zero label\" writes them; if so, pack again with --add-one (0..12 -> 1..13)")
-
-
-def check_new_file(out: Path, overwrite: bool) -> None:
-    if not overwrite and (out.exists() or out.is_symlink()):
-        raise C2SegError(f"{out} already exists; it was left as it is (choose another --out, or --force)")
 
 
 def _test_shapes(like: Path, track: Track, ids: set[str], pred_dir: Path) -> dict[str, tuple[int, int]]:
@@ -97,7 +79,7 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
     pred_dir, out = Path(pred_dir), Path(out)
     if labels and add_one:
         raise ValueError("--add-one shifts 0-based predictions; label tiles are already 0..13")
-    check_new_file(out, overwrite)
+    refuse_existing(out, overwrite, inputs=(pred_dir, like))
     files = class_image_files(pred_dir)
     if not files:
         raise DatasetNotFoundError(f"no class images ({NAMES_HELP}) in {pred_dir}")
@@ -109,6 +91,7 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
         writer = tile_submission_writer(out, track.name, team=team, method=method, expected_ids=order,
                                         overwrite=overwrite)
     histogram = np.zeros(NUM_LABELS, dtype=np.int64)
+    with_zeros: list[str] = []
     with writer:
         for tile_id in order:
             path = files[tile_id]
@@ -119,10 +102,17 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
                 h, w = shapes[tile_id]
                 raise InvalidDataError(f"{path.name} is {tile.shape[0]} x {tile.shape[1]}, but test tile {tile_id} is {h} x {w}")
             tile = _shifted(tile, path.name) if add_one else as_class_ids(tile, path.name, InvalidDataError)
-            histogram += np.bincount(tile.ravel(), minlength=NUM_LABELS)
+            counts = np.bincount(tile.ravel(), minlength=NUM_LABELS)
+            histogram += counts
+            if counts[0] and not labels:
+                with_zeros.append(path.name)
             writer.write_tile(tile_id, tile)
             if progress is not None:
                 progress(1)
+        if with_zeros:  # raised inside the writer: the temporary file goes, nothing appears
+            raise InvalidDataError(zero_prediction_refusal(
+                f"{pred_dir} ({len(with_zeros)} of {len(order)} images, e.g. {with_zeros[0]})", int(histogram[0]))
+                + " (nothing was written)")
     return Packed(out, len(order), histogram, None if shapes is None else len(shapes))
 
 

@@ -13,8 +13,9 @@ and :mod:`c2seg_kit.prepare_tiles` for the passes):
    percentiles of a seeded pixel sample; stored as attributes and applied on read
    (see :mod:`c2seg_kit.prepared`).
 
-The output folder must be new, empty, or a previous prepare output (it holds our manifest);
-anything else is refused, so a user's files are never overwritten. Everything is written into
+The output folder must be new, empty, or a previous prepare output (it holds our manifest; the
+CLI replaces one only with --force); anything else is refused, so a user's files are never
+overwritten. Everything is written into
 a staging folder inside it and moved into place only when every city is done: a failure leaves
 the folder as it was.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError, DatasetNotFoundError
+from c2seg_kit.fsutil import refuse_existing
 from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.io.tiles import SPLITS, open_tiles
@@ -54,11 +56,12 @@ def _is_prepare_output(folder: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
-def claim_output_dir(out: Path) -> bool:
+def claim_output_dir(out: Path, replace: bool = True) -> bool:
     """Check that ``out`` may receive a prepared cache; returns whether it must be created.
 
     Allowed: a path that does not exist, an empty folder (staging folders of an interrupted
-    prepare do not count), or a previous prepare output. Anything else is a one-line error.
+    prepare do not count), or (with ``replace``) a previous prepare output. Anything else is a
+    one-line error.
     """
     if not out.exists():
         return True
@@ -68,6 +71,8 @@ def claim_output_dir(out: Path) -> bool:
     if entries and not _is_prepare_output(out):
         raise C2SegError(f"--out {out} is not empty and is not a prepared cache (no {MANIFEST} written by "
                          "`c2seg prepare`); choose a new or empty folder")
+    if entries:
+        refuse_existing(out / MANIFEST, replace)
     return False
 
 
@@ -138,14 +143,15 @@ def _tile_cities(path: Path, track: Track, staging: Path, options: PrepareOption
 
 
 def prepare(data_dir: str | Path, track: Track, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
-            progress: bool = True) -> dict:
+            progress: bool = True, replace: bool = True) -> dict:
     """Prepare both cities of a track from scene files, a tile folder or the tile zip.
 
+    A previous prepare output in ``out_dir`` is replaced only with ``replace`` (the CLI's --force).
     Returns the manifest (also written as ``manifest.json``).
     """
     out = Path(out_dir)
     where = locate_data(data_dir, track)  # the input is checked before anything is written
-    create = claim_output_dir(out)
+    create = claim_output_dir(out, replace)
     if create:
         out.mkdir(parents=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))

@@ -41,14 +41,17 @@ def score_files(pred_path: Source, labels_path: Source, *, chunk_rows: int = DEF
         return result
 
 
+#: The files `score --report` writes into its folder.
+REPORT_FILES = ("scores.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png")
+
+
 def write_report(result: dict, out_dir: Path) -> list[Path]:
     """scores.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in ``out_dir``."""
     from c2seg_kit.render import render_confusion_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores = out_dir / "scores.json"
+    scores, per_class, cm_csv, png = (out_dir / name for name in REPORT_FILES)
     scores.write_text(json.dumps(result, indent=2) + "\n")
-    per_class = out_dir / "per_class.csv"
     m = result["confusion_matrix"]
     with per_class.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -57,11 +60,10 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
             iou = result["per_class_iou"][c.name]
             w.writerow([c.id, c.name, c.display, "" if iou is None else f"{iou:.6f}",
                         sum(m[i]), sum(row[c.id] for row in m), m[i][c.id]])
-    cm_csv = out_dir / "confusion_matrix.csv"
     with cm_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true \\ pred"] + [c.name for c in CLASSES[:NUM_LABELS]])
         for c, row in zip(EVAL_CLASSES, m, strict=True):
             w.writerow([c.name] + list(row))
-    png = render_confusion_png(m, out_dir / "confusion_matrix.png", title=f"C2Seg {result['track']} confusion matrix")
+    png = render_confusion_png(m, png, title=f"C2Seg {result['track']} confusion matrix")
     return [scores, per_class, cm_csv, png]

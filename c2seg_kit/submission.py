@@ -172,10 +172,10 @@ class ClassFile:
         attrs = {k: checked.str_attr(k) for k in ROOT_ATTRS}
         return file_track, {k: v for k, v in attrs.items() if v is not None}
 
-    def check_values(self) -> None:
-        """Read everything once, block by block, refusing values outside 0..13; keeps no data."""
-        for _ in self.iter_blocks():
-            pass
+    def check_values(self) -> int:
+        """Read everything once, block by block, refusing values outside 0..13; keeps no data.
+        Returns how many pixels are 0 (no class: legal in the format, but never a prediction)."""
+        return sum(int(np.count_nonzero(block == 0)) for _, block in self.iter_blocks())
 
     # What each layout provides (see the module docstring).
     def iter_blocks(self, chunk_rows: int | None = None) -> Iterator[tuple[Any, np.ndarray]]:

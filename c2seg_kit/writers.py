@@ -18,7 +18,7 @@ import numpy as np
 
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.fsutil import refuse_existing, temp_file_beside
 from c2seg_kit.submission import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
@@ -55,9 +55,7 @@ def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse, before anything is written, an output whose folder is missing or (without
     ``overwrite``) whose name is taken."""
-    path = Path(path)
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise C2SegError(f"{path} already exists; it was left as it is")
+    path = refuse_existing(path, overwrite)
     if not path.parent.is_dir():
         raise C2SegError(f"output folder {path.parent} does not exist")
     return path

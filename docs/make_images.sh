@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 C2SEG=${C2SEG:-.venv/bin/c2seg}
 out=${1:-demo-out}
 [ -f "$out/predictions.h5" ] || "$C2SEG" demo --out "$out"
-"$C2SEG" render "$out/predictions.h5" --out docs/prediction.png
+"$C2SEG" render "$out/predictions.h5" --out docs/prediction.png --force  # regenerates the image
 
 db="sqlite:///$(cd "$out" && pwd)/leaderboard.db"
 token=$("$C2SEG" admin --db "$db" add-team "HighDAN tiny (baseline)" --baseline)

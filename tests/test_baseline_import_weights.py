@@ -110,3 +110,17 @@ def test_import_errors_are_one_line_and_touch_nothing(authors, prep, tmp_path):
     r = run_cli(["import-weights", str(authors), "--prepared", str(bw), "--track", "AB", "--out", str(out)])
     assert_one_line_error(r, "is prepared for track BW, not AB")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("given", ["absent/", "absent_model.pth", "weights.pth"])
+def test_authors_files_that_cannot_be_found_say_so_in_one_line(tmp_path, given):
+    """A missing folder or file is named once, with what AUTHORS_FILES should be; a generator file
+    whose name does not lead to its discriminators is not read three times over."""
+    if given == "weights.pth":
+        (tmp_path / given).write_bytes(b"x")
+    source = tmp_path / given
+    r = run_cli(["import-weights", str(source), "--prepared", str(tmp_path), "--track", "AB",
+                 "--out", str(tmp_path / "out.pt")])
+    assert_one_line_error(r, "AUTHORS_FILES is the folder holding best_model.pth")
+    assert r.stderr.count(str(source)) == 1 and "missing" not in r.stderr
+    assert not (tmp_path / "out.pt").exists()

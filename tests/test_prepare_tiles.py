@@ -221,7 +221,7 @@ def test_source_fit_needs_equal_hsi_bands(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-# --- --out: new, empty, or a previous prepare output; nothing else ---
+# --- --out: new, empty, or (with --force) a previous prepare output; nothing else ---
 
 def test_out_with_a_users_files_is_refused(synth_ab, tmp_path, capsys):
     out = tmp_path / "mine"
@@ -245,14 +245,19 @@ def test_previous_output_is_replaced_and_kept_when_a_rerun_fails(tiles, tmp_path
     out.mkdir()  # an empty folder is fine
     assert run(capsys, "prepare", data, "--track", "AB", "--out", out, "--quiet")[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert run(capsys, "prepare", data, "--track", "AB", "--out", out, "--quiet", "--pca-components", "4")[0] == 0
+    # a prepared cache is replaced only with --force
+    code, _, err = run(capsys, "prepare", data, "--track", "AB", "--out", out, "--quiet", "--pca-components", "4")
+    assert code == 1 and err.count("\n") == 1 and "manifest.json already exists; it was left as it is" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert run(capsys, "prepare", data, "--track", "AB", "--out", out, "--quiet", "--pca-components", "4",
+               "--force")[0] == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(before)  # replaced in place, no leftovers
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with PreparedData(out) as prepared:
         assert prepared.source.channels["hsi"] == 4
     _bad_folder(tmp_path / "bad", "label")
     code, _, err = run(capsys, "prepare", tmp_path / "bad", "--track", "AB", "--out", out, "--quiet",
-                       "--pca-components", "3")
+                       "--pca-components", "3", "--force")
     assert code == 1 and "values outside 0..13" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched by the failed run
     with PreparedData(out) as prepared:  # the previous cache is whole and readable

@@ -91,29 +91,61 @@ def test_pack_reads_every_kind_of_image_exactly_and_checks_against_the_test_tile
     assert files_in(tmp_path) == ["predictions.h5", "preds"]  # no temporary file left
 
 
-def test_zero_based_predictions_warn_and_add_one_shifts_them(synth, tmp_path, capsys):
+def test_any_zero_is_refused_naming_add_one_and_the_count(synth, tmp_path, capsys):
+    """0 is no class: 0-based predictions are refused however few their zeros (here well under 1 %
+    of the pixels, a model that rarely predicts surface water), naming the count and --add-one."""
     pred = predictions(synth["labels"], zero_based=True)
+    pred = {t: np.where(a == 0, 1, a).astype(np.uint8) for t, a in pred.items()}  # no zeros ...
+    pred["3"][0, :3] = 0  # ... but three, in one tile
+    pred["5"][2, 2] = 0  # ... and one more
+    total = sum(a.size for a in pred.values())
+    assert 0.01 * total > 4
     (tmp_path / "p").mkdir()
     for tid, a in pred.items():
         Image.fromarray(a).save(tmp_path / "p" / f"{tid}.png")
-    zeros = sum(int((a == 0).sum()) for a in pred.values()) / sum(a.size for a in pred.values())
-    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "a.h5", "--quiet")
-    assert code == 0 and err == (f"warning: the values look 0-based (0..12, no 13, {100 * zeros:.1f}% zeros), as a model "
-                                 "trained with \"reduce zero label\" writes them; if so, pack again with --add-one "
-                                 "(0..12 -> 1..13)\n")
+    before = files_in(tmp_path)
+    code, out, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "a.h5", "--quiet")
+    assert code == 1 and not out and err.count("\n") == 1, err
+    assert "holds 4 pixels of value 0" in err and "(2 of 21 images, e.g. 3.png)" in err and "--add-one" in err
+    assert files_in(tmp_path) == before  # nothing written
     code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "b.h5", "--add-one", "--quiet")
     assert (code, err) == (0, "")
     with open_submission(tmp_path / "b.h5") as sub:
         for tid, tile in sub.iter_tiles():
             np.testing.assert_array_equal(tile, pred[tid] + 1)
-    # 1-based predictions (no zero at all) never warn
-    code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "c.h5", "--quiet")
-    assert "warning" in err
-    ok = predictions(synth["labels"])
-    for tid, a in ok.items():
+    # 1-based predictions (no zero at all) pack silently
+    for tid, a in predictions(synth["labels"]).items():
         Image.fromarray(a).save(tmp_path / "p" / f"{tid}.png")
     code, _, err = run_cli(capsys, "pack", tmp_path / "p", "--track", "AB", "--out", tmp_path / "d.h5", "--quiet")
     assert (code, err) == (0, "")
+
+
+def test_validate_and_submit_refuse_a_tile_file_holding_zeros(synth, tmp_path, capsys, monkeypatch):
+    """The format can carry 0 (a predicted 0 is scored wrong), so a file written by other means
+    than pack is refused by validate and submit too, in one line naming the count and --add-one."""
+    from c2seg_kit.tile_layout import tile_submission_writer
+
+    pred = predictions(synth["labels"])
+    pred["7"][:2, :] = 0
+    zeros = pred["7"][:2, :].size
+    out = tmp_path / "zeros.h5"
+    with tile_submission_writer(out, "AB", expected_ids=list(pred)) as writer:
+        for tid, a in pred.items():
+            writer.write_tile(tid, a)
+    code, stdout, err = run_cli(capsys, "validate", out, "--labels", synth["labels_path"])
+    assert code == 1 and not stdout and err.count("\n") == 1, err
+    assert f"zeros.h5 holds {zeros:,} pixels of value 0" in err and "--add-one" in err
+    # submit refuses it locally: no upload, no quota spent
+    from c2seg_kit import client
+
+    uploads = []
+    monkeypatch.setattr(client, "health", lambda site: {"tracks": [{"track": "AB", "layout": "tiles"}]})
+    monkeypatch.setattr(client, "track_tiles", lambda track, server: {t: a.shape for t, a in pred.items()})
+    monkeypatch.setattr(client, "submit", lambda *a, **k: uploads.append(a))
+    code, stdout, err = run_cli(capsys, "submit", out, "--server", "http://127.0.0.1:9", "--token",
+                                "c2s_" + "t0ken" * 8, "--quiet")
+    assert code == 1 and err.count("\n") == 1 and f"holds {zeros:,} pixels of value 0" in err, err
+    assert uploads == []
 
 
 def bad_case(tmp_path, synth, name):

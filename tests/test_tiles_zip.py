@@ -60,6 +60,17 @@ def test_info_on_zip_reports_md5_mismatch_as_warning(capsys, ab_zip):
     assert info["train"]["label_histogram"] == np.bincount(labels, minlength=14).tolist()
 
 
+def test_info_table_says_an_md5_mismatch_once(capsys, ab_zip):
+    """The table and the warning together name the mismatch once: the warning on stderr says it."""
+    path, _ = ab_zip
+    code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--quiet")
+    assert code == 0, err
+    expected = "1a7eddf6b90b875ba1ab4cc173818296"
+    assert (out + err).count(expected) == 1 and expected in err
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    assert out.splitlines()[0] == f"archive {path}: MD5 {md5}"
+
+
 def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
     path, _ = ab_zip
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
@@ -205,3 +216,106 @@ def test_zip_nested_too_deep(tmp_path):
     outer = evil_zip(tmp_path / "a.zip", [("C2Seg_BW/train/b.zip", middle.read_bytes())])
     with pytest.raises(InvalidDataError, match="nested 2 levels deep"):
         ZipStore(outer, workdir=tmp_path)
+
+
+def make_unzipped_bw(tmp_path, method=zipfile.ZIP_DEFLATED):
+    """C2Seg_BW/ as a plain `unzip C2Seg_BW.zip` leaves it: the train split's modalities still
+    as inner zips train/<m>.zip (each holding <m>/<id>.tiff), the test split as folders."""
+    src = tmp_path / "src" / "C2Seg_BW"
+    written = make_tiles(src)
+    out = tmp_path / "data" / "C2Seg_BW"
+    (out / "train").mkdir(parents=True)
+    for m in ("hsi", "msi", "sar", "label"):
+        zip_folder(src / "train" / m, out / "train" / f"{m}.zip", method=method)
+    import shutil
+
+    shutil.copytree(src / "test", out / "test")
+    return out, written
+
+
+def test_an_unzipped_archive_reads_its_inner_zips_in_place(tmp_path, capsys, monkeypatch):
+    root, written = make_unzipped_bw(tmp_path)
+
+    def no_copies(*a, **k):
+        raise AssertionError("an inner zip on disk is read in place, never copied")
+
+    monkeypatch.setattr("tempfile.mkdtemp", no_copies)
+    for given in (root, root.parent):
+        with open_tiles(given, BW) as tiles:
+            train = tiles.splits["train"]
+            assert train.ids == ["1", "2", "3"] and train.has_label
+            assert train.describe("msi", "2") == f"{root}/train/msi.zip:2.tiff"
+            for tid in train.ids:
+                arrays, label = train.read_tile(tid)
+                np.testing.assert_array_equal(arrays["hsi"], written[("train", tid)]["hsi"])
+                np.testing.assert_array_equal(label, written[("train", tid)]["label"])
+    code, out, err = run_cli(capsys, "info", root.parent, "--track", "BW", "--quiet")
+    assert code == 0 and "train: Beijing (source, tiles): 3 tiles" in out, err
+
+
+def test_a_hostile_inner_zip_in_a_folder_is_refused(tmp_path, capsys):
+    root, _ = make_unzipped_bw(tmp_path)
+    evil_zip(root / "train" / "msi.zip", [("../../evil.tiff", TIFF)])
+    code, _, err = run_cli(capsys, "info", root, "--track", "BW", "--quiet")
+    assert code == 1 and "msi.zip: member '../../evil.tiff' escapes" in err and err.count("\n") == 1
+
+
+def test_a_stored_inner_zip_is_read_without_a_copy(tmp_path):
+    src = tmp_path / "src" / "C2Seg_BW"
+    written = make_tiles(src)
+    inner = zip_folder(src / "train" / "hsi", tmp_path / "hsi.zip")
+    outer = tmp_path / "C2Seg_BW.zip"
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.rglob("*.tiff")):
+            rel = p.relative_to(src.parent).as_posix()
+            if not rel.startswith("C2Seg_BW/train/hsi/"):
+                zf.write(p, rel)
+        zf.write(inner, "C2Seg_BW/train/hsi.zip", compress_type=zipfile.ZIP_STORED)
+    work = tmp_path / "work"
+    work.mkdir()
+    with open_tiles(outer, BW, workdir=work) as tiles:
+        train = tiles.splits["train"]
+        assert list(work.iterdir()) == []
+        for tid in train.ids:
+            np.testing.assert_array_equal(train.read_tile(tid)[0]["hsi"], written[("train", tid)]["hsi"])
+
+
+def test_stores_of_one_process_share_one_copy_of_a_compressed_inner_zip(tmp_path):
+    outer, _ = make_bw_with_inner_zip(tmp_path, "hsi")
+    work = tmp_path / "work"
+    work.mkdir()
+    first = open_tiles(outer, BW, workdir=work)
+    second = open_tiles(outer, BW, workdir=work)
+    assert len(list(work.iterdir())) == 1  # decompressed once
+    first.close()
+    assert second.splits["train"].read_tile("1")[0]["hsi"].shape[0] == 6  # still there for the other
+    second.close()
+    assert list(work.iterdir()) == []
+
+
+def test_free_space_is_checked_for_all_compressed_inner_zips_together(tmp_path, monkeypatch):
+    """Two inner zips that each fit the free space but not together: refused before either is copied."""
+    src = tmp_path / "src" / "C2Seg_BW"
+    make_tiles(src)
+    hsi = zip_folder(src / "train" / "hsi", tmp_path / "hsi.zip")
+    sar = zip_folder(src / "train" / "sar", tmp_path / "sar.zip")
+    outer = tmp_path / "C2Seg_BW.zip"
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.rglob("*.tiff")):
+            rel = p.relative_to(src.parent).as_posix()
+            if not rel.startswith(("C2Seg_BW/train/hsi/", "C2Seg_BW/train/sar/")):
+                zf.write(p, rel)
+        zf.write(hsi, "C2Seg_BW/train/hsi.zip")
+        zf.write(sar, "C2Seg_BW/train/sar.zip")
+    total = hsi.stat().st_size + sar.stat().st_size
+    free = max(hsi.stat().st_size, sar.stat().st_size) + 1
+    import shutil
+
+    from c2seg_kit.io import safezip
+
+    monkeypatch.setattr(safezip.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(free, 0, free))
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(InvalidDataError, match=f"2 compressed inner zip\\(s\\) needs {total} bytes"):
+        open_tiles(outer, BW, workdir=work)
+    assert list(work.iterdir()) == []

@@ -79,10 +79,10 @@ def _format_labels(hist: list[int] | None) -> list[str]:
 
 
 def _format_archive(archive: dict) -> str:
+    """The archive's line; a mismatch is not repeated here, `info` warns of it once on stderr."""
     if "match" not in archive:
         return f"archive {archive['path']}"
-    verdict = "matches" if archive["match"] else f"differs from the distributed archive's ({archive['expected_md5']})"
-    return f"archive {archive['path']}: MD5 {archive['md5']} {verdict}"
+    return f"archive {archive['path']}: MD5 {archive['md5']}" + (" matches" if archive["match"] else "")
 
 
 def _format_info(info: dict) -> str:
@@ -120,8 +120,10 @@ def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None
 
     Reads scene files (MATLAB v5 / v7.3), a folder of challenge GeoTIFF tiles, or the tile zip
     as distributed (C2Seg_AB.zip, C2Seg_BW.zip: every member checked first, the MD5 compared
-    with the distributed one; a re-zipped copy only warns; inner zips are copied into a new
-    temporary folder under TMPDIR and removed afterwards). Reports shape (tiles: count and
+    with the distributed one; a re-zipped copy only warns; inner zips are read in place when
+    stored, else decompressed once into a new temporary folder under TMPDIR and removed
+    afterwards). A folder unzipped from it may keep BW's train/<m>.zip unopened: they are read
+    in place. Reports shape (tiles: count and
     sizes), bands per modality, dtype, value range, NaN/inf counts, georeferencing and the label
     histogram, streaming over every pixel. Tiles also: pixels their GDAL nodata value marks
     (counted apart; every reader treats them as missing), an HSI band subset, and bands whose
@@ -180,8 +182,9 @@ def _report_line(name: str, city: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @TRACK
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              metavar="PREPARED_DIR", help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or a "
-                   "previous prepare output (anything else is refused).")
+              metavar="PREPARED_DIR", help="Folder for the prepared cache (manifest.json + one HDF5 file per city): new, empty, or "
+                   "(with --force) a previous prepare output to replace (anything else is refused).")
+@click.option("--force", is_flag=True, help="Replace the prepared cache already in --out.")
 @click.option("--pca-fit", type=click.Choice(["city", "source"]), default="city", show_default=True,
               help="Fit the HSI PCA per city (the paper) or on the source city and apply it to both.")
 @click.option("--pca-components", type=click.IntRange(1, 64), default=10, show_default=True,
@@ -201,7 +204,7 @@ def _report_line(name: str, city: dict) -> str:
 @progress_option
 def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
             pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,
-            seed: int, progress: bool) -> None:
+            seed: int, force: bool, progress: bool) -> None:
     """Turn the data in DATA_DIR into the cache that training and prediction read.
 
     DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
@@ -220,7 +223,7 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
                                  seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress)
+    manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress, replace=force)
     for name, city in manifest["cities"].items():
         click.echo(_report_line(name, city))
         fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]

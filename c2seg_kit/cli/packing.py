@@ -33,8 +33,8 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     Images as the challenge's teams wrote them: <id>.png, <id>.tif, <id>.tiff or
     <id>_prediction.tif, one band of integer class ids (greyscale or palette PNG, any integer
     TIFF, pixel-interleaved or not). A colour image, an id found twice or a value outside 0..13
-    is refused in one line and nothing is written. Warns when the values look 0-based (0..12,
-    no 13, many zeros: a model trained with "reduce zero label"); --add-one shifts them. Tiles
+    is refused in one line and nothing is written; so is any 0, which is no class (a model
+    trained with "reduce zero label" writes 0-based ids 0..12: --add-one shifts them). Tiles
     are read and written one at a time; the file appears only when complete. Example:
 
     \b
@@ -42,7 +42,7 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.packing import pack_tiles, zero_based_hint
+    from c2seg_kit.packing import pack_tiles
 
     if as_labels and add_one:
         raise click.UsageError("--add-one is for 0-based predictions; label tiles are 0..13 already")
@@ -54,9 +54,6 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     kind = "labels file" if as_labels else "submission"
     checked = f"; ids and shapes match the {packed.checked_against} test tiles" if packed.checked_against else ""
     click.echo(f"wrote {out}: {track_name} tile {kind}, {packed.n_tiles} tiles, {packed.n_pixels:,} pixels{checked}")
-    hint = None if as_labels or add_one else zero_based_hint(packed.histogram)
-    if hint:
-        click.echo(f"warning: {hint}", err=True)
 
 
 @click.command()

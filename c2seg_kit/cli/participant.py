@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from c2seg_kit.classes import EVAL_CLASSES
+from c2seg_kit.classes import EVAL_CLASSES, zero_prediction_refusal
 from c2seg_kit.cli.options import format_score, progress_option, track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
@@ -68,7 +68,8 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     """Validate PREDICTIONS locally, upload them and print the public scores.
 
     The file and the metadata are checked with the server's own rules before a byte is sent,
-    so a broken file costs neither quota nor a failed attempt. On a track scored on tiles the
+    so a broken file costs neither quota nor a failed attempt; a file of tiles holding 0 (no
+    class, only ever scored wrong) is refused too. On a track scored on tiles the
     file must hold exactly the test tiles (the server lists them); pack per-tile images with
     `c2seg pack`. The metadata is shown on the
     board; change it later with `c2seg submissions edit ID`.
@@ -76,7 +77,7 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     from tqdm import tqdm
 
     from c2seg_kit import client, text
-    from c2seg_kit.submission import open_submission
+    from c2seg_kit.submission import LAYOUT_TILES, open_submission
 
     path = Path(predictions)
     if not path.is_file():
@@ -111,7 +112,10 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     else:
         expected = {"expected_shape": tuple(served[track]["shape"])}
     with open_submission(path, track=track, **expected) as sub:
-        sub.check_values()
+        zeros = sub.check_values()
+        tiles = sub.layout == LAYOUT_TILES
+    if zeros and tiles:  # legal in the format and scored, but only ever wrong: refused before it costs quota
+        raise C2SegError(zero_prediction_refusal(path.name, zeros))
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"uploading ({track})", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         result = client.submit(path, server=site, token=token, progress=bar.update, method=method,

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-from c2seg_kit.classes import EVAL_CLASSES
+from c2seg_kit.classes import EVAL_CLASSES, zero_prediction_refusal
 from c2seg_kit.cli.options import MISSING_SCORE, format_score, track_option
+from c2seg_kit.errors import InvalidSubmissionError
+from c2seg_kit.fsutil import refuse_existing
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -29,7 +31,8 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
     Checks the file structure, links, storage, track, dtype and shape (the labels' shape with
     --labels, else a size bound from the track), then every value (0..13). Tile-layout files
     (one raster per test tile) are checked tile by tile; with --labels they must hold exactly
-    the labels' tile ids, each of its label tile's shape. On failure prints one line saying why
+    the labels' tile ids, each of its label tile's shape; a 0 in a tile (no class, scored wrong
+    wherever a pixel is labelled) is refused too. On failure prints one line saying why
     and exits 1.
     """
     from c2seg_kit.submission import LAYOUT_TILES, open_labels, open_submission
@@ -41,7 +44,9 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
                 raise click.UsageError(f"--track {track} contradicts the labels file (track {lab.track})")
             track, expected = lab.track, lab.expectation()
     with open_submission(predictions, track=track, **expected) as sub:
-        sub.check_values()
+        zeros = sub.check_values()
+        if zeros and sub.layout == LAYOUT_TILES:
+            raise InvalidSubmissionError(zero_prediction_refusal(predictions.name, zeros))
         kind = "tile submission" if sub.layout == LAYOUT_TILES else "submission"
         click.echo(f"OK: {predictions.name} is a valid {sub.track} {kind} ({sub.describe()})")
 
@@ -71,7 +76,8 @@ def _table(result: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object instead of the table.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path),
               help="Also write scores.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png here.")
-def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace report files that exist; without it they are left alone.")
+def score(predictions: Path, labels: Path, as_json: bool, report: Path | None, force: bool) -> None:
     """Score PREDICTIONS against LABELS: OA, mIoU, per-class IoU, macro F1, Cohen's kappa.
 
     Pixels labelled 0 are ignored; a predicted 0 counts as wrong. A class absent from both
@@ -82,8 +88,11 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
     overlap counts once per tile it lies in (as the challenge scored tiles); --json then adds
     "layout": "tiles" and "n_tiles".
     """
-    from c2seg_kit.scoring import score_files, write_report
+    from c2seg_kit.scoring import REPORT_FILES, score_files, write_report
 
+    if report is not None:
+        for name in REPORT_FILES:
+            refuse_existing(report / name, force, inputs=(predictions, labels))
     result = score_files(predictions, labels)
     if report is not None:
         write_report(result, report)
@@ -97,7 +106,8 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
 
 @click.command()
 @click.argument("file", type=_FILE)
-@click.option("--out", type=_FILE, required=True, help="PNG file to write.")
+@click.option("--out", type=_FILE, required=True, help="PNG file to write (a new file unless --force).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never FILE or the --like tiles).")
 @click.option("--max-side", type=click.IntRange(16, 20000), default=2048, show_default=True,
               help="Longest side of the map in pixels; larger rasters keep every k-th pixel.")
 @click.option("--legend/--no-legend", default=True, show_default=True, help="Draw the class legend.")
@@ -105,7 +115,8 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None) -
 @click.option("--like", "like", type=click.Path(path_type=Path),
               help="Tile files only: the test tiles (C2Seg_XX folder, its zip, or the test folder); draw a "
                    "mosaic placed by their georeferencing instead of a contact sheet.")
-def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None, like: Path | None) -> None:
+def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None, like: Path | None,
+           force: bool) -> None:
     """Draw FILE (a submission or a labels.h5) as a PNG in the official class colours.
 
     A file of tiles is drawn as a contact sheet: the tiles in id order, row by row in a grid,
@@ -115,6 +126,7 @@ def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None
     """
     from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
 
+    refuse_existing(out, force, inputs=(file, like))
     with open_class_raster(file) as raster:
         if raster.layout != LAYOUT_TILES:
             if like is not None:

@@ -57,27 +57,59 @@ class TileStore(Protocol):
 
 
 class FolderStore:
-    """A folder on disk as a :class:`TileStore`."""
+    """A folder on disk as a :class:`TileStore`. A zip in a split folder stands for the modality
+    folder it is named after (``train/msi.zip`` for ``train/msi/``, as a plain ``unzip`` of the
+    distributed archive leaves BW's train split) when no folder of that name exists: it is read in
+    place, checked like any archive (:class:`c2seg_kit.io.safezip.ZipStore`)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, limits: ZipLimits | None = None):
         self.root = Path(root)
         self.name = str(self.root)
+        self.limits = limits or ZipLimits()
+        self._mounts: dict[str, ZipStore | None] = {}  # folder -> the zip standing for it (None: none)
+
+    def _mount(self, rel: str) -> tuple[ZipStore, str] | None:
+        """The zip standing for ``rel`` or a folder above it, and the path inside it; None when
+        ``rel`` is on disk (or nowhere)."""
+        parts = [p for p in rel.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if (self.root / folder).is_dir():
+                continue
+            if i < 2 or parts[i - 2] not in SPLITS:  # only <split>/<modality>.zip stands for a folder
+                return None
+            if folder not in self._mounts:
+                archive = self.root / f"{folder}.zip"
+                self._mounts[folder] = (ZipStore(archive, self.limits, strip=parts[i - 1],
+                                                 depth=self.limits.max_depth) if archive.is_file() else None)
+            store = self._mounts[folder]
+            return None if store is None else (store, "/".join(parts[i:]))
+        return None
 
     def is_dir(self, rel: str) -> bool:
-        return (self.root / rel).is_dir()
+        mounted = self._mount(rel)
+        return mounted[0].is_dir(mounted[1]) if mounted else (self.root / rel).is_dir()
 
     def list_dir(self, rel: str) -> list[str]:
+        mounted = self._mount(rel)
+        if mounted:
+            return mounted[0].list_dir(mounted[1])
         with os.scandir(self.root / rel) as it:
             return [e.name for e in it if e.is_file()]
 
     def describe(self, rel: str) -> str:
-        return str(self.root / rel)
+        mounted = self._mount(rel)
+        return mounted[0].describe(mounted[1]) if mounted else str(self.root / rel)
 
-    def open(self, rel: str) -> Path:
-        return self.root / rel
+    def open(self, rel: str):
+        mounted = self._mount(rel)
+        return mounted[0].open(mounted[1]) if mounted else self.root / rel
 
     def close(self) -> None:
-        pass
+        for store in self._mounts.values():
+            if store is not None:
+                store.close()
+        self._mounts.clear()
 
 
 def tile_id_of(name: str) -> str | None:
@@ -355,7 +387,11 @@ def _find_root(store: TileStore, track: Track) -> str | None:
 
 def find_tile_root(data_dir: Path, track: Track) -> Path | None:
     """The C2Seg_XX folder: `data_dir` itself or its child of that name (None when neither holds tiles)."""
-    root = _find_root(FolderStore(data_dir), track)
+    store = FolderStore(data_dir)
+    try:
+        root = _find_root(store, track)
+    finally:
+        store.close()
     return None if root is None else Path(data_dir) / root
 
 
@@ -413,9 +449,14 @@ def open_test_split(path: str | Path, track: Track) -> Iterator[TileSplit]:
     """The test tiles: of a distribution (``C2Seg_XX``, its parent or the zip, as :func:`open_tiles`)
     or of a split folder given directly (one holding ``msi/``, ``sar/``, ``hsi/``)."""
     path = Path(path)
-    if path.is_dir() and all((path / m).is_dir() for m in MODALITIES):
-        yield TileSplit(path, "", track=track)
-        return
+    if path.is_dir():
+        store = FolderStore(path)
+        try:
+            if all(store.is_dir(m) for m in MODALITIES):
+                yield TileSplit(store, "", track=track)
+                return
+        finally:
+            store.close()
     with open_tiles(path, track) as data:
         if "test" not in data.splits:
             raise DatasetNotFoundError(f"no test tiles in {path}: expected {track.tile_dir}/test/msi")
@@ -426,12 +467,13 @@ def open_tiles(path: str | Path, track: Track, *, limits: ZipLimits | None = Non
                workdir: str | Path | None = None) -> TileData:
     """Open a tile distribution: a folder (``C2Seg_XX`` or its parent) or the zip as distributed.
 
-    For a zip, every member is checked first (:mod:`c2seg_kit.io.safezip`); inner zips are
-    copied into a temporary folder under ``workdir`` that close() removes.
+    For a zip, every member is checked first (:mod:`c2seg_kit.io.safezip`); inner zips are read in
+    place when stored, else decompressed once into a temporary folder under ``workdir`` that the
+    last close() removes. A folder's inner zips (``train/msi.zip``) are read in place.
     """
     path = Path(path)
     if path.is_dir():
-        store: TileStore = FolderStore(path)
+        store: TileStore = FolderStore(path, limits)
     elif is_zip_path(path):
         store = ZipStore(path, limits, workdir)
     elif path.exists():
