@@ -42,7 +42,7 @@ def _existing_dir(path: Path, what: str) -> Path:
 @prepared_option("Prepared cache (the output of `c2seg prepare`)")
 @track_option()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
+              help="Run folder: last.pt, log.jsonl, config.json; best.pt when the target labels are known.")
 @click.option("--config", default=None, show_default="paper; on --resume the run's own",
               help="paper, tiny, or a JSON file overriding a preset.")
 @click.option("--steps", type=int, default=None, show_default="the config's: AB 6000, BW 10000",
@@ -190,7 +190,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     --checkpoint also takes the authors' best_model.pth, with their best_DA_1.pth beside it. Example:
 
     \b
-        c2seg predict --checkpoint runs/ab/best.pt --prepared prep --track AB --out predictions.h5
+        c2seg predict --checkpoint runs/ab/last.pt --prepared prep --track AB --out predictions.h5
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file

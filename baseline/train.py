@@ -60,9 +60,10 @@ __all__ = ["TrainOptions", "TrainingInterrupted", "train"]
 EVAL_METRICS = ("miou", "oa", "f1", "kappa", "per_class_iou")  # what the log and checkpoints keep
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the run: after a step, saved (``at_once`` False), or at once by a second Ctrl-C.
-    ``kept`` is the run's last.pt when one holds a state of this run, at ``kept_step``."""
+    ``kept`` is the run's last.pt when one holds a state of this run, at ``kept_step``. A
+    KeyboardInterrupt, so that code catching Ctrl-C around `train` still does."""
 
     def __init__(self, *, step: int, total: int, kept: Path | None, kept_step: int | None, at_once: bool):
         self.step, self.total, self.kept, self.kept_step, self.at_once = step, total, kept, kept_step, at_once
@@ -226,6 +227,8 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
                     if run.step % eval_every == 0 and run.step < stop:
                         run.evaluate()
                 run.evaluate()
+        except TrainingInterrupted:
+            raise
         except KeyboardInterrupt:  # a second Ctrl-C: at once, mid-step; last.pt is the last save
             kept = out / LAST if run.saved_step is not None else None
             raise TrainingInterrupted(step=run.step, total=stop, kept=kept, kept_step=run.saved_step,
