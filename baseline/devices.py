@@ -78,6 +78,9 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     return x
 
 
+#: torch's own thread count as this process started (its count of physical cores, or OMP_NUM_THREADS).
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
 #: cgroup v2's CPU quota of this process's group: "QUOTA PERIOD" in microseconds, or "max PERIOD".
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -127,6 +130,6 @@ def set_threads(requested: int | None) -> int:
     elif os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     else:
-        threads = default_threads(usable_cpus(), torch.get_num_threads())
+        threads = default_threads(usable_cpus(), TORCH_DEFAULT_THREADS)
     torch.set_num_threads(threads)
     return threads
