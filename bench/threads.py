@@ -10,8 +10,15 @@ in log.jsonl; the seconds predict reports).
     python bench/threads.py                      # threads 1 and 2, 5 repeats each
     python bench/threads.py --threads 1 2 4 --repeats 3
 
-The default thread rule (baseline/devices.py: one less than the usable CPUs) follows what this
-measured on the 2-CPU machine; see the README's figures for the results and their conditions.
+Measured 2026-12-07 on the 2-CPU dev machine shared with seven other jobs (load average 11-15),
+3 alternating repeats each (the run was cut after them: a two-thread repeat took 6-9 minutes),
+medians:
+    threads 1: train-baseline  38.6 s (steps  16.0 s), predict 15.1 s (work  5.8 s)
+    threads 2: train-baseline 384.3 s (steps 354.0 s), predict 33.5 s (work 21.3 s)
+Two threads on two busy CPUs: 10x the wall time of training (22x its steps), 2.2x that of predict
+(3.7x its work). Not measured: an idle machine, where two threads may well be faster. The default
+rule (baseline/devices.py: one thread less than the usable CPUs) follows the loaded case, which is
+how this machine runs.
 """
 
 from __future__ import annotations
