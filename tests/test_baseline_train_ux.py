@@ -289,3 +289,26 @@ def test_a_second_ctrl_c_stops_at_once(unlabelled, tmp_path):
     assert f"kept {out / 'last.pt'} (step 1)" in err and "--resume" in err
     assert "Traceback" not in err
     assert ckpt.read_checkpoint(out / "last.pt")["step"] == 1
+
+
+def test_demo_passes_threads_to_training_and_prediction(tmp_path, monkeypatch):
+    from c2seg_kit.cli import demo as demo_module
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def record(self, verb, *args, capture=False):  # the steps' command lines, none of them run
+        calls.append([verb, *map(str, args)])
+        if verb == "validate":
+            raise Stop
+        return ""
+
+    monkeypatch.setattr(demo_module.Demo, "c2seg", record)
+    with pytest.raises(Stop):
+        demo_module.demo.main(["--out", str(tmp_path / "demo"), "--threads", "3"], standalone_mode=False)
+    by_verb = {call[0]: call for call in calls}
+    assert by_verb["train-baseline"][-2:] == ["--threads", "3"]
+    assert by_verb["predict"][-2:] == ["--threads", "3"]
+    assert "--threads" not in by_verb["prepare"]
