@@ -20,6 +20,11 @@ from .config import AUGMENT, STITCH  # plain data (config.py imports no torch)
 
 DEVICE_HELP = "auto = CUDA when available, else CPU."
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    show_default="OMP_NUM_THREADS when set, else one less than the CPUs this process may use (at least 1)",
+    help="torch CPU threads (on 2 CPUs busy with other work, two threads trained 10x slower than one).")
+
 
 def prepared_option(help: str):
     """The prepared cache, named as `c2seg prepare --out PREPARED_DIR` names it (--data: the old spelling)."""
@@ -37,7 +42,7 @@ def _existing_dir(path: Path, what: str) -> Path:
 @prepared_option("Prepared cache (the output of `c2seg prepare`)")
 @track_option()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
+              help="Run folder: last.pt, log.jsonl, config.json; best.pt when the target labels are known.")
 @click.option("--config", default=None, show_default="paper; on --resume the run's own",
               help="paper, tiny, or a JSON file overriding a preset.")
 @click.option("--steps", type=int, default=None, show_default="the config's: AB 6000, BW 10000",
@@ -68,10 +73,14 @@ def _existing_dir(path: Path, what: str) -> Path:
               help="How evaluation tiles the target, and so how `predict` tiles it for this run unless told "
                    "otherwise: blended overlapping windows or the authors' tiling.")
 @click.option("--fp32", is_flag=True, help="On CUDA, train in float32 instead of bf16 autocast.")
+@threads_option
 @progress_option
+@click.option("--progress-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Where no bar is drawn (a log, a pipe, --no-progress): a plain line "
+              "(step, losses, rate, time left) after the first step and then every SECONDS; 0: none.")
 def train_baseline(data, track, out, config, steps, device, seed, resume, eval_every, labels, source_only,
                    no_dice, batch_size, workers, stop_after, init_backbone, init_from, augment, stitch, fp32,
-                   progress):
+                   threads, progress, progress_every):
     """Train HighDAN on a prepared track (adversarial adaptation from source to target city).
 
     Writes checkpoints (last.pt; best.pt by target mIoU when target labels are known) and a
@@ -82,7 +91,7 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
         c2seg train-baseline --prepared prep --track AB --out runs/ab --config tiny --steps 300
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
-    from .train import TrainOptions, train
+    from .train import TrainingInterrupted, TrainOptions, train
 
     _existing_dir(data, "prepared data folder")
     if labels is not None and not labels.is_file():
@@ -93,19 +102,60 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
         raise C2SegError("--eval-every must be at least 1")
     if stop_after is not None and stop_after < 1:
         raise C2SegError("--stop-after must be at least 1")
-    summary = train(TrainOptions(
-        data=data, track=track, out=out, config=config, steps=steps, device=device, seed=seed,
-        resume=resume, eval_every=eval_every, source_only=source_only, no_dice=no_dice,
-        batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after, init_backbone=init_backbone,
-        init_from=init_from, augment=augment, stitch=stitch, amp=False if fp32 else None, progress=progress,
-        notify=lambda line: click.echo(line, err=True),
-    ))
+    try:
+        summary = train(TrainOptions(
+            data=data, track=track, out=out, config=config, steps=steps, device=device, seed=seed,
+            resume=resume, eval_every=eval_every, source_only=source_only, no_dice=no_dice,
+            batch_size=batch_size, workers=workers, labels=labels, stop_after=stop_after,
+            init_backbone=init_backbone, init_from=init_from, augment=augment, stitch=stitch,
+            amp=False if fp32 else None, progress=progress, progress_every=progress_every, threads=threads,
+            notify=lambda line: click.echo(line, err=True),
+        ))
+    except TrainingInterrupted as stopped:
+        # The command that continues this run: what --resume does not read from last.pt.
+        extra = [*(["--seed", seed] if seed else []), *(["--labels", labels] if labels is not None else []),
+                 *(["--eval-every", eval_every] if eval_every is not None else []),
+                 *(["--device", device] if device != "auto" else []), *(["--workers", workers] if workers else []),
+                 *(["--threads", threads] if threads is not None else []), *(["--fp32"] if fp32 else [])]
+        for line in interrupted_lines(stopped, data, track, out, extra):
+            click.echo(line, err=True)
+        raise SystemExit(130) from None  # the shell's code for a Ctrl-C
     line = f"step {summary['step']}/{summary['total_steps']} -> {summary['out']}"
     if summary["metrics"]:
         line += f"; target mIoU {summary['metrics']['miou']:.4f}"
     if summary["best"]:
         line += f" (best {summary['best']['miou']:.4f} at step {summary['best']['step']})"
     click.echo(line)
+    click.echo(checkpoint_to_use(Path(summary["out"]), summary["best"], data, track))
+
+
+def checkpoint_to_use(run: Path, best: dict, data: Path, track: str) -> str:
+    """Which checkpoint of a finished run to predict with, as the command to type: best.pt when the
+    run could score the target city, else last.pt (no target labels: no best.pt is written)."""
+    from c2seg_kit.cli.demo import shell_line
+
+    if best:
+        name, why = "best.pt", f"the best target mIoU, step {best['step']}"
+    else:
+        name, why = "last.pt", "no target labels, so no best.pt: the last step's weights"
+    command = shell_line(["predict", "--checkpoint", run / name, "--prepared", data, "--track", track,
+                          "--out", "predictions.h5"])
+    return f"checkpoint to predict with: {run / name} ({why}):\n  {command}"
+
+
+def interrupted_lines(stopped, data: Path, track: str, out: Path, extra: list) -> list[str]:
+    """What a Ctrl-C kept, and the exact command that goes on from it."""
+    from c2seg_kit.cli.demo import shell_line
+
+    how = "stopped at once by a second Ctrl-C" if stopped.at_once else "interrupted"
+    lines = [f"{how} after step {stopped.step} of {stopped.total}"]
+    if stopped.kept is None:
+        lines.append("nothing was kept: no checkpoint was written yet; start again with the same command")
+        return lines
+    lines.append(f"kept {stopped.kept} (step {stopped.kept_step}); continue with:")
+    lines.append("  " + shell_line(["train-baseline", "--prepared", data, "--track", track, "--out", out,
+                                    "--resume", *extra]))
+    return lines
 
 
 @click.command("predict")
@@ -130,8 +180,9 @@ def train_baseline(data, track, out, config, steps, device, seed, resume, eval_e
 @click.option("--fp32", is_flag=True, help="On CUDA, predict in float32 instead of bf16 autocast.")
 @click.option("--method", default=None, help="Method name stored in the submission's attributes.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the checkpoint or the prepared cache).")
+@threads_option
 @progress_option
-def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, force,
+def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, device, fp32, method, force, threads,
             progress):
     """Predict the whole target city into a submission file (predictions.h5).
 
@@ -141,7 +192,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     --checkpoint also takes the authors' best_model.pth, with their best_DA_1.pth beside it. Example:
 
     \b
-        c2seg predict --checkpoint runs/ab/best.pt --prepared prep --track AB --out predictions.h5
+        c2seg predict --checkpoint runs/ab/last.pt --prepared prep --track AB --out predictions.h5
     """
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file
@@ -149,7 +200,8 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     refuse_existing(out, force, inputs=(checkpoint, data))
     _existing_dir(data, "prepared data folder")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
-                             batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress)
+                             batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress,
+                             threads=threads)
     t = result["tiling"]
     how = f"{t['stitch']} {t['window']} px" + (f", overlap {t['overlap']}" if t["stitch"] == "blend" else "")
     size = f"{result['tiles']} tiles" if result.get("tiles") else "{} x {}".format(*result["shape"])

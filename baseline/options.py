@@ -32,5 +32,8 @@ class TrainOptions:
     init_backbone: Path | None = None  # ImageNet HRNetV2-W48 weights (HRNet release or timm layout)
     init_from: Path | None = None  # a checkpoint whose generator starts this run (BW from an AB run)
     amp: bool | None = None  # None = bf16 autocast on CUDA only; False = float32 (the CPU is always float32)
-    progress: bool = True
+    progress: bool = True  # the progress bar
+    progress_every: float = 30.0  # without the bar, a plain progress line every so many seconds; 0: none
+    threads: int | None = None  # torch CPU threads; None = devices.set_threads's rule
+    warn_longer_than: float = 3600.0  # warn after the first step when the run looks longer (seconds)
     notify: Callable[[str], None] | None = None  # one-line messages for the user (the CLI: stderr)

@@ -34,8 +34,9 @@ from c2seg_kit.writers import submission_writer
 from . import checkpoint as ckpt
 from .config import HighDANConfig
 from .dataset import open_prepared
-from .devices import place_model, resolve_device
+from .devices import place_model, resolve_device, set_threads
 from .provenance import check_matches
+from .resume import BEST, LAST
 from .stitch import (
     BLEND_WINDOW,
     FIRST_CLASS,
@@ -180,11 +181,30 @@ def _tile_labels(lab, target, labels_file: Path):
 
 # --- predict to a file --------------------------------------------------------------------------
 
+def missing_checkpoint(path: Path) -> None:
+    """A missing checkpoint (or a run folder given instead of one) is a one-line error that names the
+    run's checkpoint that does exist: a run without target labels writes last.pt and no best.pt."""
+    if path.is_file():
+        return
+    folder = path if path.is_dir() else path.parent
+    there = [folder / name for name in (BEST, LAST) if (folder / name).is_file()]
+    if path.is_dir():
+        what = f"{path} is a folder, not a checkpoint"
+    else:
+        what = f"checkpoint not found: {path}"
+    if there:
+        why = "" if (folder / BEST).is_file() else f" (a run writes {BEST} only when it knows the target labels)"
+        raise C2SegError(f"{what}; {folder} holds {there[0].name}: --checkpoint {there[0]}{why}")
+    if path.is_dir():
+        raise C2SegError(f"{what}; it holds no {BEST} or {LAST}")
+
+
 def load_for_prediction(path: str | os.PathLike, device: torch.device):
     """(model, config, run record) from a kit checkpoint or the authors' generator file
     (importer.py: their D0 file beside it; no run record)."""
     from .importer import is_authors_generator, load_authors_files
 
+    missing_checkpoint(Path(path))
     state = ckpt.load_file(path, "HighDAN checkpoint")
     if is_authors_generator(state):
         model = load_authors_files(path, state)
@@ -217,7 +237,8 @@ def _predict_tiles(model, city, out, track: str, method: str, kw: dict) -> tuple
 def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, track: str,
                     out: str | os.PathLike, *, stitch: str | None = None, window: int | None = None,
                     overlap: int | None = None, batch_size: int | None = None, device: str = "auto",
-                    amp: bool = True, method: str | None = None, progress: bool = True) -> dict:
+                    amp: bool = True, method: str | None = None, progress: bool = True,
+                    threads: int | None = None) -> dict:
     """Predict the target city of a prepared track into a submission file; returns a summary.
 
     Unset, the stitch, window and overlap are the checkpoint's (:func:`tiling_for`), the batch size
@@ -225,6 +246,7 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
     """
     if batch_size is not None and batch_size < 1:
         raise C2SegError("--batch-size must be at least 1")
+    set_threads(threads)
     dev = resolve_device(device)
     model, cfg, record = load_for_prediction(checkpoint, dev)
     model = place_model(model, dev)

@@ -14,10 +14,13 @@ The rest has its own module:
 - provenance: the track and input layout every checkpoint records, which predict checks;
 - resume: a fresh run never overwrites another; a resumed one keeps its network and track;
 - checkpoint: last.pt and best.pt (by target mIoU), holding everything (weights, optimisers, RNG);
-- runlog: log.jsonl and the progress bar;
-- devices: the device, bf16 autocast and channels_last on CUDA;
+- runlog: log.jsonl, the progress bar, and plain progress lines where no bar is drawn;
+- devices: the device, bf16 autocast and channels_last on CUDA, the CPU thread count;
 - distributed: data parallelism under torchrun (only rank 0 writes);
-- interrupt: Ctrl-C acted on between two steps.
+- interrupt: Ctrl-C acted on between two steps (:class:`TrainingInterrupted` says what was kept);
+  a second Ctrl-C stops at once.
+
+After the first step, a run that looks longer than ``warn_longer_than`` says so, with its estimate.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from . import distributed as dist_utils
 from .batches import source_and_target
 from .config import HighDANConfig
 from .dataset import open_prepared
-from .devices import amp_active, channels_last_on, place_model, resolve_device
+from .devices import amp_active, channels_last_on, place_model, resolve_device, set_threads
 from .distributed import DistInfo
 from .interrupt import DeferredInterrupt
 from .model import HighDAN
@@ -49,12 +52,22 @@ from .predict import default_batch_size, evaluate_target, target_labels, tiling_
 from .pretrained import describe, init_backbone, init_from
 from .provenance import input_layout
 from .resume import BEST, LAST, starting_point
-from .runlog import LOG, RunLog, progress_bar, show_step
+from .runlog import LOG, ProgressLines, RunLog, duration, progress_bar, show_step
 from .step import make_optimizers, set_poly_lr, train_step
 
-__all__ = ["TrainOptions", "train"]
+__all__ = ["TrainOptions", "TrainingInterrupted", "train"]
 
 EVAL_METRICS = ("miou", "oa", "f1", "kappa", "per_class_iou")  # what the log and checkpoints keep
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run: after a step, saved (``at_once`` False), or at once by a second Ctrl-C.
+    ``kept`` is the run's last.pt when one holds a state of this run, at ``kept_step``. A
+    KeyboardInterrupt, so that code catching Ctrl-C around `train` still does."""
+
+    def __init__(self, *, step: int, total: int, kept: Path | None, kept_step: int | None, at_once: bool):
+        self.step, self.total, self.kept, self.kept_step, self.at_once = step, total, kept, kept_step, at_once
+        super().__init__(f"interrupted at step {step}")
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +90,7 @@ class _Run:
     log: RunLog | None  # None on ranks other than 0
     score: Callable[[HighDAN], dict] | None  # the model's target-city scores; None: no labels, or not rank 0
     step: int = 0
+    saved_step: int | None = None  # the step last.pt holds (None: none written yet)
     metrics: dict = field(default_factory=dict)  # the last evaluation's
     best: dict = field(default_factory=dict)  # {step, miou} of the best evaluation
 
@@ -86,6 +100,7 @@ class _Run:
         state = ckpt.make_state(self.model, self.cfg, step=self.step, opt_g=self.opt_g, opt_d=self.opt_d,
                                 metrics=self.metrics, best=self.best, run=self.record)
         ckpt.save_checkpoint(self.out / LAST, state)
+        self.saved_step = self.step
         if with_best:  # the same state: a copy of the file, not a second serialisation
             ckpt.copy_checkpoint(self.out / LAST, self.out / BEST)
 
@@ -108,6 +123,7 @@ def train(opts: TrainOptions) -> dict:
     """Train (or resume) a run; returns a summary: step, total_steps, metrics (last evaluation),
     best ({step, miou}), out, and the trained model (on every rank)."""
     info = dist_utils.from_env()
+    set_threads(opts.threads)
     device = resolve_device(opts.device, info.local_rank if info.enabled else None)
     dist_utils.init(info, device)
     try:
@@ -154,6 +170,7 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
             batch_size=default_batch_size(device), device=device, amp=amp, progress=False)
         record = {"track": track.name, "data": str(opts.data), "seed": opts.seed, "total_steps": total,
                   "world_size": info.world_size, "device": device.type, "amp": amp,
+                  "threads": torch.get_num_threads(),  # CPU runs repeat exactly on one machine and thread count
                   "input": input_layout(data), "init": init}
         log = None
         if info.is_main:
@@ -161,32 +178,61 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
             log = RunLog(out / LOG, keep_until=None if state is None else step)
             # config.json: the run's config, and under "run" what it was trained on (ignored as a config).
             (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": record}, indent=2))
-        run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step)
+        run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step,
+                   saved_step=None if state is None else step)
         if state is not None:
             run.metrics, run.best = dict(state.get("metrics") or {}), dict(state.get("best") or {})
 
         # --- the loop: one ADVENT iteration per step ------------------------------------------
-        bar = progress_bar(total=stop, initial=run.step, track=track.name, enabled=opts.progress and info.is_main)
-        interrupt = DeferredInterrupt()
+        main = info.is_main
+        bar = progress_bar(total=stop, initial=run.step, track=track.name, enabled=opts.progress and main)
+        say = opts.notify if main and opts.notify is not None else (lambda line: None)
+        lines = ProgressLines(total=stop, initial=run.step, track=track.name, write=say,
+                              every=0 if opts.progress else opts.progress_every)
+        first_step = run.step + 1
+
+        def on_ctrl_c() -> None:  # in the signal handler: no bar calls (their lock may be held)
+            say(("\n" if not bar.disable else "") + f"Ctrl-C: the step under way finishes, then {out / LAST} is "
+                "saved; Ctrl-C again stops at once")
+
+        def stop_here() -> None:
+            # Between two steps the state is consistent: keep it, --resume picks up here.
+            run.save(with_best=False)
+            raise TrainingInterrupted(step=run.step, total=stop, kept=out / LAST, kept_step=run.step, at_once=False)
+
+        interrupt = DeferredInterrupt(on_first=on_ctrl_c)
         try:
             with interrupt:
                 while run.step < stop:
+                    if interrupt.requested:
+                        stop_here()
                     src, tgt = next(source), next(target)
                     lr_g, lr_d = set_poly_lr(opt_g, opt_d, run.step, total, cfg)
                     started = time.perf_counter()
                     losses = train_step(model, opt_g, opt_d, src, tgt, cfg, amp=amp, channels_last=channels_last)
                     dist_utils.broadcast_module(model, info, buffers_only=True)  # BN statistics, as DDP does
                     run.step += 1
+                    seconds = time.perf_counter() - started
                     if log is not None:
-                        log.step(run.step, lr_g, lr_d, losses, time.perf_counter() - started)
+                        log.step(run.step, lr_g, lr_d, losses, seconds)
                     show_step(bar, losses, run.best)
+                    lines.update(run.step, losses, run.best)
+                    if run.step == first_step and seconds * (stop - run.step) > opts.warn_longer_than:
+                        say(f"warning: step {run.step} took {duration(seconds)}: the {stop - run.step} steps left "
+                            f"would take about {duration(seconds * (stop - run.step))} on {device.type} "
+                            "(an estimate from this step; --steps or --stop-after shorten the run, and "
+                            "Ctrl-C keeps last.pt for --resume)")
                     if interrupt.requested:
-                        # Between two steps the state is consistent: keep it, --resume picks up here.
-                        run.save(with_best=False)
-                        raise KeyboardInterrupt
+                        stop_here()
                     if run.step % eval_every == 0 and run.step < stop:
                         run.evaluate()
                 run.evaluate()
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: at once, mid-step; last.pt is the last save
+            kept = out / LAST if run.saved_step is not None else None
+            raise TrainingInterrupted(step=run.step, total=stop, kept=kept, kept_step=run.saved_step,
+                                      at_once=True) from None
         finally:
             bar.close()
             if log is not None:

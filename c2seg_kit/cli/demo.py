@@ -182,8 +182,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Training steps (tiny HighDAN).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data, the cache's samples and training.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              show_default="train-baseline's and predict's rule: one less than the usable CPUs",
+              help="torch CPU threads for training and prediction (passed on to those steps).")
 @progress_option
-def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, progress: bool) -> None:
+def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, threads: int | None,
+         progress: bool) -> None:
     """Run the whole C2Seg path on synthetic data, on the CPU, in a few minutes.
 
     Synthesises a small Augsburg -> Berlin pair, prepares it, trains the tiny HighDAN,
@@ -198,6 +202,7 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, pro
     data, prepared, run = out / "data", out / "prepared", out / "run"
     predictions, labels = out / "predictions.h5", data / "labels.h5"
     t_start = time.monotonic()
+    thread_args = ["--threads", threads] if threads is not None else []
 
     d.say(lay.synth)
     d.c2seg("synth", data, "--track", "AB", *(["--layout", layout] if layout != "scene" else []),
@@ -210,11 +215,11 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, pro
     d.c2seg("prepare", data, "--track", "AB", "--out", prepared, "--pca-fit", "source", "--seed", seed)
     d.say(f"Train the tiny HighDAN for {steps} steps on the CPU (source: Augsburg labels; target: Berlin, unlabelled)")
     d.c2seg("train-baseline", "--prepared", prepared, "--track", "AB", "--out", run, "--config", "tiny",
-            "--steps", steps, "--device", "cpu", "--seed", seed, "--labels", labels)
+            "--steps", steps, "--device", "cpu", "--seed", seed, "--labels", labels, *thread_args)
     checkpoint = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
     d.say(lay.predict)
     d.c2seg("predict", "--checkpoint", checkpoint, "--prepared", prepared, "--track", "AB", "--out", predictions,
-            "--device", "cpu", "--method", "HighDAN-tiny (demo)")
+            "--device", "cpu", "--method", "HighDAN-tiny (demo)", *thread_args)
     d.c2seg("validate", predictions, "--track", "AB", "--labels", labels)
     scores = json.loads(d.c2seg("score", predictions, "--labels", labels, "--json", "--report", out / "report",
                                 capture=True))
