@@ -2,7 +2,8 @@
 #   make demo   - create .venv, install the kit with all extras, run `c2seg demo`
 #   make test   - create .venv, install the kit with all extras and test tools, run the tests
 #   make wheel-smoke - build the sdist and the wheel, install the wheel into fresh venvs (light,
-#                 [baseline], [server], light at the lowest declared versions), smoke-test each
+#                 [baseline], [server], light and [server] at the lowest declared versions),
+#                 smoke-test each
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

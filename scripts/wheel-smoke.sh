@@ -6,10 +6,11 @@
 #   light     pip install WHEEL              scripts/smoke/light.sh (and: no torch, no fastapi)
 #   baseline  pip install "WHEEL[baseline]"  scripts/smoke/baseline.sh (torch pinned first: the CPU build)
 #   server    pip install "WHEEL[server]"    scripts/smoke/server.sh
-#   light-min the light install at the lowest versions pyproject.toml declares
-#             (scripts/min-versions.txt), then scripts/smoke/light.sh
+#   light-min  the light install at the lowest versions pyproject.toml declares
+#              (scripts/min-versions.txt), then scripts/smoke/light.sh
+#   server-min the same for "WHEEL[server]", then scripts/smoke/server.sh
 #
-# Usage: scripts/wheel-smoke.sh [light|baseline|server|light-min ...]   (default: all four)
+# Usage: scripts/wheel-smoke.sh [light|baseline|server|light-min|server-min ...]   (default: all five)
 # Environment: PYTHON (the interpreter for the venvs, default python3), TORCH_PIN (default
 # torch==2.13.0), KEEP=1 keeps the work folder for inspection.
 set -euo pipefail
@@ -17,7 +18,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 TORCH_PIN="${TORCH_PIN:-torch==2.13.0}"
-ALL=(light baseline server light-min)
+ALL=(light baseline server light-min server-min)
 if [ "$#" -gt 0 ]; then WANT=("$@"); else WANT=("${ALL[@]}"); fi
 for w in "${WANT[@]}"; do
     case " ${ALL[*]} " in *" $w "*) ;; *) echo "wheel-smoke: unknown part '$w' (one of: ${ALL[*]})" >&2; exit 2 ;; esac
@@ -104,14 +105,17 @@ for part in "${WANT[@]}"; do
         check_installed_from_wheel server
         in_venv server server.sh
         ;;
-    light-min)
-        say "light-min: pip install WHEEL at the lowest declared versions (scripts/min-versions.txt)"
-        fresh_venv light-min
-        "$WORK/venv-light-min/bin/python" -m pip install -q -c "$SRC/scripts/min-versions.txt" "$WHEEL"
-        "$WORK/venv-light-min/bin/python" -m pip list --format=freeze 2>/dev/null \
-            | grep -iE '^(numpy|h5py|scipy|click|httpx|tqdm|tifffile|pillow|isal)==' | tr '\n' ' ' >&2; echo >&2
-        check_installed_from_wheel light-min
-        in_venv light-min light.sh
+    light-min|server-min)
+        extra=""; smoke=light.sh
+        if [ "$part" = server-min ]; then extra="[server]"; smoke=server.sh; fi
+        say "$part: pip install \"WHEEL$extra\" at the lowest declared versions (scripts/min-versions.txt)"
+        fresh_venv "$part"
+        "$WORK/venv-$part/bin/python" -m pip install -q -c "$SRC/scripts/min-versions.txt" "$WHEEL$extra"
+        pins="$(grep -E '^[A-Za-z]' "$SRC/scripts/min-versions.txt" | cut -d= -f1 | tr '\n' '|')"
+        "$WORK/venv-$part/bin/python" -m pip list --format=freeze 2>/dev/null \
+            | grep -iE "^(${pins%|})==" | tr '\n' ' ' >&2; echo >&2
+        check_installed_from_wheel "$part"
+        in_venv "$part" "$smoke"
         ;;
     esac
     echo "wheel-smoke: $part passed in $((SECONDS - t)) s" >&2

@@ -88,13 +88,14 @@ def test_files_the_code_opens_beside_itself_are_in_the_wheel(wheel_names):
 
 
 def test_min_versions_pin_the_declared_lower_bounds():
-    """scripts/min-versions.txt (the light-min smoke's constraints) pins exactly the lower bound of
-    every light dependency, so the versions tested are the versions declared."""
+    """scripts/min-versions.txt (the light-min and server-min smokes' constraints) pins exactly the
+    lower bound of every light and [server] dependency, so the versions tested are the versions declared."""
     tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {}
-    for req in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+    for req in project["dependencies"] + project["optional-dependencies"]["server"]:
         m = re.match(r"([A-Za-z0-9_.-]+)\s*(?:\[[^\]]*\])?\s*>=\s*([0-9][0-9.]*)", req)
-        assert m, f"{req}: a light dependency without a lower bound"
+        assert m, f"{req}: a dependency without a lower bound"
         declared[m.group(1).lower()] = m.group(2)
     pinned = {}
     for line in (ROOT / "scripts" / "min-versions.txt").read_text().splitlines():
@@ -102,8 +103,11 @@ def test_min_versions_pin_the_declared_lower_bounds():
             name, version = line.split("==")
             pinned[name.strip().lower()] = version.strip()
     assert set(pinned) == set(declared)
+
+    def parts(v: str) -> list[int]:
+        return [int(x) for x in v.split(".")]
+
     for name, low in declared.items():
-        parts = lambda v: [int(x) for x in v.split(".")]  # noqa: E731
         a, b = parts(pinned[name]), parts(low)
         n = max(len(a), len(b))
         assert a + [0] * (n - len(a)) == b + [0] * (n - len(b)), f"{name}: pinned {pinned[name]}, declared >={low}"

@@ -52,5 +52,17 @@ export C2SEG_TOKEN="$TOKEN"  # from the environment: the token stays out of the 
 step "submit" -- c2seg submit predictions.h5 --server "$URL" --no-progress
 step "leaderboard" -- sh -c "c2seg leaderboard --server '$URL' --track AB --json > board.json"
 expect_json board.json '"smoke-team" in json.dumps(d)' "the leaderboard lists the team"
+# the board page and its stylesheet: the template and the static file come from the wheel
+echo "--- the board page: GET $URL/ and /static/style.css" >&2
+python - "$URL" <<'PY' || exit 1
+import sys, httpx
+url = sys.argv[1]
+page = httpx.get(url + "/", timeout=30)
+if page.status_code != 200 or "smoke-team" not in page.text:
+    sys.exit(f"smoke: FAILED check: the board page ({page.status_code}) does not list smoke-team")
+css = httpx.get(url + "/static/style.css", timeout=30)
+if css.status_code != 200 or not css.text.strip():
+    sys.exit(f"smoke: FAILED check: /static/style.css answered {css.status_code}")
+PY
 stop_server
 echo "server smoke: OK" >&2
