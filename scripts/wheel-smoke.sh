@@ -12,7 +12,9 @@
 #
 # Usage: scripts/wheel-smoke.sh [light|baseline|server|light-min|server-min ...]   (default: all five)
 # Environment: PYTHON (the interpreter for the venvs, default python3), TORCH_PIN (default
-# torch==2.13.0), KEEP=1 keeps the work folder for inspection.
+# torch==2.13.0), KEEP=1 keeps the work folder for inspection, WHEEL_SMOKE_TMP the folder to work
+# in (default: /dev/shm where it has 6 GB free, else $TMPDIR or /tmp: the venvs hold tens of
+# thousands of files, which a memory file system writes and removes in seconds).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,7 +26,14 @@ for w in "${WANT[@]}"; do
     case " ${ALL[*]} " in *" $w "*) ;; *) echo "wheel-smoke: unknown part '$w' (one of: ${ALL[*]})" >&2; exit 2 ;; esac
 done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/c2seg-wheel-smoke.XXXXXX")"
+BASE="${WHEEL_SMOKE_TMP:-}"
+if [ -z "$BASE" ]; then
+    BASE="${TMPDIR:-/tmp}"
+    if [ -d /dev/shm ] && [ -w /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -gt $((6 * 1024 * 1024)) ]; then
+        BASE=/dev/shm
+    fi
+fi
+WORK="$(mktemp -d "$BASE/c2seg-wheel-smoke.XXXXXX")"
 cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "wheel-smoke: kept $WORK" >&2; return; fi
     local t=$SECONDS
