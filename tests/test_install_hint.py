@@ -36,3 +36,22 @@ def test_a_module_of_no_extra_is_not_blamed_on_one(monkeypatch):
     monkeypatch.setattr(cli_mod, "cli", broken)
     with pytest.raises(ModuleNotFoundError):
         cli_mod.main([])
+
+
+def test_participants_install_pins_the_cpu_torch_first_and_names_the_gpu_way():
+    """Where participants read how to install, the pinned CPU torch comes before the baseline extra
+    (an unpinned torch pulls a multi-GB CUDA build), with the pin the Makefile uses, and the GPU
+    alternative is said there too."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = root / "README.md"
+    section = readme.read_text().split("## For participants", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    pin = re.search(r"^TORCH_PIN \?= (\S+)$", (root / "Makefile").read_text(), re.M).group(1)
+    assert f"pip install {pin}" in commands
+    assert commands.index(f"pip install {pin}") < commands.index('pip install ".[baseline]"')
+    intro = section.split("\n1. ", 1)[0]
+    assert "CUDA build of torch" in intro and "GPU" in intro
