@@ -1,5 +1,6 @@
-"""A verb whose extra is not installed says, in one line, how to install it both from a clone of
-the repository (a path) and from the package index (the distribution's name)."""
+"""Installing the right thing: a verb whose extra is not installed says, in one line, how to
+install it both from a clone of the repository (a path) and from the package index (the
+distribution's name); the README's participants' install pins the CPU torch first."""
 
 from __future__ import annotations
 
