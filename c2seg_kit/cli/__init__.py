@@ -56,9 +56,9 @@ def all_commands() -> dict[str, str]:
 
 # a missing import -> the extra that brings it, so the light install explains itself
 EXTRA_OF_MODULE = {
-    **dict.fromkeys(("torch", "sklearn"), "baseline"),
+    "torch": "baseline",
     **dict.fromkeys(("fastapi", "starlette", "sqlalchemy", "uvicorn", "pydantic", "pydantic_settings", "jinja2",
-                     "multipart", "python_multipart", "psycopg", "psutil", "alembic"), "server"),
+                     "multipart", "python_multipart", "psycopg", "alembic"), "server"),
 }
 
 
@@ -121,6 +121,13 @@ def fail(message: str) -> NoReturn:  # noqa: F821
     sys.exit(1)
 
 
+def missing_extra_hint(extra: str, module: str) -> str:
+    """The one line for a verb whose extra is not installed, with both ways to install it: the
+    quoted path works in a clone of the repository, the name only from the package index."""
+    return (f"this command needs the '{extra}' extra ({module} is missing): in a clone of the repository "
+            f"pip install \".[{extra}]\", or from the package index pip install \"c2seg-kit[{extra}]\"")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes (C2SegError) become one line on stderr and exit 1."""
     try:
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = EXTRA_OF_MODULE.get((e.name or "").split(".")[0])
         if extra is None:
             raise
-        fail(f"this command needs the '{extra}' extra: pip install 'c2seg-kit[{extra}]' ({e.name} is missing)")
+        fail(missing_extra_hint(extra, e.name or ""))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
