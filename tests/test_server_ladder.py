@@ -174,7 +174,8 @@ def test_ladder_mode_answers_the_previous_best_to_an_upload_that_does_not_beat_i
     assert entry["submissions"] == 3
     mine = client.get("/api/v1/submissions", headers=h).json()
     assert {m["scores"]["miou"] for m in mine} == {g["scores"]["miou"]}
-    assert client.get("/").status_code == 200  # the page renders in ladder mode
+    page = client.get("/", params={"track": "AB"})
+    assert page.status_code == 200 and "Public scores: Ladder (step 0.05)" in page.text
     # private scores are computed as always; once final everything shows exactly
     with sessions() as s:
         phases.schedule(s, "AB", "final")
@@ -224,3 +225,15 @@ def test_admin_list_teams_shows_the_leak_budget(served, label_array, tmp_path):
                                    "bits": round(math.log2(3) + math.log2(21), 1)}}
     text = CliRunner().invoke(cli, ["admin", "--db", db_url, "list-teams"])
     assert text.exit_code == 0 and "AB: 3, 1, 6/500" in text.stdout
+
+
+def test_submit_prints_the_ladder_value_and_whether_it_moved(capsys):
+    from c2seg_kit.cli.participant import print_scores
+
+    base = {"id": 4, "track": "AB", "team": "alpha", "public_scores": "ladder",
+            "scores": {"miou": 0.31, "oa": None, "f1": None, "kappa": None, "per_class_iou": {}, "n_pixels": 9}}
+    print_scores({**base, "ladder_moved": False})
+    out = capsys.readouterr().out
+    assert "public mIoU (ladder) 0.3100, unchanged: your previous best" in out and "OA" not in out
+    print_scores({**base, "ladder_moved": True})
+    assert "moved by this submission" in capsys.readouterr().out

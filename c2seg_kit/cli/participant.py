@@ -18,6 +18,11 @@ from c2seg_kit.text import for_terminal as safe
 
 def print_scores(result: dict) -> None:
     sc = result["scores"]
+    if result.get("public_scores") == "ladder":  # the server shows one number: the team's Ladder value
+        moved = "moved by this submission" if result.get("ladder_moved") else "unchanged: your previous best"
+        click.echo(f"submission {result['id']} (track {safe(result['track'])}, team {safe(result['team'])}) scored; "
+                   f"public mIoU (ladder) {format_score(sc['miou'])}, {moved}")
+        return
     click.echo(f"submission {result['id']} (track {safe(result['track'])}, team {safe(result['team'])}) scored; "
                "public split:")
     for key, label in (("miou", "mIoU"), ("oa", "OA"), ("f1", "F1 (macro)"), ("kappa", "Kappa")):
