@@ -47,7 +47,7 @@ def ladder_scores(sc: Scores | None, value: float) -> Scores | None:
 def ladder_best(cands: list[Candidate], policy: ladder.Policy) -> dict[int, tuple[Candidate, float]]:
     """{team: (the submission that set its Ladder value, the value)} over visible submissions."""
     teams: dict[int, list[Candidate]] = {}
-    for c in sorted(cands, key=lambda c: (c.created, c.id)):
+    for c in sorted(cands, key=lambda c: c.id):  # the order the answers were given
         teams.setdefault(c.team_id, []).append(c)
     out = {}
     for team_id, cs in teams.items():

@@ -179,7 +179,8 @@ class Answers:
 
 
 def team_answers(s, team_id: int, track: str, policy: Policy, since=None) -> Answers:
-    """The team's scored submissions on the track, in order (see :func:`answers_of`)."""
+    """The team's scored submissions on the track, in the order they were answered (by id: rows
+    are written when scored), see :func:`answers_of`."""
     from sqlalchemy import and_, select
 
     from .models import Score, Submission
@@ -187,7 +188,7 @@ def team_answers(s, team_id: int, track: str, policy: Policy, since=None) -> Ans
     rows = s.execute(select(Submission.id, Submission.created, Score.miou, Submission.hidden.is_not(None))
                      .join(Score, and_(Score.submission_id == Submission.id, Score.split == "public"))
                      .where(Submission.team_id == team_id, Submission.track == track)
-                     .order_by(Submission.created, Submission.id)).all()
+                     .order_by(Submission.id)).all()
     return answers_of(rows, policy, since)
 
 
