@@ -237,3 +237,42 @@ def test_submit_prints_the_ladder_value_and_whether_it_moved(capsys):
     assert "public mIoU (ladder) 0.3100, unchanged: your previous best" in out and "OA" not in out
     print_scores({**base, "ladder_moved": True})
     assert "moved by this submission" in capsys.readouterr().out
+
+
+def test_serve_records_the_mode_per_track_and_keeps_it_when_not_given(tmp_path, labels_file, monkeypatch, capsys):
+    """`serve` runs in-process with uvicorn.run replaced: everything it records happens before it."""
+    import uvicorn
+    from cli_support import run_cli
+    from live_server import free_port
+
+    from c2seg_server.db import make_engine, make_sessionmaker
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    for key in ("LABELS", "DATA_DIR", "DATABASE_URL", "SCORING_WORKERS", "QUOTA_PER_DAY",
+                "MAX_CONNECTIONS_PER_CLIENT", "MAX_UPLOAD_BYTES"):  # serve sets these for its workers: undone after
+        monkeypatch.setenv(f"C2SEG_{key}", "")
+        monkeypatch.delenv(f"C2SEG_{key}")
+    monkeypatch.setenv("C2SEG_SPLIT_BLOCK", "8")  # the tiny labels hold several blocks
+    db = f"sqlite:///{tmp_path / 'board.db'}"
+
+    def serve(*args):
+        return run_cli(capsys, "serve", "--labels", labels_file, "--db", db, "--data-dir", tmp_path / "d",
+                       "--port", free_port(), *args)
+
+    def policy():
+        engine = make_engine(db)
+        with make_sessionmaker(engine)() as s:
+            got = ladder.read_policy(s, "AB")
+        engine.dispose()
+        return got
+
+    code, _, err = serve("--public-scores", "AB=ladder", "--ladder-step", "0.02", "--leak-cap-bits", "80")
+    assert code in (0, None), err
+    assert policy() == ladder.Policy(mode="ladder", step=0.02, leak_cap_bits=80.0)
+    assert "track AB: public scores ladder (step 0.02), leak cap 80 bits per team and phase" in err
+    code, _, err = serve()  # nothing given: the recorded settings hold
+    assert code in (0, None) and policy() == ladder.Policy(mode="ladder", step=0.02, leak_cap_bits=80.0)
+    code, _, err = serve("--public-scores", "exact", "--leak-cap-bits", "none")
+    assert code in (0, None) and policy() == ladder.Policy(mode="exact", step=0.02, leak_cap_bits=None)
+    code, out, err = serve("--public-scores", "AB=sometimes")
+    assert code == 1 and "--public-scores: 'sometimes' is not a mode" in err and "Traceback" not in err + out
