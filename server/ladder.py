@@ -171,6 +171,7 @@ class Answers:
     and whether it moved the ladder; the budget over the current phase."""
 
     shown: dict[int, tuple[float, bool]]
+    seen: dict[int, tuple[float, bool]]  # every submission, hidden ones too: what the team was answered then
     best_id: int | None  # the submission that set the shown value (ladder mode)
     answers: int  # answers given in the current phase
     moves: int
@@ -205,4 +206,4 @@ def answers_of(rows, policy: Policy, since=None) -> Answers:
     counted = [a for r, a in zip(rows, seen, strict=True) if since is None or r[1] >= since]
     moves = sum(a[1] for a in counted)
     distinct = len({a[0] for a in counted}) if policy.ladder else len(counted)
-    return Answers(shown, best_id, len(counted), moves, distinct, bits(policy, len(counted), moves))
+    return Answers(shown, {r[0]: a for r, a in zip(rows, seen, strict=True)}, best_id, len(counted), moves, distinct, bits(policy, len(counted), moves))

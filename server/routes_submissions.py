@@ -88,7 +88,9 @@ def _flags(db, team_id: int, track: str, phase: str) -> Flags:
 
 def submission_out(sub: Submission, team: Team, phase: str, flags: Flags = Flags()) -> SubmissionOut:
     public = scores_out(sub.score("public"))
-    shown = flags.answers.shown.get(sub.id) if flags.answers is not None else None
+    shown = None
+    if flags.answers is not None:  # a hidden submission keeps the answer it was given
+        shown = flags.answers.shown.get(sub.id) or flags.answers.seen.get(sub.id)
     if flags.answers is not None:  # ladder mode: the Ladder's value after this submission, nothing else
         public = ladder_scores(public, shown[0] if shown else 0.0)
     return SubmissionOut(

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from c2seg_kit.cli import cli  # noqa: E402
 from c2seg_kit.errors import C2SegError  # noqa: E402
 from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
-from c2seg_server import crud, ladder, phases  # noqa: E402
+from c2seg_server import crud, ladder, organizer, phases  # noqa: E402
 from c2seg_server.cli import _public_policies  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402
@@ -51,6 +51,7 @@ def test_answers_leave_hidden_submissions_off_the_shown_value_but_count_them():
     a = ladder.answers_of(rows, ladder.Policy(mode="ladder", step=0.01))
     assert a.shown == {1: (0.3, True), 3: (0.35, True)} and a.best_id == 3
     assert (a.answers, a.moves, a.distinct) == (3, 2, 2)  # the team saw 0.3, 0.5, 0.5
+    assert a.seen == {1: (0.3, True), 2: (0.5, True), 3: (0.5, False)}
     assert a.bits == pytest.approx(math.log2(3) + 2 * math.log2(101))
     since = ladder.answers_of(rows, ladder.Policy(mode="ladder"), since=2)
     assert (since.answers, since.moves) == (2, 1)
@@ -174,6 +175,14 @@ def test_ladder_mode_answers_the_previous_best_to_an_upload_that_does_not_beat_i
     assert entry["submissions"] == 3
     mine = client.get("/api/v1/submissions", headers=h).json()
     assert {m["scores"]["miou"] for m in mine} == {g["scores"]["miou"]}
+    # a submission the organizers hide leaves the board's Ladder value; its own answer stays what it was
+    with sessions() as s:
+        organizer.set_hidden(s, g["id"], True)
+    client.app.state.services.boards.invalidate()
+    [entry] = client.get("/api/v1/leaderboard", params={"track": "AB"}).json()["entries"]
+    assert entry["created"] != g["created"] and entry["submissions"] == 2
+    assert entry["public"]["miou"] > 0.3 and round(entry["public"]["miou"] / 0.05, 6) % 1 == 0
+    assert client.get(f"/api/v1/submissions/{g['id']}", headers=h).json()["scores"]["miou"] == g["scores"]["miou"]
     page = client.get("/", params={"track": "AB"})
     assert page.status_code == 200 and "Public scores: Ladder (step 0.05)" in page.text
     # private scores are computed as always; once final everything shows exactly
