@@ -285,3 +285,17 @@ def test_serve_records_the_mode_per_track_and_keeps_it_when_not_given(tmp_path, 
     assert code in (0, None) and policy() == ladder.Policy(mode="exact", step=0.02, leak_cap_bits=None)
     code, out, err = serve("--public-scores", "AB=sometimes")
     assert code == 1 and "--public-scores: 'sometimes' is not a mode" in err and "Traceback" not in err + out
+
+
+def test_leaderboard_command_says_the_board_is_a_ladder(monkeypatch, capsys):
+    from c2seg_kit import client
+    from c2seg_kit.cli.participant import leaderboard
+
+    board = {"track": "AB", "phase": "open", "ranked_by": "public", "public_scores": "ladder", "ladder_step": 0.02,
+             "entries": [{"rank": 1, "team": "alpha", "baseline": False, "submissions": 3, "public": {
+                 "miou": 0.42, "oa": None, "f1": None, "kappa": None, "per_class_iou": {}, "n_pixels": 9}}]}
+    monkeypatch.setattr(client, "leaderboard", lambda track, server: board)
+    result = CliRunner().invoke(leaderboard, ["--track", "AB"])
+    assert result.exit_code == 0, result.output
+    assert "Ladder value (it moves only when a submission beats it by more than 0.02)" in result.output
+    assert "0.4200" in result.output
