@@ -16,6 +16,7 @@ Modules (flat, FastAPI-template style):
   folders       the data folder's writability (serve's start, /healthz)
   edge          uvicorn's h11 protocol with head timeouts, per-client and waiting-head bounds
   logs          the access log without query strings
+  ladder        exact or Ladder answers on the public part, and each team's leak budget in bits
   board         which submission shows and how the board ranks; its single-flight cache
   ranking       sorting by any column, and the combined view over tracks
   deps          typed dependencies (SessionDep, TeamDep, ...)

@@ -7,6 +7,10 @@
   one, as on Kaggle (it never saw private scores, so it cannot pick by them).
 - Ranking: by the shown submission's mIoU on the split the board is ranked by (public, or
   private once final); a tie goes to the earlier submission.
+- Ladder mode (ladder.py): while the track is not final, each team shows the submission that
+  last moved its Ladder value, with that value as its only public figure, ranked by it; a team
+  that picked no final pick is represented by that submission. Once final, every score shows
+  exactly, as in exact mode.
 - Left out: hidden submissions and disqualified teams (both kept in the database).
 - Baselines are shown in place but not ranked (rank null); ranks count participants only.
 """
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
-from . import crud
+from . import crud, ladder
 from .models import Score, Submission, Team
 from .schemas import Leaderboard, LeaderboardEntry, Scores
 
@@ -31,6 +35,25 @@ def scores_out(row) -> Scores | None:
         return None
     return Scores(oa=row.oa, miou=row.miou, f1=row.f1, kappa=row.kappa,
                   per_class_iou=row.per_class_iou, n_pixels=row.n_pixels)
+
+
+def ladder_scores(sc: Scores | None, value: float) -> Scores | None:
+    """The public scores as ladder mode shows them: the Ladder's value, every other figure withheld."""
+    if sc is None:
+        return None
+    return Scores(oa=None, miou=value, f1=None, kappa=None, per_class_iou={}, n_pixels=sc.n_pixels)
+
+
+def ladder_best(cands: list[Candidate], policy: ladder.Policy) -> dict[int, tuple[Candidate, float]]:
+    """{team: (the submission that set its Ladder value, the value)} over visible submissions."""
+    teams: dict[int, list[Candidate]] = {}
+    for c in sorted(cands, key=lambda c: c.id):  # the order the answers were given
+        teams.setdefault(c.team_id, []).append(c)
+    out = {}
+    for team_id, cs in teams.items():
+        a = ladder.answers_of([(c.id, c.created, c.public_miou, False) for c in cs], policy)
+        out[team_id] = (next(c for c in cs if c.id == a.best_id), a.shown[a.best_id][0])
+    return out
 
 
 def key(miou, created, sub_id) -> tuple:
@@ -96,8 +119,16 @@ def build_board(s: Session, track: str) -> Leaderboard:
     for c in cands:
         count[c.team_id] = count.get(c.team_id, 0) + 1
     best, private_rep = chosen(cands)
+    policy = ladder.read_policy(s, track)
+    value: dict[int, float] = {}
+    if policy.ladder:  # what the team was shown stands for it (it never saw its exact scores)
+        for team_id, (c, v) in ladder_best(cands, policy).items():
+            picked = private_rep[team_id] if private_rep[team_id].final_pick else c
+            best[team_id], private_rep[team_id], value[c.id] = c, picked, v
     shown = private_rep if final else best
-    order = sorted(shown.values(), key=lambda c: key(*(_priv(c) if final else _pub(c))))
+    rungs = bool(value) and not final
+    order = sorted(shown.values(), key=lambda c: key(*(_priv(c) if final else
+                                                      (value[c.id], c.created, c.id) if rungs else _pub(c))))
     subs = {sub.id: sub for sub in s.scalars(
         select(Submission).options(selectinload(Submission.scores), selectinload(Submission.team))
         .where(Submission.id.in_([c.id for c in order])))} if order else {}
@@ -110,10 +141,13 @@ def build_board(s: Session, track: str) -> Leaderboard:
             rank=None if c.baseline else rank, team=sub.team.name, baseline=c.baseline, submissions=count[c.team_id],
             created=sub.created, method=sub.method, description=sub.description, url=sub.url,
             selected=sub.final_pick if final else None,
-            public=scores_out(sub.score("public")),
+            public=ladder_scores(scores_out(sub.score("public")), value[c.id]) if rungs
+            else scores_out(sub.score("public")),
             private=scores_out(sub.score("private")) if final else None,
         ))
-    return Leaderboard(track=track, phase=phase, ranked_by="private" if final else "public", entries=entries)
+    return Leaderboard(track=track, phase=phase, ranked_by="private" if final else "public", entries=entries,
+                       public_scores="ladder" if policy.ladder and not final else "exact",
+                       ladder_step=policy.step if policy.ladder and not final else None)
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,22 @@ SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day
               show_envvar=True, default=SERVE_DEFAULTS["max_connections_per_client"], show_default=True,
               help="Connections one client address may hold; 0 = no cap: behind a reverse proxy, where every "
                    "connection comes from the proxy.")
+@click.option("--public-scores", "public_scores", multiple=True, metavar="[TRACK=]exact|ladder",
+              show_default="the recorded mode, else exact",
+              help="What a submission's answer and the board show of the public part: exact scores, or the Ladder "
+                   "(a team's public mIoU moves only when a submission beats it by more than --ladder-step; the "
+                   "other public figures are withheld). TRACK=MODE sets one track; repeat for both. Recorded in "
+                   "the database.")
+@click.option("--ladder-step", "ladder_step", multiple=True, metavar="[TRACK=]STEP",
+              show_default="the recorded step, else 0.01", help="The Ladder's step (mIoU, above 0, at most 0.5).")
+@click.option("--leak-cap-bits", "leak_cap", multiple=True, metavar="[TRACK=]BITS|none",
+              show_default="the recorded cap, else none",
+              help="Refuse a team's uploads (429) once the public answers it got in the track's current phase can "
+                   "reveal this many bits (`c2seg admin list-teams` shows each team's count). Recorded.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="How much uvicorn logs.")
 def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, quota, max_upload_mb, limit_concurrency,
-          max_connections_per_client, log_level):
+          max_connections_per_client, public_scores, ladder_step, leak_cap, log_level):
     """Run the scoring server and leaderboard (FastAPI on uvicorn).
 
     Scores uploads against the hidden LABELS (one file per track), keeps a team's best
@@ -91,7 +103,7 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
     """
     import uvicorn
 
-    from . import admission, stored
+    from . import admission, ladder, stored
     from .db import make_sessionmaker
     from .folders import data_folder_problem
     from .main import served_tracks
@@ -107,6 +119,7 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
             os.environ[f"C2SEG_{key}"] = str(value)
     settings = settings_from(None, data_dir)
     tracks = served_tracks(settings.labels)  # fail now, in one line, if a labels file is wrong
+    policies = _public_policies(tracks, public_scores, ladder_step, leak_cap)
     # The data folder: the one given; else, with the database in it (no --db), the default; else
     # the one the database records (a restart with only --db keeps the stored submissions).
     settled = data_dir is not None or settings.database_url is None
@@ -124,6 +137,9 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
     with database_errors(lambda: settings.db_url), sessions() as s:
         moved_from = stored.settle_data_dir(s, settings.data_dir)
         split = stored.record_split(s, settings)  # here, in one process, before the workers start
+        for track, given in policies.items():
+            ladder.record(s, track, **given)
+        shown = {t: ladder.read_policy(s, t) for t in sorted(tracks)}
     for track, (served, _) in sorted(tracks.items()):
         # one part of the split would be empty (every score of it undefined): a tile track's split
         # takes whole tiles, a scene track's whole blocks
@@ -156,6 +172,12 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
                           for t, (s, _) in sorted(tracks.items()))
     click.echo(f"serving track(s) {described} on http://{where}/ "
                f"(database {safe_url(settings.db_url)}; data folder {Path(settings.data_dir).resolve()})", err=True)
+    for track, policy in shown.items():
+        if policy.ladder or policy.leak_cap_bits is not None:
+            click.echo(f"track {track}: public scores {policy.mode}"
+                       + (f" (step {policy.step:g})" if policy.ladder else "")
+                       + (f", leak cap {policy.leak_cap_bits:g} bits per team and phase"
+                          if policy.leak_cap_bits is not None else ""), err=True)
     if split.origin == "legacy":
         click.echo("warning: this database's public/private split uses the public default seed of older releases "
                    "(anyone can compute the private mask): `c2seg admin rescore --new-split-seed` moves it to a "
@@ -169,6 +191,20 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
         h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5, limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=10,
     )
+
+
+def _public_policies(tracks, modes, steps, caps) -> dict[str, dict]:
+    """serve's --public-scores, --ladder-step and --leak-cap-bits -> {track: what to record}
+    (only what was given); a wrong value is one line."""
+    from . import ladder
+
+    try:
+        given = {"mode": ladder.parse_per_track(modes, tracks, ladder.check_mode, "--public-scores"),
+                 "step": ladder.parse_per_track(steps, tracks, lambda v: ladder.check_step(float(v)), "--ladder-step"),
+                 "cap": ladder.parse_per_track(caps, tracks, ladder.check_cap, "--leak-cap-bits")}
+    except ValueError as e:
+        raise C2SegError(str(e)) from None
+    return {t: {k: v[t] for k, v in given.items() if t in v} for t in tracks if any(t in v for v in given.values())}
 
 
 def _check_can_listen(host: str, port: int) -> str:
@@ -272,22 +308,39 @@ def add_team(ctx, name, baseline):
 @click.option("--json", "as_json", is_flag=True, help="one JSON array")
 @click.pass_context
 def list_teams(ctx, as_json):
-    """List teams: name, baseline flag, created, revoked, submissions."""
-    from . import crud
+    """List teams: name, baseline flag, created, revoked, submissions, and the leak budget: per
+    track, the public answers the team got in the current phase, how many distinct ones, and an
+    upper bound in bits on what they can reveal about the hidden labels (see --leak-cap-bits of
+    `c2seg serve`)."""
+    from . import crud, ladder, phases
 
     _, sessions = _open(ctx)
     with sessions() as s:
-        rows = [{"name": t.name, "baseline": t.is_baseline, "created": t.created.isoformat(),
-                 "revoked": t.revoked.isoformat() if t.revoked else None,
-                 "disqualified": t.disqualified_reason if t.disqualified else None,
-                 "members": len(t.members), "submissions": len(t.submissions)} for t in crud.list_teams(s)]
+        tracks = sorted({sub.track for t in crud.list_teams(s) for sub in t.submissions})
+        policy = {tr: ladder.read_policy(s, tr) for tr in tracks}
+        since = {tr: phases.state(s, tr).since for tr in tracks}
+        rows = []
+        for t in crud.list_teams(s):
+            leak = {}
+            for tr in sorted({sub.track for sub in t.submissions}):
+                a = ladder.team_answers(s, t.id, tr, policy[tr], since=since[tr])
+                leak[tr] = {"mode": policy[tr].mode, "answers": a.answers,
+                            "distinct": a.distinct,
+                            "bits": round(a.bits, 1), "cap_bits": policy[tr].leak_cap_bits}
+            rows.append({"name": t.name, "baseline": t.is_baseline, "created": t.created.isoformat(),
+                         "revoked": t.revoked.isoformat() if t.revoked else None,
+                         "disqualified": t.disqualified_reason if t.disqualified else None,
+                         "members": len(t.members), "submissions": len(t.submissions), "leak": leak})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} disqualified")
+    click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} {'disqualified':<14} "
+               "leak (track: answers, distinct, bits[/cap] this phase)")
     for r in rows:
+        leak = "; ".join(f"{tr}: {v['answers']}, {v['distinct']}, {v['bits']:g}" + (f"/{v['cap_bits']:g}" if v["cap_bits"] else "")
+                         for tr, v in r["leak"].items())
         click.echo(f"{safe(r['name'])[:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
-                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {safe(r['disqualified'])}")
+                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {safe(r['disqualified'])[:14]:<14} {leak}")
 
 
 @admin.command()

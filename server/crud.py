@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from c2seg_kit import text
 
-from . import phases
+from . import ladder, phases
 from .models import FailedAttempt, QuotaReservation, Score, Submission, Team, UploadSlot, utcnow
 from .phases import iso
 from .security import hash_token, new_token, token_matches
@@ -194,6 +194,15 @@ def take_quota(s: Session, team_id: int, track: str, quota: int, hold_s: float,
             s.rollback()
             raise QuotaExceeded(f"the quota for this phase of track {track} is", used, phase.cap, None,
                                 phase_ends=ends, per="in this phase")
+    if phase is not None:
+        policy = ladder.read_policy(s, track)
+        if policy.leak_cap_bits is not None:
+            spent = ladder.team_answers(s, team_id, track, policy, since=phase.since).bits
+            if spent >= policy.leak_cap_bits:
+                s.rollback()
+                raise QuotaExceeded(f"the leak budget (public answers) for this phase of track {track} is",
+                                    f"{spent:.1f}", f"{policy.leak_cap_bits:g}", None, phase_ends=ends,
+                                    per="bits in this phase")
     res = QuotaReservation(team_id=team_id, track=track, created=now, expires=now + dt.timedelta(seconds=hold_s))
     s.add(res)
     return res

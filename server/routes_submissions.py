@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
@@ -15,8 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from c2seg_kit import text
 
-from . import admission, crud, phases, stored
-from .board import candidates, chosen, scores_out
+from . import admission, crud, ladder, phases, stored
+from .board import candidates, chosen, ladder_scores, scores_out
 from .deps import Services, ServicesDep, SessionDep, TeamDep, served_track
 from .models import Submission, Team, utcnow
 from .schemas import ErrorOut, FinalPicksIn, FinalPicksOut, MetadataIn, SubmissionOut, TrackName
@@ -56,35 +57,57 @@ ERRORS = {code: {"model": ErrorOut, "description": why} for code, why in {
     408: "the upload took too long", 409: "identical to one of the team's earlier submissions (not charged)",
     413: "the upload is too large",
     422: "the file or a field is not valid",
-    429: "daily or per-phase quota used up, too many refused uploads, or too many uploads in progress",
+    429: "daily or per-phase quota or the phase's leak budget used up, too many refused uploads, or too many uploads in progress",
     503: "the server's spool or disk is full for now, or its labels are out of date after a rescore (Retry-After)",
 }.items()}
 
 
-def _flags(db, team_id: int, track: str) -> tuple[int | None, set[int]]:
-    """(the team's best public submission, the submissions that count for the private ranking)."""
+@dataclass(frozen=True)
+class Flags:
+    """What a team's submission on a track is shown with: its best public one, those that count
+    for the private ranking and, in ladder mode while the track is not final, the Ladder's answers."""
+
+    best_id: int | None = None
+    counted: frozenset[int] = frozenset()
+    answers: ladder.Answers | None = None
+
+
+def _flags(db, team_id: int, track: str, phase: str) -> Flags:
     mine = candidates(db, track, team_id)
     best, _ = chosen(mine)
-    picks = {c.id for c in mine if c.final_pick}
     best_id = best[team_id].id if team_id in best else None
-    return best_id, picks or ({best_id} if best_id else set())
+    policy = ladder.read_policy(db, track)
+    answers = None
+    if policy.ladder:  # the submission the team was shown stands for it
+        answers = ladder.team_answers(db, team_id, track, policy)
+        best_id = answers.best_id
+        answers = answers if phase != "final" else None
+    picks = {c.id for c in mine if c.final_pick}
+    return Flags(best_id, frozenset(picks or ({best_id} if best_id else set())), answers)
 
 
-def submission_out(sub: Submission, team: Team, phase: str, flags: tuple[int | None, set[int]] = (None, set())
-                   ) -> SubmissionOut:
-    best_id, counted = flags
+def submission_out(sub: Submission, team: Team, phase: str, flags: Flags = Flags()) -> SubmissionOut:
+    public = scores_out(sub.score("public"))
+    shown = None
+    if flags.answers is not None:  # a hidden submission keeps the answer it was given
+        shown = flags.answers.shown.get(sub.id) or flags.answers.seen.get(sub.id)
+    if flags.answers is not None:  # ladder mode: the Ladder's value after this submission, nothing else
+        public = ladder_scores(public, shown[0] if shown else 0.0)
     return SubmissionOut(
         id=sub.id, track=sub.track, team=team.name, created=sub.created, filename=sub.filename,
         method=sub.method, description=sub.description, url=sub.url,
         status="hidden" if sub.hidden else "scored", final_pick=sub.final_pick,
-        best_public=sub.id == best_id, private_candidate=sub.id in counted,
-        scores=scores_out(sub.score("public")),
+        best_public=sub.id == flags.best_id, private_candidate=sub.id in flags.counted,
+        scores=public,
+        public_scores="ladder" if flags.answers is not None else "exact",
+        ladder_moved=None if flags.answers is None else bool(shown and shown[1]),
         private_scores=scores_out(sub.score("private")) if phase == "final" else None,
     )
 
 
 def _describe(db, team: Team, sub: Submission) -> SubmissionOut:
-    return submission_out(sub, team, crud.get_phase(db, sub.track), _flags(db, team.id, sub.track))
+    phase = crud.get_phase(db, sub.track)
+    return submission_out(sub, team, phase, _flags(db, team.id, sub.track, phase))
 
 
 def _not_disqualified(team: Team) -> None:
@@ -279,7 +302,7 @@ def list_submissions(team: TeamDep, db: SessionDep, track: TrackName | None = No
     for sub in crud.team_submissions(db, team.id, track):
         if sub.track not in phase_of:
             phase_of[sub.track] = crud.get_phase(db, sub.track)
-            flags_of[sub.track] = _flags(db, team.id, sub.track)
+            flags_of[sub.track] = _flags(db, team.id, sub.track, phase_of[sub.track])
         out.append(submission_out(sub, team, phase_of[sub.track], flags_of[sub.track]))
     return out
 

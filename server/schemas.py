@@ -40,7 +40,11 @@ class SubmissionOut(BaseModel):
     best_public: bool = Field(False, description="the team's best public submission on its track (the one the public board shows)")
     private_candidate: bool = Field(
         False, description="counts for the private ranking: a final pick, or, with none picked, the best public one")
-    scores: Scores = Field(description="public scores")
+    scores: Scores = Field(description="public scores; in ladder mode only `miou` is given: the team's Ladder "
+                                       "value after this submission (the others are null)")
+    public_scores: Literal["exact", "ladder"] = Field("exact", description="how the track answers public scores")
+    ladder_moved: bool | None = Field(None, description="ladder mode: whether this submission moved the team's "
+                                                        "Ladder value (false: the previous value is shown again)")
     private_scores: Scores | None = Field(None, description="shown once the track's phase is final")
 
 
@@ -110,6 +114,10 @@ class Leaderboard(BaseModel):
     track: TrackName
     phase: PhaseName
     ranked_by: Literal["public", "private"]
+    public_scores: Literal["exact", "ladder"] = Field(
+        "exact", description="ladder: each team's public mIoU is its Ladder value (it moves only when a submission "
+                             "beats it by more than ladder_step); the other public figures are withheld")
+    ladder_step: float | None = Field(None, description="the Ladder's step, in ladder mode")
     sort: BoardSort = "rank"
     dir: SortDir = "asc"
     entries: list[LeaderboardEntry]

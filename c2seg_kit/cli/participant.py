@@ -18,6 +18,11 @@ from c2seg_kit.text import for_terminal as safe
 
 def print_scores(result: dict) -> None:
     sc = result["scores"]
+    if result.get("public_scores") == "ladder":  # the server shows one number: the team's Ladder value
+        moved = "moved by this submission" if result.get("ladder_moved") else "unchanged: your previous best"
+        click.echo(f"submission {result['id']} (track {safe(result['track'])}, team {safe(result['team'])}) scored; "
+                   f"public mIoU (ladder) {format_score(sc['miou'])}, {moved}")
+        return
     click.echo(f"submission {result['id']} (track {safe(result['track'])}, team {safe(result['team'])}) scored; "
                "public split:")
     for key, label in (("miou", "mIoU"), ("oa", "OA"), ("f1", "F1 (macro)"), ("kappa", "Kappa")):
@@ -141,6 +146,9 @@ def leaderboard(server, track, as_json):
     final = board["phase"] == "final"
     click.echo(f"track {safe(board['track'])} ({safe(board['phase'])}), ranked by {safe(board['ranked_by'])} mIoU; "
                "baselines (*) are shown, not ranked")
+    if board.get("public_scores") == "ladder":
+        click.echo(f"public mIoU: each team's Ladder value (it moves only when a submission beats it by more than "
+                   f"{safe(str(board.get('ladder_step')))}); the other public figures are withheld")
     if not board["entries"]:
         click.echo("no submissions yet")
         return
