@@ -151,3 +151,16 @@ def database_errors(url_of):
         yield
     except SQLAlchemyError as e:
         raise database_error(url_of(), e) from None
+
+
+def open_db(ctx, *, create: bool = False):
+    """(settings, sessionmaker) for an admin verb from its click context (see AdminContext.open)."""
+    return ctx.obj.open(create=create)
+
+
+def user_error(fn, *args):
+    """fn(*args), a ValueError (a wrong name, id or value given by the user) becoming one line."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise C2SegError(str(e)) from None

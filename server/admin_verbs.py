@@ -1,4 +1,4 @@
-"""The organizer verbs for running a leaderboard, added to the `c2seg admin` group of cli.py: hide/unhide a
+"""The organizer verbs for running a leaderboard, added to the `c2seg admin` group by cli.py (VERBS): hide/unhide a
 submission, disqualify/reinstate a team, rotate a token, team members, fetch a stored file,
 and the duplicate check. Like the rest of `admin`, they talk to the database directly (and
 upgrade it first), and import the server's libraries inside the commands.
@@ -16,19 +16,19 @@ from c2seg_kit.cli.options import track_option
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
 
-from .cli import _open, _user_error, admin
+from .admin_db import open_db, user_error
 
 ID = click.IntRange(1, 2**31 - 1)
 
 
 def _run(ctx, fn, *args, **kwargs):
     """fn(session, *args) on the admin database; ValueError becomes a one-line user error."""
-    _, sessions = _open(ctx)
+    _, sessions = open_db(ctx)
     with sessions() as s:
-        return _user_error(lambda: fn(s, *args, **kwargs))
+        return user_error(lambda: fn(s, *args, **kwargs))
 
 
-@admin.command()
+@click.command()
 @click.argument("submission_id", type=ID)
 @click.pass_context
 def hide(ctx, submission_id):
@@ -39,7 +39,7 @@ def hide(ctx, submission_id):
     click.echo(f"hid submission {sub.id} of team {sub.team.name!r} (track {sub.track})", err=True)
 
 
-@admin.command()
+@click.command()
 @click.argument("submission_id", type=ID)
 @click.pass_context
 def unhide(ctx, submission_id):
@@ -50,7 +50,7 @@ def unhide(ctx, submission_id):
     click.echo(f"submission {sub.id} of team {sub.team.name!r} is visible again", err=True)
 
 
-@admin.command()
+@click.command()
 @click.argument("team")
 @click.option("--reason", required=True, help="why (kept with the team, shown to it by `c2seg me`; one line)")
 @click.pass_context
@@ -62,7 +62,7 @@ def disqualify(ctx, team, reason):
     click.echo(f"disqualified team {team!r}", err=True)
 
 
-@admin.command()
+@click.command()
 @click.argument("team")
 @click.pass_context
 def reinstate(ctx, team):
@@ -73,7 +73,7 @@ def reinstate(ctx, team):
     click.echo(f"reinstated team {team!r}", err=True)
 
 
-@admin.command("rotate-token")
+@click.command("rotate-token")
 @click.argument("team")
 @click.pass_context
 def rotate_token(ctx, team):
@@ -86,7 +86,7 @@ def rotate_token(ctx, team):
     click.echo(token)
 
 
-@admin.command()
+@click.command()
 @click.argument("team")
 @click.option("--name", help="the member's name")
 @click.option("--email", required=True, help="the member's e-mail address (one member per address)")
@@ -108,7 +108,7 @@ def member(ctx, team, name, email, affiliation, remove):
                err=True)
 
 
-@admin.command()
+@click.command()
 @click.argument("team", required=False)
 @click.option("--json", "as_json", is_flag=True, help="one JSON array")
 @click.pass_context
@@ -125,7 +125,7 @@ def members(ctx, team, as_json):
         click.echo(f"{safe(r['team'])[:30]:<30} {safe(r['name'])[:30]:<30} {safe(r['email']):<32} {safe(r['affiliation'])}")
 
 
-@admin.command()
+@click.command()
 @click.argument("submission_id", type=ID)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="where to write the file")
 @click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
@@ -134,9 +134,9 @@ def fetch(ctx, submission_id, out, force):
     """Write the file submitted as ID to OUT, checked against the hash taken at upload."""
     from . import organizer
 
-    settings, sessions = _open(ctx)
+    settings, sessions = open_db(ctx)
     with sessions() as s:
-        sub = _user_error(lambda: organizer.get_any_submission(s, submission_id))
+        sub = user_error(lambda: organizer.get_any_submission(s, submission_id))
         stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
     from .outfiles import output_file, refuse_unless_replaceable
 
@@ -154,7 +154,7 @@ def fetch(ctx, submission_id, out, force):
     click.echo(f"wrote submission {submission_id} of team {team!r} to {out}", err=True)
 
 
-@admin.command()
+@click.command()
 @track_option(required=False, help="only this track")
 @click.option("--json", "as_json", is_flag=True, help="one JSON array of groups")
 @click.pass_context
@@ -182,7 +182,7 @@ def duplicates(ctx, track, as_json):
                        + ("  (hidden)" if x["hidden"] else ""))
 
 
-@admin.command("split-seed")
+@click.command("split-seed")
 @click.pass_context
 def split_seed(ctx):
     """Show the seed of the public/private split, alone on stdout (on stderr: how each kind of
@@ -193,7 +193,7 @@ def split_seed(ctx):
     rescoring keeps it; `rescore --new-split-seed` replaces it."""
     from . import stored
 
-    _, sessions = _open(ctx)
+    _, sessions = open_db(ctx)
     with sessions() as s:
         split = stored.read_split(s)
         layouts = {t: layout for t, (_, layout) in stored.recorded_labels(s).items()}
@@ -210,3 +210,7 @@ def split_seed(ctx):
     click.echo(f"split: {described}; the seed was {stored.ORIGINS.get(split.origin, split.origin)}; keep it secret",
                err=True)
     click.echo(split.seed)
+
+
+#: The verbs of this module, in the order cli.py adds them to `c2seg admin`.
+VERBS = (hide, unhide, disqualify, reinstate, rotate_token, member, members, fetch, duplicates, split_seed)

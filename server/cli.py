@@ -22,13 +22,16 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import csv_cell
 from c2seg_kit.text import for_terminal as safe
 
+from . import admin_verbs
 from .admin_db import (  # light: sqlalchemy is imported inside its functions
     AdminContext,
     database_error,
     database_errors,
+    open_db,
     open_engine,
     safe_url,
     settings_from,
+    user_error,
 )
 
 #: The database, as `serve` and `admin` both take it.
@@ -240,18 +243,6 @@ def admin(ctx, db, data_dir):
     ctx.obj = AdminContext(db=db, data_dir=data_dir)
 
 
-def _open(ctx, *, create: bool = False):
-    """(settings, sessionmaker) for an admin verb (see admin_db.AdminContext.open)."""
-    return ctx.obj.open(create=create)
-
-
-def _user_error(fn, *args):
-    try:
-        return fn(*args)
-    except ValueError as e:
-        raise C2SegError(str(e)) from None
-
-
 @admin.command("add-team")
 @click.argument("name")
 @click.option("--baseline", is_flag=True, help="mark the team's rows as baseline results on the board")
@@ -260,10 +251,10 @@ def add_team(ctx, name, baseline):
     """Add a team; prints its token, alone, on stdout (shown once: only a hash is stored)."""
     from . import crud
 
-    name = _user_error(crud.check_team_name, name)  # before the database is opened (or made)
-    _, sessions = _open(ctx, create=True)
+    name = user_error(crud.check_team_name, name)  # before the database is opened (or made)
+    _, sessions = open_db(ctx, create=True)
     with sessions() as s:
-        team, token = _user_error(lambda: crud.add_team(s, name, baseline=baseline))
+        team, token = user_error(lambda: crud.add_team(s, name, baseline=baseline))
     click.echo(f"added team {team.name!r}{' (baseline)' if baseline else ''}; its token follows, shown once", err=True)
     click.echo(token)
 
@@ -275,7 +266,7 @@ def list_teams(ctx, as_json):
     """List teams: name, baseline flag, created, revoked, submissions."""
     from . import crud
 
-    _, sessions = _open(ctx)
+    _, sessions = open_db(ctx)
     with sessions() as s:
         rows = [{"name": t.name, "baseline": t.is_baseline, "created": t.created.isoformat(),
                  "revoked": t.revoked.isoformat() if t.revoked else None,
@@ -297,9 +288,9 @@ def revoke(ctx, team):
     """Revoke TEAM's token: it is refused from now on (its submissions stay on the board)."""
     from . import crud
 
-    _, sessions = _open(ctx)
+    _, sessions = open_db(ctx)
     with sessions() as s:
-        _user_error(crud.revoke_team, s, team)
+        user_error(crud.revoke_team, s, team)
     click.echo(f"revoked the token of team {team!r}", err=True)
 
 
@@ -318,14 +309,14 @@ def phase(ctx, track, phase, at, cap, unschedule):
     time. Final picks close when the open phase ends. Prints the phase now and what is scheduled."""
     from . import phases
 
-    settings, sessions = _open(ctx)
+    settings, sessions = open_db(ctx)
     with sessions() as s:
         if unschedule:
             n = phases.unschedule(s, track)
             click.echo(f"dropped {n} scheduled change(s) of {track}", err=True)
         if phase:
-            when = _user_error(phases.parse_utc, at) if at else None
-            _user_error(lambda: phases.schedule(s, track, phase, at=when, cap=cap))
+            when = user_error(phases.parse_utc, at) if at else None
+            user_error(lambda: phases.schedule(s, track, phase, at=when, cap=cap))
         elif at or cap is not None:
             raise click.UsageError("--at and --cap go with a PHASE (open, closed or final)")
         st = phases.state(s, track, default_cap=settings.quota_per_phase)
@@ -356,7 +347,7 @@ def export(ctx, out, force, track):
 
     if out:
         refuse_unless_replaceable(Path(out), force)  # before the database is read
-    _, sessions = _open(ctx)
+    _, sessions = open_db(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
             "content_sha256", "final_pick", "hidden", "team_disqualified"]
     for split in ("public", "private"):
@@ -401,7 +392,7 @@ def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
     from .main import served_tracks
     from .rescoring import rescore_all
 
-    settings, sessions = _open(ctx)
+    settings, sessions = open_db(ctx)
     settings = settings.model_copy(update={"labels": [Path(p) for p in labels], "scoring_workers": scoring_workers})
     tracks = served_tracks(settings.labels)
     out = rescore_all(settings, sessions, tracks, new_split_seed=new_split_seed, progress=progress,
@@ -418,5 +409,6 @@ def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
 
 
 # The leaderboard verbs (hide, disqualify, rotate-token, member, fetch, duplicates, ...) live in
-# their own module and join the group on import.
-from . import admin_verbs  # noqa: E402,F401
+# their own module.
+for _verb in admin_verbs.VERBS:
+    admin.add_command(_verb)
