@@ -22,7 +22,7 @@ from c2seg_baseline.config import paper
 from c2seg_baseline.importer import AUTHORS_FILES, load_authors_model, to_authors_state_dicts
 from c2seg_baseline.model import HighDAN
 from c2seg_kit.registry import TRACKS
-from c2seg_kit.submission import open_submission
+from c2seg_kit.submission.readers import open_submission
 
 PATCH = 128  # their Augsburg script's --patch
 

@@ -139,9 +139,9 @@ def trained(tmp_path_factory):
 
 def test_predict_cli_writes_a_submission_that_scores(trained, tmp_path):
     from c2seg_kit.prepared import PreparedData
-    from c2seg_kit.scoring import score_files
-    from c2seg_kit.submission import open_submission
-    from c2seg_kit.writers import write_labels
+    from c2seg_kit.submission.readers import open_submission
+    from c2seg_kit.submission.score_files import score_files
+    from c2seg_kit.submission.writers import write_labels
 
     prep, checkpoint = trained
     out = tmp_path / "predictions.h5"
@@ -172,7 +172,7 @@ def test_predict_matches_evaluation_during_training(trained, tmp_path):
     from c2seg_baseline.checkpoint import load_checkpoint
     from c2seg_baseline.predict import evaluate_city, predict_to_file
     from c2seg_kit.prepared import PreparedData
-    from c2seg_kit.submission import open_submission
+    from c2seg_kit.submission.readers import open_submission
 
     prep, checkpoint = trained
     out = tmp_path / "p.h5"
@@ -211,8 +211,8 @@ def test_end_to_end_on_the_kits_synth_and_prepare(synth_ab, prepared_ab, tmp_pat
     """The real path: synth -> prepare -> train (eval against labels.h5) -> predict -> score."""
     from c2seg_baseline.predict import predict_to_file
     from c2seg_baseline.train import train
-    from c2seg_kit.scoring import score_files
-    from c2seg_kit.submission import open_labels
+    from c2seg_kit.submission.readers import open_labels
+    from c2seg_kit.submission.score_files import score_files
 
     out = tmp_path / "run"
     summary = train(tiny_options(prepared_ab, out, steps=2, eval_every=2, labels=synth_ab / "labels.h5",

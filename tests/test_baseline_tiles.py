@@ -138,8 +138,8 @@ def test_evaluation_against_a_tile_layout_labels_file(tiles, tmp_path):
 
 def test_labels_that_are_not_the_test_tiles_are_refused_in_one_line(tiles, tmp_path):
     root, hidden = tiles
-    from c2seg_kit.tile_layout import write_tile_labels
-    from c2seg_kit.writers import write_labels
+    from c2seg_kit.submission.tile_writers import write_tile_labels
+    from c2seg_kit.submission.writers import write_labels
 
     fewer = write_tile_labels(tmp_path / "fewer.h5", [(i, hidden[i]) for i in sorted(hidden)[1:]], "AB")
     scene = write_labels(tmp_path / "scene.h5", np.ones((20, 20), np.uint8), "AB")
