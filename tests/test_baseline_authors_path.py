@@ -16,7 +16,7 @@ import scipy.io
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, make_prepared, run_cli
+from baseline_support import assert_one_line_error, make_prepared, run_cli
 
 from c2seg_baseline.config import paper
 from c2seg_baseline.importer import AUTHORS_FILES, load_authors_model, to_authors_state_dicts

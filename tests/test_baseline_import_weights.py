@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, make_prepared, run_cli
+from baseline_support import assert_one_line_error, make_prepared, run_cli
 
 from c2seg_baseline.config import paper
 from c2seg_baseline.import_weights import AUTHORS_PREPARE

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import (
+from baseline_support import (
     assert_one_line_error,
     cli_args,
     config_file,

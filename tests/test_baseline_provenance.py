@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, config_file, make_prepared, run_cli
+from baseline_support import assert_one_line_error, config_file, make_prepared, run_cli
 
 from c2seg_baseline import checkpoint as ckpt
 

@@ -18,9 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from baseline_support import assert_one_line_error, config_file, run_cli, tiny_options
+from metrics_support import oracle
 from test_baseline_predict import naive_blend
-from test_baseline_train import assert_one_line_error, config_file, run_cli, tiny_options
-from test_metrics import oracle
 from tile_support import write_gdal
 
 from c2seg_baseline import checkpoint as ckpt
