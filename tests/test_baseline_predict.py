@@ -117,7 +117,6 @@ def test_blending_matches_a_naive_per_pixel_loop(tmp_path, shape, window, overla
                      sink=lambda r0, rows: pieces.append(rows))
     pred = np.concatenate(pieces)
     np.testing.assert_array_equal(pred, expected.argmax(0) + 1)
-    assert pred.min() >= 1 and pred.max() <= 13
 
 
 def test_blend_weights_are_positive_and_flat_inside():
