@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from baseline_support import make_prepared
-from test_baseline_predict import PositionModel, axis_windows, padded_window
+from stitch_support import PositionModel, axis_windows, padded_window
 
 from c2seg_baseline.predict import predict_city
 from c2seg_kit.prepared import PreparedData

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from baseline_support import assert_one_line_error, config_file, run_cli, tiny_options
 from metrics_support import oracle
-from test_baseline_predict import naive_blend
+from stitch_support import naive_blend
 from tile_support import write_gdal
 
 from c2seg_baseline import checkpoint as ckpt
