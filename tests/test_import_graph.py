@@ -173,3 +173,12 @@ def test_imports_go_one_way():
     wrong = sorted(f"{module} -> {target}" for module in MODULES for target in import_edges(module)
                    if target.split(".")[0] not in allowed[module.split(".")[0]])
     assert not wrong, "imports against the direction core <- baseline, core <- server: " + "; ".join(wrong)
+
+
+def test_every_package_read_here_is_shipped():
+    # A package missing from pyproject's list imports from a checkout but not from the wheel.
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = {name for name in MODULES if _is_package(name)}
+    assert sorted(packages - set(setuptools["packages"])) == []
