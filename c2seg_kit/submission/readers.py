@@ -34,7 +34,7 @@ from c2seg_kit.submission.formats import (
     Source,
     read_layout,
 )
-from c2seg_kit.submission.scene_readers import Labels, Submission, _ClassRaster
+from c2seg_kit.submission.scene_readers import ClassRaster, Labels, Submission
 from c2seg_kit.submission.tile_readers import TileLabels, TileSubmission
 
 __all__ = ["READERS", "open_class_raster", "open_labels", "open_submission", "submission_track"]
@@ -48,7 +48,7 @@ READERS: dict[tuple[str, str], type[ClassFile]] = {
 }
 
 
-def layout_mismatch(scene_cls: type[_ClassRaster], found: str, track: str, expected: dict) -> str:
+def layout_mismatch(scene_cls: type[ClassRaster], found: str, track: str, expected: dict) -> str:
     """The refusal of a file in the other layout: which layout the track expects and how to get it."""
     name, what = scene_cls.dataset_name, scene_cls.what
     if found == LAYOUT_SCENE:
@@ -60,7 +60,7 @@ def layout_mismatch(scene_cls: type[_ClassRaster], found: str, track: str, expec
             f"send one '{name}' raster of {h} x {w} (the scene layout, as `c2seg predict` writes it)")
 
 
-def check_tile_count(checked: h5safe.CheckedFile, scene_cls: type[_ClassRaster], track: str | None) -> None:
+def check_tile_count(checked: h5safe.CheckedFile, scene_cls: type[ClassRaster], track: str | None) -> None:
     """Without the labels' tiles, a tile file may hold at most as many tiles as its track has
     test tiles (AB 140, BW 850): refused from the group's member count (one HDF5 call), before
     any member is looked at, however many the file holds."""
@@ -72,7 +72,7 @@ def check_tile_count(checked: h5safe.CheckedFile, scene_cls: type[_ClassRaster],
                               f"tiles of track {file_track}")
 
 
-def _open(scene_cls: type[_ClassRaster], source: Source, *, track: str | None, expected: dict,
+def _open(scene_cls: type[ClassRaster], source: Source, *, track: str | None, expected: dict,
           limits: h5safe.Limits) -> ClassFile:
     """Open ``source`` through the whole-file checks; the reader of its layout runs its own last.
 

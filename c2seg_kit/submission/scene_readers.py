@@ -27,10 +27,10 @@ from c2seg_kit.submission.formats import (
     nominal_pixels,
 )
 
-__all__ = ["Labels", "Submission"]
+__all__ = ["ClassRaster", "Labels", "Submission"]
 
 
-class _ClassRaster(ClassFile):
+class ClassRaster(ClassFile):
     """A checked class-id raster of the scene layout; subclasses fix names and error class."""
 
     def __init__(self, checked: h5safe.CheckedFile, track: str | None, *,
@@ -101,7 +101,7 @@ class _ClassRaster(ClassFile):
         return f"{type(self).__name__}(track={getattr(self, 'track', None)!r}, shape={getattr(self, 'shape', None)})"
 
 
-class Submission(_ClassRaster):
+class Submission(ClassRaster):
     """An opened, structurally checked submission (``prediction``, ``submission/1``), scene layout."""
 
     dataset_name = "prediction"
@@ -110,7 +110,7 @@ class Submission(_ClassRaster):
     error = InvalidSubmissionError
 
 
-class Labels(_ClassRaster):
+class Labels(ClassRaster):
     """An opened, structurally checked hidden-labels file (``label``, ``labels/1``), scene layout."""
 
     dataset_name = "label"
