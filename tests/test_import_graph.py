@@ -182,3 +182,12 @@ def test_every_package_read_here_is_shipped():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     packages = {name for name in MODULES if _is_package(name)}
     assert sorted(packages - set(setuptools["packages"])) == []
+
+
+def test_no_two_modules_of_the_core_share_a_file_name():
+    # Two scoring.py in one package read alike in tracebacks and imports: each name says what it does.
+    names: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        if module.split(".")[0] == "c2seg_kit" and path.name != "__init__.py":
+            names.setdefault(path.name, []).append(module)
+    assert {name: found for name, found in names.items() if len(found) > 1} == {}
