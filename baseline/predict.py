@@ -27,9 +27,9 @@ from tqdm import tqdm
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.metrics import ConfusionMatrix
 from c2seg_kit.registry import Track
-from c2seg_kit.submission import open_labels
-from c2seg_kit.tile_layout import tile_submission_writer
-from c2seg_kit.writers import submission_writer
+from c2seg_kit.submission.readers import open_labels
+from c2seg_kit.submission.tile_writers import tile_submission_writer
+from c2seg_kit.submission.writers import submission_writer
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig

@@ -32,7 +32,7 @@ from hostile_files import BAD_FILES, LINKS, bomb_chunk, leaks_labels  # noqa: E4
 from live_server import VARIANT, LiveServer, Variants, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 
 def catalogue(args, tmp: Path) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 from common import C2SEG, WUHAN, hwm_wrapper, reported_hwm
 
 from c2seg_kit.metrics import ConfusionMatrix
-from c2seg_kit.scoring import score_files
-from c2seg_kit.writers import write_labels, write_submission
+from c2seg_kit.submission.score_files import score_files
+from c2seg_kit.submission.writers import write_labels, write_submission
 
 
 def synthetic_pair(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +66,7 @@ def sklearn_path(label: np.ndarray, pred: np.ndarray) -> tuple:
 
 
 #: What `c2seg score` imports, so that a bare interpreter importing it is the baseline to subtract.
-SCORE_IMPORTS = "c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.scoring, c2seg_kit.render"
+SCORE_IMPORTS = "c2seg_kit.cli, c2seg_kit.cli.scoring, c2seg_kit.submission.score_files, c2seg_kit.render"
 
 
 def peak_rss_of(cli_args: list[str]) -> int:

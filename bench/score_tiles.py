@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import C2SEG, WUHAN  # noqa: E402
 from score import synthetic_pair  # noqa: E402
 
-from c2seg_kit.scoring import score_files  # noqa: E402
-from c2seg_kit.tile_layout import write_tile_labels, write_tile_submission  # noqa: E402
+from c2seg_kit.submission.score_files import score_files  # noqa: E402
+from c2seg_kit.submission.tile_writers import write_tile_labels, write_tile_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_kit.tiling import window_origins  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
 
 TILE = 256
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from live_server import BERLIN, VARIANT, Variants, free_port  # noqa: E402
 
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 
 
 def blocky_map(rng, shape, block=24, noise=0.1):

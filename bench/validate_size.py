@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hostile_heaps import TAILS  # noqa: E402
 
 from c2seg_kit.errors import C2SegError  # noqa: E402
-from c2seg_kit.submission import open_submission  # noqa: E402
+from c2seg_kit.submission.readers import open_submission  # noqa: E402
 
 MB = 1 << 20
 try:  # the server's upload cap, when the server package is installed

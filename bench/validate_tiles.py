@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.submission import open_submission
+from c2seg_kit.submission.readers import open_submission
 
 
 def tiny_tiles(path: Path, n: int) -> Path:

@@ -53,7 +53,7 @@ SIZE = Valid([int], lambda v: len(v) == 2 and all(1 <= n <= MAX_SIDE for n in v)
 
 
 def _plain_tile_id(key: str) -> bool:
-    from c2seg_kit.tile_layout import check_tile_id  # h5py: only when a tile list is read
+    from c2seg_kit.submission.tile_readers import check_tile_id  # h5py: only when a tile list is read
 
     try:
         check_tile_id(key)

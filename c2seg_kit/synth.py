@@ -290,7 +290,7 @@ def synthesize(out_dir: str | Path, track: Track, scale: float = 0.1, seed: int 
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.writers import write_labels
+    from c2seg_kit.submission.writers import write_labels
 
     if not (0 < scale <= 4):
         raise ValueError(f"--scale must be in (0, 4], got {scale}")

@@ -168,7 +168,7 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.tile_layout import tile_labels_writer
+    from c2seg_kit.submission.tile_writers import tile_labels_writer
 
     if not (0 < scale <= 4):
         raise ValueError(f"--scale must be in (0, 4], got {scale}")

@@ -21,6 +21,7 @@ Modules (flat, FastAPI-template style):
   ranking       sorting by any column, and the combined view over tracks
   deps          typed dependencies (SessionDep, TeamDep, ...)
   routes_*      routers: submissions (+ final picks), leaderboard, teams/health; pages: the HTML board
-  cli, admin_verbs  `c2seg serve` and `c2seg admin ...`; admin_db: which database and data folder
+  cli, admin_*  `c2seg serve` and `c2seg admin ...`, the admin verbs by topic (admin_teams, admin_board,
+                admin_evidence); admin_db: which database and data folder
   main          create_app(settings) factory, security headers, error handlers
 """

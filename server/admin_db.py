@@ -17,7 +17,17 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from c2seg_kit.errors import C2SegError
+
+#: serve's defaults of the settings it takes as options (and `admin rescore` its scoring workers);
+#: they are config.Settings' own (and edge.py's), repeated here only so that --help can show them
+#: (tests/test_help_audit.py checks that they agree).
+SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day": 5, "max_upload_mb": 256,
+                  "max_connections_per_client": 64}
+#: A submission id as the admin verbs take it.
+ID = click.IntRange(1, 2**31 - 1)
 
 
 def settings_from(db: str | None, data_dir: str | None, **more):
@@ -151,3 +161,23 @@ def database_errors(url_of):
         yield
     except SQLAlchemyError as e:
         raise database_error(url_of(), e) from None
+
+
+def open_db(ctx, *, create: bool = False):
+    """(settings, sessionmaker) for an admin verb from its click context (see AdminContext.open)."""
+    return ctx.obj.open(create=create)
+
+
+def user_error(fn, *args):
+    """fn(*args), a ValueError (a wrong name, id or value given by the user) becoming one line."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise C2SegError(str(e)) from None
+
+
+def run_verb(ctx, fn, *args, **kwargs):
+    """fn(session, *args) on the admin database; ValueError becomes a one-line user error."""
+    _, sessions = open_db(ctx)
+    with sessions() as s:
+        return user_error(lambda: fn(s, *args, **kwargs))

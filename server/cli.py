@@ -7,22 +7,18 @@ loads this module to show the verbs' one-line help, also on the light install.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import click
 
-from c2seg_kit.classes import CLASS_NAMES
-from c2seg_kit.cli.options import TRACK_CHOICE, progress_option, track_option
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.text import csv_cell
-from c2seg_kit.text import for_terminal as safe
 
+from . import admin_board, admin_evidence, admin_teams
 from .admin_db import (  # light: sqlalchemy is imported inside its functions
+    SERVE_DEFAULTS,
     AdminContext,
     database_error,
     database_errors,
@@ -37,10 +33,6 @@ DB_OPTION = dict(envvar="C2SEG_DATABASE_URL", show_envvar=True, show_default="SQ
 DATA_HELP = "Folder for the SQLite database and the stored submissions."
 SERVE_DATA_HELP = (DATA_HELP + " With --db, the folder the database records (the last serve's) is used unless "
                    "this is given; another one is taken only when the stored submissions are in it (move them first).")
-#: serve's defaults of the settings it takes as options; they are config.Settings' own (and edge.py's),
-#: repeated here only so that --help can show them (tests/test_help_audit.py checks that they agree).
-SERVE_DEFAULTS = {"data_dir": "c2seg-data", "scoring_workers": 2, "quota_per_day": 5, "max_upload_mb": 256,
-                  "max_connections_per_client": 64}
 
 
 # -------------------------------------------------------------------------------------------
@@ -276,200 +268,6 @@ def admin(ctx, db, data_dir):
     ctx.obj = AdminContext(db=db, data_dir=data_dir)
 
 
-def _open(ctx, *, create: bool = False):
-    """(settings, sessionmaker) for an admin verb (see admin_db.AdminContext.open)."""
-    return ctx.obj.open(create=create)
-
-
-def _user_error(fn, *args):
-    try:
-        return fn(*args)
-    except ValueError as e:
-        raise C2SegError(str(e)) from None
-
-
-@admin.command("add-team")
-@click.argument("name")
-@click.option("--baseline", is_flag=True, help="mark the team's rows as baseline results on the board")
-@click.pass_context
-def add_team(ctx, name, baseline):
-    """Add a team; prints its token, alone, on stdout (shown once: only a hash is stored)."""
-    from . import crud
-
-    name = _user_error(crud.check_team_name, name)  # before the database is opened (or made)
-    _, sessions = _open(ctx, create=True)
-    with sessions() as s:
-        team, token = _user_error(lambda: crud.add_team(s, name, baseline=baseline))
-    click.echo(f"added team {team.name!r}{' (baseline)' if baseline else ''}; its token follows, shown once", err=True)
-    click.echo(token)
-
-
-@admin.command("list-teams")
-@click.option("--json", "as_json", is_flag=True, help="one JSON array")
-@click.pass_context
-def list_teams(ctx, as_json):
-    """List teams: name, baseline flag, created, revoked, submissions, and the leak budget: per
-    track, the public answers the team got in the current phase, how many distinct ones, and an
-    upper bound in bits on what they can reveal about the hidden labels (see --leak-cap-bits of
-    `c2seg serve`)."""
-    from . import crud, ladder, phases
-
-    _, sessions = _open(ctx)
-    with sessions() as s:
-        tracks = sorted({sub.track for t in crud.list_teams(s) for sub in t.submissions})
-        policy = {tr: ladder.read_policy(s, tr) for tr in tracks}
-        since = {tr: phases.state(s, tr).since for tr in tracks}
-        rows = []
-        for t in crud.list_teams(s):
-            leak = {}
-            for tr in sorted({sub.track for sub in t.submissions}):
-                a = ladder.team_answers(s, t.id, tr, policy[tr], since=since[tr])
-                leak[tr] = {"mode": policy[tr].mode, "answers": a.answers,
-                            "distinct": a.distinct,
-                            "bits": round(a.bits, 1), "cap_bits": policy[tr].leak_cap_bits}
-            rows.append({"name": t.name, "baseline": t.is_baseline, "created": t.created.isoformat(),
-                         "revoked": t.revoked.isoformat() if t.revoked else None,
-                         "disqualified": t.disqualified_reason if t.disqualified else None,
-                         "members": len(t.members), "submissions": len(t.submissions), "leak": leak})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} {'disqualified':<14} "
-               "leak (track: answers, distinct, bits[/cap] this phase)")
-    for r in rows:
-        leak = "; ".join(f"{tr}: {v['answers']}, {v['distinct']}, {v['bits']:g}" + (f"/{v['cap_bits']:g}" if v["cap_bits"] else "")
-                         for tr, v in r["leak"].items())
-        click.echo(f"{safe(r['name'])[:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
-                   f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {safe(r['disqualified'])[:14]:<14} {leak}")
-
-
-@admin.command()
-@click.argument("team")
-@click.pass_context
-def revoke(ctx, team):
-    """Revoke TEAM's token: it is refused from now on (its submissions stay on the board)."""
-    from . import crud
-
-    _, sessions = _open(ctx)
-    with sessions() as s:
-        _user_error(crud.revoke_team, s, team)
-    click.echo(f"revoked the token of team {team!r}", err=True)
-
-
-@admin.command()
-@click.argument("track", type=TRACK_CHOICE)
-@click.argument("phase", required=False, type=click.Choice(["open", "closed", "final"]))
-@click.option("--at", "at", metavar="ISO-8601-UTC",
-              show_default="now", help="When the change happens, e.g. 2026-12-01T00:00Z; applied on time, no restart.")
-@click.option("--cap", type=click.IntRange(0), show_default="C2SEG_QUOTA_PER_PHASE, else no cap",
-              help="Submissions per team in this phase, beside the daily quota.")
-@click.option("--unschedule", is_flag=True, help="drop TRACK's changes that have not happened yet")
-@click.pass_context
-def phase(ctx, track, phase, at, cap, unschedule):
-    """Show or change TRACK's phase: open (accepting), closed (not accepting), final (private
-    scores shown, ranked by them). With --at the change is scheduled; the server applies it on
-    time. Final picks close when the open phase ends. Prints the phase now and what is scheduled."""
-    from . import phases
-
-    settings, sessions = _open(ctx)
-    with sessions() as s:
-        if unschedule:
-            n = phases.unschedule(s, track)
-            click.echo(f"dropped {n} scheduled change(s) of {track}", err=True)
-        if phase:
-            when = _user_error(phases.parse_utc, at) if at else None
-            _user_error(lambda: phases.schedule(s, track, phase, at=when, cap=cap))
-        elif at or cap is not None:
-            raise click.UsageError("--at and --cap go with a PHASE (open, closed or final)")
-        st = phases.state(s, track, default_cap=settings.quota_per_phase)
-        click.echo(f"{track} {st.phase}")
-        if st.cap is not None:
-            click.echo(f"  cap: {st.cap} submissions per team in this phase", err=True)
-        now = phases.utcnow()
-        for change in phases.changes(s, track):
-            if change.at > now:
-                click.echo(f"  scheduled: {change.phase} at {phases.iso(change.at)}"
-                           + (f" (cap {change.cap})" if change.cap is not None else ""), err=True)
-
-
-EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
-
-
-@admin.command()
-@click.option("--out", type=click.Path(dir_okay=False), show_default="stdout", help="CSV file to write.")
-@click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
-@track_option(required=False, help="Only this track.")
-@click.pass_context
-def export(ctx, out, force, track):
-    """Export every scored submission (public and private scores, per-class IoU) as CSV."""
-    import csv
-
-    from . import crud
-    from .outfiles import output_file, refuse_unless_replaceable
-
-    if out:
-        refuse_unless_replaceable(Path(out), force)  # before the database is read
-    _, sessions = _open(ctx)
-    head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
-            "content_sha256", "final_pick", "hidden", "team_disqualified"]
-    for split in ("public", "private"):
-        head += [f"{split}_{k}" for k in EXPORT_SCORES] + [f"{split}_iou_{n}" for n in CLASS_NAMES]
-    with sessions() as s:
-        rows = []
-        for sub in crud.all_submissions(s, track):
-            row = [sub.id, csv_cell(sub.team.name), int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
-                   csv_cell(sub.filename), csv_cell(sub.method), sub.sha256, sub.size, csv_cell(sub.url),
-                   sub.content_sha256 or "",
-                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None)]
-            for split in ("public", "private"):
-                sc = sub.score(split)
-                row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]
-            rows.append(["" if v is None else v for v in row])
-    with output_file(out, force=force, mode="w", newline="") if out else contextlib.nullcontext(sys.stdout) as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(head)
-        w.writerows(rows)
-    if out:
-        click.echo(f"wrote {len(rows)} submissions to {out}", err=True)
-
-
-@admin.command()
-@click.option("--labels", "labels", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="the corrected labels.h5; repeat for both tracks")
-@click.option("--scoring-workers", default=SERVE_DEFAULTS["scoring_workers"], show_default=True, type=click.IntRange(1, 64),
-              help="Scoring child processes.")
-@click.option("--new-split-seed", is_flag=True,
-              help="also move the public/private split to a fresh secret seed (all or nothing: the scores and "
-                   "the seed change together)")
-@progress_option
-@click.pass_context
-def rescore(ctx, labels, scoring_workers, new_split_seed, progress):
-    """Rescore every stored submission of the given tracks against LABELS (after a label fix),
-    on the split recorded in the database (the same public and private pixels as before).
-
-    With labels other than the recorded ones (or --new-split-seed), all or nothing: the new
-    scores, the labels' sha256 and the split are committed together once every submission is
-    rescored, and a running `c2seg serve` then refuses uploads (503) until it is restarted with
-    these labels: the board never mixes two label versions or two splits."""
-    from .main import served_tracks
-    from .rescoring import rescore_all
-
-    settings, sessions = _open(ctx)
-    settings = settings.model_copy(update={"labels": [Path(p) for p in labels], "scoring_workers": scoring_workers})
-    tracks = served_tracks(settings.labels)
-    out = rescore_all(settings, sessions, tracks, new_split_seed=new_split_seed, progress=progress,
-                      say=lambda line: click.echo(line, err=True))
-    click.echo(f"rescored {out.done} submission(s) on track(s) {', '.join(sorted(tracks))}"
-               + (f" against new labels of {', '.join(out.new_labels)}" if out.new_labels else "")
-               + (" on a new secret split seed" if new_split_seed else "")
-               + (f"; {out.failed} failed" if out.failed else ""), err=True)
-    if out.new_labels or new_split_seed:
-        click.echo("a c2seg serve still running on the old labels or split now refuses uploads (503) until it "
-                   "is restarted with these labels", err=True)
-    if out.failed:
-        sys.exit(1)
-
-
-# The leaderboard verbs (hide, disqualify, rotate-token, member, fetch, duplicates, ...) live in
-# their own module and join the group on import.
-from . import admin_verbs  # noqa: E402,F401
+# The verbs, by topic: teams, the board, evidence.
+for _verb in (*admin_teams.VERBS, *admin_board.VERBS, *admin_evidence.VERBS):
+    admin.add_command(_verb)

@@ -77,7 +77,8 @@ class SecurityHeaders:
 def served_tracks(label_paths: list[Path]) -> dict[str, tuple[ServedTrack, str]]:
     """track -> (its layout and shape or tiles, path), read from each labels file's header (scene
     or tile layout); one file per track."""
-    from c2seg_kit.submission import LAYOUT_TILES, open_labels
+    from c2seg_kit.submission.formats import LAYOUT_TILES
+    from c2seg_kit.submission.readers import open_labels
 
     tracks: dict[str, tuple[ServedTrack, str]] = {}
     for path in label_paths:

@@ -42,7 +42,7 @@ def output_file(path: str | os.PathLike, *, force: bool, mode: str = "wb", **ope
     (see the module's docstring for what is refused, before anything is written and again just
     before the rename). An exception inside the block leaves `path` as it was."""
     from c2seg_kit.fsutil import temp_file_beside
-    from c2seg_kit.writers import publish
+    from c2seg_kit.submission.writers import publish
 
     path = Path(path)
     refuse_unless_replaceable(path, force)

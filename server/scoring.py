@@ -9,7 +9,7 @@ Tile tracks (labels in the tile layout): whole tiles are public or private, chos
 hash of the tile id (:func:`public_tiles`): stable whatever the order or number of uploads,
 roughly ``fraction`` of the tiles. Each tile of the prediction is read once and counted in the
 part its id belongs to. A submission in the other layout is refused (422) with the layout the
-track expects and how to convert (c2seg_kit.submission.layout_mismatch).
+track expects and how to convert (c2seg_kit.submission.readers.layout_mismatch).
 
 Everything here runs inside a scoring child process (see workers.py); only rounded aggregate
 scores leave it, with a hash of the prediction itself (for the duplicate check). The confusion
@@ -122,7 +122,8 @@ class Scorer:
 
     def labels(self, track: str) -> SceneLabels | TileLabels:
         if track not in self._labels:
-            from c2seg_kit.submission import LAYOUT_TILES, open_labels
+            from c2seg_kit.submission.formats import LAYOUT_TILES
+            from c2seg_kit.submission.readers import open_labels
 
             with open_labels(self.label_paths[track]) as lab:
                 if lab.layout == LAYOUT_TILES:
@@ -139,7 +140,7 @@ class Scorer:
 
     def peek(self, path: str) -> dict:
         """Check a submission's header (format, track, layout, shape or tiles, dtype) without reading its pixels."""
-        from c2seg_kit.submission import open_submission, submission_track
+        from c2seg_kit.submission.readers import open_submission, submission_track
 
         track = submission_track(path)
         if track not in self.label_paths:
@@ -157,7 +158,7 @@ class Scorer:
         (whatever their compression, chunking or integer type) hash the same; `c2seg admin
         duplicates` compares it across teams. It says nothing about the labels.
         """
-        from c2seg_kit.submission import open_submission
+        from c2seg_kit.submission.readers import open_submission
 
         labels = self.labels(track)
         cm = {"public": ConfusionMatrix(), "private": ConfusionMatrix()}

@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 from live_server import Target, noisy_prediction
 
-from c2seg_kit.tile_layout import write_tile_labels, write_tile_submission
-from c2seg_kit.writers import write_submission
+from c2seg_kit.submission.tile_writers import write_tile_labels, write_tile_submission
+from c2seg_kit.submission.writers import write_submission
 
 
 def _base(path: Path, track: str = "AB", fmt: str = "submission/1") -> h5py.File:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2seg_kit.scoring import score_files
-from c2seg_kit.writers import write_labels
+from c2seg_kit.submission.score_files import score_files
+from c2seg_kit.submission.writers import write_labels
 
 DECIMALS = 4  # scores leave the server rounded to 4 decimals
 AGGREGATES = ("oa", "miou", "f1", "kappa")

@@ -16,13 +16,13 @@ import scipy.io
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, make_prepared, run_cli
+from baseline_support import assert_one_line_error, make_prepared, run_cli
 
 from c2seg_baseline.config import paper
 from c2seg_baseline.importer import AUTHORS_FILES, load_authors_model, to_authors_state_dicts
 from c2seg_baseline.model import HighDAN
 from c2seg_kit.registry import TRACKS
-from c2seg_kit.submission import open_submission
+from c2seg_kit.submission.readers import open_submission
 
 PATCH = 128  # their Augsburg script's --patch
 

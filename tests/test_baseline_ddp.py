@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.multiprocessing as mp  # noqa: E402
-from test_baseline_train import config_file, make_prepared, read_log, tiny_options  # noqa: E402
+from baseline_support import config_file, make_prepared, read_log, tiny_options  # noqa: E402
 
 
 def free_port() -> int:

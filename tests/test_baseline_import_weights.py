@@ -11,14 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, make_prepared, run_cli
+from baseline_support import assert_one_line_error, make_prepared, run_cli
 
 from c2seg_baseline.config import paper
 from c2seg_baseline.import_weights import AUTHORS_PREPARE
 from c2seg_baseline.importer import AUTHORS_FILES, to_authors_state_dicts
 from c2seg_baseline.model import HighDAN
 from c2seg_baseline.predict import predict_to_file
-from c2seg_kit.submission import open_submission
+from c2seg_kit.submission.readers import open_submission
 
 
 def with_options(root, options: dict):

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, config_file, make_prepared, run_cli, tiny_options
+from baseline_support import assert_one_line_error, config_file, make_prepared, run_cli, tiny_options
 from timm_shim import import_timm
 
 from c2seg_baseline import checkpoint as ckpt

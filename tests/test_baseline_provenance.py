@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import assert_one_line_error, config_file, make_prepared, run_cli
+from baseline_support import assert_one_line_error, config_file, make_prepared, run_cli
 
 from c2seg_baseline import checkpoint as ckpt
 
@@ -106,7 +106,7 @@ def test_printed_best_miou_is_what_predict_and_score_give_for_best_pt(runs, tmp_
     labels = tmp_path / "labels.h5"
     with h5py.File(ab / "berlin.h5") as f:
         label = f["label"][:]
-    from c2seg_kit.submission import write_labels
+    from c2seg_kit.submission.writers import write_labels
 
     write_labels(labels, label, "AB")
     pred = tmp_path / "p.h5"

@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_train import make_prepared, read_log, tiny_options, weights
+from baseline_support import make_prepared, read_log, tiny_options, weights
 
 from c2seg_baseline import checkpoint as ckpt
 from c2seg_baseline.batches import StepBatches, stream_windows

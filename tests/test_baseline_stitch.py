@@ -15,8 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_predict import PositionModel, axis_windows, padded_window
-from test_baseline_train import make_prepared
+from baseline_support import make_prepared
+from stitch_support import PositionModel, axis_windows, padded_window
 
 from c2seg_baseline.predict import predict_city
 from c2seg_kit.prepared import PreparedData

@@ -18,9 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_baseline_predict import naive_blend
-from test_baseline_train import assert_one_line_error, config_file, run_cli, tiny_options
-from test_metrics import oracle
+from baseline_support import assert_one_line_error, config_file, run_cli, tiny_options
+from metrics_support import oracle
+from stitch_support import naive_blend
 from tile_support import write_gdal
 
 from c2seg_baseline import checkpoint as ckpt
@@ -138,8 +138,8 @@ def test_evaluation_against_a_tile_layout_labels_file(tiles, tmp_path):
 
 def test_labels_that_are_not_the_test_tiles_are_refused_in_one_line(tiles, tmp_path):
     root, hidden = tiles
-    from c2seg_kit.tile_layout import write_tile_labels
-    from c2seg_kit.writers import write_labels
+    from c2seg_kit.submission.tile_writers import write_tile_labels
+    from c2seg_kit.submission.writers import write_labels
 
     fewer = write_tile_labels(tmp_path / "fewer.h5", [(i, hidden[i]) for i in sorted(hidden)[1:]], "AB")
     scene = write_labels(tmp_path / "scene.h5", np.ones((20, 20), np.uint8), "AB")

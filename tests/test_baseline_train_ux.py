@@ -17,8 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from baseline_support import config_file, make_prepared, tiny_options
 from cli_support import run_cli
-from test_baseline_train import config_file, make_prepared, tiny_options
 
 from c2seg_baseline import checkpoint as ckpt
 from c2seg_baseline.devices import cgroup_cpu_quota, default_threads, set_threads, usable_cpus

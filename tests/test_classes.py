@@ -58,8 +58,8 @@ def test_every_caller_refuses_with_the_one_message(tmp_path):
     from c2seg_kit.io.scene import check_label_values
     from c2seg_kit.metrics import ConfusionMatrix
     from c2seg_kit.render import render_png
-    from c2seg_kit.submission import open_submission
-    from c2seg_kit.writers import write_submission
+    from c2seg_kit.submission.readers import open_submission
+    from c2seg_kit.submission.writers import write_submission
 
     bad = np.arange(4 * 5, dtype=np.int16).reshape(4, 5)  # 14..19: six values outside
     tail = "has 6 values outside 0..13 (seen: 14, 15, 16, 17, 18, 19)"

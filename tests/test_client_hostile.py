@@ -282,7 +282,7 @@ def fake(monkeypatch):
 def tile_file(tmp_path):
     import numpy as np
 
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     return write_tile_submission(tmp_path / "p.h5", [("0", np.ones((2, 2), np.uint8))], "AB")
 
@@ -329,7 +329,7 @@ HOSTILE_HEALTH = {
 def test_a_hostile_health_answer_is_one_line(fake, tmp_path, capsys, health):
     import numpy as np
 
-    from c2seg_kit.writers import write_submission
+    from c2seg_kit.submission.writers import write_submission
 
     path = write_submission(tmp_path / "s.h5", np.ones((2, 2), np.uint8), "AB")
     url = fake({"/healthz": health})

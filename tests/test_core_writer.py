@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2seg_kit.submission import open_submission
-from c2seg_kit.writers import submission_writer, write_submission
+from c2seg_kit.submission.readers import open_submission
+from c2seg_kit.submission.writers import submission_writer, write_submission
 
 
 @pytest.mark.parametrize("bands", [[300], [1, 255, 44], [100, 100, 100], [256, 44]])
@@ -37,18 +37,3 @@ def test_out_of_order_and_bad_values_refused_and_nothing_left(tmp_path):
         with submission_writer(tmp_path / "c.h5", pred.shape, "AB") as w:
             w.write_rows(0, pred[:10])
     assert list(tmp_path.iterdir()) == []
-
-
-def test_writers_and_scoring_stay_importable_from_the_format_module():
-    """README and older code import the writers (and score_files) from c2seg_kit.submission."""
-    import os
-    import typing
-
-    from c2seg_kit import scoring, submission, writers
-
-    for name in ("RasterWriter", "submission_writer", "write_submission", "write_labels"):
-        assert getattr(submission, name) is getattr(writers, name)
-    assert submission.score_files is scoring.score_files
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        submission.nope  # noqa: B018
-    assert set(typing.get_args(submission.Source)) == {str, os.PathLike, typing.BinaryIO}  # a real alias

@@ -24,8 +24,8 @@ def test_demo_runs_end_to_end(tmp_path):
     stdout = proc.stdout
 
     # the submission validates against the hidden labels, and `score` agrees with what the demo printed
-    from c2seg_kit.scoring import score_files
-    from c2seg_kit.submission import open_labels, open_submission
+    from c2seg_kit.submission.readers import open_labels, open_submission
+    from c2seg_kit.submission.score_files import score_files
 
     with open_labels(out / "data" / "labels.h5") as labels:
         shape = labels.shape

@@ -26,9 +26,10 @@ def test_demo_on_tiles_runs_end_to_end(tmp_path):
     # piped into a log: the demo runs its steps with --no-progress, so no bar's carriage returns
     assert "\r" not in proc.stderr and "--layout tiles" in stdout
 
-    from c2seg_kit.scoring import score_files
-    from c2seg_kit.submission import LAYOUT_TILES, open_labels, open_submission
-    from c2seg_kit.tile_layout import write_tile_labels, write_tile_submission
+    from c2seg_kit.submission.formats import LAYOUT_TILES
+    from c2seg_kit.submission.readers import open_labels, open_submission
+    from c2seg_kit.submission.score_files import score_files
+    from c2seg_kit.submission.tile_writers import write_tile_labels, write_tile_submission
 
     # the synthetic data is the challenge's tile layout, and the submission is a tile-layout file
     # holding exactly the hidden labels' tiles, each of its label tile's shape, never class 0

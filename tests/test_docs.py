@@ -155,8 +155,8 @@ def _mib(n: int) -> str:
 def test_formats_md_states_the_readers_bounds():
     from c2seg_kit import h5safe
     from c2seg_kit.io.geotiff import MAX_TILE_SIDE
-    from c2seg_kit.submission import LABELS_FORMAT, MAX_SIZE_FACTOR, SUBMISSION_FORMAT
-    from c2seg_kit.tile_layout import MAX_TILE_ID_BYTES
+    from c2seg_kit.submission.formats import LABELS_FORMAT, MAX_SIZE_FACTOR, SUBMISSION_FORMAT
+    from c2seg_kit.submission.tile_readers import MAX_TILE_ID_BYTES
 
     lim = h5safe.DEFAULT_LIMITS
     text = " ".join((DOCS / "formats.md").read_text(encoding="utf-8").split())
@@ -186,7 +186,7 @@ def test_api_md_lists_exactly_the_served_routes(tmp_path):
     pytest.importorskip("fastapi")
     import numpy as np
 
-    from c2seg_kit.writers import write_labels
+    from c2seg_kit.submission.writers import write_labels
     from c2seg_server.config import Settings
     from c2seg_server.main import create_app
 

@@ -33,7 +33,7 @@ def test_current_umask_reads_the_process_umask(umask):
 
 
 def test_scene_files(tmp_path, umask):
-    from c2seg_kit.writers import submission_writer, write_labels, write_submission
+    from c2seg_kit.submission.writers import submission_writer, write_labels, write_submission
 
     a = np.ones((40, 30), np.uint8)
     write_submission(tmp_path / "s.h5", a, "AB")
@@ -47,7 +47,7 @@ def test_scene_files(tmp_path, umask):
 def test_tile_files_geotiffs_and_folders(tmp_path, umask):
     from c2seg_kit.cli import main
     from c2seg_kit.io.geotiff import write_geotiff
-    from c2seg_kit.tile_layout import write_tile_labels
+    from c2seg_kit.submission.tile_writers import write_tile_labels
 
     write_tile_labels(tmp_path / "t.h5", [("0", np.ones((8, 8), np.uint8))], "AB")
     write_geotiff(tmp_path / "g.tiff", np.zeros((2, 8, 8), np.float32))
@@ -62,7 +62,7 @@ def test_tile_files_geotiffs_and_folders(tmp_path, umask):
     assert {mode(p) for p in root.rglob("*.tiff")} == {0o666 & ~umask}
     from c2seg_kit.io.tiles import open_tiles
     from c2seg_kit.registry import get_track
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     with open_tiles(root, get_track("AB")) as tiles:
         test = tiles.splits["test"]

@@ -19,8 +19,8 @@ from hostile_heaps import gcol, heap_object, interleaved, one_long_chain, other_
 from c2seg_kit import h5safe  # noqa: E402
 from c2seg_kit.errors import InvalidSubmissionError  # noqa: E402
 from c2seg_kit.h5safe.rawbytes import check_global_heaps  # noqa: E402
-from c2seg_kit.submission import open_submission  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.readers import open_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 
 SHAPE = (300, 200)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cli_support import run_cli
 
-from c2seg_kit.writers import write_labels, write_submission
+from c2seg_kit.submission.writers import write_labels, write_submission
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -83,7 +83,7 @@ def token(server):
 
 @pytest.mark.parametrize("flag,tty,bars", CASES)
 def test_submit_upload_bar_follows_the_terminal_unless_told(server, target, token, tmp_path, flag, tty, bars):
-    from c2seg_kit.writers import write_submission
+    from c2seg_kit.submission.writers import write_submission
 
     pred = write_submission(tmp_path / "p.h5", noisy_prediction(target.label, seed=1), "AB",
                             method=f"progress {flag} {tty}")  # new bytes each time: a re-upload is a 409
@@ -95,7 +95,7 @@ def test_submit_upload_bar_follows_the_terminal_unless_told(server, target, toke
 
 @pytest.mark.parametrize("flag,tty,bars", CASES)
 def test_rescore_bar_follows_the_terminal_unless_told(server, target, token, tmp_path, flag, tty, bars):
-    from c2seg_kit.writers import write_submission
+    from c2seg_kit.submission.writers import write_submission
 
     pred = write_submission(tmp_path / "p.h5", noisy_prediction(target.label, seed=2), "AB", method=f"r {flag} {tty}")
     run(["submit", str(pred), "--server", server.url, "--token", token, "--no-progress"], tty=False)

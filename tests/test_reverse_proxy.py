@@ -28,7 +28,7 @@ httpx = pytest.importorskip("httpx")
 
 from live_server import VARIANT, LiveServer, Variants, auth, free_port, make_target, noisy_prediction  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "docs" / "reverse-proxy" / "nginx.conf"
 ATTACKERS = [f"127.0.0.{i}" for i in range(2, 7)]

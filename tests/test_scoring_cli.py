@@ -13,7 +13,7 @@ from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
 
 from c2seg_kit.classes import CLASS_NAMES, CLASSES, EVAL_CLASSES
 from c2seg_kit.render import render_confusion_png
-from c2seg_kit.writers import write_labels, write_submission
+from c2seg_kit.submission.writers import write_labels, write_submission
 
 SHAPE = (50, 36)
 
@@ -119,7 +119,7 @@ def test_score_json_is_one_object_matching_sklearn(files, capsys):
 
 
 def test_score_table_for_humans(files, capsys):
-    from c2seg_kit.scoring import score_files
+    from c2seg_kit.submission.score_files import score_files
 
     code, out, _ = run(["score", str(files["preds"]), "--labels", str(files["labels"])], capsys)
     assert code == 0

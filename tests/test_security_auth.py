@@ -18,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 
 from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 QUOTA = 5
 SHAPE = (300, 200)

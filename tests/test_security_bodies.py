@@ -20,7 +20,7 @@ psutil = pytest.importorskip("psutil")
 
 from live_server import VARIANT, auth, connect, live_server_fixtures, noisy_prediction, read_response, upload  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 HEAD_TIMEOUT_S = 3
 CAP = 32 * 1024  # bodies.MAX_BODY_BYTES

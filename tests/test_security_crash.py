@@ -24,7 +24,7 @@ pytest.importorskip("psutil")
 
 from live_server import VARIANT, LiveServer, Variants, auth, make_target, noisy_prediction, reap, upload  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (600, 400)

@@ -23,7 +23,7 @@ from hostile_files import BAD_FILES, LINKS, bomb_chunk  # noqa: E402
 from live_server import VARIANT, Variants, live_server_fixtures, make_target, noisy_prediction, upload  # noqa: E402
 from memory_watch import RssWatch, vm_hwm_mb  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 #: Stated bounds (MiB) while a 256 MiB gzip bomb is refused: the web server process, and the
 #: growth of a scoring child's resident high-water mark. The bomb would need >= 256 MiB.

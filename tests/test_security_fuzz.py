@@ -23,7 +23,7 @@ from hypothesis import strategies as st  # noqa: E402
 from live_server import auth, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 EXAMPLES = int(os.environ.get("C2SEG_FUZZ_EXAMPLES", "8"))
 SHAPE = (96, 64)

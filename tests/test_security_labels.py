@@ -21,7 +21,7 @@ from live_server import live_server_fixtures, noisy_prediction, upload  # noqa: 
 from sklearn.metrics import cohen_kappa_score, f1_score  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES  # noqa: E402
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 BLOCK = 64
 

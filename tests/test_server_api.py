@@ -20,8 +20,8 @@ from sklearn.metrics import jaccard_score  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
 from c2seg_kit.classes import CLASS_NAMES, EVAL_CLASSES  # noqa: E402
-from c2seg_kit.scoring import score_files  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.score_files import score_files  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.deps import current_team  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud, organizer, phases  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402

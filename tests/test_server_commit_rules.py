@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, inspect, select, text  # noqa: E402
 
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud, organizer, phases, routes_submissions  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.db import make_engine, make_sessionmaker, upgrade_db  # noqa: E402

@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 
 from live_server import VARIANT, Variants, connect, live_server_fixtures, noisy_prediction, upload  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 ATTACKERS = [f"127.0.0.{i}" for i in range(2, 7)]
 PER_ADDRESS = 60

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from c2seg_kit.cli import cli  # noqa: E402
 from c2seg_kit.errors import C2SegError  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud, ladder, organizer, phases  # noqa: E402
 from c2seg_server.cli import _public_policies  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402

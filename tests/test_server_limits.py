@@ -36,7 +36,7 @@ from live_server import (  # noqa: E402
     upload,
 )
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 CAP = 1 << 20  # largest upload
 QUOTA = 3

@@ -33,7 +33,7 @@ from split_scores import scores_by_part  # noqa: E402
 
 from c2seg_kit.cli import cli, main  # noqa: E402
 from c2seg_kit.errors import C2SegError  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 
 # Each test starts real server processes: bound them so a hang fails instead of stalling CI.
 pytestmark = pytest.mark.timeout(240)

@@ -11,7 +11,7 @@ from cli_support import run_cli  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from c2seg_kit import __version__  # noqa: E402
-from c2seg_kit.writers import write_labels  # noqa: E402
+from c2seg_kit.submission.writers import write_labels  # noqa: E402
 from c2seg_server.db import SCHEMA_RELEASE_KEY, head_revision, make_engine, upgrade_db  # noqa: E402
 
 NEWER = "0999"

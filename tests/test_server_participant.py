@@ -23,7 +23,7 @@ from live_server import LiveServer  # noqa: E402
 
 from c2seg_kit.classes import EVAL_CLASSES  # noqa: E402
 from c2seg_kit.cli import cli, main  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 SHAPES = {"AB": (64, 48), "BW": (40, 40)}

@@ -26,7 +26,7 @@ from cli_support import run_cli  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from live_server import free_port  # noqa: E402
 
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud, stored  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402

@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from c2seg_kit.writers import write_labels  # noqa: E402
+from c2seg_kit.submission.writers import write_labels  # noqa: E402
 
 
 def test_serve_on_a_port_in_use_is_one_line_and_exit_1(tmp_path):

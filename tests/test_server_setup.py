@@ -32,7 +32,7 @@ httpx = pytest.importorskip("httpx")
 from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
-from c2seg_kit.writers import write_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_submission  # noqa: E402
 
 SHAPE = (96, 64)
 BLOCK = 16

@@ -21,8 +21,8 @@ from live_server import LiveServer, auth, upload  # noqa: E402
 from sklearn.metrics import jaccard_score  # noqa: E402
 
 from c2seg_kit.cli import main  # noqa: E402
-from c2seg_kit.tile_layout import write_tile_submission  # noqa: E402
-from c2seg_kit.writers import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission.tile_writers import write_tile_submission  # noqa: E402
+from c2seg_kit.submission.writers import write_labels, write_submission  # noqa: E402
 from c2seg_server.scoring import public_tiles  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)

@@ -15,9 +15,9 @@ from hypothesis.extra import numpy as hnp
 
 from c2seg_kit.errors import C2SegError, InvalidDataError, InvalidSubmissionError
 from c2seg_kit.h5safe import Limits
-from c2seg_kit.scoring import score_files
-from c2seg_kit.submission import open_class_raster, open_labels, open_submission
-from c2seg_kit.writers import write_labels, write_submission
+from c2seg_kit.submission.readers import open_class_raster, open_labels, open_submission
+from c2seg_kit.submission.score_files import score_files
+from c2seg_kit.submission.writers import write_labels, write_submission
 
 SHAPE = (40, 30)
 

@@ -19,11 +19,11 @@ from tile_support import write_gdal
 from c2seg_kit.classes import palette
 from c2seg_kit.registry import TRACKS
 from c2seg_kit.render import GAP_RGB, sheet_grid
-from c2seg_kit.scoring import score_files
-from c2seg_kit.submission import open_labels, open_submission
+from c2seg_kit.submission.readers import open_labels, open_submission
+from c2seg_kit.submission.score_files import score_files
+from c2seg_kit.submission.writers import write_submission
 from c2seg_kit.synth import build_cities
 from c2seg_kit.synth_tiles import synthesize_tiles, tile_grid, tile_plan
-from c2seg_kit.writers import write_submission
 
 SCALE = 0.1
 # GeoTIFFs written without georeferencing, on purpose (a team's prediction images)
@@ -123,7 +123,7 @@ def test_any_zero_is_refused_naming_add_one_and_the_count(synth, tmp_path, capsy
 def test_validate_and_submit_refuse_a_tile_file_holding_zeros(synth, tmp_path, capsys, monkeypatch):
     """The format can carry 0 (a predicted 0 is scored wrong), so a file written by other means
     than pack is refused by validate and submit too, in one line naming the count and --add-one."""
-    from c2seg_kit.tile_layout import tile_submission_writer
+    from c2seg_kit.submission.tile_writers import tile_submission_writer
 
     pred = predictions(synth["labels"])
     pred["7"][:2, :] = 0
@@ -295,7 +295,7 @@ def test_unpack_writes_gdal_readable_georeferenced_tiles(synth, tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def packed(synth, tmp_path_factory):
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     folder = tmp_path_factory.mktemp("packed")
     pred = predictions(synth["labels"], seed=2)
@@ -316,7 +316,7 @@ def test_validate_and_score_tiles(synth, packed, capsys):
 
 
 def test_validate_refuses_other_ids_in_one_line(synth, tmp_path, capsys):
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     pred = predictions(synth["labels"])
     del pred["20"]

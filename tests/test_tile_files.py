@@ -16,11 +16,13 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, jacca
 from c2seg_kit.classes import CLASS_NAMES
 from c2seg_kit.errors import InvalidDataError, InvalidSubmissionError
 from c2seg_kit.h5safe import Limits
-from c2seg_kit.scoring import score_files
-from c2seg_kit.submission import Submission, open_class_raster, open_labels, open_submission
-from c2seg_kit.tile_layout import TileLabels, TileSubmission, write_tile_labels, write_tile_submission
+from c2seg_kit.submission.readers import open_class_raster, open_labels, open_submission
+from c2seg_kit.submission.scene_readers import Submission
+from c2seg_kit.submission.score_files import score_files
+from c2seg_kit.submission.tile_readers import TileLabels, TileSubmission
+from c2seg_kit.submission.tile_writers import write_tile_labels, write_tile_submission
+from c2seg_kit.submission.writers import write_labels, write_submission
 from c2seg_kit.tiling import window_origins
-from c2seg_kit.writers import write_labels, write_submission
 
 
 @pytest.fixture
@@ -167,7 +169,7 @@ def test_without_labels_the_member_cap_is_the_tracks_test_tile_count(tmp_path, t
     member count, before one member is looked at (the walk of 50,000 members took 50 s)."""
     from hostile_files import many_members, tiles_plus
 
-    from c2seg_kit.submission import submission_track
+    from c2seg_kit.submission.readers import submission_track
 
     path = tiles_plus(tmp_path / "p.h5", target, many_members)
     with pytest.raises(InvalidSubmissionError, match=r"^'/prediction' holds 100001 members, more than the 140 test "

@@ -236,7 +236,7 @@ def test_a_prepared_cache_with_a_non_finite_bound_is_refused(tmp_path):
 
 @pytest.mark.parametrize("odd", ["³", "①", "٣"])
 def test_tile_ids_with_non_ascii_digits_are_one_line(tmp_path, capsys, odd):
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     root = tmp_path / "C2Seg_AB"
     make_tiles(root)
@@ -256,7 +256,7 @@ def test_tile_ids_with_non_ascii_digits_are_one_line(tmp_path, capsys, odd):
 def test_prediction_images_and_uploads_with_such_ids_are_one_line(tmp_path, capsys):
     from PIL import Image
 
-    from c2seg_kit.tile_layout import write_tile_submission
+    from c2seg_kit.submission.tile_writers import write_tile_submission
 
     make_tiles(tmp_path / "C2Seg_AB")
     preds = tmp_path / "preds"

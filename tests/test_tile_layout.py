@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from c2seg_kit.tile_layout import (
+from c2seg_kit.submission.tile_writers import (
     TileRasterWriter,
     tile_labels_writer,
     tile_submission_writer,

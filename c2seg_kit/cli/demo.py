@@ -103,7 +103,7 @@ def chance_miou(labels: Path, seed: int = 0) -> float:
     import numpy as np
 
     from c2seg_kit.metrics import ConfusionMatrix
-    from c2seg_kit.submission import open_labels
+    from c2seg_kit.submission.readers import open_labels
 
     rng = np.random.default_rng(seed)
     cm = ConfusionMatrix()

@@ -42,7 +42,7 @@ def pack(pred_dir: Path, track_name: str, out: Path, like: Path | None, add_one:
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.packing import pack_tiles
+    from c2seg_kit.submission.pack_files import pack_tiles
 
     if as_labels and add_one:
         raise click.UsageError("--add-one is for 0-based predictions; label tiles are 0..13 already")
@@ -72,7 +72,7 @@ def unpack(file: Path, like: Path, out: Path, progress: bool) -> None:
     """
     from tqdm.auto import tqdm
 
-    from c2seg_kit.packing import unpack_tiles
+    from c2seg_kit.submission.pack_files import unpack_tiles
 
     with tqdm(desc="unpack", unit="tile", disable=not progress, leave=False, delay=0.5) as bar:
         n, folder = unpack_tiles(file, like, out, progress=bar.update)

@@ -82,7 +82,8 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     from tqdm import tqdm
 
     from c2seg_kit import client, text
-    from c2seg_kit.submission import LAYOUT_TILES, open_submission
+    from c2seg_kit.submission.formats import LAYOUT_TILES
+    from c2seg_kit.submission.readers import open_submission
 
     path = Path(predictions)
     if not path.is_file():

@@ -35,7 +35,8 @@ def validate(predictions: Path, track: str | None, labels: Path | None) -> None:
     wherever a pixel is labelled) is refused too. On failure prints one line saying why
     and exits 1.
     """
-    from c2seg_kit.submission import LAYOUT_TILES, open_labels, open_submission
+    from c2seg_kit.submission.formats import LAYOUT_TILES
+    from c2seg_kit.submission.readers import open_labels, open_submission
 
     expected: dict = {}
     if labels is not None:
@@ -88,7 +89,7 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None, f
     overlap counts once per tile it lies in (as the challenge scored tiles); --json then adds
     "layout": "tiles" and "n_tiles".
     """
-    from c2seg_kit.scoring import REPORT_FILES, score_files, write_report
+    from c2seg_kit.submission.score_files import REPORT_FILES, score_files, write_report
 
     if report is not None:
         for name in REPORT_FILES:
@@ -124,7 +125,8 @@ def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None
     tile where its test tile's georeferencing puts it; where tiles overlap, the tile with the
     later id is drawn over the earlier ones, and ground no tile covers is grey.
     """
-    from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
+    from c2seg_kit.submission.formats import LAYOUT_TILES
+    from c2seg_kit.submission.readers import open_class_raster
 
     refuse_existing(out, force, inputs=(file, like))
     with open_class_raster(file) as raster:

@@ -18,7 +18,7 @@ import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import MAX_TILE_SIDE, read_geotiff
-from c2seg_kit.tile_layout import check_tile_id
+from c2seg_kit.submission.tile_readers import check_tile_id
 
 #: Image suffixes (any case) and the stem ending some teams added; the rest of the stem is the id.
 IMAGE_SUFFIXES = (".png", ".tiff", ".tif")

@@ -28,8 +28,10 @@ from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
 from c2seg_kit.io.tiles import natural_key, open_test_split
 from c2seg_kit.registry import Track
-from c2seg_kit.submission import LAYOUT_TILES, open_class_raster
-from c2seg_kit.tile_layout import id_mismatch, tile_labels_writer, tile_submission_writer
+from c2seg_kit.submission.formats import LAYOUT_TILES
+from c2seg_kit.submission.readers import open_class_raster
+from c2seg_kit.submission.tile_readers import id_mismatch
+from c2seg_kit.submission.tile_writers import tile_labels_writer, tile_submission_writer
 
 #: Unpacked tiles are named <id><UNPACK_SUFFIX>.
 UNPACK_SUFFIX = ".tif"

@@ -1,5 +1,5 @@
-"""The tile layout of the submission and labels files (docs/formats.md): its rules, its safe
-readers and its writers.
+"""The tile layout of the submission and labels files (docs/formats.md): its rules and its safe
+readers (the writers are in :mod:`c2seg_kit.submission.tile_writers`).
 
 For tracks scored on the challenge's tiles, ``predictions.h5`` and ``labels.h5`` carry the root
 attribute ``layout = "tiles"`` and, instead of one raster, a group (``prediction`` resp.
@@ -7,28 +7,19 @@ attribute ``layout = "tiles"`` and, instead of one raster, a group (``prediction
 of that tile's shape, values 0..13.
 
 Reading (:class:`TileSubmission`, :class:`TileLabels`, handed out by
-:func:`c2seg_kit.submission.open_submission` and ``open_labels`` for a file of this layout):
+:func:`c2seg_kit.submission.readers.open_submission` and ``open_labels`` for a file of this layout):
 after the whole-file checks (where the group's members count against
 ``Limits.max_group_members``, :data:`MAX_TILES`), every member must be a hard-linked dataset
 named by a plain tile id (:func:`check_tile_id`), each checked exactly as the scene raster (type,
 shape, chunks, filters) before any pixel is read; with ``expected_tiles`` (the labels' ids and
 shapes) the ids must match exactly. Pixels are then read one tile at a time, values checked.
-
-Writing: the writers stream one tile at a time into a temporary file that is renamed into place
-only when complete (and, with ``verify``, checked).
-
->>> with tile_labels_writer("labels.h5", "AB") as w:
-...     for tile_id, label in tiles:
-...         w.write_tile(tile_id, label)
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import h5py
@@ -36,28 +27,19 @@ import numpy as np
 from h5py import h5d
 
 from c2seg_kit import h5safe
-from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import InvalidDataError, InvalidSubmissionError
 from c2seg_kit.io.tiles import check_id_digits, natural_key
-from c2seg_kit.submission import (
+from c2seg_kit.submission.formats import (
     LABELS_FORMAT,
-    LAYOUT_ATTR,
-    LAYOUT_SCENE,
     LAYOUT_TILES,
     MAX_SIZE_FACTOR,
     SUBMISSION_FORMAT,
     ClassFile,
     checked_bands,
     nominal_pixels,
-    root_attrs,
 )
-from c2seg_kit.writers import AtomicH5Writer, check_output_path
 
-__all__ = [
-    "LAYOUT_ATTR", "LAYOUT_SCENE", "LAYOUT_TILES", "MAX_TILES", "TileLabels", "TileRasterWriter",
-    "TileSubmission", "check_tile_id", "tile_labels_writer", "tile_submission_writer", "write_tile_labels",
-    "write_tile_submission",
-]
+__all__ = ["MAX_TILES", "TileLabels", "TileSubmission", "check_tile_id", "id_mismatch"]
 
 PREDICTION_GROUP = "prediction"
 LABEL_GROUP = "label"
@@ -219,107 +201,3 @@ class TileLabels(_TileRasters):
     file_format = LABELS_FORMAT
     what = "labels file"
     error = InvalidDataError
-
-
-#: The tile reader of each format (c2seg_kit.submission picks it when a file says layout tiles).
-TILE_READERS: dict[str, type[_TileRasters]] = {SUBMISSION_FORMAT: TileSubmission, LABELS_FORMAT: TileLabels}
-
-
-class TileRasterWriter(AtomicH5Writer):
-    """Writes a tile-layout class file: one dataset per tile in group ``group``, atomically.
-
-    Tiles arrive one at a time (any order, each id once). ``expected_ids``, when given, must be
-    written exactly (checked on close). The file appears under its name only when complete.
-    """
-
-    def __init__(self, path: str | os.PathLike, group: str, attrs: dict, *,
-                 expected_ids: Iterable[str] | None = None, verify: Callable[[Path], None] | None = None,
-                 overwrite: bool = True):
-        check_output_path(path, overwrite)  # a user's mistake is named before a caller's bad id
-        self.expected = None if expected_ids is None else {check_tile_id(t) for t in expected_ids}
-        self.written: list[str] = []
-        self.shapes: dict[str, tuple[int, int]] = {}  # id -> (H, W) of each tile written
-        super().__init__(path, {**attrs, LAYOUT_ATTR: LAYOUT_TILES}, verify=verify, overwrite=overwrite)
-        self.group_name = group
-        self.group = self.file.create_group(group)
-
-    def write_tile(self, tile_id: str, tile: Any) -> None:
-        """One tile (H x W integers 0..13) under its id."""
-        check_tile_id(tile_id)
-        if tile_id in self.group:
-            raise ValueError(f"tile {tile_id} was already written")
-        if self.expected is not None and tile_id not in self.expected:
-            raise ValueError(f"tile {tile_id} is not one of the expected tiles")
-        if len(self.written) >= MAX_TILES:
-            raise ValueError(f"more than {MAX_TILES} tiles")
-        data = as_class_map(tile, f"tile {tile_id}")
-        chunks = (min(CHUNK[0], data.shape[0]), min(CHUNK[1], data.shape[1]))
-        self.group.create_dataset(tile_id, data=data, chunks=chunks, compression="gzip", compression_opts=4)
-        self.written.append(tile_id)
-        self.shapes[tile_id] = data.shape
-
-    __call__ = write_tile
-
-    def _finish(self) -> None:
-        if self.expected is not None and set(self.written) != self.expected:
-            missing = sorted(self.expected - set(self.written))
-            raise ValueError(f"{len(missing)} expected tiles were not written (e.g. {', '.join(missing[:5])})")
-        if not self.written:
-            raise ValueError("no tiles were written")
-
-
-def _verified(writer: TileRasterWriter, verify: Callable[[Path], None] | None) -> TileRasterWriter:
-    """Unless the caller brings its own check, the finished file is opened by the safe reader,
-    which must find exactly the tiles written, of their shapes, before the file appears."""
-    if verify is not None:
-        writer.verify = verify
-        return writer
-    from c2seg_kit.submission import open_labels, open_submission
-
-    track = writer.file.attrs["track"]
-
-    def reopen(tmp: Path) -> None:
-        if writer.group_name == LABEL_GROUP:
-            with open_labels(tmp) as lab:
-                if lab.layout != LAYOUT_TILES or lab.shapes != writer.shapes:
-                    raise InvalidDataError(f"{tmp}: the labels file does not read back as written")
-        else:
-            with open_submission(tmp, track=track, expected_tiles=writer.shapes):
-                pass  # structure, attributes, ids and shapes exactly as every reader will check them
-
-    writer.verify = reopen
-    return writer
-
-
-def tile_labels_writer(path: str | os.PathLike, track: str, *, expected_ids: Iterable[str] | None = None,
-                       verify: Callable[[Path], None] | None = None, overwrite: bool = True) -> TileRasterWriter:
-    """A streaming writer of tile-layout hidden labels (``labels.h5``)."""
-    attrs = root_attrs(LABELS_FORMAT, track)
-    writer = TileRasterWriter(path, LABEL_GROUP, attrs, expected_ids=expected_ids, overwrite=overwrite)
-    return _verified(writer, verify)
-
-
-def tile_submission_writer(path: str | os.PathLike, track: str, *, team: str | None = None,
-                           method: str | None = None, expected_ids: Iterable[str] | None = None,
-                           verify: Callable[[Path], None] | None = None, overwrite: bool = True) -> TileRasterWriter:
-    """A streaming writer of a tile-layout submission (``predictions.h5``)."""
-    attrs = root_attrs(SUBMISSION_FORMAT, track, team=team, method=method)
-    writer = TileRasterWriter(path, PREDICTION_GROUP, attrs, expected_ids=expected_ids, overwrite=overwrite)
-    return _verified(writer, verify)
-
-
-def write_tile_labels(path: str | os.PathLike, tiles: Iterable[tuple[str, Any]], track: str) -> Path:
-    """Write (tile id, H x W labels) pairs as a tile-layout ``labels.h5``."""
-    with tile_labels_writer(path, track) as writer:
-        for tile_id, tile in tiles:
-            writer.write_tile(tile_id, tile)
-    return Path(path)
-
-
-def write_tile_submission(path: str | os.PathLike, tiles: Iterable[tuple[str, Any]], track: str, *,
-                          team: str | None = None, method: str | None = None) -> Path:
-    """Write (tile id, H x W predictions) pairs as a tile-layout ``predictions.h5``."""
-    with tile_submission_writer(path, track, team=team, method=method) as writer:
-        for tile_id, tile in tiles:
-            writer.write_tile(tile_id, tile)
-    return Path(path)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
 from c2seg_kit.metrics import ConfusionMatrix
-from c2seg_kit.submission import DEFAULT_CHUNK_ROWS, LAYOUT_TILES, Source, open_labels, open_submission
+from c2seg_kit.submission.formats import DEFAULT_CHUNK_ROWS, LAYOUT_TILES, Source
+from c2seg_kit.submission.readers import open_labels, open_submission
 
 __all__ = ["score_files", "write_report"]
 

@@ -19,13 +19,13 @@ import numpy as np
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.fsutil import refuse_existing, temp_file_beside
-from c2seg_kit.submission import (
+from c2seg_kit.submission.formats import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
     SUBMISSION_FORMAT,
-    open_submission,
     root_attrs,
 )
+from c2seg_kit.submission.readers import open_submission
 
 __all__ = ["AtomicH5Writer", "RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
 
