@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cli_support import cli_in_process
 from test_metrics import oracle
 
 from c2seg_baseline import checkpoint as ckpt
@@ -276,6 +277,12 @@ def test_mismatched_weights_are_one_line_errors(prepared, tmp_path):
 # --- command line ------------------------------------------------------------------------------
 
 def run_cli(args: list[str]):
+    """``c2seg ARGS`` in this interpreter: exit code, stdout and stderr as a user sees them
+    (cli_support.cli_in_process); :func:`run_cli_process` where the fresh interpreter matters."""
+    return cli_in_process(args)
+
+
+def run_cli_process(args: list[str]):
     """The real entry point in a fresh interpreter: exit code and stderr as a user sees them."""
     import subprocess
     import sys
@@ -300,14 +307,26 @@ def assert_one_line_error(r, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("spelling", ["--prepared", "--data"])  # --data: the older spelling, kept
-def test_cli_trains_and_reports(prepared, tmp_path, spelling):
+def test_cli_trains_and_reports(prepared, tmp_path):
     out = tmp_path / "run"
-    r = run_cli(["train-baseline", spelling, str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
+    r = run_cli(["train-baseline", "--prepared", str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
                  "--steps", "2", "--device", "cpu", "--batch-size", "2", "--eval-every", "2", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert "step 2/2" in r.stdout and "target mIoU" in r.stdout
     assert (out / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("spelling", ["--prepared", "--data"])  # --data: the older spelling, kept
+def test_cli_prepared_folder_has_two_spellings(prepared, tmp_path, spelling):
+    # Both spellings fill the same parameter, so they train alike (one training run above proves
+    # the rest); a missing folder named either way is the same one-line error.
+    from c2seg_baseline.cli import train_baseline
+
+    args = ["--track", "AB", "--out", str(tmp_path / "run")]
+    ctx = train_baseline.make_context("train-baseline", [spelling, str(prepared), *args])
+    assert ctx.params["data"] == prepared
+    missing = tmp_path / "missing"
+    assert_one_line_error(run_cli(["train-baseline", spelling, str(missing), *args, "--quiet"]), str(missing))
 
 
 @pytest.mark.parametrize("extra, message", [
