@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,18 +28,38 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return exc.value.code, out, err
 
 
-def cli_in_process(args) -> subprocess.CompletedProcess:
+@contextlib.contextmanager
+def _environment(env: dict | None, cwd) -> Iterator[None]:
+    """os.environ replaced by `env` (when given) and the working folder by `cwd`, then restored."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update({k: str(v) for k, v in env.items()})
+        if cwd is not None:
+            os.chdir(cwd)
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+
+def cli_in_process(args, *, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """``c2seg ARGS`` through the real entry point in this interpreter, answered as
-    ``subprocess.run(..., capture_output=True, text=True)`` would answer for a fresh one: exit code,
-    stdout, stderr. Warnings are shown on stderr as a fresh interpreter shows them (Python's
-    default filters, not the test runner's), and the thread count torch runs with is restored."""
+    ``subprocess.run(..., env=env, cwd=cwd, capture_output=True, text=True)`` would answer for a
+    fresh one: exit code, stdout, stderr. Warnings are shown on stderr as a fresh interpreter shows
+    them (Python's default filters, not the test runner's); the environment, the working folder and
+    the thread count torch runs with are restored afterwards. Where the fresh interpreter is what
+    is tested (which modules a command imports, signals, the exit of a process), start one."""
     args = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     code = 0
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err):
+            contextlib.redirect_stderr(err), _environment(env, cwd):
         warnings.resetwarnings()
         for action, category, module in reversed(_PYTHON_DEFAULT_FILTERS):
             warnings.filterwarnings(action, category=category, module=module)

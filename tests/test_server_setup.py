@@ -29,6 +29,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from cli_support import cli_in_process  # noqa: E402
 from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
@@ -40,10 +41,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def c2seg(*args, cwd=None, env=None, timeout=120) -> tuple[int, str, str]:
-    """`c2seg ARGS` in a fresh process without the caller's C2SEG_* settings."""
+    """`c2seg ARGS` without the caller's C2SEG_* settings: in this interpreter, `serve` in a fresh process."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("C2SEG_")}
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**clean, **(env or {})})
+    if args and args[0] == "serve":
+        proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                              env={**clean, **(env or {})})
+    else:
+        proc = cli_in_process(args, cwd=cwd, env={**clean, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 
