@@ -30,7 +30,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from cli_support import cli_in_process  # noqa: E402
-from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload  # noqa: E402
+from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload, wait_for  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
 from c2seg_kit.writers import write_submission  # noqa: E402
@@ -205,9 +205,8 @@ def test_healthz_says_when_the_data_folder_cannot_be_written(tmp_path, target):
         shutil.rmtree(spool)
         spool.write_text("not a folder")
         with httpx.Client(base_url=server.url, timeout=30) as c:
-            import time
-
-            time.sleep(1.1)  # past the health check's one-second cache
+            # the health check caches its answer for a second: poll until it tells
+            wait_for(lambda: c.get("/healthz").status_code == 503, timeout_s=15, what="/healthz to answer 503")
             r = c.get("/healthz")
             assert r.status_code == 503 and r.json() == {
                 "detail": "the server cannot write its data folder: uploads would fail"}
@@ -216,8 +215,7 @@ def test_healthz_says_when_the_data_folder_cannot_be_written(tmp_path, target):
             assert "cannot store uploads right now" in r.json()["detail"]
             assert str(spool) not in r.text  # the server's paths are for its log
             spool.unlink()
-            time.sleep(1.1)
-            assert c.get("/healthz").status_code == 200
+            wait_for(lambda: c.get("/healthz").status_code == 200, timeout_s=15, what="/healthz to answer 200 again")
         assert f"the data folder is not writable: {spool}" in server.log()
         assert "Traceback" not in server.log()
     finally:
