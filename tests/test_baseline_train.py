@@ -193,14 +193,14 @@ def test_checkpoint_round_trip(prepared, tmp_path):
 
 def test_resume_continues_exactly(prepared, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(tiny_options(prepared, straight, steps=6, eval_every=2))
-    train(tiny_options(prepared, split, steps=6, eval_every=2, stop_after=4))
-    assert ckpt.read_checkpoint(split / "last.pt")["step"] == 4
-    # A crash after logging step 5 but before its checkpoint: resume drops what it cannot hold.
+    train(tiny_options(prepared, straight, steps=4, eval_every=2))
+    train(tiny_options(prepared, split, steps=4, eval_every=2, stop_after=2))
+    assert ckpt.read_checkpoint(split / "last.pt")["step"] == 2
+    # A crash after logging step 3 but before its checkpoint: resume drops what it cannot hold.
     with (split / "log.jsonl").open("a") as f:
-        f.write(json.dumps({"step": 5, "ce": 99.0}) + "\n")
+        f.write(json.dumps({"step": 3, "ce": 99.0}) + "\n")
     summary = train(tiny_options(prepared, split, steps=None, eval_every=2, resume=True, config=None))
-    assert summary["step"] == 6
+    assert summary["step"] == 4
     a, b = weights(straight / "last.pt"), weights(split / "last.pt")
     assert a.keys() == b.keys()
     for k in a:
