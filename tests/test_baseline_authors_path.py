@@ -58,10 +58,12 @@ def accumulation_depth(model) -> float:
 
     A float32 dot product of n terms is off by about sqrt(n) * EPS/2 times its terms' magnitude,
     whatever the summation order or blocking a kernel picks (probabilistic rounding error analysis,
-    Higham & Mary 2019; the worst case n * EPS/2 assumes every rounding errs the same way); two
-    kernels that sum in different orders differ by at most twice that. Through a normalised network
-    the layers' relative errors add up, so two evaluations of its logits, on any CPU, kernel or thread
-    count, differ by at most EPS * depth * the logits' magnitude."""
+    Higham & Mary 2019: a bound that holds with overwhelming probability; the worst case n * EPS/2
+    assumes every rounding errs the same way, and would call a fifth of the pixels ties here); two
+    kernels that sum in different orders differ by about twice that. Through a normalised network
+    the layers' relative errors add up, so two evaluations of its logits, on any CPU, kernel or
+    thread count, differ by less than EPS * depth * the logits' magnitude (the window's largest).
+    Measured across AVX-512 and AVX2 convolutions, SSE, 1 and 2 threads: at most 0.3 of that."""
     fan_ins = [m.weight[0].numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     return sum(math.sqrt(n) for n in fan_ins)
 
