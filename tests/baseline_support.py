@@ -82,6 +82,14 @@ def weights(path: Path) -> dict:
 
 
 def run_cli(args: list[str]):
+    """``c2seg ARGS`` in this interpreter: exit code, stdout and stderr as a user sees them
+    (cli_support.cli_in_process); :func:`run_cli_process` where the fresh interpreter matters."""
+    from cli_support import cli_in_process
+
+    return cli_in_process(args)
+
+
+def run_cli_process(args: list[str]):
     """The real entry point in a fresh interpreter: exit code and stderr as a user sees them."""
     import subprocess
     import sys

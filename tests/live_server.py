@@ -255,6 +255,15 @@ def reap(pids: list[int], timeout_s: float = 15) -> list[int]:
     return [p.pid for p in alive]
 
 
+def wait_for(predicate, timeout_s: float = 15, what: str = "", every_s: float = 0.05) -> None:
+    """Poll `predicate` until it holds (instead of sleeping for a guessed time); fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(every_s)
+
+
 def auth(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 

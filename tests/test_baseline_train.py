@@ -136,14 +136,14 @@ def test_checkpoint_round_trip(prepared, tmp_path):
 
 def test_resume_continues_exactly(prepared, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(tiny_options(prepared, straight, steps=6, eval_every=2))
-    train(tiny_options(prepared, split, steps=6, eval_every=2, stop_after=4))
-    assert ckpt.read_checkpoint(split / "last.pt")["step"] == 4
-    # A crash after logging step 5 but before its checkpoint: resume drops what it cannot hold.
+    train(tiny_options(prepared, straight, steps=4, eval_every=2))
+    train(tiny_options(prepared, split, steps=4, eval_every=2, stop_after=2))
+    assert ckpt.read_checkpoint(split / "last.pt")["step"] == 2
+    # A crash after logging step 3 but before its checkpoint: resume drops what it cannot hold.
     with (split / "log.jsonl").open("a") as f:
-        f.write(json.dumps({"step": 5, "ce": 99.0}) + "\n")
+        f.write(json.dumps({"step": 3, "ce": 99.0}) + "\n")
     summary = train(tiny_options(prepared, split, steps=None, eval_every=2, resume=True, config=None))
-    assert summary["step"] == 6
+    assert summary["step"] == 4
     a, b = weights(straight / "last.pt"), weights(split / "last.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -219,14 +219,26 @@ def test_mismatched_weights_are_one_line_errors(prepared, tmp_path):
 
 # --- command line ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spelling", ["--prepared", "--data"])  # --data: the older spelling, kept
-def test_cli_trains_and_reports(prepared, tmp_path, spelling):
+def test_cli_trains_and_reports(prepared, tmp_path):
     out = tmp_path / "run"
-    r = run_cli(["train-baseline", spelling, str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
+    r = run_cli(["train-baseline", "--prepared", str(prepared), "--track", "AB", "--out", str(out), "--config", "tiny",
                  "--steps", "2", "--device", "cpu", "--batch-size", "2", "--eval-every", "2", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert "step 2/2" in r.stdout and "target mIoU" in r.stdout
     assert (out / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("spelling", ["--prepared", "--data"])  # --data: the older spelling, kept
+def test_cli_prepared_folder_has_two_spellings(prepared, tmp_path, spelling):
+    # Both spellings fill the same parameter, so they train alike (one training run above proves
+    # the rest); a missing folder named either way is the same one-line error.
+    from c2seg_baseline.cli import train_baseline
+
+    args = ["--track", "AB", "--out", str(tmp_path / "run")]
+    ctx = train_baseline.make_context("train-baseline", [spelling, str(prepared), *args])
+    assert ctx.params["data"] == prepared
+    missing = tmp_path / "missing"
+    assert_one_line_error(run_cli(["train-baseline", spelling, str(missing), *args, "--quiet"]), str(missing))
 
 
 @pytest.mark.parametrize("extra, message", [

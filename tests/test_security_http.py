@@ -24,6 +24,7 @@ from live_server import (  # noqa: E402
     post_head,
     read_response,
     upload,
+    wait_for,
 )
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
@@ -188,8 +189,23 @@ def test_slowloris_cannot_hold_the_server(server, client, token, copies):
         refused_now = sum(closed(s) for s in attack)
         # exactly the cap was held while the other client was served; every one past it refused
         assert refused_now == n - PER_CLIENT
-        time.sleep(HEAD_TIMEOUT_S + 1.5)
-        assert all(closed(s) for s in attack) and closed(idle)
+        # Poll (not sleep) until each connection's first event after the head timeout: it must be
+        # the close (no bytes of a response first).
+        first_event: dict[int, bool] = {}
+
+        def all_settled() -> bool:
+            for i, s in enumerate(attack + [idle]):
+                if i not in first_event:
+                    try:
+                        first_event[i] = s.recv(1) == b""
+                    except TimeoutError:
+                        pass
+                    except ConnectionResetError:
+                        first_event[i] = True
+            return len(first_event) == len(attack) + 1
+
+        wait_for(all_settled, timeout_s=HEAD_TIMEOUT_S + 15, what="the server to drop the unfinished heads")
+        assert all(first_event.values())
     finally:
         for s in attack + [idle]:
             s.close()

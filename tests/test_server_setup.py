@@ -29,7 +29,8 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload  # noqa: E402
+from cli_support import cli_in_process  # noqa: E402
+from live_server import CLI, LiveServer, auth, free_port, make_target, noisy_prediction, upload, wait_for  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
@@ -40,10 +41,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def c2seg(*args, cwd=None, env=None, timeout=120) -> tuple[int, str, str]:
-    """`c2seg ARGS` in a fresh process without the caller's C2SEG_* settings."""
+    """`c2seg ARGS` without the caller's C2SEG_* settings: in this interpreter, `serve` in a fresh process."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("C2SEG_")}
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**clean, **(env or {})})
+    if args and args[0] == "serve":
+        proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                              env={**clean, **(env or {})})
+    else:
+        proc = cli_in_process(args, cwd=cwd, env={**clean, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -201,9 +205,8 @@ def test_healthz_says_when_the_data_folder_cannot_be_written(tmp_path, target):
         shutil.rmtree(spool)
         spool.write_text("not a folder")
         with httpx.Client(base_url=server.url, timeout=30) as c:
-            import time
-
-            time.sleep(1.1)  # past the health check's one-second cache
+            # the health check caches its answer for a second: poll until it tells
+            wait_for(lambda: c.get("/healthz").status_code == 503, timeout_s=15, what="/healthz to answer 503")
             r = c.get("/healthz")
             assert r.status_code == 503 and r.json() == {
                 "detail": "the server cannot write its data folder: uploads would fail"}
@@ -212,8 +215,7 @@ def test_healthz_says_when_the_data_folder_cannot_be_written(tmp_path, target):
             assert "cannot store uploads right now" in r.json()["detail"]
             assert str(spool) not in r.text  # the server's paths are for its log
             spool.unlink()
-            time.sleep(1.1)
-            assert c.get("/healthz").status_code == 200
+            wait_for(lambda: c.get("/healthz").status_code == 200, timeout_s=15, what="/healthz to answer 200 again")
         assert f"the data folder is not writable: {spool}" in server.log()
         assert "Traceback" not in server.log()
     finally:
