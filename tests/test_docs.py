@@ -147,6 +147,26 @@ def test_security_md_says_how_to_report_a_vulnerability():
     assert "## Reporting a vulnerability" in text
 
 
+def test_security_md_is_ordered_by_threat_and_its_cross_references_resolve():
+    """SECURITY.md follows its threat model: numbered sections by who attacks (the port, a team,
+    hostile files, a misbehaving server, crashes and the organizers' mistakes), then the figures,
+    the tests and how to report; every "section N.M" it cites is one of its headings."""
+    text = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    tops = re.findall(r"^## (.+)$", text, re.M)
+    numbered = [t for t in tops if re.match(r"\d+\. ", t)]
+    assert len(numbered) >= 5
+    assert [int(t.split(".")[0]) for t in numbered] == list(range(1, len(numbered) + 1))
+    assert numbered[0].startswith("1. Anyone who can reach the port")
+    assert tops[:2] == ["Threat model", numbered[0]]
+    assert tops[-3:] == ["Figures", "Running the security tests", "Reporting a vulnerability"]
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.M))
+    number = r"\d+(?:\.\d+)?"
+    lists = re.findall(rf"\bsections? ({number}(?:(?:,| and|, and) {number})*)", " ".join(text.split()))
+    cited = {n for found in lists for n in re.findall(number, found)}
+    assert cited and cited <= headings, sorted(cited - headings)
+    assert not re.search(r"\bpromise \d", text)  # the old numbering is gone
+
+
 # ---- the pages state what the code does ----------------------------------------------------------
 
 
