@@ -258,11 +258,15 @@ def _contributors_tree() -> str:
 def test_the_contributors_tree_matches_the_code():
     tree = _contributors_tree()
     words = set(re.findall(r"[\w/.]+", tree))
-    # every module of the core and of the baseline is named (by its path, or by its name in prose)
-    unnamed = [str(p.relative_to(ROOT)) for pkg in ("c2seg_kit", "baseline") for p in sorted((ROOT / pkg).rglob("*.py"))
-               if p.name != "__init__.py"
+    # every module of the core, the baseline and the server is named (by its path, or by its name in
+    # prose); the server's Alembic revisions are the migrations/ folder's own business
+    unnamed = [str(p.relative_to(ROOT)) for pkg in ("c2seg_kit", "baseline", "server") for p in sorted((ROOT / pkg).rglob("*.py"))
+               if p.name != "__init__.py" and "migrations" not in p.relative_to(ROOT / pkg).parts
                and not {str(p.relative_to(ROOT / pkg)), p.name, p.stem} & words]
     assert unnamed == []
+    # every package of the core is listed as a folder of the tree
+    packages = sorted(p.parent.name for p in (ROOT / "c2seg_kit").glob("*/__init__.py"))
+    assert packages and [name for name in packages if not any(w.startswith(f"{name}/") for w in words)] == []
     # every file or folder the tree lists at the start of a line exists
     listed = re.findall(r"^(\S+)\s", tree, re.M) + re.findall(r"^  (\S+\.py|\S+/)\s", tree, re.M)
     assert listed
