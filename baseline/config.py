@@ -3,7 +3,7 @@
 Two presets ship with the kit:
 
 * ``paper`` -- the authors' settings, read from their training scripts (each is listed in the
-  README's "Reproducing the paper" table). At these settings the parameter counts
+  table of docs/reproducing.md). At these settings the parameter counts
   are 16,562,222 (generator), 27,560,521 (D0) and 699,873 (D1).
 * ``tiny`` -- narrow widths and one block per branch, for CPU tests and the demo. It keeps the
   kit's data variants (augmentation drawn anew every epoch, every window once per epoch, the target
@@ -89,7 +89,7 @@ class LossConfig:
     target_label: float = 1.0
 
 
-#: The choices of the recipe's switches, first the authors' (see the README's reproduction table).
+#: The choices of the recipe's switches, first the authors' (see the table in docs/reproducing.md).
 AUGMENT = ("once", "per-epoch")  # drawn once per window when the list is built / anew every epoch
 SAMPLING = ("fresh", "epochs")  # a fresh random batch every step / every window once per epoch
 TARGET_WINDOWS = ("disjoint", "like-source")  # non-overlapping, not augmented / the source's stride and augmentation
@@ -257,7 +257,7 @@ def _stage(value: Any, where: str) -> StageSpec:
 
 
 def paper() -> HighDANConfig:
-    """The authors' settings (the README's "Reproducing the paper" table lists each)."""
+    """The authors' settings (docs/reproducing.md lists each)."""
     return HighDANConfig(name="paper")
 
 

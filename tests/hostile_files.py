@@ -3,10 +3,10 @@
 One `Hostile` row per kind: how to build the file (aimed at a `live_server.Target`, the
 server's own hidden labels), the status and the one-line reason the server must answer with.
 
-- `LINKS` (promise 1): files that reach outside themselves, at the labels file's path and
+- `LINKS` (SECURITY.md, section 2.1): files that reach outside themselves, at the labels file's path and
   data offset; `leaks=True` where a naive reader (`naive_read`, `leaks_labels`) really gets
   the hidden labels through them.
-- `BAD_FILES` (promise 2): files that are broken, lie about their size, hide dimensions or
+- `BAD_FILES` (SECURITY.md, section 3.1): files that are broken, lie about their size, hide dimensions or
   carry the wrong type, values, attributes or layout.
 - `TILE_FILES`: tile-layout submissions (one dataset per test tile in group `prediction`) aimed
   at a `TileTarget` (tile-layout hidden labels): too many members, links among the members,
@@ -66,7 +66,7 @@ def _with_attrs(p: Path, t: Target, **attrs) -> Path:
     return _dataset(p, t, _pred(t), attrs=attrs)
 
 
-# -- links and storage that reach outside the file (promise 1) ------------------------------
+# -- links and storage that reach outside the file (SECURITY.md 2.1) -------------------------
 
 
 def external_link_dataset(p: Path, t: Target) -> Path:
@@ -135,7 +135,7 @@ def unknown_filter(p: Path, t: Target, code: int = 32004) -> Path:
     return p
 
 
-# -- bad files (promise 2) --------------------------------------------------------------------
+# -- bad files (SECURITY.md 3.1) ---------------------------------------------------------------
 
 
 def raw_bytes(p: Path, data: bytes) -> Path:

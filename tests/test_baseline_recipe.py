@@ -31,7 +31,7 @@ def test_paper_is_the_authors_recipe_and_tiny_keeps_the_kits_variants():
     t = paper().train
     assert (t.window, t.stride, t.steps) == ({"AB": 128, "BW": 256}, {"AB": 64, "BW": 128}, {"AB": 6000, "BW": 10000})
     assert (t.augment, t.sampling, t.target_windows, t.batch_size) == ("once", "fresh", "disjoint", 4)
-    assert paper().predict.stitch == "blend"  # the kit's default stitch (the README says why)
+    assert paper().predict.stitch == "blend"  # the kit's default stitch (docs/participants.md says why)
     s = tiny().train
     assert (s.augment, s.sampling, s.target_windows) == ("per-epoch", "epochs", "like-source")
 

@@ -74,7 +74,7 @@ def test_every_bad_file_gets_its_own_one_line_4xx_and_the_server_keeps_serving(b
 
 def test_hostile_kind_count():
     # The figures SECURITY.md quotes: 8 kinds reaching outside the file (4 of which hand a naive
-    # reader the hidden labels) and 44 bad files, each in the loop above or in promise 1.
+    # reader the hidden labels) and 44 bad files, each in the loop above or in the labels tests (SECURITY.md 2.1).
     assert (len(LINKS), sum(h.leaks for h in LINKS), len(BAD_FILES)) == (8, 4, 44)
     assert len({h.name for h in BAD_FILES + LINKS}) == len(BAD_FILES) + len(LINKS)
 
