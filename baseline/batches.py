@@ -25,7 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 
 from .config import TrainConfig
 from .dataset import WindowDataset

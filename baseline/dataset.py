@@ -1,4 +1,4 @@
-"""A lazy windowed torch Dataset over the prepared cache (c2seg_kit.prepared).
+"""A lazy windowed torch Dataset over the prepared cache (c2seg_kit.prepare.cache).
 
 It lives in the baseline package, not in the core, because it needs torch: the light install
 (the core alone) imports no torch.
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 from c2seg_kit.registry import MODALITIES, get_track
 from c2seg_kit.tiling import window_origins
 

@@ -40,10 +40,10 @@ from c2seg_kit.classes import CLASSES, NUM_LABELS
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.tiles import SPLIT_ROLES, SPLITS, TileData, open_tiles
-from c2seg_kit.prepared import PreparedData, RawTransform
+from c2seg_kit.prepare.cache import PreparedData, RawTransform
+from c2seg_kit.prepare.repair import repaired_hwc
 from c2seg_kit.registry import MODALITIES, get_track
 from c2seg_kit.render import _font, _map_image  # the class palette and font of `c2seg render`
-from c2seg_kit.repair import repaired_hwc
 from c2seg_kit.tiling import window_origins
 
 from .dataset import read_padded

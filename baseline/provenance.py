@@ -1,7 +1,7 @@
 """What a run was trained on -- its track and its input layout -- and the check that `predict`
 feeds a checkpoint only what it was trained on.
 
-The layout is read off the prepared cache (c2seg_kit.prepared): bands per modality, and what
+The layout is read off the prepared cache (c2seg_kit.prepare.cache): bands per modality, and what
 changes the values a network sees (PCA components, where the PCA was fitted, its sign rule --
 the manifest's ``pca.sign_rule`` -- and the normalisation). Training records it in every checkpoint (``run.input``)
 and in the run's config.json; `predict` compares it with the cache it is given and refuses a
@@ -21,7 +21,7 @@ SIGN_RULE = "pca_sign_rule"  # from the manifest's "pca" entry: which way each c
 
 
 def input_layout(prepared) -> dict:
-    """The input layout of a prepared cache (a c2seg_kit.prepared.PreparedData)."""
+    """The input layout of a prepared cache (a c2seg_kit.prepare.cache.PreparedData)."""
     options = dict(prepared.manifest.get("options") or {})
     chosen = {k: options[k] for k in INPUT_OPTIONS if k in options}
     if chosen.get("normalisation") != "percentile":

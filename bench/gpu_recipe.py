@@ -93,9 +93,9 @@ def main() -> None:
 
     import torch
 
-    from c2seg_kit.prepare import prepare
+    from c2seg_kit.prepare.pipeline import prepare
     from c2seg_kit.registry import TRACKS
-    from c2seg_kit.synth import synthesize
+    from c2seg_kit.synth.scenes import synthesize
 
     args.out.mkdir(parents=True, exist_ok=True)
     data, prep = args.out / "data", args.out / "prepared"

@@ -59,11 +59,11 @@ def child(argv: list[str]) -> None:
     t0 = time.perf_counter()
     if verb == "synth":
         from c2seg_kit.registry import TRACKS
-        from c2seg_kit.synth import synthesize
+        from c2seg_kit.synth.scenes import synthesize
 
         synthesize(argv[1], TRACKS["BW"], scale=float(argv[2]), seed=0, progress=False)
     else:
-        from c2seg_kit.prepare import prepare
+        from c2seg_kit.prepare.pipeline import prepare
         from c2seg_kit.registry import TRACKS
 
         prepare(argv[1], TRACKS["BW"], argv[2], progress=False)

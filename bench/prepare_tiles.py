@@ -107,7 +107,7 @@ def main() -> None:
 
 
 def child(data: str, out: str, track: str, pca_sample: str) -> None:
-    from c2seg_kit.prepare import PrepareOptions, prepare
+    from c2seg_kit.prepare.pipeline import PrepareOptions, prepare
     from c2seg_kit.registry import TRACKS
 
     options = PrepareOptions(pca_sample=None if pca_sample == "all" else int(pca_sample))

@@ -1,6 +1,6 @@
 """A short study: does HighDAN's adaptation help on synthetic AB, and does its Dice term?
 
-Synthesises an AB pair (c2seg_kit.synth; the target city has a shifted style), prepares it, then
+Synthesises an AB pair (c2seg_kit.synth.scenes; the target city has a shifted style), prepares it, then
 trains three variants per seed with the same seed, steps and data, and scores each on the target
 city (Berlin) with its hidden labels.h5:
 
@@ -106,10 +106,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from c2seg_baseline.train import TrainOptions, train
-    from c2seg_kit.prepare import prepare
-    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.prepare.cache import PreparedData
+    from c2seg_kit.prepare.pipeline import prepare
     from c2seg_kit.registry import TRACKS
-    from c2seg_kit.synth import synthesize
+    from c2seg_kit.synth.scenes import synthesize
 
     work = args.work or Path(tempfile.mkdtemp(prefix="c2seg-study-da-"))
     data, prep = work / "data", work / "prepared"

@@ -28,7 +28,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from c2seg_kit.registry import get_track
-from c2seg_kit.synth_tiles import synthesize_tiles
+from c2seg_kit.synth.tile_sets import synthesize_tiles
 out, track, scale = Path(sys.argv[1]), get_track(sys.argv[2]), float(sys.argv[3])
 t0 = time.perf_counter()
 written = synthesize_tiles(out, track, scale=scale, seed=0, progress=False)
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from c2seg_kit.registry import get_track
-    from c2seg_kit.synth import city_shape
+    from c2seg_kit.synth.scenes import city_shape
 
     track = get_track(args.track)
     for scale in args.scales:

@@ -30,7 +30,7 @@ def _city_arrays(shape, rng, shift: float):
 
 def make_prepared(root: Path, *, track: str = "AB", source_shape=(64, 96), target_shape=(80, 72),
                   target_label: bool = True, seed: int = 0) -> Path:
-    """A prepared cache in the layout c2seg_kit.prepared documents."""
+    """A prepared cache in the layout c2seg_kit.prepare.cache documents."""
     from c2seg_kit.registry import get_track
 
     t = get_track(track)

@@ -30,7 +30,7 @@ from cli_support import run_cli as run_cli_in_process
 from c2seg_baseline.config import paper
 from c2seg_baseline.importer import AUTHORS_FILES, load_authors_model, to_authors_state_dicts
 from c2seg_baseline.model import HighDAN
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 from c2seg_kit.registry import MODALITIES, TRACKS
 from c2seg_kit.submission import open_submission
 
@@ -134,7 +134,7 @@ def authors_logits(model, hsi, msi, sar) -> dict[tuple[int, int], np.ndarray]:
 
 
 def test_kit_prepare_and_predict_authors_stitch_equal_the_authors_path(tmp_path, capsys):
-    from c2seg_kit.synth import synthesize
+    from c2seg_kit.synth.scenes import synthesize
 
     data = tmp_path / "data"
     synthesize(data, TRACKS["AB"], scale=SCALE, seed=3, progress=False)

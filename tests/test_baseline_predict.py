@@ -36,7 +36,7 @@ class RecordingCity:
 @pytest.mark.parametrize("shape, window, overlap", [((80, 72), 32, 8), ((45, 100), 64, 16), ((40, 50), 64, 0),
                                                    ((20, 70), 64, 16)])
 def test_blending_matches_a_naive_per_pixel_loop(tmp_path, shape, window, overlap):
-    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.prepare.cache import PreparedData
 
     prep = make_prepared(tmp_path / "p", target_shape=shape)
     model = PositionModel()
@@ -79,7 +79,7 @@ def trained(tmp_path_factory):
 
 
 def test_predict_cli_writes_a_submission_that_scores(trained, tmp_path):
-    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.prepare.cache import PreparedData
     from c2seg_kit.submission.readers import open_submission
     from c2seg_kit.submission.score_files import score_files
     from c2seg_kit.submission.writers import write_labels
@@ -112,7 +112,7 @@ def test_predict_matches_evaluation_during_training(trained, tmp_path):
     """The file written by predict and the in-memory evaluation agree (one code path)."""
     from c2seg_baseline.checkpoint import load_checkpoint
     from c2seg_baseline.predict import evaluate_city, predict_to_file
-    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.prepare.cache import PreparedData
     from c2seg_kit.submission.readers import open_submission
 
     prep, checkpoint = trained

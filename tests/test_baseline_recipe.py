@@ -23,7 +23,7 @@ from c2seg_baseline.config import HighDANConfig, get_config, paper, tiny
 from c2seg_baseline.dataset import WindowDataset
 from c2seg_baseline.train import train
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 from c2seg_kit.tiling import window_origins
 
 

@@ -19,7 +19,7 @@ from baseline_support import make_prepared
 from stitch_support import PositionModel, axis_windows, padded_window
 
 from c2seg_baseline.predict import predict_city
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 
 
 def sliding_windows(height, width, window):

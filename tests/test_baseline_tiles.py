@@ -26,7 +26,7 @@ from tile_support import write_gdal
 from c2seg_baseline import checkpoint as ckpt
 from c2seg_baseline.dataset import WindowDataset
 from c2seg_baseline.train import train
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 
 
 def _cli_ok(args):

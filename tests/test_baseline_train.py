@@ -35,7 +35,7 @@ from c2seg_baseline.predict import predict_city
 from c2seg_baseline.step import poly_lr
 from c2seg_baseline.train import train
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 
 
 @pytest.fixture(scope="module")

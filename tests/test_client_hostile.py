@@ -19,7 +19,8 @@ import time
 import pytest
 from cli_support import run_cli as run
 
-from c2seg_kit import client, client_http
+from c2seg_kit import client
+from c2seg_kit.client import transport as client_http
 
 TOKEN = "c2s_" + "t0ken" * 8
 ESC = "\x1b[2J\x1b]0;pwned\x07"

@@ -14,9 +14,9 @@ import pytest
 from pca_oracle import authors_pca, loading_rule_disagreements, minmax_channels, structured_spectra
 
 from c2seg_kit.io.matfile import write_mat_v5
-from c2seg_kit.pca import PCA, ExtremeScores, Moments, Sampler
-from c2seg_kit.prepare import PrepareOptions, prepare
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
+from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler
+from c2seg_kit.prepare.pipeline import PrepareOptions, prepare
 from c2seg_kit.registry import TRACKS
 
 AB, BW = TRACKS["AB"], TRACKS["BW"]

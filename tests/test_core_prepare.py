@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from c2seg_kit.io.scene import open_city
-from c2seg_kit.prepare import PCA, PrepareOptions, prepare, repair_nonfinite
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
+from c2seg_kit.prepare.pipeline import PCA, PrepareOptions, prepare, repair_nonfinite
 from c2seg_kit.registry import TRACKS
 from c2seg_kit.tiling import axis_starts, window_origins
 

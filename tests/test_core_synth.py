@@ -8,7 +8,7 @@ import scipy.io
 
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.registry import TRACKS
-from c2seg_kit.synth import build_cities, city_shape, synthesize
+from c2seg_kit.synth.scenes import build_cities, city_shape, synthesize
 
 AB, BW = TRACKS["AB"], TRACKS["BW"]
 

@@ -8,8 +8,8 @@ from city_tiles import city_oracle, make_city_tiles
 from tile_support import zip_folder
 
 from c2seg_kit.classes import CLASSES
-from c2seg_kit.prepare import prepare
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
+from c2seg_kit.prepare.pipeline import prepare
 from c2seg_kit.registry import TRACKS
 from c2seg_kit.tiling import window_origins
 

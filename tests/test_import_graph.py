@@ -182,3 +182,12 @@ def test_no_two_modules_of_the_core_share_a_file_name():
         if module.split(".")[0] == "c2seg_kit" and path.name != "__init__.py":
             names.setdefault(path.name, []).append(module)
     assert {name: found for name, found in names.items() if len(found) > 1} == {}
+
+
+def test_the_core_top_level_is_grouped_by_stage():
+    # The folder tree tells the pipeline's story: readers, prepare, synth, submission, h5safe, client and
+    # cli are subpackages; only the few shared tables and helpers stand beside them.
+    top = sorted(p.name for p in (ROOT / "c2seg_kit").glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+    assert len(top) <= 15, top
+    for stage in ("io", "prepare", "synth", "submission", "h5safe", "client", "cli"):
+        assert (ROOT / "c2seg_kit" / stage / "__init__.py").is_file(), stage

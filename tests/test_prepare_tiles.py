@@ -16,8 +16,8 @@ from tile_support import zip_folder
 
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.io.tiles import open_tiles
-from c2seg_kit.prepare import PrepareOptions, prepare
-from c2seg_kit.prepared import PreparedData, PreparedTile, PreparedTiles
+from c2seg_kit.prepare.cache import PreparedData, PreparedTile, PreparedTiles
+from c2seg_kit.prepare.pipeline import PrepareOptions, prepare
 from c2seg_kit.registry import TRACKS
 
 AB, BW = TRACKS["AB"], TRACKS["BW"]

@@ -18,8 +18,8 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.io.tiles import open_tiles
 from c2seg_kit.registry import TRACKS
-from c2seg_kit.synth import build_cities, city_shape, synthesize
-from c2seg_kit.synth_tiles import (
+from c2seg_kit.synth.scenes import build_cities, city_shape, synthesize
+from c2seg_kit.synth.tile_sets import (
     CITY_UTM,
     TILE_GRID,
     integer_reflectance,
@@ -157,7 +157,7 @@ def test_synth_refuses_to_overwrite(made):
 
 
 def test_failed_synth_leaves_nothing(tmp_path, monkeypatch):
-    import c2seg_kit.synth_tiles as st
+    import c2seg_kit.synth.tile_sets as st
 
     calls = []
 
@@ -176,7 +176,7 @@ def test_failed_synth_leaves_nothing(tmp_path, monkeypatch):
 
 def test_memory_holds_only_the_rows_open_tiles_need(tmp_path, monkeypatch):
     """Streaming: at most one tile's rows plus one generated band are held, however tall the city."""
-    import c2seg_kit.synth_tiles as st
+    import c2seg_kit.synth.tile_sets as st
 
     track = dataclasses.replace(AB, bands={"hsi": 3, "msi": 4, "sar": 2})  # few HSI bands: fast
     gen = build_cities(track, 0.6, seed=0)[0]  # Augsburg 532 x 816: 9 bands of 64 rows

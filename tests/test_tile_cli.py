@@ -22,8 +22,8 @@ from c2seg_kit.render import GAP_RGB, sheet_grid
 from c2seg_kit.submission.readers import open_labels, open_submission
 from c2seg_kit.submission.score_files import score_files
 from c2seg_kit.submission.writers import write_submission
-from c2seg_kit.synth import build_cities
-from c2seg_kit.synth_tiles import synthesize_tiles, tile_grid, tile_plan
+from c2seg_kit.synth.scenes import build_cities
+from c2seg_kit.synth.tile_sets import synthesize_tiles, tile_grid, tile_plan
 
 SCALE = 0.1
 # GeoTIFFs written without georeferencing, on purpose (a team's prediction images)

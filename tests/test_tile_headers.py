@@ -21,7 +21,7 @@ from tile_support import make_tiles, write_gdal
 
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io.tiles import natural_key, open_tiles
-from c2seg_kit.prepared import PreparedData
+from c2seg_kit.prepare.cache import PreparedData
 from c2seg_kit.registry import TRACKS
 
 AB = TRACKS["AB"]
@@ -224,7 +224,7 @@ def test_nodata_in_the_datasets_is_repaired(tmp_path):
 
 
 def test_a_prepared_cache_with_a_non_finite_bound_is_refused(tmp_path):
-    from c2seg_kit.prepared import norm_params
+    from c2seg_kit.prepare.cache import norm_params
 
     with pytest.raises(InvalidDataError, match=r"normalisation of band 2 is not finite"):
         norm_params([0.0, -np.inf], [1.0, 1.0])

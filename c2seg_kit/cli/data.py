@@ -39,11 +39,11 @@ def synth(out_dir: Path, track_name: str, layout: str, scale: float, seed: int, 
     """
     track = get_track(track_name)
     if layout == "tiles":
-        from c2seg_kit.synth_tiles import synthesize_tiles
+        from c2seg_kit.synth.tile_sets import synthesize_tiles
 
         written = synthesize_tiles(out_dir, track, scale=scale, seed=seed, progress=progress)
     else:
-        from c2seg_kit.synth import synthesize
+        from c2seg_kit.synth.scenes import synthesize
 
         written = synthesize(out_dir, track, scale=scale, seed=seed, progress=progress)
     for role, path in written.items():
@@ -214,8 +214,8 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
     tiles; overlapping edge tiles count once per tile), and writes HDF5 read window by window.
     Memory stays flat: scenes are streamed in row bands, tiles one at a time.
     """
-    from c2seg_kit.prepare import PrepareOptions
-    from c2seg_kit.prepare import prepare as run_prepare
+    from c2seg_kit.prepare.pipeline import PrepareOptions
+    from c2seg_kit.prepare.pipeline import prepare as run_prepare
 
     try:
         options = PrepareOptions(pca_components=pca_components, pca_fit=pca_fit, pca_sample=pca_sample,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from c2seg_kit import client_shapes as shapes
-from c2seg_kit.client_http import EXPLAIN, ServerError, exchange
-from c2seg_kit.client_http import explain as _explain
+from c2seg_kit.client import shapes
+from c2seg_kit.client.transport import EXPLAIN, ServerError, exchange
+from c2seg_kit.client.transport import explain as _explain
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.registry import get_track
 from c2seg_kit.text import check_metadata

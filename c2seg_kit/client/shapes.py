@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from c2seg_kit.client_http import ServerError
+from c2seg_kit.client.transport import ServerError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.pca import PCA, ExtremeScores, Moments, Sampler
+from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler
 from c2seg_kit.registry import MODALITIES
 
 CHUNK = 128  # scene cache chunk edge: one training window spans at most 4 chunks
@@ -21,7 +21,7 @@ class PrepareOptions:
 
     ``pca_sample``: None fits the PCA on every finite HSI pixel of the city (the authors'
     recipe), N on a seeded uniform sample of N pixels (faster, approximately the same axes).
-    The sign of each component always follows the authors' rule (:mod:`c2seg_kit.pca`).
+    The sign of each component always follows the authors' rule (:mod:`c2seg_kit.prepare.pca`).
     ``sample_pixels``: pixels sampled per city and modality for ``normalisation="percentile"``.
     """
 

@@ -5,7 +5,7 @@ layout (docs/data.md; ``train/{hsi,msi,sar,label}/<id>.tiff``, ``test/{hsi,msi,s
 BW's train HSI one folder deeper in ``train/hsi/hsi/``) and ``OUT/labels.h5``, the test tiles'
 labels in the tile layout (docs/formats.md).
 
-The cities are those of :mod:`c2seg_kit.synth` for the same track, scale and seed (same
+The cities are those of :mod:`c2seg_kit.synth.scenes` for the same track, scale and seed (same
 classes, spectra, cross-city shift, same noise): a tile equals the matching window of the scene
 synth's city, integer-scaled. What the tiles add, as in the real distribution:
 
@@ -44,7 +44,7 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.fsutil import temp_dir_in
 from c2seg_kit.io.geotiff import GeoRef, write_geotiff
 from c2seg_kit.registry import City, Track
-from c2seg_kit.synth import CitySynth, band_rows, band_starts, build_cities
+from c2seg_kit.synth.scenes import CitySynth, band_rows, band_starts, build_cities
 from c2seg_kit.tiling import window_origins
 
 #: Full-size (tile, stride) per city: the grid that reproduces the distributed tile counts.

@@ -1,6 +1,6 @@
 """`c2seg prepare` on challenge tiles: one split (= one city) streamed tile by tile into ``<city>.h5``.
 
-The same steps as on scenes (:mod:`c2seg_kit.prepare_scene`), fitted per city over all its
+The same steps as on scenes (:mod:`c2seg_kit.prepare.scene_city`), fitted per city over all its
 tiles, with one tile in memory at a time:
 
 1. the PCA fit: every tile's HSI pixels (finite ones) into float64 moments, or a seeded sample;
@@ -33,8 +33,10 @@ import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io.tiles import LABEL, BandCounts, TileSplit, check_sizes
-from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import (
+from c2seg_kit.prepare.cache import georef_json
+from c2seg_kit.prepare.pca import PCA, ExtremeScores
+from c2seg_kit.prepare.repair import repaired_hwc
+from c2seg_kit.prepare.steps import (
     BandStats,
     CityReport,
     FitStream,
@@ -43,9 +45,7 @@ from c2seg_kit.prepare_common import (
     pca_report,
     write_pca,
 )
-from c2seg_kit.prepared import georef_json
 from c2seg_kit.registry import MODALITIES
-from c2seg_kit.repair import repaired_hwc
 
 TILES_GROUP = "tiles"
 

@@ -21,8 +21,9 @@ import h5py
 import numpy as np
 
 from c2seg_kit.io.scene import CityScene
-from c2seg_kit.pca import PCA, ExtremeScores
-from c2seg_kit.prepare_common import (
+from c2seg_kit.prepare.pca import PCA, ExtremeScores
+from c2seg_kit.prepare.repair import repair_nonfinite
+from c2seg_kit.prepare.steps import (
     CHUNK,
     BandStats,
     CityReport,
@@ -33,7 +34,6 @@ from c2seg_kit.prepare_common import (
     write_pca,
 )
 from c2seg_kit.registry import MODALITIES
-from c2seg_kit.repair import repair_nonfinite
 
 
 def _bands(n_rows: int, step: int):

@@ -1,17 +1,17 @@
 """`c2seg prepare`: scene files or challenge tiles -> the cache that training and prediction read.
 
-Per city, streamed (memory stays flat however large the city; see :mod:`c2seg_kit.prepare_scene`
-and :mod:`c2seg_kit.prepare_tiles` for the passes):
+Per city, streamed (memory stays flat however large the city; see :mod:`c2seg_kit.prepare.scene_city`
+and :mod:`c2seg_kit.prepare.tile_city` for the passes):
 
 1. NaN/inf repair: a non-finite value becomes the mean of its finite 4-neighbours (as the
    reference patches Beijing's SAR), else the band's mean over the block; every repair is counted.
 2. HSI PCA to 10 components, fitted per city (the paper) or on the source city
    (``pca_fit="source"``), on every finite pixel (the authors' recipe, default) or on a seeded
    sample (``pca_sample=N``), on the HSI's own grid (BW scenes: 30 m, as the authors do), with
-   the authors' sign rule (:mod:`c2seg_kit.pca`).
+   the authors' sign rule (:mod:`c2seg_kit.prepare.pca`).
 3. Per-band normalisation statistics: min/max over the whole city (the paper's default) or
    percentiles of a seeded pixel sample; stored as attributes and applied on read
-   (see :mod:`c2seg_kit.prepared`).
+   (see :mod:`c2seg_kit.prepare.cache`).
 
 The output folder must be new, empty, or a previous prepare output (it holds our manifest; the
 CLI replaces one only with --force); anything else is refused, so a user's files are never
@@ -35,13 +35,13 @@ from c2seg_kit.fsutil import refuse_existing
 from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.io.tiles import SPLITS, open_tiles
-from c2seg_kit.pca import PCA, SIGN_RULE
-from c2seg_kit.prepare_common import CityReport, PrepareOptions
-from c2seg_kit.prepare_scene import fit_scene_pca, prepare_scene_city
-from c2seg_kit.prepare_tiles import fit_tile_pca, prepare_tile_city
-from c2seg_kit.prepared import FORMAT, MANIFEST
+from c2seg_kit.prepare.cache import FORMAT, MANIFEST
+from c2seg_kit.prepare.pca import PCA, SIGN_RULE
+from c2seg_kit.prepare.repair import repair_nonfinite
+from c2seg_kit.prepare.scene_city import fit_scene_pca, prepare_scene_city
+from c2seg_kit.prepare.steps import CityReport, PrepareOptions
+from c2seg_kit.prepare.tile_city import fit_tile_pca, prepare_tile_city
 from c2seg_kit.registry import MODALITIES, Track
-from c2seg_kit.repair import repair_nonfinite
 
 __all__ = ["PCA", "CityReport", "PrepareOptions", "claim_output_dir", "prepare", "repair_nonfinite"]
 

@@ -8,7 +8,7 @@ Layout of PREPARED_DIR:
   window) and, when the city has labels, ``label`` (H x W uint8);
 - ``<city>.h5``, tile layout: one group ``tiles/<id>`` per tile holding the same datasets at
   the tile's size, its georeferencing as an attribute, and the city's normalisation as root
-  attributes (see :mod:`c2seg_kit.prepare_tiles`).
+  attributes (see :mod:`c2seg_kit.prepare.tile_city`).
 Both keep the city's PCA (``pca_mean``, ``pca_components``) beside the data.
 
 The image datasets hold repaired (and, for HSI, PCA-reduced) values; the per-band
@@ -35,9 +35,9 @@ import numpy as np
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import GeoRef
-from c2seg_kit.pca import PCA
+from c2seg_kit.prepare.pca import PCA
+from c2seg_kit.prepare.repair import repaired_hwc
 from c2seg_kit.registry import MODALITIES, Track, get_track
-from c2seg_kit.repair import repaired_hwc
 
 FORMAT = "c2seg-prepared/1"
 MANIFEST = "manifest.json"
