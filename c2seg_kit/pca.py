@@ -338,12 +338,26 @@ class _RowSum:
 
 
 def _rows(blocks: Callable[[], Iterable[np.ndarray]], dtype: np.dtype, progress=None):
-    """Every pixel of ``blocks()`` in ``CHUNK``-row pieces cast to ``dtype`` (as the authors cast the HSI)."""
+    """Every pixel of ``blocks()`` cast to ``dtype`` (as the authors cast the HSI), regrouped into
+    pieces of ``CHUNK`` rows (the last one shorter), so that every product, and its rounding, is
+    the same however the caller cuts its blocks. A piece is overwritten by the next one."""
+    buf: np.ndarray | None = None
+    fill = 0
     for block in blocks():
-        for i in range(0, len(block), CHUNK):
-            yield np.asarray(block[i : i + CHUNK], dtype=dtype)
+        start = 0
+        while start < len(block):
+            if buf is None:
+                buf = np.empty((CHUNK, block.shape[1]), dtype)
+            take = min(CHUNK - fill, len(block) - start)
+            buf[fill : fill + take] = block[start : start + take]
+            fill, start = fill + take, start + take
+            if fill == CHUNK:
+                yield buf
+                fill = 0
         if progress is not None:
             progress(len(block))
+    if fill:
+        yield buf[:fill]
 
 
 def authors_randomized_pca(blocks: Callable[[], Iterable[np.ndarray]], k: int, dtype, rng: np.random.RandomState,
@@ -371,8 +385,8 @@ def authors_randomized_pca(blocks: Callable[[], Iterable[np.ndarray]], k: int, d
     6. explained variance S^2 / (n - 1) over the total variance from the squared centred X
        (summed as numpy does, in ``dtype``).
 
-    X is never held: every product with X streams over the pixels (``CHUNK`` rows at a time), 2 x 7
-    + 3 passes. What is held is n x (k + 10) values of ``dtype`` a few times over (the LU and QR
+    X is never held: every product with X streams over the pixels (``CHUNK`` rows at a time, however
+    ``blocks()`` cuts them, so the result does not depend on the cut), 2 x 7 + 3 passes. What is held is n x (k + 10) values of ``dtype`` a few times over (the LU and QR
     factor the whole n-row matrix, so they cannot be streamed without changing the result).
     Products over all pixels (X^T Q, Q^T X) are summed block by block in float64 and rounded to
     ``dtype`` once, where the BLAS sums in ``dtype`` in an order of its own: the results agree
