@@ -222,7 +222,7 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
     DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
     is the tile zip itself (checked member by member first). Repairs NaN/inf (counted and
     reported; tiles: within each tile), reduces the HSI to PCA components with the authors'
-    sign rule, records per-band normalisation per city (tiles: fitted over all the city's
+    sign rule (exactly, or with --pca-solver authors by the randomized solver their call ran), records per-band normalisation per city (tiles: fitted over all the city's
     tiles; overlapping edge tiles count once per tile), and writes HDF5 read window by window.
     Memory stays flat: scenes are streamed in row bands, tiles one at a time.
     """
