@@ -48,7 +48,7 @@ STAGING_PREFIX = ".c2seg-prepare-"
 #: What the manifest says of each solver.
 PCA_SOLVER_TEXT = {
     "exact": "exact: the eigenvectors of the covariance, in float64",
-    "authors": ("authors: scikit-learn 1.3's randomized solver as PCA(n_components=10) with svd_solver='auto' "
+    "authors": ("authors: scikit-learn 1.3's randomized solver as PCA(n_components=k) with svd_solver='auto' "
                 "ran it (power iterations normalised by LU, 10 oversamples), its normal draws from "
                 "numpy.random.RandomState(seed), the source city first"),
 }

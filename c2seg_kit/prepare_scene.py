@@ -10,7 +10,9 @@
    to the 10 m grid by nearest upsampling, per-band statistics, the chunked datasets. Meanwhile
    every HSI pixel's scores are watched for the authors' sign rule.
 3. The sign pass: components whose extreme pixel scored negative are negated in place in the
-   written HSI (and in the statistics), so the cache holds the authors' channels.
+   written HSI (and in the statistics), so the cache holds the authors' channels. (The authors'
+   randomized solver, ``pca_solver="authors"``, fixes the signs in its fit by its own U, as
+   scikit-learn does: no sign pass.)
 """
 
 from __future__ import annotations
