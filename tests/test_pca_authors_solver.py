@@ -197,3 +197,19 @@ def test_on_tiles_the_pixels_go_in_tile_order_and_the_stream_city_after_city(tmp
             expected = authors_randomized_pca(lambda p=pixels: iter([p]), K, np.float32, rng)
             with h5py.File(tmp_path / "prep" / f"{city}.h5") as f:
                 np.testing.assert_array_equal(f["pca_components"][()], expected.components)
+
+
+def test_the_solver_runs_in_the_precision_the_authors_data_had():
+    """AB: their loader casts the HSI to float32. BW: the file's type, which scikit-learn keeps when
+    float32 or float64 and otherwise turns into float64."""
+    from c2seg_kit.prepare_common import AuthorsStream
+
+    ab, bw = AuthorsStream("AB", 0), AuthorsStream("BW", 0)
+    assert {ab.dtype(t) for t in (np.uint16, np.float64, np.float32)} == {np.dtype(np.float32)}
+    assert bw.dtype(np.float32) == np.float32
+    assert bw.dtype(np.float64) == bw.dtype(np.uint16) == bw.dtype(np.int16) == np.float64
+    x = np.random.default_rng(2).normal(size=(600, 40)) * 30 + 500
+    single = authors_randomized_pca(in_pieces(x), K, np.float32, np.random.RandomState(0))
+    double = authors_randomized_pca(in_pieces(x), K, np.float64, np.random.RandomState(0))
+    assert not np.array_equal(single.components, double.components)
+    np.testing.assert_allclose(np.abs(np.sum(single.components * double.components, axis=0))[:3], 1, atol=1e-4)
