@@ -1,5 +1,5 @@
-"""The HSI PCA of `c2seg prepare`, streamed: exact over all pixels or over a seeded sample,
-with the authors' sign rule.
+"""The HSI PCA of `c2seg prepare`, streamed: exact over all pixels or over a seeded sample, or the
+authors' randomized solver; with the authors' sign rule.
 
 The authors reduce each city's HSI with scikit-learn 1.3's ``PCA(n_components=10)`` fitted on
 every pixel (BW: on the 30 m grid). A principal axis has no intrinsic sign; that release fixed
