@@ -22,8 +22,11 @@ from .dataset import open_prepared
 from .importer import AUTHORS_FILES, load_authors_model, named_after
 from .provenance import check_matches, input_layout
 
-#: The authors' preprocessing in `prepare`'s options: 10 PCA components fitted per city, min-max.
-AUTHORS_PREPARE = {"pca_components": 10, "pca_fit": "city", "normalisation": "minmax"}
+#: The authors' preprocessing in `prepare`'s options: 10 PCA components fitted per city by their
+#: randomized solver (`prepare --pca-solver authors`), min-max.
+AUTHORS_PREPARE = {"pca_components": 10, "pca_fit": "city", "pca_solver": "authors", "normalisation": "minmax"}
+#: Said after a difference, where a hint helps.
+AUTHORS_HINTS = {"pca_solver": "; `c2seg prepare --pca-solver authors` computes their components"}
 
 
 def authors_files(source: Path) -> dict[str, Path]:
@@ -50,7 +53,7 @@ def authors_files(source: Path) -> dict[str, Path]:
 def differences_from_authors(layout: dict) -> list[str]:
     """The ways a prepared cache's input differs from the authors' preprocessing (empty: none)."""
     chosen = layout["prepare"]
-    return [f"{key} {chosen.get(key, 'unrecorded')} (the authors': {value})"
+    return [f"{key} {chosen.get(key, 'unrecorded')} (the authors': {value}{AUTHORS_HINTS.get(key, '')})"
             for key, value in AUTHORS_PREPARE.items() if chosen.get(key) != value]
 
 

@@ -2,7 +2,8 @@
 feeds a checkpoint only what it was trained on.
 
 The layout is read off the prepared cache (c2seg_kit.prepare.cache): bands per modality, and what
-changes the values a network sees (PCA components, where the PCA was fitted, its sign rule --
+changes the values a network sees (PCA components, where the PCA was fitted, its solver -- exact
+or the authors' randomized one, which differ where eigenvalues nearly tie --, its sign rule --
 the manifest's ``pca.sign_rule`` -- and the normalisation). Training records it in every checkpoint (``run.input``)
 and in the run's config.json; `predict` compares it with the cache it is given and refuses a
 mismatch, naming both sides. Options that only change how the statistics were estimated (the
@@ -16,14 +17,16 @@ import os
 from c2seg_kit.errors import C2SegError
 
 #: `prepare` options that define the input values.
-INPUT_OPTIONS = ("pca_components", "pca_fit", "normalisation", "percentiles")
+INPUT_OPTIONS = ("pca_components", "pca_fit", "pca_solver", "normalisation", "percentiles")
+#: What a cache or a checkpoint from before an option existed was prepared with.
+UNRECORDED_MEANS = {"pca_solver": "exact"}
 SIGN_RULE = "pca_sign_rule"  # from the manifest's "pca" entry: which way each component points
 
 
 def input_layout(prepared) -> dict:
     """The input layout of a prepared cache (a c2seg_kit.prepare.cache.PreparedData)."""
     options = dict(prepared.manifest.get("options") or {})
-    chosen = {k: options[k] for k in INPUT_OPTIONS if k in options}
+    chosen = {k: options.get(k, UNRECORDED_MEANS.get(k)) for k in INPUT_OPTIONS if k in options or k in UNRECORDED_MEANS}
     if chosen.get("normalisation") != "percentile":
         chosen.pop("percentiles", None)  # unused by min-max
     sign_rule = (prepared.manifest.get("pca") or {}).get("sign_rule")
@@ -59,7 +62,8 @@ def check_matches(recorded: dict | None, expected_channels: dict[str, int], prep
         return  # an older checkpoint, or the authors' files: nothing more is known
     ours = have["prepare"]
     for key in (*INPUT_OPTIONS, SIGN_RULE):
-        if theirs.get(key) != ours.get(key):
-            raise C2SegError(f"checkpoint {checkpoint} was trained on input prepared with {key} "
-                             f"{theirs.get(key, 'unrecorded')}; {data} was prepared with {key} "
-                             f"{ours.get(key, 'unrecorded')}")
+        was = theirs.get(key, UNRECORDED_MEANS.get(key, "unrecorded"))
+        now = ours.get(key, UNRECORDED_MEANS.get(key, "unrecorded"))
+        if was != now:
+            raise C2SegError(f"checkpoint {checkpoint} was trained on input prepared with {key} {was}; "
+                             f"{data} was prepared with {key} {now}")

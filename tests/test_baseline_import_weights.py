@@ -90,6 +90,22 @@ def test_a_cache_prepared_otherwise_is_imported_with_a_warning(authors, tmp_path
                                 "the authors' weights expect their preprocessing")
 
 
+def test_a_cache_fitted_by_the_exact_solver_is_imported_with_a_warning(authors, tmp_path):
+    """The authors' channels come from their randomized PCA: the warning says how to get them."""
+    prep = with_options(make_prepared(tmp_path / "AB"), {**AUTHORS_PREPARE, "pca_solver": "exact"})
+    r = run_cli(["import-weights", str(authors), "--prepared", str(prep), "--track", "AB",
+                 "--out", str(tmp_path / "c.pt")])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == (f"warning: {prep} was prepared with pca_solver exact (the authors': authors; "
+                                "`c2seg prepare --pca-solver authors` computes their components): the authors' "
+                                "weights expect their preprocessing")
+    legacy = with_options(make_prepared(tmp_path / "old"), {"pca_components": 10, "pca_fit": "city",
+                                                           "normalisation": "minmax"})
+    r = run_cli(["import-weights", str(authors), "--prepared", str(legacy), "--track", "AB",
+                 "--out", str(tmp_path / "d.pt")])
+    assert r.returncode == 0 and "was prepared with pca_solver exact" in r.stderr  # no solver recorded: exact
+
+
 def test_import_errors_are_one_line_and_touch_nothing(authors, prep, tmp_path):
     mine = tmp_path / "mine.pt"
     mine.write_bytes(b"a user's file")

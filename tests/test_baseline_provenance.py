@@ -55,7 +55,8 @@ def test_checkpoints_and_config_json_record_track_and_input_layout(runs):
     record = ckpt.read_checkpoint(root / "ab" / "last.pt")["run"]
     assert record["track"] == "AB"
     assert record["input"] == {"track": "AB", "layout": "scene", "channels": {"hsi": 10, "msi": 4, "sar": 2},
-                               "prepare": {"pca_components": 10, "pca_fit": "city", "normalisation": "minmax"}}
+                               "prepare": {"pca_components": 10, "pca_fit": "city", "pca_solver": "exact",
+                                           "normalisation": "minmax"}}
     saved = json.loads((root / "ab" / "config.json").read_text())
     assert saved["run"]["input"] == record["input"]
     assert saved["predict"] == {"stitch": "blend", "window": None, "overlap": None}
@@ -75,6 +76,7 @@ def test_predict_refuses_a_checkpoint_of_another_track(runs, tmp_path):
     ({"normalisation": "percentile"}, "prepared with normalisation minmax; {data} was prepared with normalisation "
                                       "percentile"),
     ({"pca_components": 8}, "expects bands hsi 10, msi 4, sar 2; {data} has hsi 8, msi 4, sar 2"),
+    ({"pca_solver": "authors"}, "prepared with pca_solver exact; {data} was prepared with pca_solver authors"),
 ])
 def test_predict_refuses_input_prepared_otherwise(runs, tmp_path, change, message):
     root, ab, _ = runs
@@ -137,3 +139,23 @@ def test_the_printed_line_names_that_best(runs, tmp_path):
                  "--out", str(pred), "--device", "cpu", "--quiet"])
     assert r.returncode == 0 and "authors 32 px" in r.stdout, (r.stdout, r.stderr)
     assert np.isfinite(state["best"]["miou"])
+
+
+def test_a_record_from_before_the_solver_option_means_the_exact_solver():
+    """Caches and checkpoints written before `prepare --pca-solver` existed were fitted exactly."""
+    from types import SimpleNamespace
+
+    from c2seg_baseline.provenance import check_matches, input_layout
+    from c2seg_kit.errors import C2SegError
+
+    def cache(options):
+        return SimpleNamespace(manifest={"options": options}, track=SimpleNamespace(name="AB"),
+                               target=SimpleNamespace(channels={"hsi": 10, "msi": 4, "sar": 2}))
+
+    channels = {"hsi": 10, "msi": 4, "sar": 2}
+    old = cache(OPTIONS)  # no pca_solver recorded
+    assert input_layout(old)["prepare"]["pca_solver"] == "exact"
+    before = {"track": "AB", "input": {"prepare": {"pca_components": 10, "pca_fit": "city", "normalisation": "minmax"}}}
+    check_matches(before, channels, cache({**OPTIONS, "pca_solver": "exact"}), "AB", "old.pt", "data")
+    with pytest.raises(C2SegError, match="pca_solver exact; data was prepared with pca_solver authors"):
+        check_matches(before, channels, cache({**OPTIONS, "pca_solver": "authors"}), "AB", "old.pt", "data")

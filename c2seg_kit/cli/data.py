@@ -116,7 +116,7 @@ def _format_info(info: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @progress_option
 def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None:
-    """Describe the C2Seg data in DATA_DIR, city by city.
+    """Describe the C2Seg data in DATA_DIR, city by city (or the prepared cache DATA_DIR).
 
     Reads scene files (MATLAB v5 / v7.3), a folder of challenge GeoTIFF tiles, or the tile zip
     as distributed (C2Seg_AB.zip, C2Seg_BW.zip: every member checked first, the MD5 compared
@@ -129,15 +129,38 @@ def info(data_dir: Path, track_name: str, as_json: bool, progress: bool) -> None
     (counted apart; every reader treats them as missing), an HSI band subset, and bands whose
     range a few outliers dominate. A tile whose header does not fit the track (band counts, at
     most twice the track's tile side) is refused before its pixels are read.
+
+    A prepared cache (a folder `c2seg prepare` wrote) is described from its manifest instead:
+    how it was prepared, and per city the PCA report, with a note where neighbouring components
+    are nearly tied (two PCA solvers would give other directions there).
     """
     from c2seg_kit.info import data_info
+    from c2seg_kit.prepare.cache import FORMAT, MANIFEST
 
+    manifest = _read_manifest(data_dir / MANIFEST) if data_dir.is_dir() else None
+    if manifest is not None and manifest.get("format") == FORMAT:
+        if manifest.get("track") != track_name:
+            raise click.ClickException(f"{data_dir} is prepared for track {manifest.get('track')}, not {track_name}")
+        try:
+            text = json.dumps(manifest, indent=2) if as_json else _prepared_info(data_dir, manifest)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise click.ClickException(f"{data_dir / MANIFEST} is not a manifest `c2seg prepare` wrote") from None
+        click.echo(text)
+        return
     result = data_info(data_dir, get_track(track_name), progress=progress)
     archive = result.get("archive", {})
     if archive.get("match") is False:
         click.echo(f"warning: {archive['name']} has MD5 {archive['md5']}, the distributed archive "
                    f"{archive['expected_md5']}; a re-zipped copy is fine, a damaged download is not", err=True)
     click.echo(json.dumps(result, indent=2) if as_json else _format_info(result))
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 #: A sign margin below this is reported: the authors' solver could have turned such a component either way.
@@ -192,6 +215,10 @@ def _report_line(name: str, city: dict) -> str:
 @click.option("--pca-sample", type=PixelCount(1000), default="all", show_default=True,
               help="Pixels the PCA is fitted on: all (exact, the authors' recipe) or a seeded sample of N "
                    "(faster). Either way each component's sign follows the authors' rule.")
+@click.option("--pca-solver", type=click.Choice(["exact", "authors"]), default="exact", show_default=True,
+              help="exact: the covariance's eigenvectors (for new training). authors: the randomized solver "
+                   "the authors' scikit-learn call ran, with their random stream (--seed, the source city "
+                   "first): the channels their checkpoints were trained on. Every pixel; slower (17 passes).")
 @click.option("--normalise", "normalisation", type=click.Choice(["minmax", "percentile"]), default="minmax",
               show_default=True, help="Per-band scaling: min-max per city (the paper) or percentile-clipped.")
 @click.option("--percentiles", type=(float, float), default=(1.0, 99.0), show_default=True,
@@ -200,17 +227,18 @@ def _report_line(name: str, city: dict) -> str:
               help="Pixels sampled per city and modality for --normalise percentile (the PCA sample is "
                    "--pca-sample).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the pixel samples: the same seed writes the same cache.")
+              help="Seed of the pixel samples and of --pca-solver authors (theirs: 0): the same seed writes "
+                   "the same cache.")
 @progress_option
 def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_components: int,
-            pca_sample: int | None, normalisation: str, percentiles: tuple[float, float], sample_pixels: int,
-            seed: int, force: bool, progress: bool) -> None:
+            pca_sample: int | None, pca_solver: str, normalisation: str, percentiles: tuple[float, float],
+            sample_pixels: int, seed: int, force: bool, progress: bool) -> None:
     """Turn the data in DATA_DIR into the cache that training and prediction read.
 
     DATA_DIR holds the scene files, the challenge tiles (C2Seg_XX/ or a folder above it), or
     is the tile zip itself (checked member by member first). Repairs NaN/inf (counted and
     reported; tiles: within each tile), reduces the HSI to PCA components with the authors'
-    sign rule, records per-band normalisation per city (tiles: fitted over all the city's
+    sign rule (exactly, or with --pca-solver authors by the randomized solver their call ran), records per-band normalisation per city (tiles: fitted over all the city's
     tiles; overlapping edge tiles count once per tile), and writes HDF5 read window by window.
     Memory stays flat: scenes are streamed in row bands, tiles one at a time.
     """
@@ -219,15 +247,45 @@ def prepare(data_dir: Path, track_name: str, out_dir: Path, pca_fit: str, pca_co
 
     try:
         options = PrepareOptions(pca_components=pca_components, pca_fit=pca_fit, pca_sample=pca_sample,
-                                 normalisation=normalisation, percentiles=percentiles, sample_pixels=sample_pixels,
+                                 pca_solver=pca_solver, normalisation=normalisation, percentiles=percentiles, sample_pixels=sample_pixels,
                                  seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     manifest = run_prepare(data_dir, get_track(track_name), out_dir, options, progress=progress, replace=force)
     for name, city in manifest["cities"].items():
         click.echo(_report_line(name, city))
-        fragile = [j + 1 for j, m in enumerate(city["pca_sign_margins"]) if m < FRAGILE_SIGN]
-        if fragile:
-            click.echo(f"  note: the sign of PCA component(s) {', '.join(map(str, fragile))} rests on a near tie "
-                       "between the largest positive and negative scores (see pca_sign_margins in the manifest)")
+        for note in _pca_notes(city):
+            click.echo(f"  note: {note}")
     click.echo(f"prepared cache ({manifest['layout']}): {out_dir}")
+
+
+def _pca_notes(city: dict) -> list[str]:
+    """What a city's PCA report warns about: fragile signs, nearly tied components."""
+    from c2seg_kit.prepare.steps import NEAR_TIE, near_ties
+
+    notes = []
+    fragile = [j + 1 for j, m in enumerate(city.get("pca_sign_margins") or []) if m < FRAGILE_SIGN]
+    if fragile:
+        notes.append(f"the sign of PCA component(s) {', '.join(map(str, fragile))} rests on a near tie between "
+                     "the largest positive and negative scores (see pca_sign_margins in the manifest)")
+    for a, b, gap in near_ties(city.get("pca_eigen_gaps") or []):
+        left = " (the first one left out)" if b > len(city["pca_eigen_gaps"]) else ""
+        notes.append(f"PCA components {a} and {b}{left} are nearly tied (eigenvalues {100 * gap:.2f} % apart, "
+                     f"under {100 * NEAR_TIE:g} %): two solvers (exact, the authors' randomized one) give other "
+                     "directions there, so a checkpoint trained on one sees other channels under the other "
+                     "(see pca_eigen_gaps in the manifest)")
+    return notes
+
+
+def _prepared_info(folder: Path, manifest: dict) -> str:
+    """`c2seg info` on a prepared cache: how it was prepared, and per city the PCA report and notes."""
+    options = manifest.get("options") or {}
+    pca = manifest.get("pca") or {}
+    lines = [f"prepared cache ({manifest.get('layout', 'scene')}, track {manifest.get('track')}): {folder}",
+             f"  PCA: {options.get('pca_components')} components fitted per {options.get('pca_fit')} on "
+             f"{pca.get('fit', '?')}; solver {options.get('pca_solver', 'exact')}; "
+             f"normalisation {options.get('normalisation')}"]
+    for name, city in (manifest.get("cities") or {}).items():
+        lines.append(_report_line(name, city))
+        lines += [f"  note: {note}" for note in _pca_notes(city)]
+    return "\n".join(lines)

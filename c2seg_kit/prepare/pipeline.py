@@ -8,7 +8,8 @@ and :mod:`c2seg_kit.prepare.tile_city` for the passes):
 2. HSI PCA to 10 components, fitted per city (the paper) or on the source city
    (``pca_fit="source"``), on every finite pixel (the authors' recipe, default) or on a seeded
    sample (``pca_sample=N``), on the HSI's own grid (BW scenes: 30 m, as the authors do), with
-   the authors' sign rule (:mod:`c2seg_kit.prepare.pca`).
+   the authors' sign rule (:mod:`c2seg_kit.prepare.pca`); exactly (default) or with the authors'
+   randomized solver and random stream (``pca_solver="authors"``).
 3. Per-band normalisation statistics: min/max over the whole city (the paper's default) or
    percentiles of a seeded pixel sample; stored as attributes and applied on read
    (see :mod:`c2seg_kit.prepare.cache`).
@@ -39,13 +40,20 @@ from c2seg_kit.prepare.cache import FORMAT, MANIFEST
 from c2seg_kit.prepare.pca import PCA, SIGN_RULE
 from c2seg_kit.prepare.repair import repair_nonfinite
 from c2seg_kit.prepare.scene_city import fit_scene_pca, prepare_scene_city
-from c2seg_kit.prepare.steps import CityReport, PrepareOptions
+from c2seg_kit.prepare.steps import AuthorsStream, CityReport, PrepareOptions
 from c2seg_kit.prepare.tile_city import fit_tile_pca, prepare_tile_city
 from c2seg_kit.registry import MODALITIES, Track
 
 __all__ = ["PCA", "CityReport", "PrepareOptions", "claim_output_dir", "prepare", "repair_nonfinite"]
 
 STAGING_PREFIX = ".c2seg-prepare-"
+#: What the manifest says of each solver.
+PCA_SOLVER_TEXT = {
+    "exact": "exact: the eigenvectors of the covariance, in float64",
+    "authors": ("authors: scikit-learn 1.3's randomized solver as PCA(n_components=k) with svd_solver='auto' "
+                "ran it (power iterations normalised by LU, 10 oversamples), its normal draws from "
+                "numpy.random.RandomState(seed), the source city first"),
+}
 
 
 def _is_prepare_output(folder: Path) -> bool:
@@ -86,11 +94,17 @@ def _publish(staging: Path, out: Path) -> None:
     os.replace(staging / MANIFEST, out / MANIFEST)
 
 
+def _authors_stream(track: Track, options: PrepareOptions) -> AuthorsStream | None:
+    """One random stream for the whole run, drawn by the source city's fit and then the target's."""
+    return AuthorsStream(track.name, options.seed) if options.pca_solver == "authors" else None
+
+
 def _scene_cities(data_dir: Path, track: Track, staging: Path, options: PrepareOptions, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     scenes = [open_city(data_dir, track, city) for city in track.cities]
     reports: dict[str, CityReport] = {}
+    authors = _authors_stream(track, options)
     try:
         source_pca: PCA | None = None
         for scene in scenes:
@@ -98,7 +112,7 @@ def _scene_cities(data_dir: Path, track: Track, staging: Path, options: PrepareO
             if own:
                 with tqdm(total=scene.native_shape("hsi")[0], desc=f"PCA {scene.name}", unit="row",
                           disable=not progress, leave=False) as bar:
-                    pca = fit_scene_pca(scene, options, bar)
+                    pca = fit_scene_pca(scene, options, bar, authors)
             else:
                 pca = source_pca
             with tqdm(total=scene.shape[0], desc=f"prepare {scene.name}", unit="row", disable=not progress,
@@ -119,6 +133,7 @@ def _tile_cities(path: Path, track: Track, staging: Path, options: PrepareOption
     from tqdm.auto import tqdm
 
     reports: dict[str, CityReport] = {}
+    authors = _authors_stream(track, options)
     with open_tiles(path, track) as tiles:
         missing = [s for s in SPLITS if s not in tiles.splits]
         if missing:
@@ -131,7 +146,7 @@ def _tile_cities(path: Path, track: Track, staging: Path, options: PrepareOption
             if own:
                 with tqdm(total=len(split.ids), desc=f"PCA {city.name}", unit="tile", disable=not progress,
                           leave=False) as bar:
-                    pca = fit_tile_pca(split, options, bar)
+                    pca = fit_tile_pca(split, options, bar, authors)
             else:
                 pca = source_pca
             with tqdm(total=len(split.ids), desc=f"prepare {city.name}", unit="tile", disable=not progress,
@@ -169,7 +184,7 @@ def prepare(data_dir: str | Path, track: Track, out_dir: str | Path, options: Pr
             "target": track.target.name,
             "options": opts,
             "pca": {"fit": "all pixels" if options.pca_sample is None else f"sample of {options.pca_sample} pixels",
-                    "sign_rule": SIGN_RULE},
+                    "solver": PCA_SOLVER_TEXT[options.pca_solver], "sign_rule": SIGN_RULE},
             "cities": {name: asdict(r) for name, r in reports.items()},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -10,7 +10,9 @@
    to the 10 m grid by nearest upsampling, per-band statistics, the chunked datasets. Meanwhile
    every HSI pixel's scores are watched for the authors' sign rule.
 3. The sign pass: components whose extreme pixel scored negative are negated in place in the
-   written HSI (and in the statistics), so the cache holds the authors' channels.
+   written HSI (and in the statistics), so the cache holds the authors' channels. (The authors'
+   randomized solver, ``pca_solver="authors"``, fixes the signs in its fit by its own U, as
+   scikit-learn does: no sign pass.)
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from c2seg_kit.prepare.pca import PCA, ExtremeScores
 from c2seg_kit.prepare.repair import repair_nonfinite
 from c2seg_kit.prepare.steps import (
     CHUNK,
+    AuthorsStream,
     BandStats,
     CityReport,
     FitStream,
     PrepareOptions,
+    finite_rows,
     flip_channels,
     pca_report,
     write_pca,
@@ -47,11 +51,22 @@ def _read_rows(scene: CityScene, modality: str, r0: int, r1: int, n_rows: int) -
     return scene.read_native(modality, h0, h1).astype(np.float32), r0 - h0
 
 
-def fit_scene_pca(scene: CityScene, options: PrepareOptions, progress=None) -> PCA:
-    """The HSI PCA of one city (provisional signs), from every finite pixel or a seeded sample."""
-    rows = scene.native_shape("hsi")[0]
+def fit_scene_pca(scene: CityScene, options: PrepareOptions, progress=None, authors: AuthorsStream | None = None) -> PCA:
+    """The HSI PCA of one city (provisional signs), from every finite pixel or a seeded sample;
+    with ``authors``, the authors' randomized solver over every finite pixel (one pass per product
+    with the HSI; a MATLAB v5 HSI is read once and kept, a v7.3 one is read on every pass)."""
+    rows, width = scene.native_shape("hsi")
+    step = options.band_rows // scene.factor
+    if authors is not None:
+        def blocks():
+            for r0, r1 in _bands(rows, step):
+                block = scene.read_native("hsi", r0, r1)
+                yield finite_rows(block.reshape(-1, block.shape[-1]))
+
+        return authors.fit(blocks, scene.bands["hsi"], rows * width, scene.dtypes.get("hsi", np.float64), options,
+                           progress, per_block=lambda n: max(n // max(width, 1), 1))
     stream = FitStream(scene.bands["hsi"], options)
-    for r0, r1 in _bands(rows, options.band_rows // scene.factor):
+    for r0, r1 in _bands(rows, step):
         block = scene.read_native("hsi", r0, r1)
         stream.add(block.reshape(-1, block.shape[-1]))
         if progress is not None:
@@ -102,7 +117,7 @@ def prepare_scene_city(scene: CityScene, out_path: Path, pca: PCA, options: Prep
                 label_ds[r0:r1] = scene.read_label(r0, r1, 0, w)
             if progress is not None:
                 progress.update(r1 - r0)
-        signs = extremes.signs() if orient else np.ones(k)
+        signs = extremes.signs() if orient and not pca.signed else np.ones(k)
         flip_channels(ds["hsi"], signs, options.band_rows)
         for m in MODALITIES:
             lo, hi = stats[m].finish(signs if m == "hsi" else None)

@@ -8,11 +8,15 @@ import h5py
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler
+from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler, authors_passes, authors_randomized_pca
 from c2seg_kit.registry import MODALITIES
 
 CHUNK = 128  # scene cache chunk edge: one training window spans at most 4 chunks
 PCA_SAMPLE_MIN = 1000
+#: "exact": the eigenvectors of the covariance (default); "authors": the authors' randomized solver.
+PCA_SOLVERS = ("exact", "authors")
+#: Relative eigenvalue gaps below this make two neighbouring components nearly tied.
+NEAR_TIE = 0.01
 
 
 @dataclass(frozen=True)
@@ -22,12 +26,16 @@ class PrepareOptions:
     ``pca_sample``: None fits the PCA on every finite HSI pixel of the city (the authors'
     recipe), N on a seeded uniform sample of N pixels (faster, approximately the same axes).
     The sign of each component always follows the authors' rule (:mod:`c2seg_kit.prepare.pca`).
+    ``pca_solver``: "exact" (the covariance's eigenvectors) or "authors" (the randomized solver
+    their scikit-learn call ran, its random stream seeded with ``seed`` and drawn by the source
+    city first, as theirs; every pixel, so not with ``pca_sample``).
     ``sample_pixels``: pixels sampled per city and modality for ``normalisation="percentile"``.
     """
 
     pca_components: int = 10
     pca_fit: str = "city"  # "city": one PCA per city (paper); "source": the source city's for both
     pca_sample: int | None = None  # None: every pixel (paper); N: a seeded sample of N pixels
+    pca_solver: str = "exact"  # "exact" or "authors" (their randomized solver, their random stream)
     normalisation: str = "minmax"  # "minmax" (paper) or "percentile"
     percentiles: tuple[float, float] = (1.0, 99.0)
     sample_pixels: int = 200_000
@@ -35,6 +43,11 @@ class PrepareOptions:
     seed: int = 0
 
     def __post_init__(self):
+        if self.pca_solver not in PCA_SOLVERS:
+            raise ValueError(f"pca_solver must be 'exact' or 'authors', got {self.pca_solver!r}")
+        if self.pca_solver == "authors" and self.pca_sample is not None:
+            raise ValueError("the authors' PCA solver fits every pixel, as they did: it cannot be combined "
+                             "with a PCA sample")
         if self.pca_fit not in ("city", "source"):
             raise ValueError(f"pca_fit must be 'city' or 'source', got {self.pca_fit!r}")
         if self.normalisation not in ("minmax", "percentile"):
@@ -66,6 +79,10 @@ class CityReport:
     pca_sign_pixels: list = field(default_factory=list)
     # per component, 1 - (largest score of the other sign) / (extreme score): near 0 the sign is fragile
     pca_sign_margins: list[float] = field(default_factory=list)
+    # per kept component j, (eigenvalue j - eigenvalue j+1) / eigenvalue j: near 0, j and j+1 are nearly tied
+    pca_eigen_gaps: list[float] = field(default_factory=list)
+    # the authors' solver only: |cos| of each component with the exact solver's (1: the same direction)
+    pca_exact_agreement: list[float] = field(default_factory=list)
     has_label: bool = False
 
 
@@ -94,6 +111,52 @@ class FitStream:
     def fit(self) -> PCA:
         k = self.options.pca_components
         return PCA.from_moments(self.sampler.moments() if self.sampler is not None else self.moments, k)
+
+
+class AuthorsStream:
+    """The random stream of the authors' PCA solver for one prepare run: a legacy numpy RandomState
+    seeded as their ``main()`` seeds the global one (``np.random.seed(0)``), drawn by each fit in
+    their order of cities (the source city first). Nothing else draws from it between the cities,
+    as nothing else draws from numpy's global stream between their two PCA calls."""
+
+    def __init__(self, track: str, seed: int):
+        self.track = track
+        self.rng = np.random.RandomState(seed)
+
+    def dtype(self, native) -> np.dtype:
+        """The float type their PCA ran in: AB's HSI cast to float32 by their loader; BW's HSI as the
+        file holds it, which scikit-learn keeps if float32 or float64 and turns into float64 otherwise."""
+        native = np.dtype(native)
+        if self.track == "AB" or native == np.float32:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+
+    def fit(self, blocks, channels: int, pixels: int, native, options: PrepareOptions, progress=None,
+            per_block=None) -> PCA:
+        """The authors' randomized PCA over ``blocks()`` (finite pixel rows, the same every call).
+
+        ``pixels`` (an estimate is fine) sizes the progress bar: ``progress.total`` becomes
+        ``per_block`` units per block times the passes the solver makes."""
+        tick = None
+        if progress is not None:
+            progress.total = (progress.total or 0) * authors_passes(pixels, channels, options.pca_components)
+            progress.refresh()
+            tick = (lambda n: progress.update(per_block(n))) if per_block else progress.update
+        return authors_randomized_pca(blocks, options.pca_components, self.dtype(native), self.rng, tick)
+
+
+def finite_rows(pixels: np.ndarray) -> np.ndarray:
+    """The (n, C) rows whose bands are all finite (every row of an integer array)."""
+    if pixels.dtype.kind != "f":
+        return pixels
+    finite = np.isfinite(pixels).all(axis=1)
+    return pixels if finite.all() else pixels[finite]
+
+
+def near_ties(gaps: list[float], threshold: float = NEAR_TIE) -> list[tuple[int, int, float]]:
+    """(j, j + 1, gap) for each pair of neighbouring components (1-based) whose eigenvalues are
+    within ``threshold`` of each other, the first one kept (the second may be the first left out)."""
+    return [(j + 1, j + 2, g) for j, g in enumerate(gaps) if g < threshold]
 
 
 class BandStats:
@@ -161,4 +224,7 @@ def pca_report(pca: PCA, extremes: ExtremeScores, orient: bool) -> dict:
     return {"pca_explained_variance": [round(float(v), 6) for v in pca.explained_variance_ratio],
             "pca_fit_pixels": pca.pixels if orient else 0,
             "pca_sign_pixels": extremes.where if orient else [],
-            "pca_sign_margins": [round(float(v), 6) for v in extremes.margins()] if orient else []}
+            "pca_sign_margins": [round(float(v), 6) for v in extremes.margins()] if orient else [],
+            "pca_eigen_gaps": [round(g, 6) for g in pca.eigen_gaps()] if orient else [],
+            "pca_exact_agreement": ([round(float(v), 6) for v in pca.exact_agreement]
+                                    if orient and pca.exact_agreement is not None else [])}

@@ -37,10 +37,12 @@ from c2seg_kit.prepare.cache import georef_json
 from c2seg_kit.prepare.pca import PCA, ExtremeScores
 from c2seg_kit.prepare.repair import repaired_hwc
 from c2seg_kit.prepare.steps import (
+    AuthorsStream,
     BandStats,
     CityReport,
     FitStream,
     PrepareOptions,
+    finite_rows,
     flip_channels,
     pca_report,
     write_pca,
@@ -55,9 +57,23 @@ def pixels_of(chw: np.ndarray) -> np.ndarray:
     return chw.transpose(1, 2, 0).reshape(-1, chw.shape[0])
 
 
-def fit_tile_pca(split: TileSplit, options: PrepareOptions, progress=None) -> PCA:
-    """The HSI PCA of one split's city (provisional signs), over every tile's finite pixels or a sample."""
+def fit_tile_pca(split: TileSplit, options: PrepareOptions, progress=None, authors: AuthorsStream | None = None) -> PCA:
+    """The HSI PCA of one split's city (provisional signs), over every tile's finite pixels or a sample;
+    with ``authors``, the authors' randomized solver over every finite pixel of the tiles in id order
+    (every tile read once per pass)."""
     bands = BandCounts(split.split)
+    if authors is not None and split.ids:
+        first = split.read("hsi", split.ids[0])
+        h, w = first.shape[1:]
+
+        def blocks():
+            for tile_id in split.ids:
+                hsi = split.read("hsi", tile_id)
+                bands.check("hsi", tile_id, hsi.shape[0])
+                yield finite_rows(pixels_of(hsi))
+
+        return authors.fit(blocks, first.shape[0], len(split.ids) * h * w, first.dtype, options, progress,
+                           per_block=lambda n: 1)
     stream: FitStream | None = None
     for tile_id in split.ids:
         hsi = split.read("hsi", tile_id)
@@ -132,7 +148,7 @@ class TileCityWriter:
 
     def finish(self) -> tuple[CityReport, PCA]:
         f, ids = self.f, self.split.ids
-        signs = self.extremes.signs() if self.orient else np.ones(self.k)
+        signs = self.extremes.signs() if self.orient and not self.pca.signed else np.ones(self.k)
         if (signs < 0).any():  # the sign pass: the projected HSI is small next to the raw HSI read twice
             for tile_id, (h, _) in zip(ids, self.shapes, strict=True):
                 flip_channels(self.tiles[tile_id]["hsi"], signs, max(h, 1))  # a tile in one step
