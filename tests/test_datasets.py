@@ -233,3 +233,29 @@ def test_torchgeo_augmentations_apply_to_a_sample_unchanged(tiles):
         {"image": sample["image"][None], "mask": sample["mask"][None]})
     torch.testing.assert_close(out["image"][0], torch.flip(sample["image"], dims=(2,)))
     assert torch.equal(out["mask"][0].long(), torch.flip(sample["mask"], dims=(1,)))
+
+
+def test_training_and_prediction_read_a_small_raster_alike(tiles):
+    """One window reader: a training sample of a tile smaller than its window holds exactly what
+    prediction feeds the network for that window (the images reflected, not zero-filled)."""
+    from c2seg_baseline.windows import read_row
+
+    ds = C2SegPrepared(tiles[2], "test", window=16)
+    with PreparedData(tiles[2]) as data:
+        for i in range(len(ds)):
+            s = ds[i]
+            tile = data.target.tile(s["tile"])
+            fed = torch.from_numpy(np.concatenate([x[0] for x in read_row(tile, 0, [0], 16, 16)]))
+            assert torch.equal(s["image"], fed)
+
+
+def test_the_baseline_imports_no_private_name_of_the_core():
+    import ast
+    from pathlib import Path
+
+    baseline = Path(__file__).resolve().parents[1] / "baseline"
+    private = [(p.name, a.name) for p in sorted(baseline.glob("*.py"))
+               for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.ImportFrom)
+               and (node.module or "").startswith("c2seg_kit") for a in node.names
+               if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []
