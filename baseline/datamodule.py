@@ -66,8 +66,8 @@ class C2SegDataModule(L.LightningDataModule):
     ``batch_size``, ``num_workers``; ``window`` (default: the paper's training window for a
     scene cache, whole tiles for a tile cache) and ``stride`` (default ``window // 2``) of the
     source windows; the target's adaptation windows do not overlap. ``val_fraction`` of the source
-    is held out for validation (0: no validation). ``augment`` and ``seed``: as
-    :class:`C2SegPrepared`. ``predict_window`` (default ``window``) and ``predict_overlap``
+    is held out for validation (0: no validation). ``augment``: None or ``"once"`` (a rotation
+    and flips per window, drawn from ``seed``, as :class:`C2SegPrepared`). ``predict_window`` (default ``window``) and ``predict_overlap``
     (default a quarter of it) place the test city's windows.
     """
 
@@ -80,6 +80,9 @@ class C2SegDataModule(L.LightningDataModule):
             raise ValueError("batch_size must be at least 1 and num_workers at least 0")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if augment not in (None, False, "once"):
+            # Lightning never tells a dataset the epoch (and persistent workers would not hear it)
+            raise ValueError(f"augment must be None or 'once' (drawn per window from the seed), got {augment!r}")
         self.root = root
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.val_fraction, self.augment, self.seed = float(val_fraction), augment, int(seed)
@@ -118,7 +121,8 @@ class C2SegDataModule(L.LightningDataModule):
             val = [i for i, (_, r0, _) in enumerate(source.origins) if r0 >= boundary]
             train = [i for i, (_, r0, _) in enumerate(source.origins) if r0 + self.window <= boundary]
             return train, val
-        return [i for i in range(len(source)) if i not in set(val)], val
+        held_out = set(val)
+        return [i for i in range(len(source)) if i not in held_out], val
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate"):

@@ -40,6 +40,8 @@ def test_streams_follow_the_arguments_and_validation_is_held_out(prepared):
     assert len(dm.test) == len(C2SegPrepared(prepared, "test", window=32, stride=24))
     with pytest.raises(ValueError, match="batch_size"):
         C2SegDataModule(prepared, batch_size=0)
+    with pytest.raises(ValueError, match="augment must be None or 'once'"):
+        C2SegDataModule(prepared, augment="per-epoch")
 
 
 class TinySegmenter(L.LightningModule):
@@ -58,7 +60,8 @@ class TinySegmenter(L.LightningModule):
         return loss + 0 * self(batch["target"]["image"]).sum()  # the target stream reaches the step
 
     def validation_step(self, batch, _):
-        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch["image"]), batch["mask"], ignore_index=0))
+        loss = torch.nn.functional.cross_entropy(self(batch["image"]), batch["mask"], ignore_index=0)
+        self.log("val_loss", loss, batch_size=len(batch["image"]))
 
     def predict_step(self, batch, _):
         return self(batch["image"])
@@ -99,3 +102,35 @@ def test_write_predictions_refuses_missing_batches(prepared, tmp_path):
     with pytest.raises(ValueError, match="predict_step must return logits"):
         write_predictions([torch.zeros(4, 3, 32, 32)], dm, tmp_path / "p.h5")
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_a_tile_cache_predicts_every_test_tile_at_its_shape(tmp_path):
+    """Tiles smaller than the window are padded to it and cropped back; every test tile is written."""
+    from city_tiles import make_city_tiles
+
+    from c2seg_kit.prepare import prepare
+    from c2seg_kit.prepared import PreparedData
+    from c2seg_kit.registry import TRACKS
+
+    make_city_tiles(tmp_path / "src" / "C2Seg_AB", seed=4)
+    prepare(tmp_path / "src", TRACKS["AB"], tmp_path / "prep", progress=False)
+    dm = C2SegDataModule(tmp_path / "prep", batch_size=2, window=16, predict_overlap=4, val_fraction=0.3)
+    dm.setup("fit")
+    held = {dm.source.origins[i][0] for i in dm.val_indices}
+    assert len(held) == 3 and not held & {dm.source.origins[i][0] for i in dm.train_indices}  # whole tiles held out
+    dm.setup("predict")
+    torch.manual_seed(0)
+    model = TinySegmenter(16)
+    with torch.no_grad():
+        outputs = [model(b["image"]) for b in dm.predict_dataloader()]
+    write_predictions(outputs, dm, tmp_path / "predictions.h5")
+    with PreparedData(tmp_path / "prep") as data, open_submission(tmp_path / "predictions.h5", track="AB") as sub:
+        got = dict(sub.iter_tiles())
+        assert sorted(got) == sorted(data.target.ids)
+        for tile_id in data.target.ids:
+            h, w = data.target.tile(tile_id).shape
+            whole = C2SegPrepared(data, "test", window=max(h, w, 16))  # pointwise model: any window gives the same
+            image = next(s["image"] for s in whole if s["tile"] == tile_id)
+            with torch.no_grad():
+                expected = model(image[None])[0, 1:, :h, :w].argmax(0).numpy() + 1
+            np.testing.assert_array_equal(got[tile_id], expected)
