@@ -259,3 +259,15 @@ def test_the_baseline_imports_no_private_name_of_the_core():
                and (node.module or "").startswith("c2seg_kit") for a in node.names
                if a.name.startswith("_") and not a.name.startswith("__")]
     assert private == []
+
+
+def test_the_datamodule_without_lightning_says_how_to_install_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['lightning'] = None\n"
+            "import c2seg_baseline.datamodule")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: C2SegDataModule needs the 'lightning' extra") and 'c2seg-kit[lightning]' in last
