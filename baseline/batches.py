@@ -28,7 +28,7 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.prepare.cache import PreparedData
 
 from .config import TrainConfig
-from .dataset import WindowDataset
+from .datasets import C2SegPrepared
 from .distributed import DistInfo
 
 # Seed offsets of the target stream: the two streams must not walk in lockstep.
@@ -40,7 +40,7 @@ class _KeyedItems(Dataset):
     augmentation drawn per epoch follows the sampler even in persistent DataLoader workers (which
     never see set_epoch calls made in the parent)."""
 
-    def __init__(self, windows: WindowDataset):
+    def __init__(self, windows: C2SegPrepared):
         self.windows = windows
 
     def __len__(self) -> int:
@@ -96,7 +96,7 @@ class StepBatches(Sampler):
         return 2**62
 
 
-def batch_stream(windows: WindowDataset, batch_size: int, seed: int, info: DistInfo, start_step: int,
+def batch_stream(windows: C2SegPrepared, batch_size: int, seed: int, info: DistInfo, start_step: int,
                  workers: int, pin: bool, mode: str = "epochs") -> Iterator[dict]:
     """This rank's batches of `windows` from `start_step` on, endlessly."""
     sampler = StepBatches(len(windows), batch_size, seed, rank=info.rank, world_size=info.world_size,
@@ -107,12 +107,12 @@ def batch_stream(windows: WindowDataset, batch_size: int, seed: int, info: DistI
     return iter(loader)
 
 
-def stream_windows(data: PreparedData, t: TrainConfig, track: str, seed: int) -> tuple[WindowDataset, WindowDataset]:
+def stream_windows(data: PreparedData, t: TrainConfig, track: str, seed: int) -> tuple[C2SegPrepared, C2SegPrepared]:
     """The source and target window lists of a run with `seed` (see the module docstring)."""
     window, stride = t.for_track(track, "window"), t.for_track(track, "stride")
-    source = WindowDataset(data, "source", window=window, stride=stride, augment=t.augment, seed=seed)
+    source = C2SegPrepared(data, "source", window=window, stride=stride, augment=t.augment, seed=seed)
     like_source = t.target_windows == "like-source"
-    target = WindowDataset(data, "target", window=window, stride=stride if like_source else window,
+    target = C2SegPrepared(data, "target", window=window, stride=stride if like_source else window,
                            augment=t.augment if like_source else None, seed=seed + TARGET_WINDOW_SEED)
     return source, target
 

@@ -18,9 +18,9 @@ from c2seg_kit.fsutil import refuse_existing
 
 from .checkpoint import make_state, save_checkpoint
 from .config import HighDANConfig
-from .dataset import open_prepared
 from .importer import AUTHORS_FILES, load_authors_model, named_after
 from .provenance import check_matches, input_layout
+from .windows import open_prepared
 
 #: The authors' preprocessing in `prepare`'s options: 10 PCA components fitted per city by their
 #: randomized solver (`prepare --pca-solver authors`), min-max.

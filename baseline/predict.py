@@ -33,7 +33,6 @@ from c2seg_kit.submission.writers import submission_writer
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig
-from .dataset import open_prepared
 from .devices import place_model, resolve_device, set_threads
 from .provenance import check_matches
 from .resume import BEST, LAST
@@ -45,6 +44,7 @@ from .stitch import (
     blend_weights,
     blended_logit_sums,
 )
+from .windows import open_prepared
 
 __all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "default_batch_size",
            "evaluate_city", "evaluate_target", "predict_city", "predict_to_file", "target_labels", "tiling_for"]

@@ -57,9 +57,16 @@ def set_poly_lr(opt_g, opt_d, step: int, total_steps: int, cfg: HighDANConfig) -
     return rates
 
 
-def inputs(batch: Mapping[str, Tensor], device: torch.device, channels_last: bool) -> list[Tensor]:
-    """The batch's images in the model's argument order (hsi, msi, sar), on `device`."""
-    return [to_device(batch[m], device, channels_last) for m in MODALITIES]
+def inputs(batch: Mapping[str, Tensor], channels: Mapping[str, int], device: torch.device,
+           channels_last: bool) -> list[Tensor]:
+    """The batch's ``image`` (B, C, H, W), the modalities stacked in MODALITIES order with
+    ``channels[m]`` channels each (the datasets' sample format), cut into the model's arguments
+    (hsi, msi, sar), on `device`."""
+    image = batch["image"]
+    counts = [int(channels[m]) for m in MODALITIES]
+    if image.shape[1] != sum(counts):
+        raise ValueError(f"the batch's image has {image.shape[1]} channels; the model takes {sum(counts)} ({dict(channels)})")
+    return [to_device(x, device, channels_last) for x in torch.split(image, counts, dim=1)]
 
 
 def as_floats(losses: dict[str, Tensor]) -> dict[str, float]:
@@ -79,8 +86,9 @@ def train_step(
 ) -> dict[str, float]:
     """One generator + discriminator update; returns the losses as floats.
 
-    Batches are dicts with ``hsi``, ``msi``, ``sar`` (B, C, H, W) and ``label`` (B, H, W) (the target
-    batch's label is not used). ``amp`` runs the forward passes under bf16 autocast on CUDA
+    Batches are the datasets' samples batched (c2seg_baseline.datasets): ``image`` (B, C, H, W), the
+    modalities stacked as the model's ``in_channels`` count them, and ``mask`` (B, H, W) (the
+    target batch's mask is not used). ``amp`` runs the forward passes under bf16 autocast on CUDA
     (`devices.amp_active`: the CPU stays float32); ``channels_last`` converts the inputs (convert the
     model yourself). With ``cfg.loss.adversarial`` off (source-only
     ablation) the target batch and the discriminators are not used.
@@ -91,16 +99,16 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     opt_d.zero_grad(set_to_none=True)
 
-    src = inputs(src_batch, device, channels_last)
+    src = inputs(src_batch, cfg.model.in_channels, device, channels_last)
     size = src[0].shape[-2:]
     with autocast(device, amp):
         feat_s = model.features(*src)
         logits_s = model.segment(feat_s, size)
-    loss_g, losses = segmentation_loss(logits_s, src_batch["label"].to(device), loss_cfg)
+    loss_g, losses = segmentation_loss(logits_s, src_batch["mask"].to(device), loss_cfg)
     losses["seg"] = loss_g
 
     if loss_cfg.adversarial:
-        tgt = inputs(tgt_batch, device, channels_last)
+        tgt = inputs(tgt_batch, cfg.model.in_channels, device, channels_last)
         with autocast(device, amp):
             feat_t = model.features(*tgt)
             attended, d0_t = model.attend(feat_t)

@@ -11,8 +11,9 @@ Two stitches (``--stitch``):
 
 Edges: a window never reaches past the raster. Along an axis shorter than the window, the window
 shrinks to the largest multiple of 32 that fits (and the usual snapped windows cover the rest);
-only an axis shorter than 32 pixels is padded, by reflection. Zero padding would show the network
-an image edge it never saw in training and cost the last columns their accuracy.
+only an axis shorter than 32 pixels is padded, by reflection (the baseline's one window reader,
+windows.py). Zero padding would show the network an image edge it never saw in training and cost
+the last columns their accuracy.
 
 Work proceeds one row of windows at a time: the raster's rows [r0, r0 + window) are read once,
 every window in that band is predicted, and the rows no later window can touch are decided
@@ -31,10 +32,10 @@ from tqdm import tqdm
 
 from c2seg_kit.classes import NUM_CLASSES
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.registry import MODALITIES
 from c2seg_kit.tiling import axis_starts
 
 from .devices import autocast, channels_last_on, to_device
+from .windows import read_row
 
 # Output 0 ("unlabelled") is never predicted: the argmax runs over outputs 1..13.
 FIRST_CLASS = 1
@@ -108,27 +109,6 @@ def blend_weights(window: int, ramp: int, width: int | None = None, ramp_w: int 
     return np.outer(ramp_1d(window, ramp), ramp_1d(window if width is None else width, ramp if ramp_w is None else ramp_w))
 
 
-def read_windows(raster, r0: int, cols: list[int], size_h: int, size_w: int) -> list[np.ndarray]:
-    """Inputs (B, C, size_h, size_w) per modality for the windows at (r0, c) for c in cols.
-
-    One read per modality covers the batch's columns, so memory follows the batch, not the
-    raster's width. Only an axis shorter than its window reaches past the raster: that part is
-    filled by reflection ("symmetric": the edge pixel repeated, then the pixels before it).
-    """
-    height, width = raster.shape
-    r1 = min(r0 + size_h, height)
-    c_lo, c_hi = cols[0], min(cols[-1] + size_w, width)
-    span = cols[-1] + size_w - c_lo
-    out = []
-    for m in MODALITIES:
-        block = raster.read(m, r0, r1, c_lo, c_hi)
-        if block.shape[1] < size_h or block.shape[2] < span:
-            pad = ((0, 0), (0, size_h - block.shape[1]), (0, span - block.shape[2]))
-            block = np.pad(block, pad, mode="symmetric")
-        out.append(np.stack([block[:, :, c - c_lo:c - c_lo + size_w] for c in cols]))
-    return out
-
-
 class _Windows:
     """Runs the model over batches of windows of one row band; logits of classes 1..13 on the CPU."""
 
@@ -140,7 +120,7 @@ class _Windows:
         for b0 in range(0, len(cols.starts), self.batch_size):
             batch = cols.starts[b0:b0 + self.batch_size]
             inputs = [to_device(torch.from_numpy(x), self.device, self.channels_last)
-                      for x in read_windows(raster, r0, batch, rows.size, cols.size)]
+                      for x in read_row(raster, r0, batch, rows.size, cols.size)]
             with autocast(self.device, self.amp):
                 logits = self.model(*inputs, target=True)
             yield batch, logits[:, FIRST_CLASS:FIRST_CLASS + NUM_CLASSES].float().cpu()

@@ -42,7 +42,6 @@ from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .batches import source_and_target
 from .config import HighDANConfig
-from .dataset import open_prepared
 from .devices import amp_active, channels_last_on, place_model, resolve_device, set_threads
 from .distributed import DistInfo
 from .interrupt import DeferredInterrupt
@@ -54,6 +53,7 @@ from .provenance import input_layout
 from .resume import BEST, LAST, starting_point
 from .runlog import LOG, ProgressLines, RunLog, duration, progress_bar, show_step
 from .step import make_optimizers, set_poly_lr, train_step
+from .windows import open_prepared
 
 __all__ = ["TrainOptions", "TrainingInterrupted", "train"]
 

@@ -40,9 +40,8 @@ from authors_order import naive_step  # noqa: E402
 
 def batch(seed: int, size: int, n: int, cfg) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    out = {m: torch.rand(n, c, size, size, generator=g) for m, c in cfg.model.in_channels.items()}
-    out["label"] = torch.randint(0, cfg.model.num_outputs, (n, size, size), generator=g)
-    return out
+    image = torch.rand(n, sum(cfg.model.in_channels.values()), size, size, generator=g)  # hsi, msi, sar stacked
+    return {"image": image, "mask": torch.randint(0, cfg.model.num_outputs, (n, size, size), generator=g)}
 
 
 def main() -> None:

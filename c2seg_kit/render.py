@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, as_class_map, palette
 
-__all__ = ["DEFAULT_MAX_SIDE", "render_confusion_png", "render_mosaic_png", "render_png", "render_rows_png",
-           "render_sheet_png", "sheet_grid"]
+__all__ = ["DEFAULT_MAX_SIDE", "class_map_image", "render_confusion_png", "render_mosaic_png", "render_png",
+           "render_rows_png", "render_sheet_png", "sheet_grid", "text_font"]
 
 DEFAULT_MAX_SIDE = 2048
 #: Palette index and colour of ground no tile covers (and of the gaps of a contact sheet).
@@ -31,7 +31,8 @@ _BG = (255, 255, 255)
 _FG = (0, 0, 0)
 
 
-def _font(size: int) -> Any:
+def text_font(size: int) -> Any:
+    """The font of the pictures' titles and legends, `size` pixels high where Pillow can scale it."""
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable built-in font
     except TypeError:  # pragma: no cover - older Pillow
@@ -47,7 +48,7 @@ def _stride(shape: tuple[int, int], max_side: int) -> int:
     return max(1, math.ceil(max(shape) / max(1, max_side)))
 
 
-def _map_image(classes: np.ndarray) -> Image.Image:
+def class_map_image(classes: np.ndarray) -> Image.Image:
     """uint8 class ids 0..13 -> RGB image through a palette (no per-pixel Python work)."""
     img = Image.fromarray(np.ascontiguousarray(classes, dtype=np.uint8), mode="P")
     flat = [v for rgb in (*palette(), GAP_RGB) for v in rgb]
@@ -57,7 +58,7 @@ def _map_image(classes: np.ndarray) -> Image.Image:
 
 def _compose(map_img: Image.Image, *, legend: bool, title: str | None, present: set[int] | None) -> Image.Image:
     """Map on the left, optional title above, legend (every class, present ones marked) on the right."""
-    font = _font(14)
+    font = text_font(14)
     pad, swatch, line = 10, 14, 20
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     legend_w = 0
@@ -113,7 +114,7 @@ def render_rows_png(shape: tuple[int, int], rows: Iterable[tuple[int, np.ndarray
 
 def _save_map(small: np.ndarray, out_path: str | os.PathLike, *, legend: bool, title: str | None) -> Path:
     present = {int(v) for v in np.flatnonzero(np.bincount(small.ravel(), minlength=NUM_LABELS)) if v < NUM_LABELS}
-    return _save(_compose(_map_image(small), legend=legend, title=title, present=present), out_path)
+    return _save(_compose(class_map_image(small), legend=legend, title=title, present=present), out_path)
 
 
 def sheet_grid(n: int, cell: tuple[int, int], max_side: int, gap: int = 1) -> tuple[int, int, int]:
@@ -183,7 +184,7 @@ def render_confusion_png(matrix: Any, out_path: str | os.PathLike, *, title: str
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, np.maximum(rows, 1), dtype=np.float64)
     cell, pad, head = 38, 10, 44
-    font, small = _font(13), _font(11)
+    font, small = text_font(13), text_font(11)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     names_w = max(_text_width(probe, f"{c.id:>2} {c.display}", font) for c in CLASSES) + 2 * pad
     grid_x, grid_y = pad + 30, head + (28 if title else 0)

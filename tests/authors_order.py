@@ -38,16 +38,16 @@ def naive_step(model: HighDAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.
     for p in [*model.d0.parameters(), *model.d1.parameters()]:
         p.requires_grad_(False)
 
-    src = inputs(src_batch, device, channels_last)
+    src = inputs(src_batch, cfg.model.in_channels, device, channels_last)
     with autocast(device, amp):
         feat_s = model.features(*src)
         logits_s = model.segment(feat_s, src[0].shape[-2:])
-    seg, losses = segmentation_loss(logits_s, src_batch["label"].to(device), loss_cfg)
+    seg, losses = segmentation_loss(logits_s, src_batch["mask"].to(device), loss_cfg)
     losses["seg"] = seg
     seg.backward()
 
     if loss_cfg.adversarial:
-        tgt = inputs(tgt_batch, device, channels_last)
+        tgt = inputs(tgt_batch, cfg.model.in_channels, device, channels_last)
         with autocast(device, amp):
             feat_t = model.features(*tgt)
             attended, _ = model.attend(feat_t)  # D0, first time

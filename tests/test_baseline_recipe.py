@@ -20,7 +20,7 @@ from baseline_support import make_prepared, read_log, tiny_options, weights
 from c2seg_baseline import checkpoint as ckpt
 from c2seg_baseline.batches import StepBatches, stream_windows
 from c2seg_baseline.config import HighDANConfig, get_config, paper, tiny
-from c2seg_baseline.dataset import WindowDataset
+from c2seg_baseline.datasets import C2SegPrepared
 from c2seg_baseline.train import train
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.prepare.cache import PreparedData
@@ -62,26 +62,26 @@ def prepared(tmp_path_factory):
 
 
 def test_augmentation_once_is_drawn_per_window_and_per_epoch_anew(prepared):
-    once = WindowDataset(prepared, "source", window=32, stride=32, augment="once", seed=5)
-    per_epoch = WindowDataset(prepared, "source", window=32, stride=32, augment="per-epoch", seed=5)
-    plain = WindowDataset(prepared, "source", window=32, stride=32)
+    once = C2SegPrepared(prepared, "source", window=32, stride=32, augment="once", seed=5)
+    per_epoch = C2SegPrepared(prepared, "source", window=32, stride=32, augment="per-epoch", seed=5)
+    plain = C2SegPrepared(prepared, "source", window=32, stride=32)
     n = len(once)
 
     def items(ds, epoch):
         ds.set_epoch(epoch)
-        return [ds[i]["msi"] for i in range(n)]
+        return [ds[i]["image"] for i in range(n)]
 
     first, later = items(once, 0), items(once, 7)
     assert all(torch.equal(a, b) for a, b in zip(first, later, strict=True))  # the same every epoch
-    assert any(not torch.equal(a, p["msi"]) for a, p in zip(first, [plain[i] for i in range(n)], strict=True))
+    assert any(not torch.equal(a, p["image"]) for a, p in zip(first, [plain[i] for i in range(n)], strict=True))
     e0, e1 = items(per_epoch, 0), items(per_epoch, 1)
     assert any(not torch.equal(a, b) for a, b in zip(e0, e1, strict=True))
     # Image and label move together under the drawn transform.
     item, ref = once[3], plain[3]
     labels = {tuple(np.rot90(f, k).ravel()) for k in range(4)
-              for f in (ref["label"].numpy(), ref["label"].numpy()[::-1], ref["label"].numpy()[:, ::-1],
-                        ref["label"].numpy()[::-1, ::-1])}
-    assert tuple(item["label"].numpy().ravel()) in labels
+              for f in (ref["mask"].numpy(), ref["mask"].numpy()[::-1], ref["mask"].numpy()[:, ::-1],
+                        ref["mask"].numpy()[::-1, ::-1])}
+    assert tuple(item["mask"].numpy().ravel()) in labels
 
 
 def test_fresh_batches_are_a_function_of_the_step_and_shard_ranks():
@@ -108,11 +108,11 @@ def test_the_bw_preset_windows_and_the_disjoint_target_stream(tmp_path):
     with PreparedData(bw) as data:
         source, target = stream_windows(data, paper().train, "BW", seed=0)
         assert (source.window, target.window) == (256, 256)
-        assert source.origins == [(0, r, c) for r, c in window_origins(300, 400, 256, 128)]
-        assert target.origins == [(0, r, c) for r, c in window_origins(270, 520, 256, 256)]
+        assert source.origins == [(None, r, c) for r, c in window_origins(300, 400, 256, 128)]
+        assert target.origins == [(None, r, c) for r, c in window_origins(270, 520, 256, 256)]
         assert (source.augment, target.augment) == ("once", None)
         _, like = stream_windows(data, tiny().train, "BW", seed=0)
-        assert like.origins == [(0, r, c) for r, c in window_origins(270, 520, 64, 32)]
+        assert like.origins == [(None, r, c) for r, c in window_origins(270, 520, 64, 32)]
         assert like.augment == "per-epoch"
 
 

@@ -19,9 +19,8 @@ from c2seg_baseline.step import make_optimizers, poly_lr, set_poly_lr, train_ste
 
 def _batch(seed, size=32, batch=2, labelled=True):
     g = torch.Generator().manual_seed(seed)
-    out = {m: torch.rand(batch, c, size, size, generator=g) for m, c in (("hsi", 10), ("msi", 4), ("sar", 2))}
-    out["label"] = torch.randint(0, 14 if labelled else 1, (batch, size, size), generator=g)
-    return out
+    image = torch.rand(batch, 10 + 4 + 2, size, size, generator=g)  # hsi, msi, sar stacked (the sample format)
+    return {"image": image, "mask": torch.randint(0, 14 if labelled else 1, (batch, size, size), generator=g)}
 
 
 def _pair(cfg):
@@ -84,7 +83,7 @@ def test_steps_lower_the_source_loss():
     model = HighDAN(cfg)
     opt_g, opt_d = make_optimizers(model, cfg)
     src, tgt = _batch(3), _batch(4, labelled=False)
-    src["label"] = 1 + (src["hsi"][:, 0] * 3).long()  # learnable: classes 1..3 from one band
+    src["mask"] = 1 + (src["image"][:, 0] * 3).long()  # learnable: classes 1..3 from one band
     first = train_step(model, opt_g, opt_d, src, tgt, cfg)
     for _ in range(11):
         last = train_step(model, opt_g, opt_d, src, tgt, cfg)

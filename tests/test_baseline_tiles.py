@@ -24,7 +24,7 @@ from stitch_support import naive_blend
 from tile_support import write_gdal
 
 from c2seg_baseline import checkpoint as ckpt
-from c2seg_baseline.dataset import WindowDataset
+from c2seg_baseline.datasets import C2SegPrepared, split_image
 from c2seg_baseline.train import train
 from c2seg_kit.prepare.cache import PreparedData
 
@@ -56,19 +56,24 @@ def tiles(tmp_path_factory):
 def test_training_windows_lie_inside_tiles_and_small_tiles_are_padded(tiles):
     root, _ = tiles
     with PreparedData(root / "prep") as data:
-        ds = WindowDataset(data, "source", window=16, stride=8)
+        ds = C2SegPrepared(data, "source", window=16, stride=8)
         shapes = {i: t.shape for i, t in data.source.rasters()}
         assert len(ds) == sum(_n(h, 16, 8) * _n(w, 16, 8) for h, w in shapes.values())  # a naive count per tile
         for k in (0, len(ds) - 1):
-            raster, r0, c0 = ds.origins[k]
-            tile = ds.rasters[raster]
             item = ds[k]
-            np.testing.assert_array_equal(item["msi"].numpy(), tile.read("msi", r0, r0 + 16, c0, c0 + 16))
+            r0, c0 = item["origin"].tolist()
+            tile = data.source.tile(item["tile"])
+            msi = split_image(item["image"], ds.channels)["msi"]
+            np.testing.assert_array_equal(msi.numpy(), tile.read("msi", r0, r0 + 16, c0, c0 + 16))
             assert r0 + 16 <= tile.shape[0] and c0 + 16 <= tile.shape[1]
-        big = WindowDataset(data, "target", window=32, stride=16)  # 20 x 20 test tiles: one padded window each
+        big = C2SegPrepared(data, "target", window=32, stride=16)  # 20 x 20 test tiles: one padded window each
         assert len(big) == len(data.target.ids)
         item = big[0]
-        assert item["msi"].shape == (4, 32, 32) and (item["msi"][:, 20:, :] == 0).all()
+        msi = split_image(item["image"], big.channels)["msi"].numpy()
+        tile = data.target.tile(item["tile"]).read("msi", 0, 20, 0, 20)
+        # reflected past the tile's edge, as prediction pads: row 20 repeats row 19, row 21 row 18
+        assert msi.shape == (4, 32, 32)
+        np.testing.assert_array_equal(msi[:, 20:32, :20], tile[:, 19:7:-1])
 
 
 def _n(length, window, stride):

@@ -125,38 +125,42 @@ def test_options_validated():
         PrepareOptions(percentiles=(90, 10))
 
 
-# --- the windowed Dataset ---
+# --- the windowed Dataset the baseline trains on ---
 
 torch = pytest.importorskip("torch")
 
 
 def test_dataset_windows_match_cache(prepared_ab):
-    from c2seg_baseline.dataset import WindowDataset
+    from c2seg_baseline.datasets import C2SegPrepared, split_image
 
-    ds = WindowDataset(prepared_ab, "target", window=32, stride=16)
+    ds = C2SegPrepared(prepared_ab, "target", window=32, stride=16)
     with PreparedData(prepared_ab) as data:
         h, w = data.target.shape
         assert len(ds) == len(window_origins(h, w, 32, 16))
         item = ds[len(ds) - 1]
         r0, c0 = item["origin"].tolist()
-        np.testing.assert_array_equal(item["hsi"].numpy(), data.target.read("hsi", r0, r0 + 32, c0, c0 + 32))
-        np.testing.assert_array_equal(item["label"].numpy(), data.target.read_label(r0, r0 + 32, c0, c0 + 32))
-        assert item["label"].dtype == torch.int64
+        hsi = split_image(item["image"], ds.channels)["hsi"]
+        np.testing.assert_array_equal(hsi.numpy(), data.target.read("hsi", r0, r0 + 32, c0, c0 + 32))
+        np.testing.assert_array_equal(item["mask"].numpy(), data.target.read_label(r0, r0 + 32, c0, c0 + 32))
+        assert item["mask"].dtype == torch.int64
 
 
 def test_dataset_pads_small_city(prepared_ab):
-    from c2seg_baseline.dataset import WindowDataset
+    """Past a city smaller than the window: the mask 0 (ignored), the images reflected as prediction pads them."""
+    from c2seg_baseline.datasets import C2SegPrepared, split_image
 
-    ds = WindowDataset(prepared_ab, "source", window=512, stride=256)
+    ds = C2SegPrepared(prepared_ab, "source", window=512, stride=256)
     item = ds[0]
     h, w = ds.city.shape
-    assert item["msi"].shape == (4, 512, 512)
-    assert (item["label"][h:, :] == 0).all() and (item["msi"][:, :, w:] == 0).all()
+    msi = split_image(item["image"], ds.channels)["msi"].numpy()
+    assert msi.shape == (4, 512, 512)
+    assert (item["mask"][h:, :] == 0).all() and (item["mask"][:h, :w] > 0).any()
+    np.testing.assert_array_equal(msi[:, :h, w:2 * w], msi[:, :h, w - 1::-1])
 
 
 def test_augmentation_keeps_image_and_label_aligned(prepared_ab):
     """Replace the label by a channel of the image: after augmentation they must still match."""
-    from c2seg_baseline.dataset import augment_window
+    from c2seg_baseline.windows import augment_window
 
     rng = np.random.default_rng(0)
     img = rng.random((3, 8, 8)).astype(np.float32)
@@ -172,19 +176,19 @@ def test_augmentation_keeps_image_and_label_aligned(prepared_ab):
 def test_augmentation_deterministic_across_workers(prepared_ab):
     from torch.utils.data import DataLoader
 
-    from c2seg_baseline.dataset import WindowDataset
+    from c2seg_baseline.datasets import C2SegPrepared
 
     def run(workers):
-        ds = WindowDataset(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)
+        ds = C2SegPrepared(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)
         ds.set_epoch(2)
         loader = DataLoader(ds, batch_size=4, num_workers=workers)
-        return torch.cat([b["msi"] for b in loader])
+        return torch.cat([b["image"] for b in loader])
 
     a, b = run(0), run(2)
     assert torch.equal(a, b)
-    ds = WindowDataset(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)
-    plain = WindowDataset(prepared_ab, "source", window=32, stride=32)
-    assert any(not torch.equal(ds[i]["msi"], plain[i]["msi"]) for i in range(len(ds)))
+    ds = C2SegPrepared(prepared_ab, "source", window=32, stride=32, augment=True, seed=5)
+    plain = C2SegPrepared(prepared_ab, "source", window=32, stride=32)
+    assert any(not torch.equal(ds[i]["image"], plain[i]["image"]) for i in range(len(ds)))
 
 
 def test_prepare_bw_with_beijing_like_extra_hsi_cells(tmp_path):

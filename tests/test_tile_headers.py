@@ -208,7 +208,7 @@ def test_per_sample_minmax_of_extreme_values_is_finite(tmp_path):
     root = tmp_path / "C2Seg_AB"
     make_tiles(root)
     _sar_with(root, EXTREMES)
-    sar = C2SegTiles(tmp_path, track="AB", split="train", normalise="minmax")[0]["image"]["sar"].numpy()
+    sar = C2SegTiles(tmp_path, "train", ["sar"], track="AB", normalise="minmax")[0]["image"].numpy()
     assert np.isfinite(sar).all() and sar.min() == 0 and sar.max() == 1
 
 
@@ -219,7 +219,7 @@ def test_nodata_in_the_datasets_is_repaired(tmp_path):
     root = tmp_path / "C2Seg_AB"
     make_tiles(root)
     _sar_with(root, FOUR, nodata=F32_NODATA)
-    sar = C2SegTiles(tmp_path, track="AB", split="train", normalise="minmax")[0]["image"]["sar"].numpy()
+    sar = C2SegTiles(tmp_path, "train", ["sar"], track="AB", normalise="minmax")[0]["image"].numpy()
     assert np.isfinite(sar).all() and sar.std(axis=(1, 2)).min() > 0.1
 
 
