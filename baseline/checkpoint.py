@@ -20,7 +20,7 @@ import torch
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.outputs import new_file
 
 from .config import HighDANConfig
 from .model import HighDAN
@@ -100,15 +100,11 @@ def make_state(model: torch.nn.Module, cfg: HighDANConfig, *, step: int, opt_g=N
 
 
 def _write_atomically(path: str | os.PathLike, write) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path`` (the mode the umask gives), then a rename."""
+    """``write(tmp)`` into a temporary file beside ``path`` (the mode the umask gives), then a rename
+    (:func:`c2seg_kit.outputs.new_file`: never through a link or over a folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_file_beside(path)
-    try:
+    with new_file(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.outputs import write_text
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
@@ -177,7 +178,7 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             log = RunLog(out / LOG, keep_until=None if state is None else step)
             # config.json: the run's config, and under "run" what it was trained on (ignored as a config).
-            (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": record}, indent=2))
+            write_text(out / "config.json", json.dumps({**cfg.to_dict(), "run": record}, indent=2))
         run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step,
                    saved_step=None if state is None else step)
         if state is not None:

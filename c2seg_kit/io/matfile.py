@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from c2seg_kit.outputs import new_file
 
 MATLAB_CLASS = {np.dtype("float32"): "single", np.dtype("float64"): "double", np.dtype("uint8"): "uint8",
                 np.dtype("uint16"): "uint16", np.dtype("int16"): "int16"}
@@ -21,7 +24,8 @@ USERBLOCK = 512
 def write_mat_v5(path: str | Path, variables: dict[str, np.ndarray]) -> None:
     import scipy.io
 
-    scipy.io.savemat(str(path), variables, do_compression=False, oned_as="column")
+    with new_file(path) as tmp:
+        scipy.io.savemat(str(tmp), variables, do_compression=False, oned_as="column")
 
 
 class MatV73Writer:
@@ -29,11 +33,19 @@ class MatV73Writer:
 
     ``create(name, shape_hwc, dtype)`` declares a MATLAB H x W [x C] array;
     ``write_rows(name, r0, block)`` writes rows r0.. of it from an (h, W[, C]) block.
+    The file is written under a temporary name and takes ``path`` when closed after a clean exit
+    (:func:`c2seg_kit.outputs.new_file`).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "w", userblock_size=USERBLOCK, libver="earliest")
+        self._publish = contextlib.ExitStack()
+        self.tmp = self._publish.enter_context(new_file(self.path))
+        try:
+            self.file = h5py.File(self.tmp, "w", userblock_size=USERBLOCK, libver="earliest")
+        except BaseException:
+            self._publish.close()
+            raise
 
     def create(self, name: str, shape_hwc: tuple[int, ...], dtype, rows_per_chunk: int = 64) -> None:
         dtype = np.dtype(dtype)
@@ -50,18 +62,31 @@ class MatV73Writer:
         reversed_block = block.transpose(tuple(reversed(range(block.ndim))))
         ds[..., r0 : r0 + block.shape[0]] = reversed_block
 
-    def close(self) -> None:
+    def close(self, exc: BaseException | None = None) -> None:
+        """Finish the file and give it its name; with ``exc`` (a failure), discard it instead."""
+        if exc is not None:
+            self.file.close()
+            self._publish.__exit__(type(exc), exc, exc.__traceback__)
+            return
+        try:
+            self._finish()
+        except BaseException as e:
+            self._publish.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._publish.close()
+
+    def _finish(self) -> None:
         self.file.close()
         header = (
             f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
             f"{_dt.datetime.now(_dt.timezone.utc):%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 ."
         ).encode("ascii")
         block = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
-        with open(self.path, "r+b") as f:
+        with open(self.tmp, "r+b") as f:  # MATLAB's header, in the user block of the temporary file
             f.write(block.ljust(128, b"\x00"))
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(exc)
