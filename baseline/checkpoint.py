@@ -20,7 +20,7 @@ import torch
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.outputs import new_file
+from c2seg_kit.outputs import new_file, output_file
 
 from .config import HighDANConfig
 from .model import HighDAN
@@ -115,7 +115,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 
 def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """The same checkpoint under another name, atomically, without serialising it again."""
-    return _write_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
+    with open(source, "rb") as src, output_file(path, force=True, need_folder=False) as dst:
+        shutil.copyfileobj(src, dst)
+    return Path(path)
 
 
 def first_line(exc: BaseException) -> str:

@@ -199,14 +199,16 @@ def open_log(path: str | os.PathLike, *, append: bool = False, force: bool = Tru
 
 def claim_folder(path: str | os.PathLike, *, verb: str, marker: str | None = None,
                  ours: Callable[[Path], bool] | None = None, force: bool = False,
-                 ignore: Callable[[str], bool] | None = None) -> str:
+                 ignore: Callable[[str], bool] | None = None, follow_link: bool = True) -> str:
     """Check, before anything is written, that ``path`` may receive what ``c2seg VERB`` writes into a
     folder: returns "new" (nothing there), "empty", or "ours" (a folder holding ``marker``, written
     by an earlier run of the verb; ``ours(marker_path)`` may look into it; without ``force`` the
     marker file's rule applies, so the earlier output is replaced only with --force). Entries for
-    which ``ignore(name)`` holds do not count (an interrupted run's staging). Anything else: one line."""
+    which ``ignore(name)`` holds do not count (an interrupted run's staging). A symbolic link to a
+    folder counts as that folder (a cache on another disk), unless ``follow_link`` is off (a folder
+    published by renaming, which would not go through the link). Anything else: one line."""
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    if (path.is_symlink() and not (follow_link and path.exists())) or (path.exists() and not path.is_dir()):
         raise C2SegError(f"{path} exists and is not a folder; {verb} writes into a new or empty folder "
                          "(nothing was changed)")
     if not path.exists():
@@ -228,7 +230,7 @@ def publish_folder(partial: str | os.PathLike, path: str | os.PathLike, *, verb:
     """Give the finished temporary folder ``partial`` (made by :func:`temp_dir_in` beside ``path``)
     the name ``path`` in one step, after checking again that ``path`` is new or empty (a rename
     takes a new name or replaces an empty folder, never anything else)."""
-    claim_folder(path, verb=verb)
+    claim_folder(path, verb=verb, follow_link=False)
     os.rename(partial, path)
 
 

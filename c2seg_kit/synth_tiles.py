@@ -176,7 +176,7 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
     out = Path(out_dir)
     final, labels_path = out / track.tile_dir, out / "labels.h5"
     claim_file(labels_path, force=False, advice=NO_OVERWRITE)
-    claim_folder(final, verb="synth")
+    claim_folder(final, verb="synth", follow_link=False)
     out.mkdir(parents=True, exist_ok=True)
     gens = build_cities(track, scale, seed)
     partial = temp_dir_in(out, prefix=f".{track.tile_dir}.partial-")

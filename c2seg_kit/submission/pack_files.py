@@ -125,7 +125,7 @@ def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os
     from c2seg_kit.registry import get_track
 
     out = Path(out)
-    claim_folder(out, verb="unpack")
+    claim_folder(out, verb="unpack", follow_link=False)
     with open_class_raster(path) as raster:
         if raster.layout != LAYOUT_TILES:
             raise InvalidSubmissionError(f"{Path(path).name} holds one raster of the scene; unpack takes a file of "
