@@ -29,12 +29,6 @@ from c2seg_kit.submission.readers import open_submission
 __all__ = ["AtomicH5Writer", "RasterWriter", "submission_writer", "write_labels", "write_submission"]
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse, before anything is written, an output whose folder is missing or (without
-    ``overwrite``) whose name is taken (:func:`c2seg_kit.outputs.claim_file`)."""
-    return claim_file(path, force=overwrite, need_folder=True)
-
-
 class AtomicH5Writer:
     """An HDF5 file written under a temporary name beside ``path`` and given its name only when
     complete (and, with ``verify``, only after that check passed), so a crash never leaves a half
@@ -43,7 +37,7 @@ class AtomicH5Writer:
 
     def __init__(self, path: str | os.PathLike, attrs: dict, *, verify: Callable[[Path], None] | None = None,
                  overwrite: bool = True) -> None:
-        self.path = check_output_path(path, overwrite)
+        self.path = claim_file(path, force=overwrite, need_folder=True)
         self.verify = verify
         self.overwrite = overwrite
         self.tmp = temp_file_beside(self.path)
