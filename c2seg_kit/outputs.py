@@ -32,7 +32,7 @@ from pathlib import Path
 
 from c2seg_kit.errors import C2SegError
 
-__all__ = ["claim_file", "claim_folder", "clear_entries", "current_umask", "new_file", "open_log", "output_file", "publish", "publish_folder",
+__all__ = ["PendingFile", "claim_file", "claim_folder", "clear_entries", "current_umask", "new_file", "open_log", "output_file", "publish", "publish_folder",
            "temp_dir_in", "temp_file_beside", "write_text"]
 
 _UMASK_LOCK = threading.Lock()
@@ -151,23 +151,48 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool 
     tmp.unlink()
 
 
+class PendingFile:
+    """An output file being written: :attr:`tmp`, a temporary file beside :attr:`path` (the rule was
+    checked first, :func:`claim_file`), then :meth:`commit` gives it the name (:func:`publish`) or
+    :meth:`discard` removes it. For writers that outlive one ``with`` block; else :func:`new_file`.
+    ``need_folder=False`` creates the folder."""
+
+    def __init__(self, path: str | os.PathLike, *, force: bool = True, inputs: Inputs = (),
+                 need_folder: bool = False, advice: str = ADVICE) -> None:
+        self.path = claim_file(path, force=force, inputs=inputs, need_folder=need_folder, advice=advice)
+        self.force = force
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = temp_file_beside(self.path)
+        except OSError as e:
+            raise C2SegError(f"cannot write in {self.path.parent}: {e.strerror or e}") from None
+
+    def commit(self) -> Path:
+        """The finished file takes its name (without ``force``, never over a name taken meanwhile)."""
+        try:
+            publish(self.tmp, self.path, overwrite=self.force)
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        """The temporary file goes (after :meth:`commit`, nothing is left to remove)."""
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def new_file(path: str | os.PathLike, *, force: bool = True, inputs: Inputs = (), need_folder: bool = False,
              advice: str = ADVICE) -> Iterator[Path]:
     """A temporary file beside ``path`` for the block to write (by name); on a clean exit it takes
-    ``path``'s name (:func:`publish`), on an exception it goes and ``path`` is as it was. The rule is
-    checked before the block runs (:func:`claim_file`); ``need_folder=False`` creates the folder."""
-    path = claim_file(path, force=force, inputs=inputs, need_folder=need_folder, advice=advice)
+    ``path``'s name (:func:`publish`), on an exception it goes and ``path`` is as it was
+    (:class:`PendingFile`)."""
+    pending = PendingFile(path, force=force, inputs=inputs, need_folder=need_folder, advice=advice)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file_beside(path)
-    except OSError as e:
-        raise C2SegError(f"cannot write in {path.parent}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        publish(tmp, path, overwrite=force)  # without force: never over a name taken meanwhile
-    finally:
-        tmp.unlink(missing_ok=True)
+        yield pending.tmp
+    except BaseException:
+        pending.discard()
+        raise
+    pending.commit()
 
 
 @contextlib.contextmanager

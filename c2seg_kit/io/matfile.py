@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from c2seg_kit.outputs import new_file
+from c2seg_kit.outputs import PendingFile, new_file
 
 MATLAB_CLASS = {np.dtype("float32"): "single", np.dtype("float64"): "double", np.dtype("uint8"): "uint8",
                 np.dtype("uint16"): "uint16", np.dtype("int16"): "int16"}
@@ -34,17 +33,17 @@ class MatV73Writer:
     ``create(name, shape_hwc, dtype)`` declares a MATLAB H x W [x C] array;
     ``write_rows(name, r0, block)`` writes rows r0.. of it from an (h, W[, C]) block.
     The file is written under a temporary name and takes ``path`` when closed after a clean exit
-    (:func:`c2seg_kit.outputs.new_file`).
+    (:class:`c2seg_kit.outputs.PendingFile`).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._publish = contextlib.ExitStack()
-        self.tmp = self._publish.enter_context(new_file(self.path))
+        self.pending = PendingFile(self.path)
+        self.tmp = self.pending.tmp
         try:
             self.file = h5py.File(self.tmp, "w", userblock_size=USERBLOCK, libver="earliest")
         except BaseException:
-            self._publish.close()
+            self.pending.discard()
             raise
 
     def create(self, name: str, shape_hwc: tuple[int, ...], dtype, rows_per_chunk: int = 64) -> None:
@@ -64,16 +63,14 @@ class MatV73Writer:
 
     def close(self, exc: BaseException | None = None) -> None:
         """Finish the file and give it its name; with ``exc`` (a failure), discard it instead."""
-        if exc is not None:
-            self.file.close()
-            self._publish.__exit__(type(exc), exc, exc.__traceback__)
-            return
         try:
+            if exc is not None:
+                self.file.close()
+                return
             self._finish()
-        except BaseException as e:
-            self._publish.__exit__(type(e), e, e.__traceback__)
-            raise
-        self._publish.close()
+            self.pending.commit()
+        finally:
+            self.pending.discard()
 
     def _finish(self) -> None:
         self.file.close()

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from c2seg_kit.classes import as_class_map
-from c2seg_kit.outputs import claim_file, publish, temp_file_beside
+from c2seg_kit.outputs import PendingFile
 from c2seg_kit.submission.formats import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
@@ -33,15 +33,18 @@ class AtomicH5Writer:
     """An HDF5 file written under a temporary name beside ``path`` and given its name only when
     complete (and, with ``verify``, only after that check passed), so a crash never leaves a half
     file. Subclasses write into :attr:`file` and put their last writes and completeness checks in
-    :meth:`_finish`; ``overwrite=False`` never replaces a file that exists (:func:`c2seg_kit.outputs.publish`)."""
+    :meth:`_finish`; ``overwrite=False`` never replaces a file that exists (:class:`c2seg_kit.outputs.PendingFile`)."""
 
     def __init__(self, path: str | os.PathLike, attrs: dict, *, verify: Callable[[Path], None] | None = None,
                  overwrite: bool = True) -> None:
-        self.path = claim_file(path, force=overwrite, need_folder=True)
+        self.output = PendingFile(path, force=overwrite, need_folder=True)
+        self.path, self.tmp = self.output.path, self.output.tmp
         self.verify = verify
-        self.overwrite = overwrite
-        self.tmp = temp_file_beside(self.path)
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.file = h5py.File(self.tmp, "w")
+        except BaseException:
+            self.output.discard()
+            raise
         for key, value in attrs.items():
             if value is not None:
                 self.file.attrs[key] = str(value)
@@ -59,9 +62,9 @@ class AtomicH5Writer:
             if ok:
                 if self.verify is not None:
                     self.verify(self.tmp)
-                publish(self.tmp, self.path, overwrite=self.overwrite)
+                self.output.commit()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self.output.discard()
         return self.path
 
     def __enter__(self):
