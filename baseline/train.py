@@ -52,7 +52,7 @@ from .options import TrainOptions
 from .predict import default_batch_size, evaluate_target, target_labels, tiling_for
 from .pretrained import describe, init_backbone, init_from
 from .provenance import input_layout
-from .resume import BEST, LAST, starting_point
+from .resume import BEST, CONFIG, LAST, starting_point
 from .runlog import LOG, ProgressLines, RunLog, duration, progress_bar, show_step
 from .step import make_optimizers, set_poly_lr, train_step
 
@@ -178,7 +178,7 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             log = RunLog(out / LOG, keep_until=None if state is None else step)
             # config.json: the run's config, and under "run" what it was trained on (ignored as a config).
-            write_text(out / "config.json", json.dumps({**cfg.to_dict(), "run": record}, indent=2))
+            write_text(out / CONFIG, json.dumps({**cfg.to_dict(), "run": record}, indent=2))
         run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step,
                    saved_step=None if state is None else step)
         if state is not None:
