@@ -20,7 +20,7 @@ import torch
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.outputs import new_file, output_file
 
 from .config import HighDANConfig
 from .model import HighDAN
@@ -100,15 +100,11 @@ def make_state(model: torch.nn.Module, cfg: HighDANConfig, *, step: int, opt_g=N
 
 
 def _write_atomically(path: str | os.PathLike, write) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path`` (the mode the umask gives), then a rename."""
+    """``write(tmp)`` into a temporary file beside ``path`` (the mode the umask gives), then a rename
+    (:func:`c2seg_kit.outputs.new_file`: never through a link or over a folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_file_beside(path)
-    try:
+    with new_file(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -119,7 +115,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 
 def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """The same checkpoint under another name, atomically, without serialising it again."""
-    return _write_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
+    with open(source, "rb") as src, output_file(path, force=True, need_folder=False) as dst:
+        shutil.copyfileobj(src, dst)
+    return Path(path)
 
 
 def first_line(exc: BaseException) -> str:

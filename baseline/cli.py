@@ -14,7 +14,7 @@ import click
 
 from c2seg_kit.cli.options import progress_option, track_option
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import refuse_existing
+from c2seg_kit.outputs import claim_file
 
 from .config import AUGMENT, STITCH  # plain data (config.py imports no torch)
 
@@ -197,7 +197,7 @@ def predict(checkpoint, data, track, out, stitch, window, overlap, batch_size, d
     # Imported here, not at the top: it needs torch (light install; see the module docstring).
     from .predict import predict_to_file
 
-    refuse_existing(out, force, inputs=(checkpoint, data))
+    claim_file(out, force=force, inputs=(checkpoint, data))
     _existing_dir(data, "prepared data folder")
     result = predict_to_file(checkpoint, data, track, out, stitch=stitch, window=window, overlap=overlap,
                              batch_size=batch_size, device=device, amp=not fp32, method=method, progress=progress,

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import refuse_existing
+from c2seg_kit.outputs import claim_file
 
 from .checkpoint import make_state, save_checkpoint
 from .config import HighDANConfig
@@ -64,7 +64,7 @@ def import_authors_weights(source: str | os.PathLike, track: str, prepared: str 
     layout) and the differences from their preprocessing."""
     source, out = Path(source), Path(out)
     files = authors_files(source)
-    refuse_existing(out, overwrite, inputs=(*files.values(), prepared))
+    claim_file(out, force=overwrite, inputs=(*files.values(), prepared))
     model = load_authors_model(files["generator"], files["d0"], files["d1"])
     data = model.cfg.to_dict()
     data["predict"]["stitch"] = "authors"  # their tiling, unless predict is told otherwise

@@ -8,15 +8,27 @@ line's overrides (ablations, batch size, schedule length) apply to the config it
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.outputs import claim_folder
 
 from . import checkpoint as ckpt
 from .config import HighDANConfig, get_config
 from .options import TrainOptions
 
 LAST, BEST = "last.pt", "best.pt"  # in the run folder: the latest state, the best by target mIoU
+CONFIG = "config.json"  # in the run folder: the run's config, with what it was trained on under "run"
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the config.json a run of `c2seg train` wrote (it records the run)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("run"), dict)
 
 
 def effective_config(opts: TrainOptions, base: HighDANConfig | None, track: str) -> HighDANConfig:
@@ -58,6 +70,8 @@ def starting_point(opts: TrainOptions, out: Path, track: str) -> tuple[dict | No
     if not opts.resume:
         if (out / LAST).exists():
             raise C2SegError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+        # a new run writes into a new or empty folder, or one an earlier run began (its config.json)
+        claim_folder(out, verb="train", marker=CONFIG, ours=_is_run_config, force=True)
         return None, effective_config(opts, None, track)
     if not (out / LAST).is_file():
         raise C2SegError(f"nothing to resume: no {LAST} in {out}")

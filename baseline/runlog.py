@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from c2seg_kit.outputs import open_log, write_text
+
 LOG = "log.jsonl"
 
 
@@ -34,8 +36,8 @@ class RunLog:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue
-            path.write_text("".join(k + "\n" for k in kept))
-        self.file = path.open("a" if keep_until is not None else "w", buffering=1)
+            write_text(path, "".join(k + "\n" for k in kept))
+        self.file = open_log(path, append=keep_until is not None)
 
     def step(self, step: int, lr_g: float, lr_d: float, losses: dict[str, float], seconds: float) -> None:
         self._write({"step": step, "lr": lr_g, "lr_d": lr_d, **losses, "sec": round(seconds, 4)})

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.outputs import write_text
 
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
@@ -50,7 +51,7 @@ from .options import TrainOptions
 from .predict import default_batch_size, evaluate_target, target_labels, tiling_for
 from .pretrained import describe, init_backbone, init_from
 from .provenance import input_layout
-from .resume import BEST, LAST, starting_point
+from .resume import BEST, CONFIG, LAST, starting_point
 from .runlog import LOG, ProgressLines, RunLog, duration, progress_bar, show_step
 from .step import make_optimizers, set_poly_lr, train_step
 from .windows import open_prepared
@@ -177,7 +178,7 @@ def _train(opts: TrainOptions, info: DistInfo, device: torch.device) -> dict:
             out.mkdir(parents=True, exist_ok=True)
             log = RunLog(out / LOG, keep_until=None if state is None else step)
             # config.json: the run's config, and under "run" what it was trained on (ignored as a config).
-            (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": record}, indent=2))
+            write_text(out / CONFIG, json.dumps({**cfg.to_dict(), "run": record}, indent=2))
         run = _Run(info, cfg, model, opt_g, opt_d, out, record, log, score, step,
                    saved_step=None if state is None else step)
         if state is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from c2seg_kit.classes import CLASSES, NUM_CLASSES, NUM_LABELS, as_class_map, palette
+from c2seg_kit.outputs import new_file
 
 __all__ = ["DEFAULT_MAX_SIDE", "class_map_image", "render_confusion_png", "render_mosaic_png", "render_png",
            "render_rows_png", "render_sheet_png", "sheet_grid", "text_font"]
@@ -85,10 +86,10 @@ def _compose(map_img: Image.Image, *, legend: bool, title: str | None, present: 
 
 
 def _save(img: Image.Image, out_path: str | os.PathLike) -> Path:
+    """The PNG, written beside ``out_path`` and renamed into place when complete."""
     out = Path(out_path)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out, format="PNG", optimize=False)
+    with new_file(out) as tmp:
+        img.save(tmp, format="PNG", optimize=False)
     return out
 
 

@@ -38,10 +38,10 @@ def fetch(ctx, submission_id, out, force):
     with sessions() as s:
         sub = user_error(lambda: organizer.get_any_submission(s, submission_id))
         stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
-    from .outfiles import output_file, refuse_unless_replaceable
+    from c2seg_kit.outputs import claim_file, output_file
 
     out = Path(out)
-    refuse_unless_replaceable(out, force)  # before anything is read
+    claim_file(out, force=force)  # before anything is read
     if not stored.is_file():
         raise C2SegError(f"the stored file of submission {submission_id} is missing ({stored}); check --data-dir")
     digest = hashlib.sha256()
@@ -91,11 +91,12 @@ def export(ctx, out, force, track):
     """Export every scored submission (public and private scores, per-class IoU) as CSV."""
     import csv
 
+    from c2seg_kit.outputs import claim_file, output_file
+
     from . import crud
-    from .outfiles import output_file, refuse_unless_replaceable
 
     if out:
-        refuse_unless_replaceable(Path(out), force)  # before the database is read
+        claim_file(Path(out), force=force)  # before the database is read
     _, sessions = open_db(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
             "content_sha256", "final_pick", "hidden", "team_disqualified"]

@@ -181,6 +181,16 @@ def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_run(prepared, tmp_pat
         train(tiny_options(prepared, out, steps=1))
 
 
+def test_fresh_run_refuses_a_folder_of_the_users_files(prepared, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"model": "my own notes"}')
+    with pytest.raises(C2SegError, match="is not empty and was not written by `c2seg train`"):
+        train(tiny_options(prepared, out, steps=1))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert (out / "config.json").read_text() == '{"model": "my own notes"}'
+
+
 def test_bad_checkpoints_are_one_line_errors(tmp_path):
     missing = tmp_path / "nope.pt"
     with pytest.raises(C2SegError, match="not found"):

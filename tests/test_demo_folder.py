@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cli_support import run_cli as run
 
-from c2seg_kit.cli.demo import DEMO_ENTRIES, MARKER, claim_folder
+from c2seg_kit.cli.demo import DEMO_ENTRIES, MARKER, claim_demo_folder
 
 
 def test_refuses_a_folder_holding_user_files(capsys, tmp_path):
@@ -26,23 +26,23 @@ def test_refuses_a_file(capsys, tmp_path):
 
 
 def test_a_previous_demo_folder_loses_only_the_demo_entries(tmp_path):
-    claim_folder(tmp_path / "d")
+    claim_demo_folder(tmp_path / "d")
     out = tmp_path / "d"
     assert (out / MARKER).is_file()
     (out / "data").mkdir()
     (out / "data" / "labels.h5").write_bytes(b"x")
     (out / "predictions.h5").write_bytes(b"x")
     (out / "my-notes.md").write_text("mine")
-    claim_folder(out)
+    claim_demo_folder(out)
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "my-notes.md"])
     assert (out / "my-notes.md").read_text() == "mine"
 
 
 def test_new_and_empty_folders_are_used(tmp_path):
-    claim_folder(tmp_path / "new" / "nested")
+    claim_demo_folder(tmp_path / "new" / "nested")
     assert (tmp_path / "new" / "nested" / MARKER).is_file()
     (tmp_path / "empty").mkdir()
-    claim_folder(tmp_path / "empty")
+    claim_demo_folder(tmp_path / "empty")
     assert (tmp_path / "empty" / MARKER).is_file()
 
 

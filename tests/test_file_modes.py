@@ -12,7 +12,7 @@ import stat
 import numpy as np
 import pytest
 
-from c2seg_kit.fsutil import current_umask
+from c2seg_kit.outputs import current_umask
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o077], ids=lambda m: f"umask{m:03o}")

@@ -1,5 +1,5 @@
 """Every verb that writes a file refuses an existing output unless --force, and never writes over
-one of its own inputs, even with --force (one shared rule: c2seg_kit.fsutil.refuse_existing)."""
+one of its own inputs, even with --force (one shared rule: c2seg_kit.outputs.claim_file)."""
 
 from __future__ import annotations
 

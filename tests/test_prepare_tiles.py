@@ -228,12 +228,12 @@ def test_out_with_a_users_files_is_refused(synth_ab, tmp_path, capsys):
     out.mkdir()
     (out / "berlin.h5").write_bytes(b"my own work")
     code, _, err = run(capsys, "prepare", synth_ab, "--track", "AB", "--out", out, "--quiet")
-    assert code == 1 and "is not empty and is not a prepared cache" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "is not empty and was not written by `c2seg prepare`" in err and len(err.strip().splitlines()) == 1
     assert (out / "berlin.h5").read_bytes() == b"my own work" and sorted(p.name for p in out.iterdir()) == ["berlin.h5"]
     (tmp_path / "file").write_text("x")
     code, _, err = run(capsys, "prepare", synth_ab, "--track", "AB", "--out", tmp_path / "file", "--quiet")
     assert code == 2 and "is a file" in err and (tmp_path / "file").read_text() == "x"  # click's usage check
-    with pytest.raises(C2SegError, match="exists and is not a folder; prepare writes a folder"):
+    with pytest.raises(C2SegError, match="exists and is not a folder; prepare writes into a new or empty folder"):
         prepare(synth_ab, AB, tmp_path / "file", progress=False)
     assert (tmp_path / "file").read_text() == "x"
 

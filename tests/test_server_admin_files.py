@@ -88,7 +88,7 @@ def test_an_existing_file_is_replaced_only_with_force(db, tmp_path, capsys, verb
     admin, stored = db
     out = tmp_path / "out.file"
     out.write_bytes(SECRET)
-    one_line_error(run_cli(capsys, *admin, *VERBS[verb], "--out", out), "exists; give --force to replace it")
+    one_line_error(run_cli(capsys, *admin, *VERBS[verb], "--out", out), "already exists; it was left as it is (choose another --out, or --force)")
     assert out.read_bytes() == SECRET
     code, _, err = run_cli(capsys, *admin, *VERBS[verb], "--out", out, "--force")
     assert code == 0, err

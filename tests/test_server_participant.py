@@ -225,7 +225,7 @@ def test_admin_fetch_duplicates_and_phase_checks(server, pred, tmp_path, capsys)
     assert out.read_bytes() == same.read_bytes()
     code, o, err = run(capsys, "admin", "--db", server.db, "--data-dir", str(server.data_dir), "fetch", str(a),
                        "--out", str(out))
-    one_line_error(code, o, err, "exists; give --force")
+    one_line_error(code, o, err, "already exists; it was left as it is")
     admin(server, "fetch", str(b), "--out", str(out), "--force")
     assert out.read_bytes() == same.read_bytes() and not list(tmp_path.glob(".fetched*"))
     groups = json.loads(admin(server, "duplicates", "--json", "--track", "AB").stdout)

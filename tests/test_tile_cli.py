@@ -283,7 +283,7 @@ def test_unpack_writes_gdal_readable_georeferenced_tiles(synth, tmp_path, capsys
             np.testing.assert_array_equal(got.read(1), a)
     # a folder with something in it, or a scene file: one line, nothing written
     code, _, err = run_cli(capsys, "unpack", tmp_path / "p.h5", "--like", synth["root"], "--out", tmp_path / "gis")
-    assert code == 1 and err == f"error: {tmp_path / 'gis'} is not empty; unpack writes into a new or empty folder (nothing was written)\n"
+    assert code == 1 and err == f"error: {tmp_path / 'gis'} is not empty; unpack writes into a new or empty folder (nothing was changed)\n"
     scene = write_submission(tmp_path / "scene.h5", np.ones((5, 5), np.uint8), "AB")
     code, _, err = run_cli(capsys, "unpack", scene, "--like", synth["root"], "--out", tmp_path / "new")
     assert code == 1 and err == ("error: scene.h5 holds one raster of the scene; unpack takes a file of tiles "

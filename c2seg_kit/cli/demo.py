@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import click
 
 from c2seg_kit.cli.options import progress_option
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.outputs import claim_folder, clear_entries, open_log, write_text
 
 TOTAL_STEPS = 8
 
@@ -36,27 +36,17 @@ def shell_line(args) -> str:
     return shlex.join(["c2seg", *map(str, args)])
 
 
-def claim_folder(out: Path) -> None:
+def claim_demo_folder(out: Path) -> None:
     """Make ``out`` ready for a demo without ever deleting a user's files.
 
     A missing or empty folder is used as it is. A folder a previous demo wrote (it carries
     MARKER) loses only the entries that demo writes (DEMO_ENTRIES); anything else stays. Any
     other non-empty folder is refused.
     """
-    if out.exists() and not out.is_dir():
-        raise C2SegError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise C2SegError(f"--out {out} is not empty and was not written by `c2seg demo`; "
-                             "choose an empty or new folder (nothing was changed)")
-        for name in DEMO_ENTRIES:
-            entry = out / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
+    if claim_folder(out, verb="demo", marker=MARKER, force=True) == "ours":
+        clear_entries(out, DEMO_ENTRIES)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by `c2seg demo`; a later demo may clear the entries it writes here\n")
+    write_text(out / MARKER, "written by `c2seg demo`; a later demo may clear the entries it writes here\n")
 
 
 def takes_progress(verb: str) -> bool:
@@ -197,7 +187,7 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, thr
     """
     lay = LAYOUTS[layout]
     scale = lay.scale if scale is None else scale
-    claim_folder(out)
+    claim_demo_folder(out)
     d = Demo(out, progress=progress)
     data, prepared, run = out / "data", out / "prepared", out / "run"
     predictions, labels = out / "predictions.h5", data / "labels.h5"
@@ -234,7 +224,7 @@ def demo(out: Path, layout: str, scale: float | None, steps: int, seed: int, thr
     token = d.c2seg("admin", "--db", db, "--data-dir", server_data, "add-team", "demo-team", capture=True).strip()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    with open(out / "server.log", "w") as log:
+    with open_log(out / "server.log") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "c2seg_kit", "serve", "--labels", str(labels), "--db", db, "--port", str(port),
              "--data-dir", str(server_data), "--log-level", "warning"],

@@ -14,7 +14,7 @@ import click
 from c2seg_kit.classes import EVAL_CLASSES, zero_prediction_refusal
 from c2seg_kit.cli.options import MISSING_SCORE, format_score, track_option
 from c2seg_kit.errors import InvalidSubmissionError
-from c2seg_kit.fsutil import refuse_existing
+from c2seg_kit.outputs import claim_file
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -93,7 +93,7 @@ def score(predictions: Path, labels: Path, as_json: bool, report: Path | None, f
 
     if report is not None:
         for name in REPORT_FILES:
-            refuse_existing(report / name, force, inputs=(predictions, labels))
+            claim_file(report / name, force=force, inputs=(predictions, labels))
     result = score_files(predictions, labels)
     if report is not None:
         write_report(result, report)
@@ -128,7 +128,7 @@ def render(file: Path, out: Path, max_side: int, legend: bool, title: str | None
     from c2seg_kit.submission.formats import LAYOUT_TILES
     from c2seg_kit.submission.readers import open_class_raster
 
-    refuse_existing(out, force, inputs=(file, like))
+    claim_file(out, force=force, inputs=(file, like))
     with open_class_raster(file) as raster:
         if raster.layout != LAYOUT_TILES:
             if like is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.fsutil import temp_file_beside
+from c2seg_kit.outputs import new_file
 
 # tifffile's axes of the first series -> how to reach (C, H, W). Anything else is undecidable:
 # several pages of one size ("IYX", "QYX") may be bands, times or depths; the file does not say.
@@ -344,15 +344,10 @@ def write_geotiff(path: str | os.PathLike, data: np.ndarray, georef: GeoRef | No
     else:
         raise ValueError(f"a tile must be (C, H, W) or (H, W), got shape {data.shape}")
     bands = pixels.shape[2] if pixels.ndim == 3 else 1
-    tmp = temp_file_beside(path)
-    try:
+    with new_file(path) as tmp:
         tifffile.imwrite(
             tmp, pixels, photometric="minisblack", planarconfig="contig" if bands > 1 else None,
             rowsperstrip=rows_per_strip(pixels.shape[1], bands, pixels.dtype.itemsize),
             metadata=None, software=False, extratags=[*(georef.tiff_tags() if georef else ()), *nodata_tag(nodata)],
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -13,6 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from c2seg_kit.outputs import PendingFile, new_file
+
 MATLAB_CLASS = {np.dtype("float32"): "single", np.dtype("float64"): "double", np.dtype("uint8"): "uint8",
                 np.dtype("uint16"): "uint16", np.dtype("int16"): "int16"}
 USERBLOCK = 512
@@ -21,7 +23,8 @@ USERBLOCK = 512
 def write_mat_v5(path: str | Path, variables: dict[str, np.ndarray]) -> None:
     import scipy.io
 
-    scipy.io.savemat(str(path), variables, do_compression=False, oned_as="column")
+    with new_file(path) as tmp:
+        scipy.io.savemat(str(tmp), variables, do_compression=False, oned_as="column")
 
 
 class MatV73Writer:
@@ -29,11 +32,19 @@ class MatV73Writer:
 
     ``create(name, shape_hwc, dtype)`` declares a MATLAB H x W [x C] array;
     ``write_rows(name, r0, block)`` writes rows r0.. of it from an (h, W[, C]) block.
+    The file is written under a temporary name and takes ``path`` when closed after a clean exit
+    (:class:`c2seg_kit.outputs.PendingFile`).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "w", userblock_size=USERBLOCK, libver="earliest")
+        self.pending = PendingFile(self.path)
+        self.tmp = self.pending.tmp
+        try:
+            self.file = h5py.File(self.tmp, "w", userblock_size=USERBLOCK, libver="earliest")
+        except BaseException:
+            self.pending.discard()
+            raise
 
     def create(self, name: str, shape_hwc: tuple[int, ...], dtype, rows_per_chunk: int = 64) -> None:
         dtype = np.dtype(dtype)
@@ -50,18 +61,29 @@ class MatV73Writer:
         reversed_block = block.transpose(tuple(reversed(range(block.ndim))))
         ds[..., r0 : r0 + block.shape[0]] = reversed_block
 
-    def close(self) -> None:
+    def close(self, exc: BaseException | None = None) -> None:
+        """Finish the file and give it its name; with ``exc`` (a failure), discard it instead."""
+        try:
+            if exc is not None:
+                self.file.close()
+                return
+            self._finish()
+            self.pending.commit()
+        finally:
+            self.pending.discard()
+
+    def _finish(self) -> None:
         self.file.close()
         header = (
             f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
             f"{_dt.datetime.now(_dt.timezone.utc):%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 ."
         ).encode("ascii")
         block = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
-        with open(self.path, "r+b") as f:
+        with open(self.tmp, "r+b") as f:  # MATLAB's header, in the user block of the temporary file
             f.write(block.ljust(128, b"\x00"))
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(exc)

@@ -24,18 +24,16 @@ the folder as it was.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from c2seg_kit import __version__
-from c2seg_kit.errors import C2SegError, DatasetNotFoundError
-from c2seg_kit.fsutil import refuse_existing
+from c2seg_kit.errors import DatasetNotFoundError
 from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.scene import open_city
 from c2seg_kit.io.tiles import SPLITS, open_tiles
+from c2seg_kit.outputs import claim_folder, publish, temp_dir_in, write_text
 from c2seg_kit.prepare.cache import FORMAT, MANIFEST
 from c2seg_kit.prepare.pca import PCA, SIGN_RULE
 from c2seg_kit.prepare.repair import repair_nonfinite
@@ -56,9 +54,9 @@ PCA_SOLVER_TEXT = {
 }
 
 
-def _is_prepare_output(folder: Path) -> bool:
+def _is_prepare_manifest(path: Path) -> bool:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
@@ -71,17 +69,9 @@ def claim_output_dir(out: Path, replace: bool = True) -> bool:
     prepare do not count), or (with ``replace``) a previous prepare output. Anything else is a
     one-line error.
     """
-    if not out.exists():
-        return True
-    if not out.is_dir():
-        raise C2SegError(f"--out {out} exists and is not a folder; prepare writes a folder")
-    entries = [e for e in os.listdir(out) if not e.startswith(STAGING_PREFIX)]
-    if entries and not _is_prepare_output(out):
-        raise C2SegError(f"--out {out} is not empty and is not a prepared cache (no {MANIFEST} written by "
-                         "`c2seg prepare`); choose a new or empty folder")
-    if entries:
-        refuse_existing(out / MANIFEST, replace)
-    return False
+    state = claim_folder(out, verb="prepare", marker=MANIFEST, ours=_is_prepare_manifest, force=replace,
+                         ignore=lambda name: name.startswith(STAGING_PREFIX))
+    return state == "new"
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -90,8 +80,8 @@ def _publish(staging: Path, out: Path) -> None:
     (out / MANIFEST).unlink(missing_ok=True)
     for path in sorted(staging.iterdir()):
         if path.name != MANIFEST:
-            os.replace(path, out / path.name)
-    os.replace(staging / MANIFEST, out / MANIFEST)
+            publish(path, out / path.name)
+    publish(staging / MANIFEST, out / MANIFEST)
 
 
 def _authors_stream(track: Track, options: PrepareOptions) -> AuthorsStream | None:
@@ -169,7 +159,7 @@ def prepare(data_dir: str | Path, track: Track, out_dir: str | Path, options: Pr
     create = claim_output_dir(out, replace)
     if create:
         out.mkdir(parents=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    staging = temp_dir_in(out, prefix=STAGING_PREFIX)
     try:
         pipeline = _scene_cities if where.layout == "scene" else _tile_cities
         reports = pipeline(where.path, track, staging, options, progress)
@@ -187,7 +177,7 @@ def prepare(data_dir: str | Path, track: Track, out_dir: str | Path, options: Pr
                     "solver": PCA_SOLVER_TEXT[options.pca_solver], "sign_rule": SIGN_RULE},
             "cities": {name: asdict(r) for name, r in reports.items()},
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # only the folder this call created

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from c2seg_kit.classes import NUM_LABELS, as_class_ids, zero_prediction_refusal
-from c2seg_kit.errors import C2SegError, DatasetNotFoundError, InvalidDataError, InvalidSubmissionError
-from c2seg_kit.fsutil import refuse_existing, temp_dir_in
+from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError, InvalidSubmissionError
 from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
 from c2seg_kit.io.tiles import natural_key, open_test_split
+from c2seg_kit.outputs import claim_file, claim_folder, publish_folder, temp_dir_in
 from c2seg_kit.registry import Track
 from c2seg_kit.submission.formats import LAYOUT_TILES
 from c2seg_kit.submission.readers import open_class_raster
@@ -81,7 +81,7 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
     pred_dir, out = Path(pred_dir), Path(out)
     if labels and add_one:
         raise ValueError("--add-one shifts 0-based predictions; label tiles are already 0..13")
-    refuse_existing(out, overwrite, inputs=(pred_dir, like))
+    claim_file(out, force=overwrite, inputs=(pred_dir, like))
     files = class_image_files(pred_dir)
     if not files:
         raise DatasetNotFoundError(f"no class images ({NAMES_HELP}) in {pred_dir}")
@@ -118,14 +118,6 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
     return Packed(out, len(order), histogram, None if shapes is None else len(shapes))
 
 
-def check_new_or_empty(out: Path) -> None:
-    """Refuse an output folder that exists with something in it (or is not a folder)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise C2SegError(f"{out} exists and is not a folder; unpack writes into a new or empty folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise C2SegError(f"{out} is not empty; unpack writes into a new or empty folder (nothing was written)")
-
-
 def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os.PathLike, *,
                  progress: Callable[[int], None] | None = None) -> tuple[int, Path]:
     """One GeoTIFF per tile of the tile-layout file ``path`` into the new or empty folder ``out``
@@ -133,7 +125,7 @@ def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os
     from c2seg_kit.registry import get_track
 
     out = Path(out)
-    check_new_or_empty(out)
+    claim_folder(out, verb="unpack", follow_link=False)
     with open_class_raster(path) as raster:
         if raster.layout != LAYOUT_TILES:
             raise InvalidSubmissionError(f"{Path(path).name} holds one raster of the scene; unpack takes a file of "
@@ -147,8 +139,7 @@ def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os
                 write_geotiff(partial / f"{tile_id}{UNPACK_SUFFIX}", tile, georefs[tile_id], nodata=NODATA)
                 if progress is not None:
                     progress(1)
-            check_new_or_empty(out)  # still new or empty: rename takes a new name or replaces an empty folder
-            os.rename(partial, out)
+            publish_folder(partial, out, verb="unpack")
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)  # only the folder this call created
             raise

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from c2seg_kit.classes import CLASSES, EVAL_CLASSES, NUM_LABELS
 from c2seg_kit.metrics import ConfusionMatrix
+from c2seg_kit.outputs import output_file, write_text
 from c2seg_kit.submission.formats import DEFAULT_CHUNK_ROWS, LAYOUT_TILES, Source
 from c2seg_kit.submission.readers import open_labels, open_submission
 
@@ -50,18 +51,17 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
     """scores.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in ``out_dir``."""
     from c2seg_kit.render import render_confusion_png
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     scores, per_class, cm_csv, png = (out_dir / name for name in REPORT_FILES)
-    scores.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(scores, json.dumps(result, indent=2) + "\n")
     m = result["confusion_matrix"]
-    with per_class.open("w", newline="") as fh:
+    with output_file(per_class, force=True, mode="w", need_folder=False, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "name", "display", "iou", "true_pixels", "predicted_pixels", "correct_pixels"])
         for i, c in enumerate(EVAL_CLASSES):
             iou = result["per_class_iou"][c.name]
             w.writerow([c.id, c.name, c.display, "" if iou is None else f"{iou:.6f}",
                         sum(m[i]), sum(row[c.id] for row in m), m[i][c.id]])
-    with cm_csv.open("w", newline="") as fh:
+    with output_file(cm_csv, force=True, mode="w", need_folder=False, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true \\ pred"] + [c.name for c in CLASSES[:NUM_LABELS]])
         for c, row in zip(EVAL_CLASSES, m, strict=True):

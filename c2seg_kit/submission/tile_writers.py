@@ -16,10 +16,11 @@ from typing import Any
 
 from c2seg_kit.classes import as_class_map
 from c2seg_kit.errors import InvalidDataError
+from c2seg_kit.outputs import claim_file
 from c2seg_kit.submission.formats import LABELS_FORMAT, LAYOUT_ATTR, LAYOUT_TILES, SUBMISSION_FORMAT, root_attrs
 from c2seg_kit.submission.readers import open_labels, open_submission
 from c2seg_kit.submission.tile_readers import CHUNK, LABEL_GROUP, MAX_TILES, PREDICTION_GROUP, check_tile_id
-from c2seg_kit.submission.writers import AtomicH5Writer, check_output_path
+from c2seg_kit.submission.writers import AtomicH5Writer
 
 __all__ = ["TileRasterWriter", "tile_labels_writer", "tile_submission_writer", "write_tile_labels",
            "write_tile_submission"]
@@ -35,7 +36,7 @@ class TileRasterWriter(AtomicH5Writer):
     def __init__(self, path: str | os.PathLike, group: str, attrs: dict, *,
                  expected_ids: Iterable[str] | None = None, verify: Callable[[Path], None] | None = None,
                  overwrite: bool = True):
-        check_output_path(path, overwrite)  # a user's mistake is named before a caller's bad id
+        claim_file(path, force=overwrite, need_folder=True)  # a user's mistake is named before a caller's bad id
         self.expected = None if expected_ids is None else {check_tile_id(t) for t in expected_ids}
         self.written: list[str] = []
         self.shapes: dict[str, tuple[int, int]] = {}  # id -> (H, W) of each tile written

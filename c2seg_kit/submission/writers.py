@@ -17,8 +17,7 @@ import h5py
 import numpy as np
 
 from c2seg_kit.classes import as_class_map
-from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import refuse_existing, temp_file_beside
+from c2seg_kit.outputs import PendingFile
 from c2seg_kit.submission.formats import (
     DEFAULT_CHUNK_ROWS,
     LABELS_FORMAT,
@@ -27,53 +26,25 @@ from c2seg_kit.submission.formats import (
 )
 from c2seg_kit.submission.readers import open_submission
 
-__all__ = ["AtomicH5Writer", "RasterWriter", "publish", "submission_writer", "write_labels", "write_submission"]
-
-
-def publish(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
-    """Give the finished temporary file ``tmp`` its name ``path`` in one step.
-
-    With ``overwrite`` an existing file is replaced (os.replace); without, the name is taken only
-    if it is free at that very moment (a hard link fails on an existing name), so a file that
-    appeared meanwhile is never clobbered.
-    """
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise C2SegError(f"{path} already exists; it was left as it is") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if path.exists() or path.is_symlink():
-            raise C2SegError(f"{path} already exists; it was left as it is") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse, before anything is written, an output whose folder is missing or (without
-    ``overwrite``) whose name is taken."""
-    path = refuse_existing(path, overwrite)
-    if not path.parent.is_dir():
-        raise C2SegError(f"output folder {path.parent} does not exist")
-    return path
+__all__ = ["AtomicH5Writer", "RasterWriter", "submission_writer", "write_labels", "write_submission"]
 
 
 class AtomicH5Writer:
     """An HDF5 file written under a temporary name beside ``path`` and given its name only when
     complete (and, with ``verify``, only after that check passed), so a crash never leaves a half
     file. Subclasses write into :attr:`file` and put their last writes and completeness checks in
-    :meth:`_finish`; ``overwrite=False`` never replaces a file that exists (:func:`publish`)."""
+    :meth:`_finish`; ``overwrite=False`` never replaces a file that exists (:class:`c2seg_kit.outputs.PendingFile`)."""
 
     def __init__(self, path: str | os.PathLike, attrs: dict, *, verify: Callable[[Path], None] | None = None,
                  overwrite: bool = True) -> None:
-        self.path = check_output_path(path, overwrite)
+        self.output = PendingFile(path, force=overwrite, need_folder=True)
+        self.path, self.tmp = self.output.path, self.output.tmp
         self.verify = verify
-        self.overwrite = overwrite
-        self.tmp = temp_file_beside(self.path)
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.file = h5py.File(self.tmp, "w")
+        except BaseException:
+            self.output.discard()
+            raise
         for key, value in attrs.items():
             if value is not None:
                 self.file.attrs[key] = str(value)
@@ -91,9 +62,9 @@ class AtomicH5Writer:
             if ok:
                 if self.verify is not None:
                     self.verify(self.tmp)
-                publish(self.tmp, self.path, overwrite=self.overwrite)
+                self.output.commit()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self.output.discard()
         return self.path
 
     def __enter__(self):

@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2seg_kit.errors import C2SegError
-from c2seg_kit.fsutil import temp_dir_in
 from c2seg_kit.io.geotiff import GeoRef, write_geotiff
+from c2seg_kit.outputs import claim_file, claim_folder, publish_folder, temp_dir_in
 from c2seg_kit.registry import City, Track
 from c2seg_kit.synth.scenes import CitySynth, band_rows, band_starts, build_cities
 from c2seg_kit.tiling import window_origins
@@ -59,6 +58,8 @@ SPLIT_OF_ROLE = {"source": "train", "target": "test"}
 #: Folders that sit one level deeper than the others, per track and split (BW's train HSI, as distributed).
 NESTED = {("BW", "train", "hsi")}
 SUFFIX = ".tiff"
+#: What a refusal of an existing output says (synth has no --force).
+NO_OVERWRITE = "synth does not overwrite files: choose another OUT_DIR"
 
 
 def tile_grid(city: City, shape: tuple[int, int]) -> tuple[int, int]:
@@ -163,7 +164,7 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
                      progress: bool = True) -> dict[str, Path]:
     """Write ``OUT/C2Seg_XX`` (train and test tiles) and ``OUT/labels.h5`` (test labels, tile layout).
 
-    Refuses to touch an existing ``C2Seg_XX`` or ``labels.h5`` in OUT. Returns the written paths
+    Refuses to touch an existing ``labels.h5`` or a ``C2Seg_XX`` with anything in it in OUT. Returns the written paths
     by role ("tiles", "train", "test", "labels").
     """
     from tqdm.auto import tqdm
@@ -174,9 +175,8 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
         raise ValueError(f"--scale must be in (0, 4], got {scale}")
     out = Path(out_dir)
     final, labels_path = out / track.tile_dir, out / "labels.h5"
-    for existing in (final, labels_path):
-        if existing.exists():
-            raise C2SegError(f"{existing} already exists; synth does not overwrite files (choose another OUT_DIR)")
+    claim_file(labels_path, force=False, advice=NO_OVERWRITE)
+    claim_folder(final, verb="synth", follow_link=False)
     out.mkdir(parents=True, exist_ok=True)
     gens = build_cities(track, scale, seed)
     partial = temp_dir_in(out, prefix=f".{track.tile_dir}.partial-")
@@ -192,7 +192,7 @@ def synthesize_tiles(out_dir: str | Path, track: Track, scale: float = 0.1, seed
                 with tqdm(total=n, desc=desc, unit="tile", disable=not progress, leave=False) as bar:
                     write_city_tiles(gen, partial, split, bar, labels.write_tile if split == "test" else None)
         try:
-            partial.rename(final)
+            publish_folder(partial, final, verb="synth")
         except BaseException:
             labels_path.unlink(missing_ok=True)  # written by this call a moment ago
             raise
