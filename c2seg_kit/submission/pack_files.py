@@ -118,12 +118,13 @@ def pack_tiles(pred_dir: str | os.PathLike, track: Track, out: str | os.PathLike
     return Packed(out, len(order), histogram, None if shapes is None else len(shapes))
 
 
-def check_new_or_empty(out: Path) -> None:
-    """Refuse an output folder that exists with something in it (or is not a folder)."""
+def check_new_or_empty(out: Path, verb: str = "unpack") -> None:
+    """Refuse an output folder that exists with something in it (or is not a folder); ``verb``
+    names the command in the message."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise C2SegError(f"{out} exists and is not a folder; unpack writes into a new or empty folder")
+        raise C2SegError(f"{out} exists and is not a folder; {verb} writes into a new or empty folder")
     if out.is_dir() and any(out.iterdir()):
-        raise C2SegError(f"{out} is not empty; unpack writes into a new or empty folder (nothing was written)")
+        raise C2SegError(f"{out} is not empty; {verb} writes into a new or empty folder (nothing was written)")
 
 
 def unpack_tiles(path: str | os.PathLike, like: str | os.PathLike, out: str | os.PathLike, *,
