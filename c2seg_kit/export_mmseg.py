@@ -42,6 +42,7 @@ from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.prepared import PreparedData, WindowReads
 from c2seg_kit.registry import MODALITIES
 from c2seg_kit.submission.pack_files import check_new_or_empty
+from c2seg_kit.submission.tile_readers import check_tile_id
 from c2seg_kit.tiling import window_origins
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +79,10 @@ def _items(city, window: int) -> list[tuple[str, WindowReads, tuple[int, int, in
     items = []
     if city.layout == "tiles":
         for tile_id, tile in city.rasters():
+            try:  # the id becomes a file name: a plain file stem only
+                check_tile_id(tile_id)
+            except ValueError as e:
+                raise InvalidDataError(f"{city.path}: {e}") from None
             h, w = tile.shape
             items.append((tile_id, tile, (0, h, 0, w), tile.georef()))
         return items

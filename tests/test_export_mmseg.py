@@ -134,3 +134,24 @@ def test_export_of_a_scene_cache_cuts_fixed_windows(prepared_ab, capsys, tmp_pat
         np.testing.assert_array_equal(image[..., -2:].transpose(2, 0, 1), data.source.read("sar", r, r + side, c, c + side))
         test = (out / "splits" / "test.txt").read_text().split()
         assert test and all(n.startswith(f"{data.target.name}_r") for n in test)
+
+
+def test_a_tile_id_that_is_no_plain_file_name_is_refused(tiles_ab, capsys, tmp_path):
+    import shutil
+
+    import h5py
+
+    hostile = tmp_path / "prepared"
+    shutil.copytree(tiles_ab / "prepared", hostile)
+    with PreparedData(hostile) as data:
+        city = data.source.path
+    with h5py.File(city, "r+") as f:
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["tile_ids"][()]]
+        f["tiles"].create_group("up")
+        f["tiles"].move(ids[0], "up/x")  # reads as a tile, but "up/x" would be a path, not a file name
+        ids[0] = "up/x"
+        del f["tile_ids"]
+        f["tile_ids"] = np.array(ids, dtype=h5py.string_dtype())
+    code, _, err = run_cli(capsys, "export", "--format", "mmseg", hostile, "--out", tmp_path / "out", "--no-progress")
+    assert code == 1 and "not a usable name" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
