@@ -29,6 +29,7 @@ CORE_COMMANDS: dict[str, str] = {
     "synth": "c2seg_kit.cli.data:synth",
     "info": "c2seg_kit.cli.data:info",
     "prepare": "c2seg_kit.cli.data:prepare",
+    "export": "c2seg_kit.cli.data:export",
     "validate": "c2seg_kit.cli.scoring:validate",
     "score": "c2seg_kit.cli.scoring:score",
     "render": "c2seg_kit.cli.scoring:render",
@@ -106,7 +107,7 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
-    Data: synth, info, prepare. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
+    Data: synth, info, prepare, export. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
     train-baseline, predict, import-weights. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
     Start with `c2seg demo` to see the whole path on synthetic data.
     """

@@ -289,3 +289,38 @@ def _prepared_info(folder: Path, manifest: dict) -> str:
         lines.append(_report_line(name, city))
         lines += [f"  note: {note}" for note in _pca_notes(city)]
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("prepared_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["mmseg"]), required=True,
+              help="The training framework to write for: mmseg (mmsegmentation 1.x).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A new or empty folder for the dataset.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the source city's images held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out draw.")
+@progress_option
+def export(prepared_dir: Path, fmt: str, out: Path, val_fraction: float, seed: int, progress: bool) -> None:
+    """Write a prepared cache (PREPARED_DIR, from `c2seg prepare`) as a dataset another framework trains on.
+
+    mmseg: float32 GeoTIFF images with the kit's preprocessing (HSI components, MSI, SAR stacked
+    in the order of OUT/bands.txt; per tile for tile caches, fixed windows of the track's tile
+    side for scene caches), PNG annotations as the kit has them (0 = unlabelled, 1..13; use
+    reduce_zero_label=True), split files (train and val from the source city, test = the target
+    city without annotations) and the dataset-config snippet printed here (also in
+    OUT/mmseg_dataset.py). mmseg's 0-based test predictions go back through
+    `c2seg pack PRED_DIR --add-one`. Example:
+
+    \b
+        c2seg export --format mmseg prepared/ --out mmseg_c2seg/
+    """
+    from tqdm.auto import tqdm
+
+    from c2seg_kit.export_mmseg import export_mmseg
+
+    with tqdm(desc="export", unit="image", disable=not progress, leave=False, delay=0.5) as bar:
+        done = export_mmseg(prepared_dir, out, val_fraction=val_fraction, seed=seed, progress=bar.update)
+    click.echo(done.snippet, nl=False)
+    counts = ", ".join(f"{split} {n}" for split, n in done.counts.items())
+    click.echo(f"# wrote {out}: {fmt} dataset ({done.layout} cache), {len(done.bands)} bands, images: {counts}")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -37,7 +37,6 @@ def normalise_newlines(value: str | None) -> str | None:
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 API = "/api/v1"
-CHUNK = 256 * 1024
 #: The longest token the server accepts (security.bearer_token).
 TOKEN_MAX = 256
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space
@@ -135,29 +134,33 @@ def set_final_picks(track: str, ids: list[int], *, server: str | None = None, to
                 method="PUT", json_body={"ids": [int(i) for i in ids]})
 
 
-def _multipart(path: Path, boundary: str, progress: Callable[[int], None] | None,
-               fields: dict[str, str] | None = None) -> tuple[int, Iterator[bytes]]:
-    """(Content-Length, body chunks): the small text `fields`, then one `file` field streamed from disk."""
-    name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
-    head = b"".join(
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\n\r\n".encode() + value.encode("utf-8") + b"\r\n"
-        for key, value in (fields or {}).items() if value is not None)
-    head += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-             f"Content-Type: application/x-hdf5\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    size = path.stat().st_size
+class CountingReader:
+    """The file being uploaded, as httpx's multipart streaming reads it (block by block, never
+    whole): each block read is reported to ``progress`` (bytes). ``fileno``/``seek``/``tell`` are
+    the file's own, so httpx learns the size up front and sends a Content-Length."""
 
-    def chunks() -> Iterator[bytes]:
-        yield head
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                if progress:
-                    progress(len(block))
-                yield block
-        yield tail
+    def __init__(self, fh: BinaryIO, progress: Callable[[int], None] | None):
+        self._fh, self._progress = fh, progress
 
-    return len(head) + size + len(tail), chunks()
+    def read(self, size: int = -1) -> bytes:
+        block = self._fh.read(size)
+        if block and self._progress is not None:
+            self._progress(len(block))
+        return block
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+
+def upload_filename(path: Path) -> str:
+    """The file name sent with an upload: quotes and line breaks replaced (the server reads it as text)."""
+    return path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
 
 
 def upload_deadline(size: int) -> float:
@@ -183,14 +186,14 @@ def submit(path: str | os.PathLike, *, server: str | None = None, token: str | N
     token = server_token(token)
     base = server_url(server)
     path = Path(path)
-    boundary = "c2seg-" + secrets.token_hex(16)
-    length, body = _multipart(path, boundary, progress, fields)
-    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(length),
-               "Content-Type": f"multipart/form-data; boundary={boundary}"}
-    result = exchange("POST", f"{base}{API}/submissions", base=base, headers=headers, content=body,
-                      params={"track": track.upper()} if track else None, expect=(201,),
-                      deadline_s=upload_deadline(length),
-                      # The server may answer early (e.g. 413 or 401) and close before the body is sent.
-                      on_write_error="the server closed the connection during the upload; "
-                                     "the file may be too large or the token refused")
+    data = {key: value for key, value in fields.items() if value is not None}
+    with open(path, "rb") as fh:
+        # httpx streams the multipart body from the file (Content-Length computed up front).
+        upload = {"file": (upload_filename(path), CountingReader(fh, progress), "application/x-hdf5")}
+        result = exchange("POST", f"{base}{API}/submissions", base=base, headers={"Authorization": f"Bearer {token}"},
+                          files=upload, data=data, params={"track": track.upper()} if track else None,
+                          expect=(201,), deadline_s=upload_deadline(os.fstat(fh.fileno()).st_size),
+                          # The server may answer early (e.g. 413 or 401) and close before the body is sent.
+                          on_write_error="the server closed the connection during the upload; "
+                                         "the file may be too large or the token refused")
     return shapes.checked(result, shapes.SUBMISSION, base)

@@ -164,7 +164,7 @@ def _read_capped(resp: httpx.Response, url: str, max_body: int) -> bytes:
 def exchange(method: str, url: str, *, base: str, deadline_s: float | None = None, max_body: int | None = None,
              expect: tuple[int, ...] = (200,), headers: dict | None = None, params: dict | None = None,
              json_body=None, content: Iterable[bytes] | Iterator[bytes] | None = None,
-             on_write_error: str | None = None):
+             files: dict | None = None, data: dict | None = None, on_write_error: str | None = None):
     """One request to `url` (on the server `base`, named in messages); the decoded JSON of an
     answer whose status is in `expect`, else ServerError."""
     deadline_s = deadline_s or DEADLINE_S
@@ -175,6 +175,7 @@ def exchange(method: str, url: str, *, base: str, deadline_s: float | None = Non
         try:
             with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream(
                     method, url, headers=headers, params=params, json=json_body, content=content,
+                    files=files, data=data,
                     extensions={"trace": watchdog.trace}) as resp:
                 if 300 <= resp.status_code < 400:
                     raise _redirect(base, resp)
