@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
+from server_support import scoring_pool, write_labels_file  # noqa: E402
 from sklearn.metrics import jaccard_score  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
@@ -25,7 +26,7 @@ from c2seg_kit.submission.writers import write_labels, write_submission  # noqa:
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.deps import current_team  # noqa: E402
-from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402
+from c2seg_server.main import create_app  # noqa: E402
 from c2seg_server.scoring import public_mask, split_labels  # noqa: E402
 from c2seg_server.workers import InvalidUpload, ScoringFailed  # noqa: E402
 
@@ -45,15 +46,12 @@ def label_array():
 
 @pytest.fixture(scope="module")
 def labels_file(tmp_path_factory, label_array):
-    path = tmp_path_factory.mktemp("labels") / "labels_ab.h5"
-    write_labels(path, label_array, "AB")
-    return path
+    return write_labels_file(tmp_path_factory, label_array)
 
 
 @pytest.fixture(scope="module")
 def pool(labels_file):
-    settings = Settings(labels=[labels_file], scoring_workers=1, **SPLIT)
-    with make_pool(settings, served_tracks(settings.labels)) as p:
+    with scoring_pool(labels_file, SPLIT) as p:
         yield p
 
 

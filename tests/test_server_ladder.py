@@ -16,14 +16,15 @@ import pytest
 pytest.importorskip("fastapi")
 from click.testing import CliRunner  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from server_support import scoring_pool, write_labels_file  # noqa: E402
 
 from c2seg_kit.cli import cli  # noqa: E402
 from c2seg_kit.errors import C2SegError  # noqa: E402
-from c2seg_kit.submission import write_labels, write_submission  # noqa: E402
+from c2seg_kit.submission import write_submission  # noqa: E402
 from c2seg_server import crud, ladder, organizer, phases  # noqa: E402
 from c2seg_server.cli import _public_policies  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
-from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402
+from c2seg_server.main import create_app  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SHAPE = (64, 48)
@@ -116,15 +117,12 @@ def label_array():
 
 @pytest.fixture(scope="module")
 def labels_file(tmp_path_factory, label_array):
-    path = tmp_path_factory.mktemp("labels") / "labels_ab.h5"
-    write_labels(path, label_array, "AB")
-    return path
+    return write_labels_file(tmp_path_factory, label_array)
 
 
 @pytest.fixture(scope="module")
 def pool(labels_file):
-    settings = Settings(labels=[labels_file], scoring_workers=1, **SPLIT)
-    with make_pool(settings, served_tracks(settings.labels)) as p:
+    with scoring_pool(labels_file, SPLIT) as p:
         yield p
 
 

@@ -1,0 +1,30 @@
+"""What the in-process server tests share: a labels file of a module's label array and the
+scoring pool that serves it (one per module: starting worker processes costs seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from c2seg_kit.submission.writers import write_labels
+
+
+def write_labels_file(tmp_path_factory, label_array: np.ndarray, track: str = "AB") -> Path:
+    """``label_array`` as the labels file of ``track``, in a fresh temporary folder."""
+    path = tmp_path_factory.mktemp("labels") / f"labels_{track.lower()}.h5"
+    write_labels(path, label_array, track)
+    return path
+
+
+@contextmanager
+def scoring_pool(labels_file: Path, split: dict) -> Iterator:
+    """The server's scoring pool (one worker) for ``labels_file`` with the split settings ``split``."""
+    from c2seg_server.config import Settings
+    from c2seg_server.main import make_pool, served_tracks
+
+    settings = Settings(labels=[labels_file], scoring_workers=1, **split)
+    with make_pool(settings, served_tracks(settings.labels)) as pool:
+        yield pool
