@@ -191,3 +191,15 @@ def test_the_core_top_level_is_grouped_by_stage():
     assert len(top) <= 15, top
     for stage in ("io", "prepare", "synth", "submission", "h5safe", "client", "cli"):
         assert (ROOT / "c2seg_kit" / stage / "__init__.py").is_file(), stage
+
+
+def test_no_test_module_imports_another():
+    # Helpers shared by several test files live in support modules (tests/*_support.py and the like):
+    # importing a test module runs its fixtures and parametrisations in another file's collection.
+    test_modules = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            wrong += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in test_modules]
+    assert not wrong, "; ".join(wrong)
