@@ -227,15 +227,13 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             raise _identical(earlier)
         try:
             # Metadata only, so a short limit: a file that loops HDF5 there holds a child for seconds, not minutes.
-            info = await _in_child(services, "peek", str(upload.path),
-                                   timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
+            header = await _in_child(services, "peek", str(upload.path), track,
+                                     timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
         except (InvalidUpload, ScoringFailed) as e:
             raise Refused(422, text.for_terminal(str(e))) from None
-        if track is not None and info["track"] != track:
-            raise Refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
         reservation = held.reservation
         if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
-            track = info["track"]
+            track = header.track
             try:
                 phase = await _open_track(services, track, at=received, started=started)
                 reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
@@ -249,7 +247,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             held.reservation = reservation
         await _db(services, _same_basis, services, track)  # never scored on labels the board no longer uses
         try:
-            scores = await _in_child(services, "score", str(upload.path), track)
+            scores = await _in_child(services, "score", str(upload.path), track, header)
         except (InvalidUpload, ScoringFailed) as e:
             raise Refused(422, text.for_terminal(str(e))) from None
         # Keep the file for rescoring: rename into storage, then commit the rows in one transaction.
@@ -261,7 +259,7 @@ async def _receive_and_score(request: Request, team: Team, services: Services, h
             return await _db(services, crud.commit_submission, reservation, filename=upload.filename,
                              size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,
                              # the file's `method` attribute is the fallback (cleaned, never refused)
-                             method=meta["method"] or _file_method(info.get("method")),
+                             method=meta["method"] or _file_method(header.method),
                              description=meta["description"], url=meta["url"], upload_slot=held.slot_id,
                              token_hash=team.token_hash,
                              check=functools.partial(_same_basis, services=services, track=track, lock=True))
