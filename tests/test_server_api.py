@@ -420,6 +420,29 @@ def test_a_score_without_its_admitted_file_opens_it_for_the_headers_track(pool, 
     assert not scorer.holding()  # a refused file is not kept
 
 
+def test_the_pool_sends_a_score_to_the_child_that_admitted_its_file(labels_file, label_array, pred_file):
+    """Two uploads admitted one after the other land on two children (the second goes to the one
+    keeping no file); each score goes back to the child that keeps its file open."""
+    settings = Settings(labels=[labels_file], scoring_workers=2, **SPLIT)
+    with make_pool(settings, served_tracks(settings.labels)) as two:
+        served = []
+
+        def recording(child, real):
+            def call(msg, timeout):
+                served.append((msg[0], two._children.index(child)))
+                return real(msg, timeout)
+            return call
+
+        for child in two._children:
+            child.call = recording(child, child.call)
+        first, second = str(pred_file(label_array)), str(pred_file(label_array, team="other"))
+        h1, h2 = two.call("peek", first), two.call("peek", second, "AB")
+        s2, s1 = two.call("score", second, "AB", h2), two.call("score", first, "AB", h1)
+    assert s1["public"]["miou"] == s2["public"]["miou"] == 1.0
+    (_, a), (_, b) = served[:2]
+    assert a != b and served[2:] == [("score", b), ("score", a)]
+
+
 # --- quotas ----------------------------------------------------------------------------------------
 
 def test_quota_429_says_when_it_resets(make_client, label_array, pred_file):
