@@ -1,30 +1,28 @@
 """POST /api/v1/submissions (upload and score), reading one's own submissions back, editing their
-metadata (PATCH) and choosing the final picks (PUT /api/v1/final-picks/{track})."""
+metadata (PATCH) and choosing the final picks (PUT /api/v1/final-picks/{track}).
+
+The upload route stays thin: it collects what the request brings and hands it to
+submit_service, which takes the upload through its steps; the route turns the outcome into the
+answer (the submission as the team sees it, or the refusal's status)."""
 
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from c2seg_kit import text
 
-from . import admission, crud, ladder, phases, stored
+from . import crud, ladder, phases, submit_service
 from .board import candidates, chosen, ladder_scores, scores_out
-from .deps import Services, ServicesDep, SessionDep, TeamDep, served_track
-from .models import Submission, Team, utcnow
+from .deps import ServicesDep, SessionDep, TeamDep, served_track
+from .models import Submission, Team
 from .schemas import ErrorOut, FinalPicksIn, FinalPicksOut, MetadataIn, SubmissionOut, TrackName
-from .uploads import FRAMING_BYTES, TEXT_FIELDS, check_content_length, receive_upload
-from .workers import InvalidUpload, ScoringFailed
+from .submit_service import in_db
+from .uploads import check_content_length, receive_upload
 
-log = logging.getLogger("c2seg_server")
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
 picks_router = APIRouter(prefix="/api/v1/final-picks", tags=["submissions"])
 
@@ -115,55 +113,6 @@ def _not_disqualified(team: Team) -> None:
         raise HTTPException(403, f"your team is disqualified: {team.disqualified_reason or 'no reason given'}")
 
 
-async def _in_child(services: Services, verb: str, *args, timeout_s: float | None = None):
-    if services.limiter is None:  # made here, inside the event loop, on first use
-        services.limiter = anyio.CapacityLimiter(services.pool.size)
-    call = functools.partial(services.pool.call, verb, *args, timeout_s=timeout_s)
-    return await anyio.to_thread.run_sync(call, limiter=services.limiter)
-
-
-async def _db(services: Services, fn, *args, **kwargs):
-    def run():
-        with services.sessions() as s:
-            return fn(s, *args, **kwargs)
-
-    return await run_in_threadpool(run)
-
-
-def _limits(settings) -> admission.Limits:
-    return admission.Limits(
-        per_team=settings.uploads_per_team, failed_per_day=settings.failed_per_day,
-        spool_bytes=settings.spool_budget_mb * 1024 * 1024,
-        hold_s=settings.upload_timeout_s + settings.peek_timeout_s + 2 * settings.scoring_timeout_s + 60)
-
-
-def _quota_refusal(e: crud.QuotaExceeded) -> HTTPException:
-    retry = {"Retry-After": str(max(1, int((e.resets - utcnow()).total_seconds())))} if e.resets else None
-    return HTTPException(429, str(e), headers=retry)
-
-
-class Refused(HTTPException):
-    """A refusal that is recorded as one of the team's refused uploads (the daily cap): the file
-    was read by a scoring child, or its track's caps could only be decided after that."""
-
-
-async def _open_track(services: Services, track: str, at=None, started=None) -> phases.PhaseState:
-    """The track's phase (at `at`, default now), which must be open: 403 otherwise (saying so
-    when it changed after `started`, while the upload was arriving)."""
-    state = await _db(services, phases.state, track, now=at, default_cap=services.settings.quota_per_phase)
-    if state.phase != "open":
-        late = (f" (its phase changed at {phases.iso(state.since)}, before the upload had fully arrived)"
-                if started is not None and state.since is not None and state.since > started else "")
-        raise HTTPException(403, f"track {track} is {state.phase}: submissions are not accepted{late}")
-    return state
-
-
-def _identical(earlier: int | None) -> HTTPException:
-    # free of charge: the answer would be the same scores
-    return HTTPException(409, f"identical to submission {earlier} (the same file, byte for byte); "
-                              "not scored again and not charged")
-
-
 @router.post("", status_code=201, response_model=SubmissionOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
              summary="Upload predictions.h5 and get its public scores")
 async def create_submission(request: Request, team: TeamDep, services: ServicesDep,
@@ -171,127 +120,15 @@ async def create_submission(request: Request, team: TeamDep, services: ServicesD
     settings = services.settings
     # Token (TeamDep), standing, size, track and every cap are decided before the body is touched.
     _not_disqualified(team)
-    declared = check_content_length(request, settings.max_upload_bytes)
-    if track is not None:
-        track = served_track(track, services)
-    elif len(services.tracks) == 1:
-        track = next(iter(services.tracks))  # the only track served: the file must be for it
-    if track is not None:
-        phase = await _open_track(services, track)
-    elif not any([(await _db(services, phases.state, t)).phase == "open" for t in services.tracks]):
-        raise HTTPException(403, "no track is open: submissions are not accepted")
-    else:
-        phase = None
-    nbytes = declared if declared is not None else settings.max_upload_bytes + FRAMING_BYTES
+    nbytes = check_content_length(request, settings.max_upload_bytes)
+    declared = served_track(track, services) if track is not None else None
+    receive = functools.partial(receive_upload, request, spool_dir=settings.spool_dir,
+                                limit=settings.max_upload_bytes, timeout_s=settings.upload_timeout_s)
     try:
-        held = await _db(services, admission.admit, team.id, nbytes, _limits(settings), track=track,
-                         quota=settings.quota_per_day, phase=phase)
-    except admission.Busy as e:
-        raise HTTPException(e.status, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
-    except crud.QuotaExceeded as e:
-        raise _quota_refusal(e) from None
-    except crud.TeamRevoked:
-        raise HTTPException(401, "this team's token was revoked") from None
-    refused, done = None, False
-    try:
-        sub = await _receive_and_score(request, team, services, held, track)
-        done = True
-    except Refused as e:
-        refused = e.detail
-        raise
-    finally:
-        if not done:  # the slot (and an unused quota slot) go, with the refusal if there was one
-            await _db(services, admission.finish, held, refused=refused)
-    services.boards.invalidate(sub.track)
-    return await _db(services, lambda s: _describe(s, team, crud.own_submission(s, sub.id, team.id)))
-
-
-async def _receive_and_score(request: Request, team: Team, services: Services, held: admission.Admission,
-                             track: str | None) -> Submission:
-    settings = services.settings
-    started = utcnow()
-    upload = await receive_upload(request, spool_dir=settings.spool_dir, limit=settings.max_upload_bytes,
-                                  timeout_s=settings.upload_timeout_s)
-    # The deadline rule: an upload counts in the phase in which its last byte arrived. One whose
-    # head came before a close (or the switch to final) and whose body came after is refused.
-    received = utcnow()
-    try:
-        if track is not None:
-            await _open_track(services, track, at=received, started=started)
-        try:  # the metadata, checked before any scoring work (refusing it costs the team nothing)
-            meta = text.check_metadata(**{k: upload.fields.get(k) for k in TEXT_FIELDS})
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from None
-        earlier = await _db(services, crud.identical_submission, team.id, upload.sha256)
-        if earlier is not None:  # (the database's unique index decides the races: see the commit)
-            raise _identical(earlier)
-        try:
-            # Metadata only, so a short limit: a file that loops HDF5 there holds a child for seconds, not minutes.
-            info = await _in_child(services, "peek", str(upload.path),
-                                   timeout_s=min(settings.peek_timeout_s, settings.scoring_timeout_s))
-        except (InvalidUpload, ScoringFailed) as e:
-            raise Refused(422, text.for_terminal(str(e))) from None
-        if track is not None and info["track"] != track:
-            raise Refused(422, f"the file is for track {info['track']}, but it was sent for track {track}")
-        reservation = held.reservation
-        if reservation is None:  # the track was not known before the file: its caps are decided now, and charged
-            track = info["track"]
-            try:
-                phase = await _open_track(services, track, at=received, started=started)
-                reservation = await _db(services, crud.reserve_slot, team.id, track, settings.quota_per_day,
-                                        _limits(settings).hold_s, phase)
-            except HTTPException as e:
-                raise Refused(e.status_code, e.detail) from None
-            except crud.QuotaExceeded as e:
-                raise Refused(429, str(e), headers=_quota_refusal(e).headers) from None
-            except crud.TeamRevoked:
-                raise HTTPException(401, "this team's token was revoked") from None
-            held.reservation = reservation
-        await _db(services, _same_basis, services, track)  # never scored on labels the board no longer uses
-        try:
-            scores = await _in_child(services, "score", str(upload.path), track)
-        except (InvalidUpload, ScoringFailed) as e:
-            raise Refused(422, text.for_terminal(str(e))) from None
-        # Keep the file for rescoring: rename into storage, then commit the rows in one transaction.
-        stored_as = f"{reservation.created:%Y%m%d}-{uuid.uuid4().hex}.h5"
-        settings.storage_dir.mkdir(parents=True, exist_ok=True)
-        kept = settings.storage_dir / stored_as
-        os.replace(upload.path, kept)
-        try:
-            return await _db(services, crud.commit_submission, reservation, filename=upload.filename,
-                             size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,
-                             # the file's `method` attribute is the fallback (cleaned, never refused)
-                             method=meta["method"] or _file_method(info.get("method")),
-                             description=meta["description"], url=meta["url"], upload_slot=held.slot_id,
-                             token_hash=team.token_hash,
-                             check=functools.partial(_same_basis, services=services, track=track, lock=True))
-        except BaseException as e:
-            kept.unlink(missing_ok=True)
-            if isinstance(e, crud.DuplicateSubmission):  # the same bytes, committed meanwhile
-                raise _identical(e.earlier) from None
-            if isinstance(e, crud.TeamChanged):  # revoked, new token or disqualified meanwhile
-                raise HTTPException(e.status, str(e)) from None
-            raise
-    finally:
-        upload.path.unlink(missing_ok=True)
-
-
-def _same_basis(s, services: Services, track: str, *, lock: bool = False) -> None:
-    """503 when the database no longer records the labels of `track` or the split this process
-    scores with: `c2seg admin rescore` changed them since the server started, and a score on the
-    old ones would sit beside the rescored ones on the board."""
-    changed = services.basis and stored.basis_change(s, services.basis, track, lock=lock)
-    if changed:
-        log.error("%s changed in the database since this server started (c2seg admin rescore): uploads are "
-                  "refused until it is restarted with the recorded labels", changed)
-        raise HTTPException(503, f"{changed} changed since this server started (an organizer rescored the board): "
-                                 "it takes no uploads until it is restarted with them; try again later",
-                            headers={"Retry-After": "300"})
-
-
-def _file_method(value: str | None) -> str | None:
-    cleaned = text.strip_controls(value or "")[: text.METHOD_MAX].strip()
-    return cleaned or None
+        sub = await submit_service.submit(services, team, declared, nbytes, receive)
+    except submit_service.Refusal as e:
+        raise HTTPException(e.status, e.detail, headers=e.headers) from None
+    return await in_db(services, lambda s: _describe(s, team, crud.own_submission(s, sub.id, team.id)))
 
 
 @router.get("", response_model=list[SubmissionOut], responses={401: ERRORS[401]},

@@ -19,6 +19,7 @@ matrix does not: with exact counts one changed pixel would reveal its label.
 from __future__ import annotations
 
 import hashlib
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +112,33 @@ class TileLabels:
         return {"expected_tiles": {t: a.shape for t, a in self.tiles.items()}}
 
 
+@dataclass(frozen=True)
+class Header:
+    """What the admission step learnt from an upload in its one open of the file: the track it is
+    scored on (decided there, once: the declared one, which the file must name, or the file's
+    own), its layout, its `method` attribute, and the ticket of the opened file that the scoring
+    child keeps for :meth:`Scorer.score` (so the file is not parsed again)."""
+
+    track: str
+    layout: str
+    method: str | None = None
+    ticket: str | None = None
+
+
 class Scorer:
-    """Holds the split labels of each served track and scores submission files against them."""
+    """Holds the split labels of each served track and scores submission files against them.
+
+    :meth:`peek` is the admission's look at an upload: it opens the file once and keeps it open
+    (one at a time) until :meth:`score` reads its pixels, any other job arrives, or
+    :meth:`release` is called.
+    """
 
     def __init__(self, labels: dict[str, str], *, seed: int, block: int, fraction: float, chunk_rows: int = 512):
         self.label_paths = {t: Path(p) for t, p in labels.items()}
         self.split = dict(seed=seed, block=block, fraction=fraction)
         self.chunk_rows = chunk_rows
         self._labels: dict[str, SceneLabels | TileLabels] = {}
+        self._held: tuple[str, str, object] | None = None  # (ticket, path, the open submission)
 
     def labels(self, track: str) -> SceneLabels | TileLabels:
         if track not in self._labels:
@@ -138,21 +158,59 @@ class Scorer:
     def warm(self) -> list[str]:
         return [t for t in self.label_paths if self.labels(t) is not None]
 
-    def peek(self, path: str) -> dict:
-        """Check a submission's header (format, track, layout, shape or tiles, dtype) without reading its pixels."""
-        from c2seg_kit.submission.readers import open_submission, submission_track
-
-        track = submission_track(path)
+    def expectation(self, track: str) -> dict:
+        """What a submission for ``track`` must hold (its labels' shape or tiles); refuses a track
+        this server does not score."""
         if track not in self.label_paths:
             served = ", ".join(sorted(self.label_paths)) or "none"
             raise InvalidSubmissionError(f"this server does not score track {track!r} (served: {served})")
-        with open_submission(path, track=track, **self.labels(track).expectation()) as sub:
-            method = sub.attrs.get("method")
-        return {"track": track, "method": None if method is None else str(method)[:255]}
+        return self.labels(track).expectation()
 
-    def score(self, path: str, track: str) -> dict:
+    def peek(self, path: str, track: str | None = None) -> Header:
+        """Admit a submission from its header, without reading its pixels: its format, its track
+        (``track``, when the upload declared one, must be the file's), its layout, shape or tiles
+        and dtype, checked against the track's labels in one open of the file, which is kept
+        for :meth:`score`."""
+        from c2seg_kit.submission.readers import open_submission
+
+        self.release()
+        sub = open_submission(path, expect=self.expectation)
+        try:
+            if track is not None and sub.track != track:
+                raise InvalidSubmissionError(f"the file is for track {sub.track}, but it was sent for track {track}")
+            method = sub.attrs.get("method")
+            header = Header(track=sub.track, layout=sub.layout, method=None if method is None else str(method)[:255],
+                            ticket=uuid.uuid4().hex)
+        except BaseException:
+            sub.close()
+            raise
+        self._held = (header.ticket, path, sub)
+        return header
+
+    def release(self) -> None:
+        """Close the file :meth:`peek` kept open, if any."""
+        held, self._held = self._held, None
+        if held is not None:
+            held[2].close()
+
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def _admitted(self, path: str, header: Header | None):
+        """The file :meth:`peek` kept open for this header, or None (then it is opened again, for
+        the header's track: nothing is detected twice)."""
+        held, self._held = self._held, None
+        if held is not None and header is not None and held[:2] == (header.ticket, path):
+            return held[2]
+        if held is not None:
+            held[2].close()
+        return None
+
+    def score(self, path: str, track: str, header: Header | None = None) -> dict:
         """{"public": scores, "private": scores, "content_sha256": hex}, rounded, for one submission file.
 
+        With the ``header`` :meth:`peek` returned, the file it opened is scored without a
+        second open (a child that died meanwhile opens it again, for the header's track).
         content_sha256 hashes the decoded prediction (as uint8 rows; tiles: each tile's id and
         shape, then its rows, in the labels' order), so two files holding the same prediction
         (whatever their compression, chunking or integer type) hash the same; `c2seg admin
@@ -160,10 +218,13 @@ class Scorer:
         """
         from c2seg_kit.submission.readers import open_submission
 
+        if header is not None and header.track != track:
+            raise ValueError(f"scoring for track {track} a file admitted for track {header.track}")
+        opened = self._admitted(path, header)
         labels = self.labels(track)
         cm = {"public": ConfusionMatrix(), "private": ConfusionMatrix()}
         content = hashlib.sha256()
-        with open_submission(path, track=track, **labels.expectation()) as sub:
+        with opened or open_submission(path, track=track, **labels.expectation()) as sub:
             if isinstance(labels, TileLabels):
                 for tile_id, tile in sub.iter_tiles():
                     part = "public" if tile_id in labels.public else "private"

@@ -5,20 +5,30 @@ without bound or loop forever. So parsing and scoring happen in long-lived child
 each under an address-space limit (RLIMIT_AS), and every job has a wall-clock timeout. A
 child that crashes, runs out of memory or times out is killed and replaced; the request gets
 a 422 and the server keeps serving. The pool size bounds how many uploads are scored at once.
+
+An upload is parsed once: the child that admits it (``peek``) keeps the file open, and the
+pool hands its ``score`` to that child when it is free (the header's ticket names it); only
+when it is busy, or died meanwhile, does another child open the file again.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from .scoring import Header
+
 # Threads a numeric library may start in a child: one each, so N children use N cores.
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: How long a child keeps a file it admitted (peek) open for its scoring while no job arrives:
+#: between the two the server only takes a few short transactions. A score that comes later
+#: opens the file again.
+HOLD_S = 30.0
 
 
 class ScoringFailed(Exception):
@@ -46,6 +56,9 @@ def _child_main(fd: int) -> None:
     scorer = Scorer(**scorer_kwargs)
     while True:
         try:
+            if scorer.holding() and not conn.poll(HOLD_S):
+                scorer.release()  # the upload was refused after its header was read: its file goes
+                continue
             msg = conn.recv()
         except (EOFError, OSError):
             return
@@ -125,9 +138,9 @@ class ScoringPool:
     def __init__(self, scorer_kwargs: dict, *, workers: int = 2, timeout_s: float = 120.0, memory_mb: int = 2048):
         self.timeout_s = timeout_s
         self._children = [_Child(scorer_kwargs, memory_mb * 1024 * 1024) for _ in range(workers)]
-        self._idle: queue.Queue[_Child] = queue.Queue()
-        for c in self._children:
-            self._idle.put(c)
+        self._idle: list[_Child] = list(self._children)
+        self._free = threading.Condition()
+        self._tickets: dict[int, str] = {}  # id(child) -> the ticket of the file it keeps open
         self.size = workers
 
     def start(self, warm: bool = True) -> None:
@@ -137,12 +150,35 @@ class ScoringPool:
             for c in self._children:
                 c.call(("warm", ()), self.timeout_s)
 
+    def _take(self, ticket: str | None) -> _Child:
+        """The idle child that keeps the file of ``ticket`` open, else an idle one keeping none,
+        else any idle one (waiting for one to be free)."""
+        with self._free:
+            while not self._idle:
+                self._free.wait()
+            mine = [c for c in self._idle if ticket is not None and self._tickets.get(id(c)) == ticket]
+            child = (mine or [c for c in self._idle if id(c) not in self._tickets] or self._idle)[0]
+            self._idle.remove(child)
+            self._tickets.pop(id(child), None)  # any other job makes it close the file
+            return child
+
+    def _give_back(self, child: _Child, ticket: str | None) -> None:
+        with self._free:
+            if ticket is not None:
+                self._tickets[id(child)] = ticket
+            self._idle.append(child)
+            self._free.notify()
+
     def call(self, verb: str, *args, timeout_s: float | None = None):
-        child = self._idle.get()
+        ticket = next((a.ticket for a in args if isinstance(a, Header)), None)
+        child = self._take(ticket)
+        kept = None
         try:
-            return child.call((verb, args), timeout_s or self.timeout_s)
+            out = child.call((verb, args), timeout_s or self.timeout_s)
+            kept = out.ticket if isinstance(out, Header) else None
+            return out
         finally:
-            self._idle.put(child)
+            self._give_back(child, kept)
 
     def close(self) -> None:
         for c in self._children:

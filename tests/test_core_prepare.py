@@ -193,7 +193,7 @@ def test_augmentation_deterministic_across_workers(prepared_ab):
 
 def test_prepare_bw_with_beijing_like_extra_hsi_cells(tmp_path):
     """Real Beijing has one more 30 m column than ceil(W / 3): prepare crops it away."""
-    from test_core_readers import write_bw_city
+    from scene_support import write_bw_city
 
     bw = TRACKS["BW"]
     write_bw_city(tmp_path, bw.source, 40, 26, seed=1, extra_cells=(1, 1))

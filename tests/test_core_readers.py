@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from scene_support import write_bw_city
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.scene import MatV5Scene, MatV73Scene, open_city
@@ -27,25 +28,6 @@ def ab_arrays(h=20, w=30, hsi_bands=244, seed=0):
 
 def write_ab(folder, arrays, city=AB.source):
     scipy.io.savemat(folder / city.scene_file, arrays)
-
-
-def write_bw_city(folder, city, h, w, seed=0, hsi_bands=116, nan_at=None, extra_cells=(0, 0)):
-    """MATLAB v7.3 layout written with raw h5py: axes reversed, HSI on the ceil(n/3) grid (+ extra cells)."""
-    rng = np.random.default_rng(seed)
-    hc, wc = -(-h // 3) + extra_cells[0], -(-w // 3) + extra_cells[1]
-    hsi = rng.random((hc, wc, hsi_bands)).astype(np.float32)  # MATLAB order H x W x C
-    msi = rng.random((h, w, 4)).astype(np.float32)
-    sar = rng.normal(size=(h, w, 2)).astype(np.float32)
-    if nan_at is not None:
-        sar[nan_at] = np.nan
-    label = rng.integers(0, 14, (h, w)).astype(np.uint8)
-    with h5py.File(folder / city.scene_file, "w") as f:
-        f["HSI"] = hsi.transpose(2, 1, 0)
-        f["MSI"] = msi.transpose(2, 1, 0)
-        f["SAR"] = sar.transpose(2, 1, 0)
-    with h5py.File(folder / city.label_file, "w") as f:
-        f["label"] = label.T
-    return {"hsi": hsi, "msi": msi, "sar": sar, "label": label}
 
 
 def test_v5_reader_matches_savemat(tmp_path):

@@ -191,3 +191,43 @@ def test_the_core_top_level_is_grouped_by_stage():
     assert len(top) <= 15, top
     for stage in ("io", "prepare", "synth", "submission", "h5safe", "client", "cli"):
         assert (ROOT / "c2seg_kit" / stage / "__init__.py").is_file(), stage
+
+
+def test_no_test_module_imports_another():
+    # Helpers shared by several test files live in support modules (tests/*_support.py and the like):
+    # importing a test module runs its fixtures and parametrisations in another file's collection.
+    test_modules = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            wrong += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in test_modules]
+    assert not wrong, "; ".join(wrong)
+
+
+#: The server's lower layers (server/__init__.py describes them all): each imports nothing above it.
+SERVER_SCORING = {"scoring", "workers"}
+SERVER_DATABASE = {"models", "db", "crud", "stored", "phases", "ladder", "security", "config"}
+
+
+@pytest.mark.parametrize("layer,allowed", [
+    (SERVER_SCORING, SERVER_SCORING),
+    (SERVER_DATABASE, SERVER_DATABASE),
+], ids=["scoring", "database"])
+def test_the_servers_lower_layers_import_nothing_above_them(layer, allowed):
+    wrong = sorted(f"{m} -> {t[13:]}" for m in (f"c2seg_server.{n}" for n in layer) for t in import_edges(m)
+                   if t.startswith("c2seg_server.") and t[13:] not in allowed)
+    assert not wrong, "; ".join(wrong)
+
+
+def test_routes_are_imported_by_the_app_alone_and_reach_the_upload_through_its_service():
+    # A request goes down: routes -> services -> scoring and the database. No service imports a
+    # route, and the upload route hands the file to submit_service rather than to the scoring
+    # children, the admission's slots or the stored basis itself.
+    routes = {m for m in MODULES if m.startswith("c2seg_server.routes_") or m == "c2seg_server.pages"}
+    wrong = sorted(f"{m} -> {t}" for m in MODULES for t in import_edges(m) & routes
+                   if m not in routes and m != "c2seg_server.main")
+    assert not wrong, "; ".join(wrong)
+    below = {f"c2seg_server.{n}" for n in ("workers", "scoring", "admission", "stored")}
+    assert not import_edges("c2seg_server.routes_submissions") & below
+    assert "c2seg_server.submit_service" in import_edges("c2seg_server.routes_submissions")

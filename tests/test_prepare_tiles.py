@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from city_tiles import city_oracle, make_city_tiles
 from cli_support import run_cli as run
-from test_tiles_reader import _bad_folder
-from test_tiles_zip import HOSTILE, evil_zip
-from tile_support import zip_folder
+from tile_support import HOSTILE, bad_tile_folder, evil_zip, zip_folder
 
 from c2seg_kit.errors import C2SegError
 from c2seg_kit.io.tiles import open_tiles
@@ -184,7 +182,7 @@ BAD = {
 
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_bad_tiles_are_one_line_and_nothing_is_written(tmp_path, capsys, kind):
-    _bad_folder(tmp_path / "data", kind)
+    bad_tile_folder(tmp_path / "data", kind)
     code, out, err = run(capsys, "prepare", tmp_path / "data", "--track", "AB", "--out", tmp_path / "p",
                          "--quiet", "--pca-components", "3")
     assert code == 1 and BAD[kind] in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -255,7 +253,7 @@ def test_previous_output_is_replaced_and_kept_when_a_rerun_fails(tiles, tmp_path
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with PreparedData(out) as prepared:
         assert prepared.source.channels["hsi"] == 4
-    _bad_folder(tmp_path / "bad", "label")
+    bad_tile_folder(tmp_path / "bad", "label")
     code, _, err = run(capsys, "prepare", tmp_path / "bad", "--track", "AB", "--out", out, "--quiet",
                        "--pca-components", "3", "--force")
     assert code == 1 and "values outside 0..13" in err

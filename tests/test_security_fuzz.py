@@ -151,7 +151,7 @@ def read_in_child(pool, path) -> tuple[str, object]:
 
     try:
         info = pool.call("peek", str(path))
-        return "ok", pool.call("score", str(path), info["track"])
+        return "ok", pool.call("score", str(path), info.track, info)
     except InvalidUpload as e:
         return "refused", str(e)
     except ScoringFailed as e:

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +27,8 @@ from c2seg_kit.submission.writers import write_labels, write_submission  # noqa:
 from c2seg_server import crud  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.deps import current_team  # noqa: E402
-from c2seg_server.main import create_app  # noqa: E402
-from c2seg_server.scoring import public_mask, split_labels  # noqa: E402
+from c2seg_server.main import create_app, make_pool, served_tracks  # noqa: E402
+from c2seg_server.scoring import Header, public_mask, split_labels  # noqa: E402
 from c2seg_server.workers import InvalidUpload, ScoringFailed  # noqa: E402
 
 SHAPE = (90, 70)
@@ -318,7 +319,7 @@ def test_a_crashing_or_hanging_reader_gives_422_and_frees_the_slot(make_client, 
         def call(self, verb, *args, timeout_s=None):
             self.calls.append(verb)
             if verb == "peek":
-                return {"track": "AB", "method": None}
+                return Header(track="AB", layout="scene")
             raise ScoringFailed("the file crashed the reader (exit status -11)")
 
     client = make_client(quota_per_day=1)
@@ -344,9 +345,100 @@ def test_pool_replaces_a_child_that_hangs_or_dies(pool, label_array, pred_file):
     assert pool.call("score", path, "AB")["public"]["miou"] == 1.0  # a fresh child took over
     pool._children[0].proc.kill()
     pool._children[0].proc.wait()
-    assert pool.call("peek", path)["track"] == "AB"
+    assert pool.call("peek", path).track == "AB"
     with pytest.raises(InvalidUpload, match="HDF5"):
         pool.call("peek", __file__)
+
+
+class InProcessPool:
+    """The scoring pool's interface, answered by a Scorer in this process (so its opens can be counted)."""
+
+    size = 1
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def call(self, verb, *args, timeout_s=None):
+        from c2seg_kit.errors import C2SegError
+
+        try:
+            return getattr(self.scorer, verb)(*args)
+        except C2SegError as e:
+            raise InvalidUpload(str(e)) from None
+
+
+@pytest.mark.parametrize("declared", [None, "AB"], ids=["track-from-the-file", "declared-track"])
+def test_an_upload_is_parsed_once_from_admission_to_its_scores(make_client, pool, label_array, pred_file,
+                                                               monkeypatch, declared):
+    """The admission decides the track and reads the header in one open of the file; the scorer
+    reads the pixels from that same open (no second parse for the track, none for the scores)."""
+    from c2seg_kit import h5safe
+    from c2seg_server.scoring import Scorer
+
+    scorer = Scorer(**pool._children[0].scorer_kwargs)
+    scorer.warm()  # the labels are read before the count starts
+    client = make_client()
+    client.app.state.services.pool = InProcessPool(scorer)
+    spool = client.app.state.services.settings.spool_dir
+    opened = []
+    real = h5safe._open_raw_and_hdf5
+
+    def counting(source, ctx):
+        if spool in Path(source).parents:
+            opened.append(Path(source).name)
+        return real(source, ctx)
+
+    monkeypatch.setattr(h5safe, "_open_raw_and_hdf5", counting)
+    h = add_team(client)
+    with open(pred_file(label_array), "rb") as f:
+        r = client.post("/api/v1/submissions", headers=h, params={"track": declared} if declared else None,
+                        files={"file": ("p.h5", f, "application/x-hdf5")})
+    assert r.status_code == 201 and r.json()["scores"]["miou"] == 1.0, r.text
+    assert len(opened) == 1, opened
+    assert not scorer.holding()  # scoring closed the file
+
+
+def test_a_score_without_its_admitted_file_opens_it_for_the_headers_track(pool, label_array, pred_file,
+                                                                          monkeypatch):
+    """A child that did not admit the file (the admitting one was busy or died) opens it again,
+    for the track the admission decided: the track is not detected a second time."""
+    from c2seg_kit import h5safe
+    from c2seg_server.scoring import Scorer
+
+    scorer = Scorer(**pool._children[0].scorer_kwargs)
+    path = str(pred_file(label_array))
+    header = scorer.peek(path, "AB")
+    assert (header.track, header.layout) == ("AB", "scene") and header.ticket
+    other = Scorer(**pool._children[0].scorer_kwargs)
+    other.warm()
+    monkeypatch.setattr(h5safe, "read_root", lambda *a, **k: pytest.fail("the track was detected again"))
+    assert other.score(path, "AB", header) == scorer.score(path, "AB", header)
+    with pytest.raises(InvalidUpload, match="the file is for track AB, but it was sent for track BW"):
+        InProcessPool(scorer).call("peek", path, "BW")
+    assert not scorer.holding()  # a refused file is not kept
+
+
+def test_the_pool_sends_a_score_to_the_child_that_admitted_its_file(labels_file, label_array, pred_file):
+    """Two uploads admitted one after the other land on two children (the second goes to the one
+    keeping no file); each score goes back to the child that keeps its file open."""
+    settings = Settings(labels=[labels_file], scoring_workers=2, **SPLIT)
+    with make_pool(settings, served_tracks(settings.labels)) as two:
+        served = []
+
+        def recording(child, real):
+            def call(msg, timeout):
+                served.append((msg[0], two._children.index(child)))
+                return real(msg, timeout)
+            return call
+
+        for child in two._children:
+            child.call = recording(child, child.call)
+        first, second = str(pred_file(label_array)), str(pred_file(label_array, team="other"))
+        h1, h2 = two.call("peek", first), two.call("peek", second, "AB")
+        s2, s1 = two.call("score", second, "AB", h2), two.call("score", first, "AB", h1)
+    assert s1["public"]["miou"] == s2["public"]["miou"] == 1.0
+    (_, a), (_, b) = served[:2]
+    assert a != b and served[2:] == [("score", b), ("score", a)]
 
 
 # --- quotas ----------------------------------------------------------------------------------------

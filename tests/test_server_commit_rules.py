@@ -24,7 +24,7 @@ from server_support import scoring_pool, write_labels_file  # noqa: E402
 from sqlalchemy import func, inspect, select, text  # noqa: E402
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
-from c2seg_server import crud, organizer, phases, routes_submissions  # noqa: E402
+from c2seg_server import crud, organizer, phases, submit_service  # noqa: E402
 from c2seg_server.config import Settings  # noqa: E402
 from c2seg_server.db import make_engine, make_sessionmaker, upgrade_db  # noqa: E402
 from c2seg_server.main import create_app  # noqa: E402
@@ -105,7 +105,7 @@ def clock(*times):
 @pytest.mark.parametrize("new_phase", ["closed", "final"])
 def test_an_upload_completed_after_the_close_is_refused_and_one_completed_before_counts(
         client, pred, monkeypatch, new_phase):
-    """The head arrives while the track is open (the admission sees it open); the route's clock
+    """The head arrives while the track is open (the admission sees it open); the upload service's clock
     says when the last byte arrived: one second after the scheduled change, refused (403, nothing
     charged); one millisecond before it, scored and counted."""
     h = add_team(client)
@@ -113,13 +113,13 @@ def test_an_upload_completed_after_the_close_is_refused_and_one_completed_before
     with client.app.state.services.sessions() as s:
         phases.schedule(s, "AB", new_phase, at=close)
     second = dt.timedelta(seconds=1)
-    # the route's clock: when the body began to arrive, then when its last byte did
-    monkeypatch.setattr(routes_submissions, "utcnow", clock(close - second, close + second))
+    # the upload service's clock: when the body began to arrive, then when its last byte did
+    monkeypatch.setattr(submit_service, "utcnow", clock(close - second, close + second))
     r = post(client, h, pred())
     assert r.status_code == 403, r.text
     assert f"is {new_phase}" in r.json()["detail"] and "before the upload had fully arrived" in r.json()["detail"]
     assert counts(client) == NOTHING
-    monkeypatch.setattr(routes_submissions, "utcnow", clock(close - second, close - dt.timedelta(milliseconds=1)))
+    monkeypatch.setattr(submit_service, "utcnow", clock(close - second, close - dt.timedelta(milliseconds=1)))
     r = post(client, h, pred())
     assert r.status_code == 201, r.text
     assert counts(client)["submissions"] == 1

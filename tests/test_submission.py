@@ -778,3 +778,33 @@ def test_plain_zlib_fallback_reads_and_refuses_the_same(tmp_path, pred, monkeypa
         f["prediction"].id.write_direct_chunk((0, 0), zlib.compress(bytes(4 << 20), 9))
     refused(bomb, "inflates beyond its declared 40000 bytes")
     refused(_with_raw_chunk(tmp_path / "t.h5", zlib.compress(bytes(64))[:-6]), "truncated compressed chunk")
+
+
+def test_open_submission_learns_the_track_and_checks_it_in_the_same_open(tmp_path, monkeypatch):
+    """With ``expect``, the file's track is read and its expectation applied in one open: the
+    shape is checked against what the track asks for, and ``expect`` may refuse the track."""
+    from c2seg_kit import h5safe
+
+    path = tmp_path / "p.h5"
+    write_submission(path, np.ones((6, 5), np.uint8), "AB")
+    opens, asked = [], []
+    real = h5safe._open_raw_and_hdf5
+    monkeypatch.setattr(h5safe, "_open_raw_and_hdf5", lambda src, ctx: (opens.append(src), real(src, ctx))[1])
+
+    def expect(track):
+        asked.append(track)
+        return {"expected_shape": (6, 5)}
+
+    with open_submission(path, expect=expect) as sub:
+        assert (sub.track, sub.shape) == ("AB", (6, 5))
+    assert asked == ["AB"] and len(opens) == 1
+    with pytest.raises(InvalidSubmissionError, match="has shape 6 x 5, expected 7 x 5"):
+        open_submission(path, expect=lambda track: {"expected_shape": (7, 5)})
+
+    def refuse(track):
+        raise InvalidSubmissionError(f"this server does not score track {track!r}")
+
+    with pytest.raises(InvalidSubmissionError, match="does not score track 'AB'"):
+        open_submission(path, expect=refuse)
+    with pytest.raises(ValueError, match="not both"):
+        open_submission(path, expected_shape=(6, 5), expect=expect)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from tile_support import make_tiles, write_gdal, write_planar
+from tile_support import bad_tile_folder, make_tiles, write_gdal, write_planar
 
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError
 from c2seg_kit.io.geotiff import GeoRef, read_geotiff, write_geotiff
@@ -213,23 +213,6 @@ def test_lzw_tiles_need_imagecodecs(tmp_path):
             read_geotiff(tmp_path / "c.tif")
 
 
-def _bad_folder(root, kind):
-    make_tiles(root / "C2Seg_AB")
-    base = root / "C2Seg_AB"
-    if kind == "sizes":
-        write_gdal(base / "train" / "sar" / "2.tiff", np.zeros((2, 16, 12), np.float32))
-    elif kind == "missing":
-        (base / "train" / "msi" / "1.tiff").unlink()
-    elif kind == "label":
-        write_gdal(base / "train" / "label" / "3.tiff", np.full((8, 12), 20, np.uint8))
-    elif kind == "layout":
-        tifffile.imwrite(base / "test" / "hsi" / "1.tiff", np.zeros((6, 16, 16), np.int16), photometric="minisblack")
-    elif kind == "bands":
-        write_gdal(base / "test" / "hsi" / "2.tiff", np.zeros((3, 16, 16), np.int16))
-    elif kind == "msi bands":
-        write_gdal(base / "test" / "msi" / "2.tiff", np.zeros((3, 16, 16), np.uint16))
-
-
 @pytest.mark.parametrize("kind,message", [
     ("sizes", "tile 2 (train): modalities disagree in size"),
     ("missing", "tile 1 has hsi and sar and label but no msi tile"),
@@ -241,7 +224,7 @@ def _bad_folder(root, kind):
 def test_info_on_bad_tiles_is_one_line(tmp_path, capsys, kind, message):
     from c2seg_kit.cli import main
 
-    _bad_folder(tmp_path, kind)
+    bad_tile_folder(tmp_path, kind)
     with pytest.raises(SystemExit) as exc:
         main(["info", str(tmp_path), "--track", "AB", "--quiet"])
     out, err = capsys.readouterr()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
 from cli_support import run_cli
-from tile_support import make_tiles, zip_folder
+from tile_support import HOSTILE, TIFF, evil_zip, make_tiles, zip_folder
 
 from c2seg_kit.errors import InvalidDataError
 from c2seg_kit.io import tiles as tiles_module
@@ -87,23 +85,6 @@ def test_renamed_zip_is_not_checked(tmp_path, ab_zip, capsys):
     assert code == 0 and json.loads(out)["archive"] == {"path": str(other)} and err == ""
 
 
-def evil_zip(path, entries, method=zipfile.ZIP_DEFLATED):
-    """A zip with the given (ZipInfo or name, bytes) members, written without any checks."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
-        with zipfile.ZipFile(path, "w", method) as zf:
-            for info, data in entries:
-                zf.writestr(info, data)
-    return path
-
-
-def _symlink(name):
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info
-
-
 def set_encrypted_flag(path):
     """Mark every member encrypted (zipfile will not write the flag itself): general-purpose bit 0
     in the local headers (offset 6) and the central directory (offset 8)."""
@@ -115,22 +96,6 @@ def set_encrypted_flag(path):
             at = data.find(signature, at + 4)
     path.write_bytes(bytes(data))
     return path
-
-
-TIFF = b"II*\0" + b"\0" * 60
-HOSTILE = {
-    "escaping": ([("C2Seg_AB/train/msi/../../../../evil.tiff", TIFF)], "escapes the archive"),
-    "absolute": ([("/etc/evil.tiff", TIFF)], "absolute name"),
-    "drive": ([("C:\\evil.tiff", TIFF)], "absolute name"),
-    "backslash escape": ([("C2Seg_AB\\..\\..\\evil.tiff", TIFF)], "escapes the archive"),
-    "control": ([("C2Seg_AB/train/msi/1\x07.tiff", TIFF)], "control characters"),
-    "symlink": ([(_symlink("C2Seg_AB/train/msi/1.tiff"), b"/etc/passwd")], "symbolic link"),
-    "encrypted": ([("C2Seg_AB/train/msi/1.tiff", TIFF)], "encrypted"),
-    "duplicate": ([("C2Seg_AB/train/msi/1.tiff", TIFF), ("C2Seg_AB/train/msi/1.tiff", TIFF)], "appears twice"),
-    "bomb": ([("C2Seg_AB/train/hsi/1.tiff", bytes(8 << 20))], "compression-ratio cap"),
-    # members each under the ratio floor, together a bomb (as overlapping-member bombs are)
-    "many small": ([(f"C2Seg_AB/train/hsi/{i}.tiff", bytes(900 << 10)) for i in range(4)], "from a"),
-}
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))

@@ -7,6 +7,8 @@ uses the kit's own writer, so the reader is tested against files it did not make
 
 from __future__ import annotations
 
+import stat
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -81,3 +83,54 @@ def zip_folder(folder: Path, zip_path: Path, *, arcroot: str | None = None, meth
     return zip_path
 
 
+def bad_tile_folder(root, kind):
+    """A C2Seg_AB folder under ``root`` with one defect of ``kind`` (sizes, missing, label, layout,
+    bands, msi bands)."""
+    make_tiles(root / "C2Seg_AB")
+    base = root / "C2Seg_AB"
+    if kind == "sizes":
+        write_gdal(base / "train" / "sar" / "2.tiff", np.zeros((2, 16, 12), np.float32))
+    elif kind == "missing":
+        (base / "train" / "msi" / "1.tiff").unlink()
+    elif kind == "label":
+        write_gdal(base / "train" / "label" / "3.tiff", np.full((8, 12), 20, np.uint8))
+    elif kind == "layout":
+        tifffile.imwrite(base / "test" / "hsi" / "1.tiff", np.zeros((6, 16, 16), np.int16), photometric="minisblack")
+    elif kind == "bands":
+        write_gdal(base / "test" / "hsi" / "2.tiff", np.zeros((3, 16, 16), np.int16))
+    elif kind == "msi bands":
+        write_gdal(base / "test" / "msi" / "2.tiff", np.zeros((3, 16, 16), np.uint16))
+
+
+def evil_zip(path, entries, method=zipfile.ZIP_DEFLATED):
+    """A zip with the given (ZipInfo or name, bytes) members, written without any checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "w", method) as zf:
+            for info, data in entries:
+                zf.writestr(info, data)
+    return path
+
+
+def _symlink(name):
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+#: Hostile tile archives: kind -> ([(member, bytes)], the refusal's words).
+TIFF = b"II*\0" + b"\0" * 60
+HOSTILE = {
+    "escaping": ([("C2Seg_AB/train/msi/../../../../evil.tiff", TIFF)], "escapes the archive"),
+    "absolute": ([("/etc/evil.tiff", TIFF)], "absolute name"),
+    "drive": ([("C:\\evil.tiff", TIFF)], "absolute name"),
+    "backslash escape": ([("C2Seg_AB\\..\\..\\evil.tiff", TIFF)], "escapes the archive"),
+    "control": ([("C2Seg_AB/train/msi/1\x07.tiff", TIFF)], "control characters"),
+    "symlink": ([(_symlink("C2Seg_AB/train/msi/1.tiff"), b"/etc/passwd")], "symbolic link"),
+    "encrypted": ([("C2Seg_AB/train/msi/1.tiff", TIFF)], "encrypted"),
+    "duplicate": ([("C2Seg_AB/train/msi/1.tiff", TIFF), ("C2Seg_AB/train/msi/1.tiff", TIFF)], "appears twice"),
+    "bomb": ([("C2Seg_AB/train/hsi/1.tiff", bytes(8 << 20))], "compression-ratio cap"),
+    # members each under the ratio floor, together a bomb (as overlapping-member bombs are)
+    "many small": ([(f"C2Seg_AB/train/hsi/{i}.tiff", bytes(900 << 10)) for i in range(4)], "from a"),
+}

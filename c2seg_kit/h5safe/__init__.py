@@ -159,13 +159,17 @@ def read_root(source: str | os.PathLike | BinaryIO, ctx: Context, read: Callable
 
 
 def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: Iterable[str] = (),
+                 root: Callable[[CheckedFile], Context | None] | None = None,
                  wide_groups: Callable[[CheckedFile], Iterable[str]] | None = None,
                  inspect: Callable[[CheckedFile], None] | None = None) -> CheckedFile:
     """Open ``source`` (a path or a seekable binary file object) read-only and run every check in
     the order the module docstring gives; refusals raise ``ctx.error`` with one line.
 
     ``reads``: the paths the caller will read, whose links are checked first so that a link
-    there is named before anything else is found. ``wide_groups``: called before the tree walk
+    there is named before anything else is found. ``root``: called first, as :func:`read_root`
+    calls its reader (after the global heaps and the root's attribute count, before the links),
+    to learn what the file says it is in the same open; it may return the context the remaining
+    checks run under (tighter limits, say). ``wide_groups``: called before the tree walk
     (the root's attributes may be read by then); returns the groups whose direct members count
     against ``Limits.max_group_members`` rather than ``max_objects``. ``inspect``: the caller's own
     checks, run last under the same guard. The file is closed on any refusal; on success the
@@ -176,6 +180,9 @@ def open_checked(source: str | os.PathLike | BinaryIO, ctx: Context, *, reads: I
     try:
         check_global_heaps(raw, ctx)
         with memory_guard(ctx.limits.memory_guard_bytes):
+            if root is not None:
+                check_attr_count(file, "/", ctx)
+                ctx = checked.ctx = root(checked) or ctx
             for path in reads:
                 check_links(file, path, ctx)
             check_attr_count(file, "/", ctx)

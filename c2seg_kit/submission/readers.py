@@ -17,7 +17,7 @@ the reader the file's layout calls for (:data:`READERS`). The format's shared ru
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import h5py
@@ -72,21 +72,35 @@ def check_tile_count(checked: h5safe.CheckedFile, scene_cls: type[ClassRaster], 
                               f"tiles of track {file_track}")
 
 
-def _open(scene_cls: type[ClassRaster], source: Source, *, track: str | None, expected: dict,
-          limits: h5safe.Limits) -> ClassFile:
-    """Open ``source`` through the whole-file checks; the reader of its layout runs its own last.
-
-    ``expected`` holds ``expected_shape`` (the scene layout) or ``expected_tiles`` (the tile
-    layout): a file of the other layout is refused with :func:`layout_mismatch`.
-    """
-    expected = {k: v for k, v in expected.items() if v is not None}
+def _context(scene_cls: type[ClassRaster], expected: dict, limits: h5safe.Limits) -> h5safe.Context:
     if "expected_tiles" in expected:
         # With the labels' tiles known, a file may not hold many more members than they have: a
         # file of 100,000 links is refused from its member count, not walked link by link.
         cap = len(expected["expected_tiles"]) + limits.max_objects
         limits = dataclasses.replace(limits, max_group_members=min(limits.max_group_members, cap))
-    ctx = h5safe.Context(scene_cls.error, scene_cls.what, limits)
+    return h5safe.Context(scene_cls.error, scene_cls.what, limits)
+
+
+def _open(scene_cls: type[ClassRaster], source: Source, *, track: str | None,
+          expected: dict | Callable[[str], Mapping[str, Any]], limits: h5safe.Limits) -> ClassFile:
+    """Open ``source`` through the whole-file checks; the reader of its layout runs its own last.
+
+    ``expected`` holds ``expected_shape`` (the scene layout) or ``expected_tiles`` (the tile
+    layout): a file of the other layout is refused with :func:`layout_mismatch`. Given as a
+    function of the file's track, it is called in the same open once the root's attributes are
+    read (before the tree is walked), and may refuse the track by raising.
+    """
+    resolve = expected if callable(expected) else None
+    expected = {} if resolve is not None else {k: v for k, v in expected.items() if v is not None}
+    ctx = _context(scene_cls, expected, limits)
     found: dict[str, Any] = {}
+
+    def root(checked: h5safe.CheckedFile) -> h5safe.Context:
+        # What the file says it is (its format and track, as submission_track reads them), then
+        # what it must hold for that track: one open decides both.
+        file_track, _ = scene_cls.read_head(checked, track)
+        expected.update((k, v) for k, v in resolve(file_track).items() if v is not None)
+        return _context(scene_cls, expected, limits)
 
     def wide_groups(checked: h5safe.CheckedFile) -> tuple[str, ...]:
         # Decided before the tree walk: only a file that says it holds tiles may hold many objects.
@@ -105,27 +119,34 @@ def _open(scene_cls: type[ClassRaster], source: Source, *, track: str | None, ex
             raise ctx.error(layout_mismatch(scene_cls, layout, file_track, expected))
         found["reader"] = READERS[scene_cls.file_format, layout](checked, track, **expected)
 
-    h5safe.open_checked(source, ctx, reads=(scene_cls.dataset_name,), wide_groups=wide_groups, inspect=inspect)
+    h5safe.open_checked(source, ctx, reads=(scene_cls.dataset_name,), root=root if resolve else None,
+                        wide_groups=wide_groups, inspect=inspect)
     return found["reader"]
 
 
 def open_submission(path: Source, *, track: str | None = None,
                     expected_shape: tuple[int, int] | None = None,
                     expected_tiles: Mapping[str, tuple[int, int]] | None = None,
+                    expect: Callable[[str], Mapping[str, Any]] | None = None,
                     limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> ClassFile:
     """Open a submission safely; raises InvalidSubmissionError with a one-line reason.
 
     ``track`` is checked when given; ``expected_shape`` (the scene labels' shape) or
     ``expected_tiles`` (tile id -> shape, the tile labels' :attr:`shapes`) also fix the layout the
-    file must have. Values are checked while the data is read (``iter_blocks``, ``check_values``...).
+    file must have. ``expect`` instead gives them as a function of the file's track, called in
+    the same open as soon as the track is read (as :func:`submission_track` reads it): a server
+    learns the track and checks the file against that track's labels in one parse.
+    Values are checked while the data is read (``iter_blocks``, ``check_values``...).
     Returns a :class:`Submission` (scene layout) or a ``TileSubmission`` (tile layout).
     """
     if track is not None:
         get_track(track)  # a caller's mistake (ValueError), not the file's
     if expected_shape is not None and expected_tiles is not None:
         raise ValueError("give expected_shape (scene layout) or expected_tiles (tile layout), not both")
+    if expect is not None and (expected_shape is not None or expected_tiles is not None):
+        raise ValueError("give expect, or expected_shape / expected_tiles, not both")
     return _open(Submission, path, track=track, limits=limits,
-                 expected={"expected_shape": expected_shape, "expected_tiles": expected_tiles})
+                 expected=expect or {"expected_shape": expected_shape, "expected_tiles": expected_tiles})
 
 
 def submission_track(path: Source, *, limits: h5safe.Limits = h5safe.DEFAULT_LIMITS) -> str:
