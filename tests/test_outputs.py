@@ -22,7 +22,7 @@ OWNER = "c2seg_kit/outputs.py"
 ALLOWED = {
     "server/uploads.py": "the server's spool of an upload being received (its own temporary file)",
     "server/folders.py": "a probe file that checks the server's data folder is writable, removed at once",
-    "server/routes_submissions.py": "an accepted upload moved into the server's own storage folder",
+    "server/submit_service.py": "an accepted upload moved into the server's own storage folder",
     "c2seg_kit/io/safezip.py": "inner zips extracted into a private temporary work folder, removed after",
     "c2seg_kit/io/matfile.py": "MATLAB's header patched into the temporary file outputs.new_file gave it",
 }
