@@ -205,7 +205,12 @@ def test_a_post_from_another_origin_is_refused_even_with_the_token(client):
     csrf = dashboard_csrf(client)
     r = client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": "https://evil.example", **JSON})
     assert r.status_code == 403 and "another site" in r.json()["detail"]
-    assert client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": "http://testserver", **JSON}).status_code == 200
+    for origin in ("null", "https://testserver", "http://testserver.evil.example", "http://evil.example/testserver"):
+        r = client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": origin, **JSON})
+        assert r.status_code == 403, origin
+    for origin in ("http://testserver", "http://testserver:8080"):  # (a proxy forwards the host without its port)
+        r = client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": origin, **JSON})
+        assert r.status_code == 200, origin
 
 
 # --- the token kept out of URLs and pages; the pages' policy -----------------------------------------
