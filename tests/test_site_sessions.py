@@ -24,7 +24,7 @@ from site_support import (  # noqa: E402
     site_pool,
 )
 
-from c2seg_server import crud, organizer  # noqa: E402
+from c2seg_server import crud, organizer, phases  # noqa: E402
 from c2seg_server.main import SITE_CSP  # noqa: E402
 from c2seg_server.models import SiteSession  # noqa: E402
 
@@ -264,7 +264,12 @@ def test_the_pages_run_no_inline_script_or_style_and_send_the_sites_policy(clien
 
 def test_the_dashboard_has_the_forms_and_landmarks_scripts_rely_on(client):
     sign_in(client, add_team(client))
+    ends = dt.datetime(2031, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    with client.app.state.services.sessions() as s:
+        phases.schedule(s, "BW", "closed", at=ends)
     html = client.get("/team").text
+    phases_html = html[html.index('<section id="phases"'): html.index("</section>", html.index('<section id="phases"'))]
+    assert '<time class="utc" datetime="2031-01-02T03:04:00Z">2031-01-02 03:04 UTC</time> (then closed)' in phases_html
     page = Elements(html)
     settings = client.app.state.services.settings
     (upload,) = page.find("form", id="upload")

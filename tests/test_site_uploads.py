@@ -25,7 +25,7 @@ from site_support import (  # noqa: E402
 )
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
-from c2seg_server import crud  # noqa: E402
+from c2seg_server import crud, organizer  # noqa: E402
 
 JSON = {"Accept": "application/json"}
 
@@ -232,3 +232,44 @@ def test_the_tiles_page_lists_a_tile_tracks_test_tiles(signed_in, labels):
         assert f"<li><code>{tid}</code>: {tile.shape[0]} × {tile.shape[1]}</li>" in html
     r = client.get("/team/tiles/BW")
     assert r.status_code == 404 and "whole scene" in r.text
+
+
+def test_my_submissions_show_hidden_private_scores_once_final_and_a_disqualified_team(signed_in, files):
+    client, token, csrf = signed_in()
+    ids = [upload(client, csrf, files("tiles", seed), headers=JSON).json()["submission"]["id"] for seed in (1, 2)]
+
+    def row(sid):
+        html = client.get("/team").text
+        start = html.index(f'<tr data-id="{sid}"')
+        return html[start: html.index("</tr>", start)]
+
+    assert "<td class=\"status\">scored" in row(ids[0]) and row(ids[0]).count("–") == 2  # no private scores yet
+    with client.app.state.services.sessions() as s:
+        organizer.set_hidden(s, ids[0], True)
+        crud.set_phase(s, "AB", "final")
+    api = {x["id"]: x for x in client.get("/api/v1/submissions", headers={"Authorization": f"Bearer {token}"}).json()}
+    assert '<td class="status">hidden' in row(ids[0])
+    for sid in ids:
+        private = api[sid]["private_scores"]
+        assert private and f'<td class="num">{private["miou"]:.4f}</td>' in row(sid)
+    with client.app.state.services.sessions() as s:
+        organizer.disqualify(s, "alpha", "copied another team's file")
+    page = client.get("/team").text
+    assert "Your team is disqualified: copied another team&#39;s file." in page and "team disqualified" in row(ids[1])
+    r = upload(client, csrf, files("tiles", 3), headers=JSON)
+    assert r.status_code == 403 and r.json()["message"] == "your team is disqualified: copied another team's file"
+
+
+def test_the_upload_alone_takes_a_large_body(signed_in):
+    client, _, csrf = signed_in()
+    cookie = f"c2seg_session={client.cookies.get('c2seg_session')}"
+    boundary = "b0"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="track"\r\n\r\nBW\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.h5"\r\n\r\n').encode() \
+        + b"\0" * 200_000 + f"\r\n--{boundary}--\r\n".encode()
+    chunks = [body[i: i + 65536] for i in range(0, len(body), 65536)]
+    status, _, answer, pulled = raw_post(client.app, "/team/upload", {
+        "content-type": f"multipart/form-data; boundary={boundary}", "cookie": cookie, "accept": "application/json",
+        "content-length": str(len(body))}, chunks)
+    assert pulled == len(chunks) and status == 422, answer  # read whole, then judged by the scorer (not HDF5)
