@@ -153,7 +153,7 @@ def test_a_revoked_or_rotated_token_ends_its_sessions_at_once(client, how):
         (crud.revoke_team if how == "revoke" else organizer.rotate_token)(s, "alpha")
     assert client.get("/team").headers["location"] == "/team/sign-in"
     r = client.post("/team/picks/BW", data={"csrf": csrf}, headers=JSON)
-    assert r.status_code == 401 and "sign in again" in r.json()["detail"]
+    assert r.status_code == 401 and "sign in again" in r.json()["message"]
     assert session_rows(client) == []
 
 
@@ -204,7 +204,7 @@ def test_a_post_from_another_origin_is_refused_even_with_the_token(client):
     sign_in(client, add_team(client))
     csrf = dashboard_csrf(client)
     r = client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": "https://evil.example", **JSON})
-    assert r.status_code == 403 and "another site" in r.json()["detail"]
+    assert r.status_code == 403 and "another site" in r.json()["message"]
     for origin in ("null", "https://testserver", "http://testserver.evil.example", "http://evil.example/testserver"):
         r = client.post("/team/picks/BW", data={"csrf": csrf}, headers={"Origin": origin, **JSON})
         assert r.status_code == 403, origin

@@ -172,14 +172,19 @@ def test_too_large_gets_413_before_the_body_and_no_session_gets_nothing_read(sig
     assert json.loads(body)["message"] == "the upload is larger than this server accepts (0.00390625 MiB)"
     # no session: refused before the body, on the upload and on the small forms alike
     for path in ("/team/upload", "/team/picks/AB", "/team/submissions/1/metadata", "/team/sign-out"):
-        status, _, _, pulled = raw_post(client.app, path, {**head, "content-length": "100"}, [b"x" * 100])
+        status, _, body, pulled = raw_post(client.app, path, {**head, "content-length": "100"}, [b"x" * 100])
         assert (status, pulled) == (401, 0), path
+        assert json.loads(body) == {"ok": False, "status": 401, "submission": None,
+                                    "message": "not signed in (or the session ended): sign in again with your team token"}
         status, headers, _, pulled = raw_post(client.app, path, {"content-type": "application/x-www-form-urlencoded",
                                                                  "content-length": "100"}, [b"x" * 100])
         assert (status, headers["location"], pulled) == (303, "/team/sign-in", 0), path
     # a small form's body over its cap, with a session: 413 before it is read
     status, _, _, pulled = raw_post(client.app, "/team/picks/AB", {
         "content-type": "application/x-www-form-urlencoded", "cookie": cookie, "content-length": str(10**6)}, [b"x"])
+    assert (status, pulled) == (413, 0)
+    status, _, _, pulled = raw_post(client.app, "/team/sign-in", {
+        "content-type": "application/x-www-form-urlencoded", "content-length": str(10**6)}, [b"x"])
     assert (status, pulled) == (413, 0)
 
 
