@@ -133,6 +133,13 @@ def test_the_track_chosen_in_the_form_must_be_the_files(signed_in, files):
     assert r.status_code == 422 and "AB" in r.json()["message"] and r.json()["submission"] is None
     r = upload(client, csrf, files("scene", track="BW"), track="XY", headers=JSON)
     assert r.status_code == 404 and "not served here" in r.json()["message"]
+    with open(files("scene", track="BW"), "rb") as f:  # a script may name the track in the address too
+        r = client.post("/team/upload?track=AB", data={"csrf": csrf, "track": "BW"}, files={"file": ("p.h5", f)},
+                        headers=JSON)
+    assert r.status_code == 422 and r.json()["message"] == "the form chose track BW but the address names track AB"
+    with open(files("scene", track="BW"), "rb") as f:
+        r = client.post("/team/upload?track=BW", data={"csrf": csrf}, files={"file": ("p.h5", f)}, headers=JSON)
+    assert r.status_code == 201 and r.json()["submission"]["track"] == "BW"
 
 
 def test_a_wrong_layout_gets_the_422_with_its_advice(signed_in, files):
@@ -210,6 +217,7 @@ def test_final_picks_while_the_phase_is_open_only(signed_in, files):
     client, token, csrf = signed_in()
     ids = [upload(client, csrf, files("tiles", seed), headers=JSON).json()["submission"]["id"] for seed in (1, 2)]
     page = Elements(client.get("/team").text)
+    assert [a["data-id"] for a in page.find("tr") if "data-id" in a] == [str(i) for i in ids[::-1]]  # newest first
     (form,) = page.find("form", **{"class": "picks", "data-track": "AB"})
     assert sorted(a["value"] for a in page.find("input", type="checkbox", name="ids")) == sorted(map(str, ids))
     r = client.post("/team/picks/AB", data={"csrf": csrf, "ids": [str(ids[1])]})
