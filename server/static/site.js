@@ -1,0 +1,1 @@
+// The participants site (/team): progressive enhancement of its plain forms. Filled by the browser side.
