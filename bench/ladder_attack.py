@@ -93,7 +93,7 @@ def draw(runs: list[Run], out: str) -> None:
     """Public and private mIoU against submissions, one panel per mode (Pillow)."""
     from PIL import Image, ImageDraw
 
-    w, h, pad = 560, 330, 46
+    w, h, pad = 440, 300, 46
     img = Image.new("RGB", (w * len(runs), h), "white")
     d = ImageDraw.Draw(img)
     lo = min(min(r.private + r.public + [r.baseline_private]) for r in runs) - 0.01
@@ -133,7 +133,8 @@ def main() -> None:
         bound = ladder.overfit_bound(r.bits, r.public_units, r.grid)
         print(f"{r.mode:>11}: shown public {r.shown[-1]:.4f} (exact public {r.public[-1]:.4f}), private "
               f"{r.private[-1]:.4f}; baseline public {r.baseline_public:.4f} private {r.baseline_private:.4f}; "
-              f"{r.moves} moves, leak budget {r.bits:.0f} bits; bound on shown - fresh {bound:.3f}")
+              + (f"{r.moves} moves, " if r.mode != "exact" else "")
+              + f"leak budget {r.bits:.0f} bits; bound on shown - fresh {bound:.3f}")
     draw(runs, args.out)
     print(f"wrote {args.out}")
 

@@ -332,3 +332,18 @@ def test_the_parameter_free_ladder_keeps_the_attackers_climb_within_the_bound():
     assert r.shown[-1] - r.shown[0] < (exact.shown[-1] - exact.shown[0]) / 2
     assert abs(r.private[-1] - r.baseline_private) < 0.004
     assert r.bits < ladder.bits(ladder.Policy(), 1, 0)
+
+
+def test_leaderboard_command_says_the_bar_is_the_standard_error(monkeypatch):
+    from c2seg_kit import client
+    from c2seg_kit.cli.participant import leaderboard
+
+    board = {"track": "AB", "phase": "open", "ranked_by": "public", "public_scores": "ladder", "ladder_step": None,
+             "ladder_rule": "standard error",
+             "entries": [{"rank": 1, "team": "alpha", "baseline": False, "submissions": 3, "public": {
+                 "miou": 0.42, "oa": None, "f1": None, "kappa": None, "per_class_iou": {}, "n_pixels": 9}}]}
+    monkeypatch.setattr(client, "leaderboard", lambda track, server: board)
+    result = CliRunner().invoke(leaderboard, ["--track", "AB"])
+    assert result.exit_code == 0, result.output
+    assert "beats it by more than the standard error of their difference" in result.output
+    assert "None" not in result.output
