@@ -58,7 +58,8 @@ def simulate(mode: str, submissions: int = 300, *, seed: int = 0, flip: float = 
     mask = public_mask(SHAPE, "AB", **split)
     pub, priv = split_labels(label, mask)
     groups = unit_groups(public_blocks(SHAPE, "AB", **split))
-    pixel_groups = np.repeat(np.repeat(groups, BLOCK, axis=0), BLOCK, axis=1)[: SHAPE[0], : SHAPE[1]]
+    # each pixel's group (a private pixel's does not matter: its public label is 0)
+    pixel_groups = np.repeat(np.repeat(np.maximum(groups, 0), BLOCK, axis=0), BLOCK, axis=1)[: SHAPE[0], : SHAPE[1]]
     policy = ladder.Policy(mode=mode, step=step)
     run = Run(mode=mode, step=step, grid=policy.grid)
     rows, cols = block_grid(SHAPE, BLOCK)
@@ -76,8 +77,9 @@ def simulate(mode: str, submissions: int = 300, *, seed: int = 0, flip: float = 
         candidate[where] = rng.integers(1, 14, size=int(where.sum()), dtype=np.uint8)
         history.append((t, t, _miou(pub, candidate), False))
         if policy.auto:
-            counts[t] = public_units.empty(int(groups.max()) + 1)
-            public_units.add(counts[t], pixel_groups, pub, candidate)
+            counter = public_units.Counter(int(groups.max()) + 1)
+            counter.add(pixel_groups, pub, candidate)
+            counts[t] = counter.counts()
         answers = ladder.answers_of(history, policy, counts=counts)
         answer = answers.shown[t][0] if policy.ladder else history[-1][2]
         if answer > best_answer:

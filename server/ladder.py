@@ -21,8 +21,9 @@ Modes (per track, recorded in `server_settings` by `c2seg serve --public-scores`
   counts the server stores with each score. As in the paper, a submission moves the shown value
   when its public mIoU exceeds the shown value by more than that error (the paper's one-sided
   paired test, there with the per-sample standard deviation over sqrt(n), which the jackknife
-  equals for a per-sample average); the team's first submission is tested against 0 with the
-  standard error of its own mIoU. The paper rounds the released value to a multiple of 1/n (n
+  equals for a per-sample average), and its value rounded to the grid below must be above the
+  shown one; the team's first submission is tested against 0 with the standard error of its own
+  mIoU. The paper rounds the released value to a multiple of 1/n (n
   samples); here it is rounded to AUTO_GRID (0.001, 1001 values in [0, 1]), a grid fixed
   before any submission, as the accounting below needs. A submission without stored counts
   (scored by a release before they were kept; `c2seg admin rescore` computes them), or a
@@ -50,7 +51,6 @@ A cap (`--leak-cap-bits`, per track, counted over the current phase) refuses a t
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -259,15 +259,10 @@ def unit_counts(s, ids) -> dict[int, object]:
     for chunk in range(0, len(ids), 500):
         for sid, blob in s.execute(select(PublicUnits.submission_id, PublicUnits.counts)
                                    .where(PublicUnits.submission_id.in_(ids[chunk:chunk + 500]))).all():
-            counts = _decoded(bytes(blob))
+            counts = public_units.decode(bytes(blob))
             if counts is not None:
                 out[sid] = counts
     return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _decoded(blob: bytes):
-    return public_units.decode(blob)
 
 
 def without_counts(s, track: str) -> int:

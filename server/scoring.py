@@ -66,7 +66,7 @@ def public_mask(shape: tuple[int, int], track: str, *, seed: int, block: int, fr
 def unit_groups(public: np.ndarray) -> np.ndarray:
     """The public blocks' unit groups (public_units.groups over the blocks in raster order) as a
     grid like `public`, -1 on the private blocks."""
-    out = np.full(public.shape, -1, dtype=np.int64)
+    out = np.full(public.shape, -1, dtype=np.int16)  # at most public_units.MAX_UNITS groups
     out[public] = public_units.groups(int(public.sum()))
     return out
 
@@ -252,9 +252,10 @@ class Scorer:
         if isinstance(labels, TileLabels):
             order = sorted(labels.public)
             tile_group = dict(zip(order, public_units.groups(len(order)).tolist(), strict=True))
-            units = public_units.empty(min(len(order), public_units.MAX_UNITS))
+            units = public_units.Counter(min(len(order), public_units.MAX_UNITS))
         else:
-            units = public_units.empty(int(labels.units.max()) + 1)
+            units = public_units.Counter(int(labels.units.max()) + 1)
+            block_groups = np.maximum(labels.units, 0)  # a private block's pixels are label 0 in the public rows
             column_blocks = None
         with opened or open_submission(path, track=track, **labels.expectation()) as sub:
             if isinstance(labels, TileLabels):
@@ -262,7 +263,7 @@ class Scorer:
                     part = "public" if tile_id in labels.public else "private"
                     self._update(cm[part], labels.tiles[tile_id], tile, f"tile {tile_id}")
                     if part == "public":
-                        public_units.add(units, tile_group[tile_id], labels.tiles[tile_id], tile)
+                        units.add(tile_group[tile_id], labels.tiles[tile_id], tile)
                     content.update(f"{tile_id}:{tile.shape[0]}x{tile.shape[1]};".encode())
                     content.update(np.ascontiguousarray(tile, dtype=np.uint8).tobytes())
             else:
@@ -273,11 +274,21 @@ class Scorer:
                     self._update(cm["private"], labels.private[r0:r1], rows, where)
                     if column_blocks is None:
                         column_blocks = np.arange(rows.shape[1]) // labels.block
-                    row_groups = labels.units[np.arange(r0, r1) // labels.block]
-                    public_units.add(units, row_groups[:, column_blocks], labels.public[r0:r1], rows)
+                    self._count_units(units, block_groups, column_blocks, labels, r0, rows)
                     content.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())  # values are 0..13 here
         return {"public": rounded(cm["public"].scores()), "private": rounded(cm["private"].scores()),
-                "content_sha256": content.hexdigest(), "public_units": public_units.encode(units)}
+                "content_sha256": content.hexdigest(), "public_units": public_units.encode(units.counts())}
+
+    @staticmethod
+    def _count_units(units, block_groups: np.ndarray, column_blocks: np.ndarray, labels: SceneLabels, r0: int,
+                     rows: np.ndarray) -> None:
+        """Count rows r0.. of a scene prediction into the per-unit counts, one run of rows within
+        one row of blocks at a time (each column's group is then the same down the run)."""
+        block, r = labels.block, r0
+        while r < r0 + rows.shape[0]:
+            end = min(r0 + rows.shape[0], (r // block + 1) * block)
+            units.add(block_groups[r // block][column_blocks], labels.public[r:end], rows[r - r0:end - r0])
+            r = end
 
     @staticmethod
     def _update(cm: ConfusionMatrix, label: np.ndarray, pred: np.ndarray, where: str) -> None:

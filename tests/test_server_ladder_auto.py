@@ -140,6 +140,16 @@ def test_the_threshold_is_the_jackknife_over_the_public_blocks(served, label_arr
     assert own == pytest.approx(naive_se(label_array, a, zero, groups), rel=1e-9)
 
 
+def test_the_counts_do_not_depend_on_how_the_rows_are_read(labels_file, label_array, tmp_path):
+    path = write_submission(tmp_path / "p.h5", noisy(label_array, 0.3, 4), "AB")
+    split = dict(seed=SPLIT["split_seed"], block=BLOCK, fraction=0.5)
+    whole = Scorer({"AB": str(labels_file)}, **split).score(str(path), "AB")
+    rows5 = Scorer({"AB": str(labels_file)}, chunk_rows=5, **split).score(str(path), "AB")  # runs across blocks
+    assert np.array_equal(public_units.decode(whole["public_units"]), public_units.decode(rows5["public_units"]))
+    assert public_units.miou_of(public_units.decode(rows5["public_units"])) == pytest.approx(
+        whole["public"]["miou"], abs=5e-5)
+
+
 def test_tile_tracks_count_public_tiles_as_units(tmp_path):
     target = make_tile_target(tmp_path)
     scorer = Scorer({"AB": str(target.path)}, seed=3, block=BLOCK, fraction=0.5)
@@ -156,7 +166,7 @@ def test_tile_tracks_count_public_tiles_as_units(tmp_path):
 
 
 def test_stored_counts_refuse_what_does_not_read():
-    good = public_units.encode(public_units.empty(3))
+    good = public_units.encode(np.zeros((3, 3, 13), dtype=np.int64))
     assert public_units.decode(good).shape == (3, 3, 13)
     for bad in (b"", b"PU1", good[:-2], b"XX1" + good[3:], good[:3] + b"\x00\x00" + good[5:],
                 good[:5] + b"\xff" * 40):
