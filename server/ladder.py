@@ -166,10 +166,10 @@ def bits(policy: Policy, answers: int, moves: int) -> float:
     return log_choose + moves * math.log2(1.0 / policy.grid + 1.0)
 
 
-def overfit_bound(bits_: float, n: int, step: float, beta: float = 0.05) -> float:
+def overfit_bound(bits_: float, n: int, grid: float, beta: float = 0.05) -> float:
     """How far above its fresh-data score an answered public score can be, with probability
     1 - beta (see the module docstring)."""
-    return step / 2 + math.sqrt((bits_ * math.log(2) + math.log(1.0 / beta)) / (2 * n))
+    return grid / 2 + math.sqrt((bits_ * math.log(2) + math.log(1.0 / beta)) / (2 * n))
 
 
 def parse_per_track(values: tuple[str, ...], tracks, convert, what: str) -> dict[str, object]:
