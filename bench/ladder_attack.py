@@ -5,8 +5,8 @@ The track is synthetic (random labels, 13 classes) and split into public and pri
 the server's own split (c2seg_server.scoring.public_mask / split_labels); every answer is the
 server's own score (the kit's ConfusionMatrix, rounded as the server rounds), and in the ladder
 modes it goes through the server's Ladder (c2seg_server.ladder), ladder-auto with the per-unit
-counts the server stores (c2seg_server.public_units, over the split's public blocks). The attacker knows nothing about the
-labels: it starts from a random guess, redraws a few pixels at random, submits, and keeps the
+counts the server stores (c2seg_server.public_units, over the split's public blocks). The
+attacker knows nothing about the labels: it starts from a random guess, redraws a few pixels at random, submits, and keeps the
 change when the answer went up (a hill climb on the public answers). Its private score is its
 score on data it never got an answer about: the true measure of its method.
 

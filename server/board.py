@@ -7,10 +7,10 @@
   one, as on Kaggle (it never saw private scores, so it cannot pick by them).
 - Ranking: by the shown submission's mIoU on the split the board is ranked by (public, or
   private once final); a tie goes to the earlier submission.
-- Ladder modes (ladder.py: fixed step, or parameter-free): while the track is not final, each team shows the submission that
-  last moved its Ladder value, with that value as its only public figure, ranked by it; a team
-  that picked no final pick is represented by that submission. Once final, every score shows
-  exactly, as in exact mode.
+- Ladder modes (ladder.py: fixed step, or parameter-free): while the track is not final, each
+  team shows the submission that last moved its Ladder value, with that value as its only
+  public figure, ranked by it; a team that picked no final pick is represented by that
+  submission. Once final, every score shows exactly, as in exact mode.
 - Left out: hidden submissions and disqualified teams (both kept in the database).
 - Baselines are shown in place but not ranked (rank null); ranks count participants only.
 """

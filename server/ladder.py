@@ -15,19 +15,22 @@ Modes (per track, recorded in `server_settings` by `c2seg serve --public-scores`
 - ladder-auto: the paper's parameter-free Ladder. As ladder, but the threshold is the
   submission's own: the standard error of the difference between its public mIoU and that of
   the submission that set the shown value (the team's best so far), so a gain moves the shown
-  value only when it stands out from the noise of the public part. mIoU is no per-sample
-  average, so the standard error is the delete-one-group jackknife over the public part's units
+  value only when it stands out from the noise of the public part. The paper's test is a
+  one-sided paired one on per-sample losses: the new loss must be below the best by more than
+  the standard deviation of the per-sample loss differences over sqrt(n) (for the first
+  submission, the standard deviation of its own losses). mIoU is no per-sample average, so here
+  the standard error is the delete-one-group jackknife over the public part's units
   (public_units.py: groups of public blocks, or of public tiles; at most 100), from per-unit
-  counts the server stores with each score. As in the paper, a submission moves the shown value
-  when its public mIoU exceeds the shown value by more than that error (the paper's one-sided
-  paired test, there with the per-sample standard deviation over sqrt(n), which the jackknife
-  equals for a per-sample average), and its value rounded to the grid below must be above the
-  shown one; the team's first submission is tested against 0 with the standard error of its own
-  mIoU. The paper rounds the released value to a multiple of 1/n (n
-  samples); here it is rounded to AUTO_GRID (0.001, 1001 values in [0, 1]), a grid fixed
-  before any submission, as the accounting below needs. A submission without stored counts
-  (scored by a release before they were kept; `c2seg admin rescore` computes them), or a
-  comparison whose error cannot be estimated (a single unit), falls back to the fixed step.
+  counts the server stores with each score; for a per-sample average the jackknife equals the
+  paper's figure. A submission moves the shown value when its public mIoU exceeds the shown
+  value by more than that error and its value rounded to the grid is above the shown one; the
+  team's first is tested against 0 with the standard error of its own mIoU. The paper's
+  fixed-step Ladder rounds the released value to the step; its reference implementation
+  releases the parameter-free one's unrounded. Here it is rounded to AUTO_GRID (0.001, 1001
+  values in [0, 1]), a grid fixed before any submission, as the accounting below needs. A
+  submission without stored counts (scored by a release before they were kept; `c2seg admin
+  rescore` computes them), or a comparison whose error cannot be estimated (a single unit),
+  falls back to the fixed step.
 
 Leak budget: for each team and track, over the answers given in the track's current phase, an
 upper bound in bits on what they can reveal about the hidden labels (log2 of the number of
