@@ -63,9 +63,9 @@ class Counter:
         """`group`: each pixel's group, or one per column (broadcast over the rows), or one for
         the block; pixels whose group does not matter (private ones) must have label 0.
         `label`, `pred`: values 0..13, already checked by the metric."""
-        index = np.asarray(label, dtype=np.uint16) * np.uint16(_LABELS)
-        index += np.asarray(pred, dtype=np.uint16)
-        index += np.asarray(group, dtype=np.uint16) * np.uint16(_PAIRS)
+        index = np.multiply(label, _LABELS, dtype=np.uint16, casting="unsafe")  # one pass each
+        np.add(index, pred, out=index, casting="unsafe")
+        index += np.multiply(group, _PAIRS, dtype=np.uint16, casting="unsafe")
         self.matrix += np.bincount(index.ravel(), minlength=self.matrix.size)
 
     def counts(self) -> np.ndarray:
