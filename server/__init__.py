@@ -30,6 +30,8 @@ The services (what the server does, free of HTTP):
 Scoring (in child processes; imports nothing of the server above it):
   scoring       the Scorer: the file's admission (peek -> Header) and its scores on the
                 public/private split, with the kit's reader and metrics
+  public_units  the public part's per-unit counts (made while scoring, stored with the scores) and the
+                jackknife standard error the parameter-free Ladder reads from them
   workers       scoring child processes (memory limit, timeout, replaced when they die); a score
                 goes to the child that keeps its admitted file open
 
@@ -39,7 +41,8 @@ The database (the records and the rules they are read by; imports nothing above 
   crud          short transactions: teams, atomic quota reservations, submissions, final picks
   stored        settings the server records in its database: the secret split, the data folder
   phases        a track's phases as dated changes, read at request time (schedule, caps, ends)
-  ladder        exact or Ladder answers on the public part, and each team's leak budget in bits
+  ladder        exact or Ladder answers (fixed step or parameter-free) on the public part, and each
+                team's leak budget in bits
   security      token generation and hashing (only SHA-256 hashes are stored)
 
 The organizer's command line, and what every layer reads:

@@ -37,7 +37,8 @@ def list_teams(ctx, as_json):
     """List teams: name, baseline flag, created, revoked, submissions, and the leak budget: per
     track, the public answers the team got in the current phase, how many distinct ones, and an
     upper bound in bits on what they can reveal about the hidden labels (see --leak-cap-bits of
-    `c2seg serve`)."""
+    `c2seg serve`), and the track's mode when it is a Ladder (ladder: fixed step; ladder-auto:
+    parameter-free, its values on a 0.001 grid)."""
     from . import crud, ladder, phases
 
     _, sessions = open_db(ctx)
@@ -61,10 +62,10 @@ def list_teams(ctx, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     click.echo(f"{'team':<30} {'baseline':>8} {'subs':>5}  {'created':<20} {'revoked':<20} {'disqualified':<14} "
-               "leak (track: answers, distinct, bits[/cap] this phase)")
+               "leak (track: answers, distinct, bits[/cap] this phase [(ladder mode)])")
     for r in rows:
         leak = "; ".join(f"{tr}: {v['answers']}, {v['distinct']}, {v['bits']:g}" + (f"/{v['cap_bits']:g}" if v["cap_bits"] else "")
-                         for tr, v in r["leak"].items())
+                         + (f" ({v['mode']})" if v["mode"] != "exact" else "") for tr, v in r["leak"].items())
         click.echo(f"{safe(r['name'])[:30]:<30} {'yes' if r['baseline'] else '':>8} {r['submissions']:>5}  "
                    f"{r['created'][:19]:<20} {(r['revoked'] or '')[:19]:<20} {safe(r['disqualified'])[:14]:<14} {leak}")
 

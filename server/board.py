@@ -7,10 +7,10 @@
   one, as on Kaggle (it never saw private scores, so it cannot pick by them).
 - Ranking: by the shown submission's mIoU on the split the board is ranked by (public, or
   private once final); a tie goes to the earlier submission.
-- Ladder mode (ladder.py): while the track is not final, each team shows the submission that
-  last moved its Ladder value, with that value as its only public figure, ranked by it; a team
-  that picked no final pick is represented by that submission. Once final, every score shows
-  exactly, as in exact mode.
+- Ladder modes (ladder.py: fixed step, or parameter-free): while the track is not final, each
+  team shows the submission that last moved its Ladder value, with that value as its only
+  public figure, ranked by it; a team that picked no final pick is represented by that
+  submission. Once final, every score shows exactly, as in exact mode.
 - Left out: hidden submissions and disqualified teams (both kept in the database).
 - Baselines are shown in place but not ranked (rank null); ranks count participants only.
 """
@@ -44,14 +44,16 @@ def ladder_scores(sc: Scores | None, value: float) -> Scores | None:
     return Scores(oa=None, miou=value, f1=None, kappa=None, per_class_iou={}, n_pixels=sc.n_pixels)
 
 
-def ladder_best(cands: list[Candidate], policy: ladder.Policy) -> dict[int, tuple[Candidate, float]]:
-    """{team: (the submission that set its Ladder value, the value)} over visible submissions."""
+def ladder_best(cands: list[Candidate], policy: ladder.Policy,
+                counts: dict | None = None) -> dict[int, tuple[Candidate, float]]:
+    """{team: (the submission that set its Ladder value, the value)} over visible submissions
+    (`counts`: their per-unit counts, for ladder-auto)."""
     teams: dict[int, list[Candidate]] = {}
     for c in sorted(cands, key=lambda c: c.id):  # the order the answers were given
         teams.setdefault(c.team_id, []).append(c)
     out = {}
     for team_id, cs in teams.items():
-        a = ladder.answers_of([(c.id, c.created, c.public_miou, False) for c in cs], policy)
+        a = ladder.answers_of([(c.id, c.created, c.public_miou, False) for c in cs], policy, counts=counts)
         out[team_id] = (next(c for c in cs if c.id == a.best_id), a.shown[a.best_id][0])
     return out
 
@@ -122,7 +124,8 @@ def build_board(s: Session, track: str) -> Leaderboard:
     policy = ladder.read_policy(s, track)
     value: dict[int, float] = {}
     if policy.ladder:  # what the team was shown stands for it (it never saw its exact scores)
-        for team_id, (c, v) in ladder_best(cands, policy).items():
+        counts = ladder.unit_counts(s, [c.id for c in cands]) if policy.auto else None
+        for team_id, (c, v) in ladder_best(cands, policy, counts).items():
             picked = private_rep[team_id] if private_rep[team_id].final_pick else c
             best[team_id], private_rep[team_id], value[c.id] = c, picked, v
     shown = private_rep if final else best
@@ -147,7 +150,8 @@ def build_board(s: Session, track: str) -> Leaderboard:
         ))
     return Leaderboard(track=track, phase=phase, ranked_by="private" if final else "public", entries=entries,
                        public_scores="ladder" if policy.ladder and not final else "exact",
-                       ladder_step=policy.step if policy.ladder and not final else None)
+                       ladder_step=policy.step if policy.ladder and not policy.auto and not final else None,
+                       ladder_rule=policy.rule if not final else None)
 
 
 @dataclass(frozen=True)

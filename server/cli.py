@@ -67,14 +67,18 @@ SERVE_DATA_HELP = (DATA_HELP + " With --db, the folder the database records (the
               show_envvar=True, default=SERVE_DEFAULTS["max_connections_per_client"], show_default=True,
               help="Connections one client address may hold; 0 = no cap: behind a reverse proxy, where every "
                    "connection comes from the proxy.")
-@click.option("--public-scores", "public_scores", multiple=True, metavar="[TRACK=]exact|ladder",
+@click.option("--public-scores", "public_scores", multiple=True, metavar="[TRACK=]exact|ladder|ladder-auto",
               show_default="the recorded mode, else exact",
-              help="What a submission's answer and the board show of the public part: exact scores, or the Ladder "
-                   "(a team's public mIoU moves only when a submission beats it by more than --ladder-step; the "
-                   "other public figures are withheld). TRACK=MODE sets one track; repeat for both. Recorded in "
+              help="What a submission's answer and the board show of the public part: exact scores, or the Ladder: "
+                   "a team sees one public mIoU, which moves only when a submission beats it by more than "
+                   "--ladder-step (ladder) or by more than the standard error of the submission's difference from "
+                   "the team's best, estimated on the public part (ladder-auto, the parameter-free Ladder); the "
+                   "other public figures are withheld. TRACK=MODE sets one track; repeat for both. Recorded in "
                    "the database.")
 @click.option("--ladder-step", "ladder_step", multiple=True, metavar="[TRACK=]STEP",
-              show_default="the recorded step, else 0.01", help="The Ladder's step (mIoU, above 0, at most 0.5).")
+              show_default="the recorded step, else 0.01",
+              help="The fixed Ladder's step (mIoU, above 0, at most 0.5); in ladder-auto, the threshold for "
+                   "submissions scored before the server kept what the standard error needs.")
 @click.option("--leak-cap-bits", "leak_cap", multiple=True, metavar="[TRACK=]BITS|none",
               show_default="the recorded cap, else none",
               help="Refuse a team's uploads (429) once the public answers it got in the track's current phase can "
@@ -132,6 +136,7 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
         for track, given in policies.items():
             ladder.record(s, track, **given)
         shown = {t: ladder.read_policy(s, t) for t in sorted(tracks)}
+        uncounted = {t: ladder.without_counts(s, t) for t, p in shown.items() if p.auto}
     for track, (served, _) in sorted(tracks.items()):
         # one part of the split would be empty (every score of it undefined): a tile track's split
         # takes whole tiles, a scene track's whole blocks
@@ -167,9 +172,13 @@ def serve(labels, db, data_dir, rescore, host, port, workers, scoring_workers, q
     for track, policy in shown.items():
         if policy.ladder or policy.leak_cap_bits is not None:
             click.echo(f"track {track}: public scores {policy.mode}"
-                       + (f" (step {policy.step:g})" if policy.ladder else "")
+                       + (f" (step {policy.step:g})" if policy.ladder and not policy.auto else "")
                        + (f", leak cap {policy.leak_cap_bits:g} bits per team and phase"
                           if policy.leak_cap_bits is not None else ""), err=True)
+        if uncounted.get(track):
+            click.echo(f"track {track}: {uncounted[track]} submission(s) were scored before per-unit counts were "
+                       f"kept: ladder-auto compares them with the fixed step ({policy.step:g}) until `c2seg admin "
+                       "rescore` computes their counts", err=True)
     if split.origin == "legacy":
         click.echo("warning: this database's public/private split uses the public default seed of older releases "
                    "(anyone can compute the private mask): `c2seg admin rescore --new-split-seed` moves it to a "

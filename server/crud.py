@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from c2seg_kit import text
 
 from . import ladder, phases
-from .models import FailedAttempt, QuotaReservation, Score, Submission, Team, UploadSlot, utcnow
+from .models import FailedAttempt, PublicUnits, QuotaReservation, Score, Submission, Team, UploadSlot, utcnow
 from .phases import iso
 from .security import hash_token, new_token, token_matches
 
@@ -256,6 +256,8 @@ def commit_submission(s: Session, reservation: QuotaReservation, *, filename: st
                      description=description, url=url, content_sha256=scores.get("content_sha256"))
     for split in ("public", "private"):
         sub.scores.append(score_row(split, scores[split]))
+    if scores.get("public_units"):
+        sub.units = PublicUnits(counts=scores["public_units"])
     s.add(sub)
     try:
         s.flush()  # the INSERT: where the unique index speaks
@@ -285,8 +287,15 @@ def score_row(split: str, sc: dict) -> Score:
 
 
 def set_scores(s: Session, sub: Submission, scores: dict) -> None:
+    """Write a rescore's results into the submission's rows: both scores, the content hash and
+    the public part's per-unit counts (made again: the split may have moved)."""
     if scores.get("content_sha256"):
         sub.content_sha256 = scores["content_sha256"]
+    if scores.get("public_units"):
+        if sub.units is None:
+            sub.units = PublicUnits(counts=scores["public_units"])
+        else:
+            sub.units.counts = scores["public_units"]
     for split in ("public", "private"):
         row = sub.score(split)
         fresh = score_row(split, scores[split])

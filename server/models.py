@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -131,6 +132,8 @@ class Submission(Base):
 
     team: Mapped[Team] = relationship(back_populates="submissions")
     scores: Mapped[list[Score]] = relationship(back_populates="submission", cascade="all, delete-orphan")
+    # Loaded only when read (the parameter-free Ladder reads them in one query of its own).
+    units: Mapped[PublicUnits | None] = relationship(cascade="all, delete-orphan", lazy="select")
 
     def score(self, split: str) -> Score | None:
         return next((s for s in self.scores if s.split == split), None)
@@ -151,6 +154,17 @@ class Score(Base):
     n_pixels: Mapped[int] = mapped_column(Integer)
 
     submission: Mapped[Submission] = relationship(back_populates="scores")
+
+
+class PublicUnits(Base):
+    """The public part's per-unit counts of a scored submission (public_units.py): what the
+    parameter-free Ladder reads its threshold from. Written with the scores (and again by a
+    rescore); never sent in any response. Submissions scored before migration 0006 have none."""
+
+    __tablename__ = "public_units"
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class QuotaReservation(Base):

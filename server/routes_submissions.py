@@ -99,6 +99,7 @@ def submission_out(sub: Submission, team: Team, phase: str, flags: Flags = Flags
         scores=public,
         public_scores="ladder" if flags.answers is not None else "exact",
         ladder_moved=None if flags.answers is None else bool(shown and shown[1]),
+        ladder_rule=None if flags.answers is None else ladder.Policy(mode=flags.answers.mode).rule,
         private_scores=scores_out(sub.score("private")) if phase == "final" else None,
     )
 

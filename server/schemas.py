@@ -45,6 +45,9 @@ class SubmissionOut(BaseModel):
     public_scores: Literal["exact", "ladder"] = Field("exact", description="how the track answers public scores")
     ladder_moved: bool | None = Field(None, description="ladder mode: whether this submission moved the team's "
                                                         "Ladder value (false: the previous value is shown again)")
+    ladder_rule: Literal["fixed step", "standard error"] | None = Field(
+        None, description="ladder mode: what a submission must beat the Ladder value by: the organizer's fixed step, "
+                          "or the standard error of its difference from the team's best (parameter-free Ladder)")
     private_scores: Scores | None = Field(None, description="shown once the track's phase is final")
 
 
@@ -116,8 +119,13 @@ class Leaderboard(BaseModel):
     ranked_by: Literal["public", "private"]
     public_scores: Literal["exact", "ladder"] = Field(
         "exact", description="ladder: each team's public mIoU is its Ladder value (it moves only when a submission "
-                             "beats it by more than ladder_step); the other public figures are withheld")
-    ladder_step: float | None = Field(None, description="the Ladder's step, in ladder mode")
+                             "beats it by more than the threshold, see ladder_rule); the other public figures are "
+                             "withheld")
+    ladder_step: float | None = Field(None, description="the Ladder's step, in ladder mode with a fixed step")
+    ladder_rule: Literal["fixed step", "standard error"] | None = Field(
+        None, description="ladder mode: what a submission must beat the Ladder value by: the organizer's fixed step "
+                          "(ladder_step), or the standard error of its difference from the team's best "
+                          "(parameter-free Ladder)")
     sort: BoardSort = "rank"
     dir: SortDir = "asc"
     entries: list[LeaderboardEntry]

@@ -12,8 +12,11 @@ part its id belongs to. A submission in the other layout is refused (422) with t
 track expects and how to convert (c2seg_kit.submission.readers.layout_mismatch).
 
 Everything here runs inside a scoring child process (see workers.py); only rounded aggregate
-scores leave it, with a hash of the prediction itself (for the duplicate check). The confusion
-matrix does not: with exact counts one changed pixel would reveal its label.
+scores leave it for any answer, with a hash of the prediction itself (for the duplicate check).
+The confusion matrix is never answered: with exact counts one changed pixel would reveal its
+label. The public part's per-unit counts (public_units.py: per group of public blocks or tiles,
+per class, the true-positive, predicted and true pixels) leave the child for the server's
+database only, where the parameter-free Ladder reads its threshold from them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import numpy as np
 from c2seg_kit.errors import InvalidSubmissionError
 from c2seg_kit.metrics import ConfusionMatrix
 
+from . import public_units
+
 #: Scores leave the server rounded to this many decimals.
 DECIMALS = 4
 #: The score keys that leave the server (`score --json` without the confusion matrix).
@@ -40,16 +45,30 @@ def block_grid(shape: tuple[int, int], block: int) -> tuple[int, int]:
     return -(-shape[0] // block), -(-shape[1] // block)
 
 
-def public_mask(shape: tuple[int, int], track: str, *, seed: int, block: int, fraction: float) -> np.ndarray:
-    """Boolean (H, W) mask of the public pixels: exactly round(fraction * blocks) blocks, seeded per track."""
-    h, w = shape
+def public_blocks(shape: tuple[int, int], track: str, *, seed: int, block: int, fraction: float) -> np.ndarray:
+    """Boolean (block rows, block columns) grid of the public blocks: exactly round(fraction * blocks)
+    of them, seeded per track."""
     nb_r, nb_c = block_grid(shape, block)
     n_blocks = nb_r * nb_c
     rng = np.random.default_rng([seed, zlib.crc32(track.encode())])
     chosen = np.zeros(n_blocks, dtype=bool)
     chosen[rng.permutation(n_blocks)[: max(1, round(fraction * n_blocks))]] = True
-    grid = chosen.reshape(nb_r, nb_c)
+    return chosen.reshape(nb_r, nb_c)
+
+
+def public_mask(shape: tuple[int, int], track: str, *, seed: int, block: int, fraction: float) -> np.ndarray:
+    """Boolean (H, W) mask of the public pixels: exactly round(fraction * blocks) blocks, seeded per track."""
+    h, w = shape
+    grid = public_blocks(shape, track, seed=seed, block=block, fraction=fraction)
     return np.repeat(np.repeat(grid, block, axis=0), block, axis=1)[:h, :w]
+
+
+def unit_groups(public: np.ndarray) -> np.ndarray:
+    """The public blocks' unit groups (public_units.groups over the blocks in raster order) as a
+    grid like `public`, -1 on the private blocks."""
+    out = np.full(public.shape, -1, dtype=np.int16)  # at most public_units.MAX_UNITS groups
+    out[public] = public_units.groups(int(public.sum()))
+    return out
 
 
 def split_labels(label: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +115,8 @@ class SceneLabels:
 
     public: np.ndarray
     private: np.ndarray
+    units: np.ndarray | None = None  # unit_groups of the public blocks
+    block: int = 1
 
     def expectation(self) -> dict:
         return {"expected_shape": self.public.shape}
@@ -152,7 +173,9 @@ class Scorer:
                     self._labels[track] = TileLabels(tiles, public)
                 else:
                     label = lab.read()
-                    self._labels[track] = SceneLabels(*split_labels(label, public_mask(label.shape, track, **self.split)))
+                    blocks = public_blocks(label.shape, track, **self.split)
+                    self._labels[track] = SceneLabels(*split_labels(label, public_mask(label.shape, track, **self.split)),
+                                                      units=unit_groups(blocks), block=self.split["block"])
         return self._labels[track]
 
     def warm(self) -> list[str]:
@@ -207,7 +230,9 @@ class Scorer:
         return None
 
     def score(self, path: str, track: str, header: Header | None = None) -> dict:
-        """{"public": scores, "private": scores, "content_sha256": hex}, rounded, for one submission file.
+        """{"public": scores, "private": scores, "content_sha256": hex, "public_units": bytes}, the
+        scores rounded, for one submission file ("public_units": public_units.encode of the
+        public part's per-unit counts, for the server's database only).
 
         With the ``header`` :meth:`peek` returned, the file it opened is scored without a
         second open (a child that died meanwhile opens it again, for the header's track).
@@ -224,11 +249,21 @@ class Scorer:
         labels = self.labels(track)
         cm = {"public": ConfusionMatrix(), "private": ConfusionMatrix()}
         content = hashlib.sha256()
+        if isinstance(labels, TileLabels):
+            order = sorted(labels.public)
+            tile_group = dict(zip(order, public_units.groups(len(order)).tolist(), strict=True))
+            units = public_units.Counter(min(len(order), public_units.MAX_UNITS))
+        else:
+            units = public_units.Counter(int(labels.units.max()) + 1)
+            block_groups = np.maximum(labels.units, 0)  # a private block's pixels are label 0 in the public rows
+            column_blocks = None
         with opened or open_submission(path, track=track, **labels.expectation()) as sub:
             if isinstance(labels, TileLabels):
                 for tile_id, tile in sub.iter_tiles():
                     part = "public" if tile_id in labels.public else "private"
                     self._update(cm[part], labels.tiles[tile_id], tile, f"tile {tile_id}")
+                    if part == "public":
+                        units.add(tile_group[tile_id], labels.tiles[tile_id], tile)
                     content.update(f"{tile_id}:{tile.shape[0]}x{tile.shape[1]};".encode())
                     content.update(np.ascontiguousarray(tile, dtype=np.uint8).tobytes())
             else:
@@ -237,9 +272,23 @@ class Scorer:
                     where = f"rows {r0}..{r1 - 1}"
                     self._update(cm["public"], labels.public[r0:r1], rows, where)
                     self._update(cm["private"], labels.private[r0:r1], rows, where)
+                    if column_blocks is None:
+                        column_blocks = np.arange(rows.shape[1]) // labels.block
+                    self._count_units(units, block_groups, column_blocks, labels, r0, rows)
                     content.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())  # values are 0..13 here
         return {"public": rounded(cm["public"].scores()), "private": rounded(cm["private"].scores()),
-                "content_sha256": content.hexdigest()}
+                "content_sha256": content.hexdigest(), "public_units": public_units.encode(units.counts())}
+
+    @staticmethod
+    def _count_units(units, block_groups: np.ndarray, column_blocks: np.ndarray, labels: SceneLabels, r0: int,
+                     rows: np.ndarray) -> None:
+        """Count rows r0.. of a scene prediction into the per-unit counts, one run of rows within
+        one row of blocks at a time (each column's group is then the same down the run)."""
+        block, r = labels.block, r0
+        while r < r0 + rows.shape[0]:
+            end = min(r0 + rows.shape[0], (r // block + 1) * block)
+            units.add(block_groups[r // block][column_blocks], labels.public[r:end], rows[r - r0:end - r0])
+            r = end
 
     @staticmethod
     def _update(cm: ConfusionMatrix, label: np.ndarray, pred: np.ndarray, where: str) -> None:

@@ -148,8 +148,10 @@ def leaderboard(server, track, as_json):
     click.echo(f"track {safe(board['track'])} ({safe(board['phase'])}), ranked by {safe(board['ranked_by'])} mIoU; "
                "baselines (*) are shown, not ranked")
     if board.get("public_scores") == "ladder":
+        by = ("the standard error of their difference" if board.get("ladder_rule") == "standard error"
+              else safe(str(board.get("ladder_step"))))
         click.echo(f"public mIoU: each team's Ladder value (it moves only when a submission beats it by more than "
-                   f"{safe(str(board.get('ladder_step')))}); the other public figures are withheld")
+                   f"{by}); the other public figures are withheld")
     if not board["entries"]:
         click.echo("no submissions yet")
         return
