@@ -99,7 +99,7 @@ def export(ctx, out, force, track):
         claim_file(Path(out), force=force)  # before the database is read
     _, sessions = open_db(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
-            "content_sha256", "final_pick", "hidden", "team_disqualified"]
+            "content_sha256", "final_pick", "hidden", "team_disqualified", "model_kind", "model_sha256"]
     for split in ("public", "private"):
         head += [f"{split}_{k}" for k in EXPORT_SCORES] + [f"{split}_iou_{n}" for n in CLASS_NAMES]
     with sessions() as s:
@@ -108,7 +108,8 @@ def export(ctx, out, force, track):
             row = [sub.id, csv_cell(sub.team.name), int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
                    csv_cell(sub.filename), csv_cell(sub.method), sub.sha256, sub.size, csv_cell(sub.url),
                    sub.content_sha256 or "",
-                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None)]
+                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None),
+                   sub.model.kind if sub.model else "", sub.model.sha256 if sub.model else ""]
             for split in ("public", "private"):
                 sc = sub.score(split)
                 row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]
