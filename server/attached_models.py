@@ -5,8 +5,9 @@ file, c2seg_kit.model_files), so that organizers can re-run it on the hidden tes
 (`c2seg admin verify`, in a child process of the organizer's shell). The web process never
 loads, unpickles or parses a model: it streams the body to the spool under its own size cap
 (Settings.max_model_bytes), takes its sha256 and size on the way, decides the kind from the
-first bytes (and, for a zip archive, its member names from the central directory: torch.save's
-layout), then renames the file into the storage folder beside the submissions and records it.
+first bytes alone (c2seg_kit.model_files.sniff), then renames the file into the storage folder
+beside the submissions and records it. What the file holds is checked where it is run: by the
+client before it is sent, and by the verifier's child process.
 
 The steps, in order: the token (before the body), the team's standing, the declared size, the
 submission (the team's own, with no model yet: 404/409 before the body), an upload slot (the
@@ -18,7 +19,6 @@ A model may be attached in any phase: it changes no score.
 from __future__ import annotations
 
 import uuid
-import zipfile
 from collections.abc import Awaitable, Callable
 
 from fastapi.concurrency import run_in_threadpool
@@ -49,20 +49,13 @@ def _open_submission(s: Session, submission_id: int, team_id: int) -> Submission
 
 
 def file_kind(path) -> str:
-    """The kind of the spooled file, from its first bytes and (a zip) its member names: 422 otherwise."""
+    """The kind of the spooled file, from its first bytes alone (nothing of it is parsed): 422
+    when they are neither a zip archive (a kit checkpoint) nor an ONNX ModelProto."""
     with open(path, "rb") as f:
         head = f.read(16)
     kind = model_files.sniff(head)
     if kind is None:
         raise Refusal(422, model_files.refusal(head))
-    if kind == "checkpoint":
-        try:  # the central directory only: no member is decompressed, nothing is unpickled
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            raise Refusal(422, "the model file is a damaged zip archive: not a kit checkpoint") from None
-        if not model_files.checkpoint_members_ok(names):
-            raise Refusal(422, "the model file is a zip archive, but not one torch.save wrote: not a kit checkpoint")
     return kind
 
 

@@ -209,6 +209,8 @@ def test_submit_with_a_model_attaches_it_over_http(live_server, labels, tmp_path
     assert code == 1 and "409" in err and "already has a model attached" in err and err.count("\n") == 1, err
     code, out, _ = run_cli(capsys, "submissions", *base, "--json")
     assert json.loads(out)[0]["model"]["sha256"] == result["model"]["sha256"]
+    code, out, _ = run_cli(capsys, "submissions", *base)
+    assert code == 0 and out.splitlines()[-1].endswith("[model: checkpoint]")
     big = tmp_path / "big.pt"
     zipped.save({"w": zipped.rand(100_000)}, big)  # ~400 kB, over this server's model cap
     other = tmp_path / "pred2.h5"

@@ -227,19 +227,46 @@ def test_an_onnx_export_of_the_highdan_reproduces_the_checkpoints_submission(ser
 
 # --- refusals ----------------------------------------------------------------------------------
 
-def _onnx_with(path: Path, *, domain: str = "", external: bool = False) -> Path:
+EVIL = "com.example.evil"
+
+
+def _onnx_with(path: Path, kind: str = "plain") -> Path:
     """A small model of the kit's convention: logits = a 1x1 convolution of msi (its weight an
-    initializer), through an operator of `domain`; with `external`, the weight in a side file."""
+    initializer). `kind`: ``plain``; ``custom``: the convolution is an operator of a custom
+    domain; ``nested``: behind an If whose branch holds a custom operator; ``function``: through a
+    model-local function of a custom domain; ``training``: with training information;
+    ``external``: the weight kept in a side file."""
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.ones((14, 4, 1, 1), np.float32), "w")
-    node = helper.make_node("Conv", ["msi", "w"], ["logits"], domain=domain)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("msi", TensorProto.FLOAT, [1, 4, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 14, 32, 32])],
-                              initializer=[weight])
-    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    model = helper.make_model(graph, opset_imports=opsets)
-    if external:
+    msi = helper.make_tensor_value_info("msi", TensorProto.FLOAT, [1, 4, 32, 32])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 14, 32, 32])
+    opsets = [helper.make_opsetid("", 17)]
+    functions = []
+    if kind == "nested":
+        inner = helper.make_graph([helper.make_node("Conv", ["msi", "w"], ["y"], domain=EVIL)], "then", [],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 14, 32, 32])])
+        plain = helper.make_graph([helper.make_node("Conv", ["msi", "w"], ["y"])], "else", [],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 14, 32, 32])])
+        cond = numpy_helper.from_array(np.array(True), "cond")
+        nodes = [helper.make_node("If", ["cond"], ["logits"], then_branch=inner, else_branch=plain)]
+        initializers = [weight, cond]
+    elif kind == "function":
+        fn = helper.make_function(EVIL, "Mix", ["x", "k"], ["y"], [helper.make_node("Conv", ["x", "k"], ["y"])],
+                                  [helper.make_opsetid("", 17)])
+        functions = [fn]
+        nodes = [helper.make_node("Mix", ["msi", "w"], ["logits"], domain=EVIL)]
+        initializers = [weight]
+    else:
+        nodes = [helper.make_node("Conv", ["msi", "w"], ["logits"], domain=EVIL if kind == "custom" else "")]
+        initializers = [weight]
+        if kind == "custom":
+            opsets.append(helper.make_opsetid(EVIL, 1))
+    graph = helper.make_graph(nodes, "g", [msi], [logits], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    if kind == "training":
+        model.training_info.add()
+    if kind == "external":
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=path.name + ".data", size_threshold=0)
     else:
@@ -247,15 +274,24 @@ def _onnx_with(path: Path, *, domain: str = "", external: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind,words", [("custom", "operator domain 'com.example.evil'"),
-                                        ("external", "external data file")])
-def test_an_onnx_file_that_is_not_a_plain_graph_is_refused_by_client_and_verifier(server, tiles, tmp_path, kind,
-                                                                                  words):
-    client, headers, admin = server
-    path = _onnx_with(tmp_path / "m.onnx", domain="com.example.evil" if kind == "custom" else "",
-                      external=kind == "external")
-    with pytest.raises(C2SegError, match=words):
+REFUSED_ONNX = {"custom": f"operator domain '{EVIL}'", "nested": f"'Conv' of the domain '{EVIL}'",
+                "function": f"function 'Mix' in the domain '{EVIL}'", "training": "training information",
+                "external": "external data file"}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED_ONNX))
+def test_an_onnx_file_that_is_not_a_plain_graph_is_refused_before_it_runs(tmp_path, kind):
+    path = _onnx_with(tmp_path / "m.onnx", kind)
+    with pytest.raises(C2SegError, match=REFUSED_ONNX[kind]) as e:
         model_files.check_onnx(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["custom", "external"])
+def test_the_client_and_the_verifier_both_refuse_it(server, tiles, tmp_path, kind):
+    client, headers, admin = server
+    path = _onnx_with(tmp_path / "m.onnx", kind)
+    words = REFUSED_ONNX[kind]
     # the client refuses before a byte is sent (the server here does not even exist)
     r = run_cli(["attach-model", "1", str(path), "--server", "http://127.0.0.1:9", "--token", "t0k"])
     one_line(r, words)
@@ -313,7 +349,7 @@ def test_a_pickle_bomb_is_stored_unexploded_and_refused_by_the_verifier(server, 
 
 @pytest.mark.parametrize("payload,words", [(b"\x80\x02}q\x00.", "bare pickle"),
                                            (b"GIF89a not a model", "neither a kit checkpoint"),
-                                           (b"PK\x03\x04 broken zip", "damaged zip")])
+                                           (b"", "neither a kit checkpoint")])
 def test_files_that_are_no_model_are_refused_at_the_door(server, tiles, tmp_path, payload, words):
     client, headers, _ = server
     sub_id = submit(client, headers, tiles["pred"])
@@ -322,6 +358,23 @@ def test_files_that_are_no_model_are_refused_at_the_door(server, tiles, tmp_path
     r = attach(client, headers, sub_id, path)
     assert r.status_code == 422 and words in r.json()["detail"], r.text
     assert client.get(f"/api/v1/submissions/{sub_id}", headers=headers).json()["model"] is None
+    with pytest.raises(C2SegError, match=words):  # and the client says so before sending it
+        model_files.inspect_model(path)
+
+
+def test_the_client_refuses_a_zip_torch_did_not_write(tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(C2SegError, match="damaged"):
+        model_files.inspect_model(broken)
+    other = tmp_path / "other.pt"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(C2SegError, match="not one torch.save wrote"):
+        model_files.inspect_model(other)
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(2)}, good)
+    assert model_files.inspect_model(good).kind == "checkpoint"
 
 
 def test_the_model_upload_has_its_own_cap_and_needs_the_token(tmp_path, tiles, pool):
@@ -410,3 +463,36 @@ def test_a_scene_submission_is_compared_per_block(tmp_path_factory, tmp_path, ti
     assert {p: (v["agree"], v["pixels"]) for p, v in report["parts"].items()} == naive
     assert naive["0,0"] == (256 - 15, 256) and naive["2,2"] == (8 * 4 - 1, 32)
     assert report["agree"] == 40 * 36 - 16
+
+
+def test_an_onnx_model_of_13_classes_is_run_on_the_caches_values(server, tiles, tmp_path):
+    """The convention, checked against a naive computation: a 1x1 convolution of the cache's msi
+    values to 13 logits, class = channel + 1, per pixel with numpy."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from c2seg_kit.prepare.cache import PreparedData
+
+    c = tiles["channels"]["msi"]
+    weight = np.random.default_rng(4).standard_normal((13, c, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["msi", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("msi", TensorProto.FLOAT, ["n", c, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 13, "h", "w"])],
+        initializer=[numpy_helper.from_array(weight, "w")])
+    path = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    expected = {}
+    with PreparedData(tiles["prep"]) as prepared:
+        for tile_id, raster in prepared.target.rasters():
+            h, w = raster.shape
+            msi = raster.read("msi", 0, h, 0, w)
+            expected[tile_id] = (np.einsum("kc,chw->khw", weight[:, :, 0, 0], msi).argmax(axis=0) + 1).astype(np.uint8)
+    with tile_submission_writer(tmp_path / "linear.h5", "AB", method="linear", expected_ids=list(expected)) as wr:
+        for tile_id, tile in expected.items():
+            wr.write_tile(tile_id, tile)
+    client, headers, admin = server
+    sub_id = submit(client, headers, tmp_path / "linear.h5")
+    assert attach(client, headers, sub_id, path).status_code == 200
+    r, report = verify(admin, sub_id, tiles["prep"])
+    assert r.returncode == 0, r.stderr
+    assert report["agreement"] == 1.0 and report["pixels"] == sum(t.size for t in expected.values())
