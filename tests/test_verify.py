@@ -496,3 +496,22 @@ def test_an_onnx_model_of_13_classes_is_run_on_the_caches_values(server, tiles, 
     r, report = verify(admin, sub_id, tiles["prep"])
     assert r.returncode == 0, r.stderr
     assert report["agreement"] == 1.0 and report["pixels"] == sum(t.size for t in expected.values())
+
+
+def test_an_onnx_model_for_other_bands_is_refused_before_it_runs(server, tiles, tmp_path):
+    """An ONNX input whose channel count is not the prepared cache's: one line naming both."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = tiles["channels"]["msi"] + 1
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["msi", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("msi", TensorProto.FLOAT, ["n", c, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 14, "h", "w"])],
+        initializer=[numpy_helper.from_array(np.ones((14, c, 1, 1), np.float32), "w")])
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    client, headers, admin = server
+    sub_id = submit(client, headers, tiles["pred"])
+    assert attach(client, headers, sub_id, path).status_code == 200
+    r, _ = verify(admin, sub_id, tiles["prep"])
+    one_line(r, f"the ONNX input 'msi' takes {c} channels; the prepared cache")
