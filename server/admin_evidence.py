@@ -29,29 +29,35 @@ EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
 @click.argument("submission_id", type=ID)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="where to write the file")
 @click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
+@click.option("--model", "model", is_flag=True, help="the model attached to the submission instead of its file")
 @click.pass_context
-def fetch(ctx, submission_id, out, force):
-    """Write the file submitted as ID to OUT, checked against the hash taken at upload."""
+def fetch(ctx, submission_id, out, force, model):
+    """Write the file submitted as ID (or, with --model, the model attached to it) to OUT,
+    checked against the hash taken at upload."""
     from . import organizer
 
     settings, sessions = open_db(ctx)
     with sessions() as s:
         sub = user_error(lambda: organizer.get_any_submission(s, submission_id))
-        stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
+        if model and sub.model is None:
+            raise C2SegError(f"submission {submission_id} has no attached model")
+        kept = sub.model if model else sub
+        stored, sha256, team = settings.storage_dir / kept.stored_as, kept.sha256, sub.team.name
     from c2seg_kit.outputs import claim_file, output_file
 
     out = Path(out)
     claim_file(out, force=force)  # before anything is read
+    what = "attached model" if model else "file"
     if not stored.is_file():
-        raise C2SegError(f"the stored file of submission {submission_id} is missing ({stored}); check --data-dir")
+        raise C2SegError(f"the stored {what} of submission {submission_id} is missing ({stored}); check --data-dir")
     digest = hashlib.sha256()
     with output_file(out, force=force) as dst, open(stored, "rb") as src:
         while block := src.read(1 << 20):
             digest.update(block)
             dst.write(block)
         if digest.hexdigest() != sha256:
-            raise C2SegError(f"the stored file of submission {submission_id} does not match its upload hash")
-    click.echo(f"wrote submission {submission_id} of team {team!r} to {out}", err=True)
+            raise C2SegError(f"the stored {what} of submission {submission_id} does not match its upload hash")
+    click.echo(f"wrote {'the model of ' if model else ''}submission {submission_id} of team {team!r} to {out}", err=True)
 
 
 @click.command()

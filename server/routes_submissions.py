@@ -216,7 +216,10 @@ MODEL_BODY = {
 
 
 @router.put("/{submission_id}/model", response_model=SubmissionOut, openapi_extra=MODEL_BODY,
-            responses={k: ERRORS[k] for k in (400, 401, 403, 404, 408, 409, 413, 422, 429, 503)},
+            responses={**{k: ERRORS[k] for k in (400, 401, 403, 404, 408, 429, 503)},
+                       409: {"model": ErrorOut, "description": "the submission already has a model attached"},
+                       413: {"model": ErrorOut, "description": "the model is larger than the server accepts"},
+                       422: {"model": ErrorOut, "description": "neither a kit checkpoint nor an ONNX model"}},
             summary="Attach the model behind one of your submissions (stored for the organizers to re-run; "
                     "never run by this server)")
 async def attach_model(submission_id: SubmissionId, request: Request, team: TeamDep,

@@ -415,16 +415,22 @@ def test_verify_explains_a_missing_model_a_missing_extra_and_a_wrong_layout(serv
     one_line(r, "needs onnxruntime: pip install 'c2seg-kit[verify]'")
 
 
-def test_a_changed_stored_model_is_refused(server, tiles):
+def test_a_changed_stored_model_is_refused(server, tiles, tmp_path):
     client, headers, admin = server
     sub_id = submit(client, headers, tiles["pred"])
+    one_line(run_cli([*admin, "fetch", str(sub_id), "--model", "--out", str(tmp_path / "none.pt")]),
+             f"submission {sub_id} has no attached model")
     stored = attach(client, headers, sub_id, tiles["ckpt"]).json()
+    r = run_cli([*admin, "fetch", str(sub_id), "--model", "--out", str(tmp_path / "got.pt")])
+    assert r.returncode == 0 and (tmp_path / "got.pt").read_bytes() == tiles["ckpt"].read_bytes()
     folder = Path(admin[-1]) / "submissions"
     (kept,) = [p for p in folder.iterdir() if p.suffix == ".pt"]
     assert stored["model"]["sha256"] and kept.stat().st_size == tiles["ckpt"].stat().st_size
     kept.write_bytes(kept.read_bytes() + b"x")
     r, _ = verify(admin, sub_id, tiles["prep"])
     one_line(r, "does not match its upload hash")
+    r = run_cli([*admin, "fetch", str(sub_id), "--model", "--out", str(tmp_path / "again.pt")])
+    one_line(r, "the stored attached model of submission")
 
 
 # --- a scene track: agreement per block --------------------------------------------------------
