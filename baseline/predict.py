@@ -47,7 +47,8 @@ from .stitch import (
 from .windows import open_prepared
 
 __all__ = ["FIRST_CLASS", "Tiling", "blend_weights", "blended_rows", "default_batch_size",
-           "evaluate_city", "evaluate_target", "predict_city", "predict_to_file", "target_labels", "tiling_for"]
+           "evaluate_city", "evaluate_target", "predict_city", "predict_to_file", "prepared_to_file", "target_labels",
+           "tiling_for"]
 
 
 def tiling_for(cfg: HighDANConfig, track: str, *, stitch: str | None = None, window: int | None = None,
@@ -254,18 +255,27 @@ def predict_to_file(checkpoint: str | os.PathLike, data: str | os.PathLike, trac
         name = prepared.track.name
         check_matches(record, cfg.model.in_channels, prepared, name, checkpoint, data)
         tiling = tiling_for(cfg, name, stitch=stitch, window=window, overlap=overlap)
-        city = prepared.target
-        kw = dict(**_settings(tiling), batch_size=batch_size or default_batch_size(dev), device=dev, amp=amp,
-                  progress=progress)
-        method = method or f"HighDAN ({cfg.name})"
-        started = time.perf_counter()
-        if prepared.layout == "tiles":
-            shape, pixels = _predict_tiles(model, city, out, name, method, kw)
-        else:
-            with submission_writer(out, city.shape, name, method=method) as sink:
-                predict_city(model, city, sink=sink, desc=f"predict {city.name}", **kw)
-            shape, pixels = city.shape, city.shape[0] * city.shape[1]
-        seconds = time.perf_counter() - started
-        tiles = len(city.ids) if prepared.layout == "tiles" else None
+        return prepared_to_file(model, prepared, out, tiling=tiling, method=method or f"HighDAN ({cfg.name})",
+                                batch_size=batch_size or default_batch_size(dev), device=dev, amp=amp,
+                                progress=progress)
+
+
+def prepared_to_file(model, prepared, out: str | os.PathLike, *, tiling: Tiling, method: str, batch_size: int,
+                     device: torch.device, amp: bool, progress: bool) -> dict:
+    """Predict the target city of an open prepared cache (every test tile, or the scene) with
+    `model` (anything called as a HighDAN is: ``model(hsi, msi, sar, target=True)`` -> logits)
+    into a submission file; returns a summary."""
+    name = prepared.track.name
+    city = prepared.target
+    kw = dict(**_settings(tiling), batch_size=batch_size, device=device, amp=amp, progress=progress)
+    started = time.perf_counter()
+    if prepared.layout == "tiles":
+        shape, pixels = _predict_tiles(model, city, out, name, method, kw)
+    else:
+        with submission_writer(out, city.shape, name, method=method) as sink:
+            predict_city(model, city, sink=sink, desc=f"predict {city.name}", **kw)
+        shape, pixels = city.shape, city.shape[0] * city.shape[1]
+    seconds = time.perf_counter() - started
+    tiles = len(city.ids) if prepared.layout == "tiles" else None
     return {"out": str(out), "shape": shape, "tiles": tiles, "pixels": pixels, "seconds": seconds,
             "pixels_per_second": pixels / max(seconds, 1e-9), "tiling": _settings(tiling)}

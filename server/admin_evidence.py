@@ -29,29 +29,35 @@ EXPORT_SCORES = ("miou", "oa", "f1", "kappa")
 @click.argument("submission_id", type=ID)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="where to write the file")
 @click.option("--force", is_flag=True, help="replace OUT if it is an existing regular file (never a link or a device)")
+@click.option("--model", "model", is_flag=True, help="the model attached to the submission instead of its file")
 @click.pass_context
-def fetch(ctx, submission_id, out, force):
-    """Write the file submitted as ID to OUT, checked against the hash taken at upload."""
+def fetch(ctx, submission_id, out, force, model):
+    """Write the file submitted as ID (or, with --model, the model attached to it) to OUT,
+    checked against the hash taken at upload."""
     from . import organizer
 
     settings, sessions = open_db(ctx)
     with sessions() as s:
         sub = user_error(lambda: organizer.get_any_submission(s, submission_id))
-        stored, sha256, team = settings.storage_dir / sub.stored_as, sub.sha256, sub.team.name
+        if model and sub.model is None:
+            raise C2SegError(f"submission {submission_id} has no attached model")
+        kept = sub.model if model else sub
+        stored, sha256, team = settings.storage_dir / kept.stored_as, kept.sha256, sub.team.name
     from c2seg_kit.outputs import claim_file, output_file
 
     out = Path(out)
     claim_file(out, force=force)  # before anything is read
+    what = "attached model" if model else "file"
     if not stored.is_file():
-        raise C2SegError(f"the stored file of submission {submission_id} is missing ({stored}); check --data-dir")
+        raise C2SegError(f"the stored {what} of submission {submission_id} is missing ({stored}); check --data-dir")
     digest = hashlib.sha256()
     with output_file(out, force=force) as dst, open(stored, "rb") as src:
         while block := src.read(1 << 20):
             digest.update(block)
             dst.write(block)
         if digest.hexdigest() != sha256:
-            raise C2SegError(f"the stored file of submission {submission_id} does not match its upload hash")
-    click.echo(f"wrote submission {submission_id} of team {team!r} to {out}", err=True)
+            raise C2SegError(f"the stored {what} of submission {submission_id} does not match its upload hash")
+    click.echo(f"wrote {'the model of ' if model else ''}submission {submission_id} of team {team!r} to {out}", err=True)
 
 
 @click.command()
@@ -99,7 +105,7 @@ def export(ctx, out, force, track):
         claim_file(Path(out), force=force)  # before the database is read
     _, sessions = open_db(ctx)
     head = ["id", "team", "baseline", "track", "created", "filename", "method", "sha256", "size", "url",
-            "content_sha256", "final_pick", "hidden", "team_disqualified"]
+            "content_sha256", "final_pick", "hidden", "team_disqualified", "model_kind", "model_sha256"]
     for split in ("public", "private"):
         head += [f"{split}_{k}" for k in EXPORT_SCORES] + [f"{split}_iou_{n}" for n in CLASS_NAMES]
     with sessions() as s:
@@ -108,7 +114,8 @@ def export(ctx, out, force, track):
             row = [sub.id, csv_cell(sub.team.name), int(sub.team.is_baseline), sub.track, sub.created.isoformat(),
                    csv_cell(sub.filename), csv_cell(sub.method), sub.sha256, sub.size, csv_cell(sub.url),
                    sub.content_sha256 or "",
-                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None)]
+                   int(sub.final_pick), int(sub.hidden is not None), int(sub.team.disqualified is not None),
+                   sub.model.kind if sub.model else "", sub.model.sha256 if sub.model else ""]
             for split in ("public", "private"):
                 sc = sub.score(split)
                 row += [getattr(sc, k) for k in EXPORT_SCORES] + [sc.per_class_iou.get(n) for n in CLASS_NAMES]

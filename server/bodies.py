@@ -4,8 +4,9 @@ FastAPI reads and parses a route's body before it runs the route's dependencies,
 check among them, and it reads the whole body into memory: without this gate a client with no
 token at all could send a 300 MB JSON body to `PATCH /api/v1/submissions/1`, and the server
 held all of it before answering 401. This pure ASGI middleware wraps the connection's `receive`
-of every request whose route takes a body (FastAPI body parameters; the upload is not one: it
-streams its own body to a spool file under its own caps, see uploads.py). When the route first
+of every request whose route takes a body (FastAPI body parameters; the uploads, of predictions and
+of attached models, are not: each route takes the raw request, its token is checked before the
+body, and it streams its own body to a spool file under its own cap, see uploads.py). When the route first
 asks for the body, before a byte of it is read:
 
 - a route that needs a team's token gets it checked, from the header alone: 401 (a page of the

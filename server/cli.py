@@ -16,7 +16,7 @@ import click
 
 from c2seg_kit.errors import C2SegError
 
-from . import admin_board, admin_evidence, admin_teams
+from . import admin_board, admin_evidence, admin_teams, admin_verify
 from .admin_db import (  # light: sqlalchemy is imported inside its functions
     SERVE_DEFAULTS,
     AdminContext,
@@ -267,8 +267,9 @@ class AdminGroup(click.Group):
 @click.pass_context
 def admin(ctx, db, data_dir):
     """Organizer tools: teams, tokens, members, phases, hiding and disqualifying, duplicates,
-    export, rescoring and the split seed. Talks to the database directly, and first upgrades it
-    to this release's schema (Alembic migrations; a database of an older release keeps every row).
+    export, rescoring, the split seed, re-running attached models (verify). Talks to the database
+    directly, and first upgrades it to this release's schema (Alembic migrations; a database of
+    an older release keeps every row).
 
     Each verb says on stderr which database and data folder it uses; the data folder is the one
     `c2seg serve` recorded in the database unless --data-dir is given. Only `add-team` creates a
@@ -277,6 +278,6 @@ def admin(ctx, db, data_dir):
     ctx.obj = AdminContext(db=db, data_dir=data_dir)
 
 
-# The verbs, by topic: teams, the board, evidence.
-for _verb in (*admin_teams.VERBS, *admin_board.VERBS, *admin_evidence.VERBS):
+# The verbs, by topic: teams, the board, evidence, re-running attached models.
+for _verb in (*admin_teams.VERBS, *admin_board.VERBS, *admin_evidence.VERBS, *admin_verify.VERBS):
     admin.add_command(_verb)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Uploads.
     max_upload_bytes: int = Field(256 * MB, ge=1)
     upload_timeout_s: float = Field(120.0, gt=0)
+    #: The largest model a team may attach to a submission (a kit checkpoint or an ONNX file);
+    #: stored, never loaded by the server (see attached_models.py).
+    max_model_bytes: int = Field(512 * MB, ge=1)
 
     # Scoring in child processes: how many at once, and the limits each one runs under.
     scoring_workers: int = Field(2, ge=1, le=64)

@@ -310,14 +310,16 @@ def get_submission(s: Session, submission_id: int, team_id: int) -> Submission |
 
 
 def team_submissions(s: Session, team_id: int, track: str | None = None) -> list[Submission]:
-    q = select(Submission).options(selectinload(Submission.scores)).where(Submission.team_id == team_id)
+    q = (select(Submission).options(selectinload(Submission.scores), selectinload(Submission.model))
+         .where(Submission.team_id == team_id))
     if track:
         q = q.where(Submission.track == track)
     return list(s.scalars(q.order_by(Submission.id)))
 
 
 def all_submissions(s: Session, track: str | None = None) -> list[Submission]:
-    q = select(Submission).options(selectinload(Submission.scores), selectinload(Submission.team))
+    q = select(Submission).options(selectinload(Submission.scores), selectinload(Submission.team),
+                                   selectinload(Submission.model))
     if track:
         q = q.where(Submission.track == track)
     return list(s.scalars(q.order_by(Submission.id)))

@@ -134,6 +134,7 @@ class Submission(Base):
     scores: Mapped[list[Score]] = relationship(back_populates="submission", cascade="all, delete-orphan")
     # Loaded only when read (the parameter-free Ladder reads them in one query of its own).
     units: Mapped[PublicUnits | None] = relationship(cascade="all, delete-orphan", lazy="select")
+    model: Mapped[AttachedModel | None] = relationship(back_populates="submission", cascade="all, delete-orphan")
 
     def score(self, split: str) -> Score | None:
         return next((s for s in self.scores if s.split == split), None)
@@ -165,6 +166,25 @@ class PublicUnits(Base):
 
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
     counts: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AttachedModel(Base):
+    """The model a team attached to one of its submissions, for organizers to re-run it
+    (`c2seg admin verify`): stored beside the submissions, never loaded by the server. One per
+    submission; `kind` (checkpoint or onnx) was decided from the file's first bytes."""
+
+    __tablename__ = "attached_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))  # as uploaded, for the team's own reference
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored_as: Mapped[str] = mapped_column(String(255))  # file name under Settings.storage_dir
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    submission: Mapped[Submission] = relationship(back_populates="model")
 
 
 class QuotaReservation(Base):

@@ -15,11 +15,19 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from c2seg_kit import text
 
-from . import crud, ladder, phases, submit_service
+from . import attached_models, crud, ladder, phases, submit_service
 from .board import candidates, chosen, ladder_scores, scores_out
 from .deps import ServicesDep, SessionDep, TeamDep, served_track
 from .models import Submission, Team
-from .schemas import ErrorOut, FinalPicksIn, FinalPicksOut, MetadataIn, SubmissionOut, TrackName
+from .schemas import (
+    AttachedModelOut,
+    ErrorOut,
+    FinalPicksIn,
+    FinalPicksOut,
+    MetadataIn,
+    SubmissionOut,
+    TrackName,
+)
 from .submit_service import in_db
 from .uploads import check_content_length, receive_upload
 
@@ -101,6 +109,9 @@ def submission_out(sub: Submission, team: Team, phase: str, flags: Flags = Flags
         ladder_moved=None if flags.answers is None else bool(shown and shown[1]),
         ladder_rule=None if flags.answers is None else ladder.Policy(mode=flags.answers.mode).rule,
         private_scores=scores_out(sub.score("private")) if phase == "final" else None,
+        model=None if sub.model is None else AttachedModelOut(
+            kind=sub.model.kind, filename=sub.model.filename, size=sub.model.size, sha256=sub.model.sha256,
+            created=sub.model.created),
     )
 
 
@@ -191,3 +202,37 @@ def set_final_picks(track: TrackName, body: FinalPicksIn, team: TeamDep, db: Ses
         raise HTTPException(422, str(e)) from None
     services.boards.invalidate(track)
     return FinalPicksOut(track=track, ids=sorted(body.ids), max=limit, closes=state.ends)
+
+
+MODEL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": "a kit checkpoint (.pt) or an ONNX model (docs/verify.md)"}},
+        }}},
+    }
+}
+
+
+@router.put("/{submission_id}/model", response_model=SubmissionOut, openapi_extra=MODEL_BODY,
+            responses={**{k: ERRORS[k] for k in (400, 401, 403, 404, 408, 429, 503)},
+                       409: {"model": ErrorOut, "description": "the submission already has a model attached"},
+                       413: {"model": ErrorOut, "description": "the model is larger than the server accepts"},
+                       422: {"model": ErrorOut, "description": "neither a kit checkpoint nor an ONNX model"}},
+            summary="Attach the model behind one of your submissions (stored for the organizers to re-run; "
+                    "never run by this server)")
+async def attach_model(submission_id: SubmissionId, request: Request, team: TeamDep,
+                       services: ServicesDep) -> SubmissionOut:
+    settings = services.settings
+    # Token (TeamDep), standing, size and the submission are decided before the body is touched.
+    _not_disqualified(team)
+    nbytes = check_content_length(request, settings.max_model_bytes)
+    receive = functools.partial(receive_upload, request, spool_dir=settings.spool_dir,
+                                limit=settings.max_model_bytes, timeout_s=settings.upload_timeout_s)
+    try:
+        await attached_models.attach(services, team, submission_id, nbytes, receive)
+    except submit_service.Refusal as e:
+        raise HTTPException(e.status, e.detail, headers=e.headers) from None
+    return await in_db(services, lambda s: _describe(s, team, crud.own_submission(s, submission_id, team.id)))

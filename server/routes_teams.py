@@ -38,7 +38,8 @@ def healthz(db: SessionDep, services: ServicesDep) -> Health:
     if problem is not None:  # the path goes to the log only: it is the server's business
         log.error("the data folder is not writable: %s", problem)
         raise HTTPException(503, "the server cannot write its data folder: uploads would fail")
-    return Health(status="ok", tracks=track_infos(db, services), max_upload_bytes=services.settings.max_upload_bytes)
+    return Health(status="ok", tracks=track_infos(db, services), max_upload_bytes=services.settings.max_upload_bytes,
+                  max_model_bytes=services.settings.max_model_bytes)
 
 
 @router.get("/api/v1/tracks", response_model=list[TrackInfo])

@@ -26,6 +26,14 @@ class Scores(BaseModel):
     n_pixels: int
 
 
+class AttachedModelOut(BaseModel):
+    kind: Literal["checkpoint", "onnx"] = Field(description="decided from the file's first bytes")
+    filename: str
+    size: int
+    sha256: str
+    created: dt.datetime
+
+
 class SubmissionOut(BaseModel):
     id: int
     track: TrackName
@@ -49,6 +57,7 @@ class SubmissionOut(BaseModel):
         None, description="ladder mode: what a submission must beat the Ladder value by: the organizer's fixed step, "
                           "or the standard error of its difference from the team's best (parameter-free Ladder)")
     private_scores: Scores | None = Field(None, description="shown once the track's phase is final")
+    model: AttachedModelOut | None = Field(None, description="the model attached to this submission, if any")
 
 
 def _meta_text(max_len: int, pattern: str):
@@ -178,6 +187,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     tracks: list[TrackInfo]
     max_upload_bytes: int
+    max_model_bytes: int | None = Field(None, description="the largest model file a team may attach to a submission")
 
 
 class QuotaInfo(BaseModel):

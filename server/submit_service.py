@@ -28,6 +28,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 from fastapi.concurrency import run_in_threadpool
@@ -230,14 +231,21 @@ async def _admit_file(services: Services, upload: Upload, track: str | None) -> 
         raise Refused(422, text.for_terminal(str(e))) from None
 
 
+def keep(settings, upload: Upload, stored_as: str) -> Path:
+    """Move a received upload (a submission, or a model attached to one) from the spool into the
+    storage folder as `stored_as` (a rename: the spool is on the same file system)."""
+    settings.storage_dir.mkdir(parents=True, exist_ok=True)
+    kept = settings.storage_dir / stored_as
+    os.replace(upload.path, kept)
+    return kept
+
+
 async def _keep_and_commit(services: Services, team: Team, held: admission.Admission, reservation,
                            upload: Upload, header: Header, meta: dict, scores: dict) -> Submission:
     """Keep the file for rescoring (renamed into storage), then commit the rows in one transaction."""
     settings = services.settings
     stored_as = f"{reservation.created:%Y%m%d}-{uuid.uuid4().hex}.h5"
-    settings.storage_dir.mkdir(parents=True, exist_ok=True)
-    kept = settings.storage_dir / stored_as
-    os.replace(upload.path, kept)
+    kept = keep(settings, upload, stored_as)
     try:
         return await in_db(services, crud.commit_submission, reservation, filename=upload.filename,
                            size=upload.size, sha256=upload.sha256, stored_as=stored_as, scores=scores,

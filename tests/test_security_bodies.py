@@ -29,8 +29,11 @@ STREAM_BYTES = 96 * 2**20
 #: The most the server's resident memory may grow while one hostile body is streamed.
 GROWTH_MB = 24
 
+#: The model upload's own cap here (C2SEG_MAX_MODEL_BYTES): small, so that a stream passes it soon.
+MODEL_CAP = 2**20
 target, server, client = live_server_fixtures(shape=(300, 200), client_timeout=30,
-                                              env={"C2SEG_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S)})
+                                              env={"C2SEG_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+                                                   "C2SEG_MAX_MODEL_BYTES": str(MODEL_CAP)})
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +163,42 @@ def test_honest_small_bodies_still_work(client, token, sub_id):
     r = client.patch(f"/api/v1/submissions/{sub_id}", headers={**auth(token), "Content-Type": "application/json"},
                      content=body)
     assert r.status_code == 200, r.text
+
+
+def model_head(token: str | None, length: int | None, sub: int = 1) -> bytes:
+    """The head of a model upload (PUT /api/v1/submissions/{id}/model, multipart)."""
+    lines = [f"PUT /api/v1/submissions/{sub}/model HTTP/1.1", "Host: 127.0.0.1",
+             "Content-Type: multipart/form-data; boundary=b0undary"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("who", [None, "c2s_not-a-token"])
+def test_a_model_upload_without_a_valid_token_is_refused_before_it_is_sent(server, who):
+    with connect(server) as s:
+        s.sendall(model_head(who, 300 * 2**20))  # declares 300 MB, sends none of it
+        status, data = read_response(s)
+    assert status == 401, data[:300]
+
+
+def test_a_declared_oversized_model_is_refused_before_it_is_sent(server, token, sub_id):
+    with connect(server) as s:
+        s.sendall(model_head(token, 300 * 2**20, sub_id))
+        status, data = read_response(s)
+    assert status == 413, data[:300]
+    assert b"larger than this server accepts (1 MiB)" in data
+
+
+@pytest.mark.parametrize("with_token", [False, True], ids=["no-token", "token"])
+def test_a_huge_model_streamed_fast_is_cut_off_and_not_held(server, token, sub_id, with_token):
+    """A model upload is capped while it streams (chunked: no size declared), as the predictions'
+    upload is: 401 at once without a token, 413 past the model cap with one."""
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n'
+    first_chunk = b"%x\r\n%s\r\n" % (len(part), part)  # then the stream's blocks are the file's bytes
+    status, data, answered_at, growth = stream(
+        server, model_head(token if with_token else None, None, sub_id) + first_chunk, chunked=True, pause_s=0.0)
+    assert status == (413 if with_token else 401), data[:300]
+    assert answered_at <= 16 * 2**20
+    assert growth < GROWTH_MB, f"the server grew by {growth:.0f} MiB"

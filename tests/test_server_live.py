@@ -187,6 +187,41 @@ def test_end_to_end_over_http(live_server, db_url, labels, tmp_path, capsys):
     assert page.status_code == 200 and "alpha" in page.text and "content-security-policy" in page.headers
 
 
+def test_submit_with_a_model_attaches_it_over_http(live_server, labels, tmp_path, capsys):
+    """`c2seg submit --model` submits, then attaches the model (checked locally first); a second
+    model for the same submission is refused (409) in one line; a model the server would refuse
+    is refused before the predictions are sent; `c2seg admin export` lists the attached model."""
+    zipped = pytest.importorskip("torch")
+    db = f"sqlite:///{tmp_path / 'data' / 'c2seg.db'}"
+    server = live_server(db, max_model_bytes=200_000)
+    token = server.admin("add-team", "alpha").strip()
+    pred = tmp_path / "pred.h5"
+    write_submission(pred, labels[1], "AB")
+    model = tmp_path / "best.pt"
+    zipped.save({"format": "c2seg-highdan/1", "w": zipped.zeros(3)}, model)
+    base = ["--server", server.url, "--token", token]
+    code, out, err = run_cli(capsys, "submit", str(pred), "--model", str(model), *base, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"]["kind"] == "checkpoint" and result["model"]["filename"] == "best.pt"
+    assert f"to submission {result['id']}" in err
+    code, out, err = run_cli(capsys, "attach-model", str(result["id"]), str(model), *base)
+    assert code == 1 and "409" in err and "already has a model attached" in err and err.count("\n") == 1, err
+    code, out, _ = run_cli(capsys, "submissions", *base, "--json")
+    assert json.loads(out)[0]["model"]["sha256"] == result["model"]["sha256"]
+    code, out, _ = run_cli(capsys, "submissions", *base)
+    assert code == 0 and out.splitlines()[-1].endswith("[model: checkpoint]")
+    big = tmp_path / "big.pt"
+    zipped.save({"w": zipped.rand(100_000)}, big)  # ~400 kB, over this server's model cap
+    other = tmp_path / "pred2.h5"
+    write_submission(other, labels[1], "AB", method="again")
+    code, out, err = run_cli(capsys, "submit", str(other), "--model", str(big), *base)
+    assert code == 1 and "larger than the server accepts" in err and err.count("\n") == 1, err
+    assert db_count(db, "submissions") == 1  # refused before the predictions were sent
+    rows = list(csv.DictReader(io.StringIO(server.admin("export"))))
+    assert [(r["model_kind"], r["model_sha256"]) for r in rows] == [("checkpoint", result["model"]["sha256"])]
+
+
 @pytest.mark.slow
 def test_quota_holds_under_concurrent_requests(live_server, db_url, labels, tmp_path):
     quota, clients = 3, 16

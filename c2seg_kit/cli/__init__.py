@@ -36,6 +36,7 @@ CORE_COMMANDS: dict[str, str] = {
     "pack": "c2seg_kit.cli.packing:pack",
     "unpack": "c2seg_kit.cli.packing:unpack",
     "submit": "c2seg_kit.cli.participant:submit",
+    "attach-model": "c2seg_kit.cli.participant:attach_model",
     "leaderboard": "c2seg_kit.cli.participant:leaderboard",
     "me": "c2seg_kit.cli.account:me",
     "submissions": "c2seg_kit.cli.account:submissions",
@@ -108,8 +109,8 @@ def cli() -> None:
     """Tools for the C2Seg cross-city multimodal segmentation benchmark.
 
     Data: synth, info, prepare, export. Scoring: validate, score, render. Tiles: pack, unpack. Baseline:
-    train-baseline, predict, import-weights. Leaderboard: serve, admin, submit, leaderboard, me, submissions.
-    Start with `c2seg demo` to see the whole path on synthetic data.
+    train-baseline, predict, import-weights. Leaderboard: serve, admin, submit, attach-model, leaderboard, me,
+    submissions. Start with `c2seg demo` to see the whole path on synthetic data.
     """
 
 

@@ -89,7 +89,8 @@ def submissions(ctx, server, token, track, as_json):
         sc = sub["scores"]
         click.echo(f"{sub['id']:>6}  {utc(sub['created'])[:16]:<16}  {safe(sub['track']):<5} "
                    f"{safe(sub.get('status', 'scored')):<6} {format_score(sc['miou']):>7} {format_score(sc['oa']):>7}  "
-                   f"{safe(sub.get('method'))[:24]:<24} {_counts(sub)}")
+                   f"{safe(sub.get('method'))[:24]:<24} {_counts(sub)}"
+                   + (f" [model: {safe(sub['model'].get('kind'))}]" if sub.get("model") else ""))
 
 
 def _from(ctx, server, token) -> dict:

@@ -67,9 +67,12 @@ def metadata_options(method_default: str | None = None):
 @click.argument("predictions", type=click.Path(dir_okay=False))
 @server_options
 @metadata_options(method_default="the file's `method` attribute")
+@click.option("--model", "model", type=click.Path(dir_okay=False),
+              help="attach the model that made PREDICTIONS (a kit checkpoint or an ONNX file, docs/verify.md), "
+                   "for the organizers to re-run; checked before anything is sent")
 @click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
 @progress_option
-def submit(predictions, server, token, method, description, url, as_json, progress):
+def submit(predictions, server, token, method, description, url, model, as_json, progress):
     """Validate PREDICTIONS locally, upload them and print the public scores.
 
     The file and the metadata are checked with the server's own rules before a byte is sent,
@@ -88,6 +91,10 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     path = Path(predictions)
     if not path.is_file():
         raise C2SegError(f"no such file: {path}")
+    if model is not None:  # a model that would be refused is found out before the predictions cost quota
+        from c2seg_kit import model_files
+
+        model_files.inspect_model(model)
     try:
         text.check_metadata(method, client.normalise_newlines(description), url)
     except ValueError as e:
@@ -104,10 +111,11 @@ def submit(predictions, server, token, method, description, url, as_json, progre
     if track not in served:
         raise C2SegError(f"the server at {site} does not score track {track} "
                          f"(it serves: {', '.join(map(safe, served)) or 'none'})")
-    cap = info.get("max_upload_bytes")
-    if cap and size > cap:
-        raise C2SegError(f"{path.name} is {size / 2**20:.1f} MiB, larger than the server accepts "
-                         f"({cap / 2**20:g} MiB; it would answer 413)")
+    for file, key in ((path, "max_upload_bytes"), *(((Path(model), "max_model_bytes"),) if model else ())):
+        cap, size_of = info.get(key), file.stat().st_size
+        if cap and size_of > cap:
+            raise C2SegError(f"{file.name} is {size_of / 2**20:.1f} MiB, larger than the server accepts "
+                             f"({cap / 2**20:g} MiB; it would answer 413)")
     # The track's layout decides what the file must hold: the label raster's shape, or exactly
     # the test tiles (ids and shapes); a file of the other layout is told how to convert.
     if served[track].get("layout", "scene") == "tiles":
@@ -126,10 +134,50 @@ def submit(predictions, server, token, method, description, url, as_json, progre
               disable=not progress, leave=False) as bar:
         result = client.submit(path, server=site, token=token, progress=bar.update, method=method,
                                description=description, url=url, track=track)
+    if model is not None:
+        result = _attach(result["id"], model, site, token, progress)
     if as_json:
         click.echo(json.dumps(result))
     else:
         print_scores(result)
+
+
+def _attach(submission_id: int, model: str, site: str, token: str, progress: bool) -> dict:
+    """Attach `model` to the submission; a refusal says the submission itself stands."""
+    from tqdm import tqdm
+
+    from c2seg_kit import client
+
+    size = Path(model).stat().st_size
+    try:
+        with tqdm(total=size, unit="B", unit_scale=True, desc="uploading the model", file=sys.stderr,
+                  disable=not progress, leave=False) as bar:
+            result = client.attach_model(submission_id, model, server=site, token=token, progress=bar.update)
+    except C2SegError as e:
+        raise C2SegError(f"submission {submission_id} was scored, but its model was not attached: {e} "
+                         f"(retry with `c2seg attach-model {submission_id} {model}`)") from None
+    m = result["model"] or {}
+    click.echo(f"attached {safe(m.get('filename', ''))} ({safe(m.get('kind', ''))}, sha256 "
+               f"{safe(m.get('sha256', ''))[:16]}...) to submission {submission_id}", err=True)
+    return result
+
+
+@click.command("attach-model")
+@click.argument("submission_id", type=click.IntRange(1, 2**31 - 1))
+@click.argument("model", type=click.Path(dir_okay=False))
+@server_options
+@click.option("--json", "as_json", is_flag=True, help="print the server's answer as one JSON object")
+@progress_option
+def attach_model(submission_id, model, server, token, as_json, progress):
+    """Attach MODEL (a kit checkpoint or an ONNX file, docs/verify.md) to your submission
+    SUBMISSION_ID, for the organizers to re-run on the hidden test inputs and compare with the
+    submitted labels. Checked here first (an ONNX file must be a plain inference graph); the
+    server stores it and never runs it. One model per submission."""
+    from c2seg_kit import client
+
+    result = _attach(submission_id, model, client.server_url(server), client.server_token(token), progress)
+    if as_json:
+        click.echo(json.dumps(result))
 
 
 @click.command()

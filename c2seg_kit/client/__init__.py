@@ -26,7 +26,7 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.registry import get_track
 from c2seg_kit.text import check_metadata
 
-__all__ = ["EXPLAIN", "ServerError", "combined_leaderboard", "edit_submission", "explain", "health", "leaderboard",
+__all__ = ["EXPLAIN", "ServerError", "attach_model", "combined_leaderboard", "edit_submission", "explain", "health", "leaderboard",
            "me", "my_submissions", "server_token", "server_url", "set_final_picks", "submit"]
 
 
@@ -196,4 +196,26 @@ def submit(path: str | os.PathLike, *, server: str | None = None, token: str | N
                           # The server may answer early (e.g. 413 or 401) and close before the body is sent.
                           on_write_error="the server closed the connection during the upload; "
                                          "the file may be too large or the token refused")
+    return shapes.checked(result, shapes.SUBMISSION, base)
+
+
+def attach_model(submission_id: int, path: str | os.PathLike, *, server: str | None = None, token: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict:
+    """Attach the model file at `path` (a kit checkpoint or an ONNX file, checked here first:
+    c2seg_kit.model_files.inspect_model) to the team's submission `submission_id`; returns the
+    submission as the server shows it, with its `model`. The server stores the file for the
+    organizers to re-run (`c2seg admin verify`); it never runs it."""
+    from c2seg_kit import model_files
+
+    token = server_token(token)
+    base = server_url(server)
+    path = Path(path)
+    found = model_files.inspect_model(path)
+    with open(path, "rb") as fh:
+        upload = {"file": (upload_filename(path), CountingReader(fh, progress), "application/octet-stream")}
+        result = exchange("PUT", f"{base}{API}/submissions/{int(submission_id)}/model", base=base,
+                          headers={"Authorization": f"Bearer {token}"}, files=upload, expect=(200,),
+                          deadline_s=upload_deadline(found.size),
+                          on_write_error="the server closed the connection during the upload; "
+                                         "the model may be too large or the token refused")
     return shapes.checked(result, shapes.SUBMISSION, base)

@@ -69,11 +69,13 @@ SCORES = {"miou": NUM, "oa": NUM, "f1": NUM, "kappa": NUM, "per_class_iou": Dict
 # A scene track gives its label shape; a tile track (layout "tiles") no shape but its tile count.
 HEALTH = {"tracks": [{"track": str, "layout?": Valid(str, lambda v: v in ("scene", "tiles"), "'scene' or 'tiles'"),
                       "shape": Nullable(SIZE), "n_tiles?": OPT_COUNT}],
-          "max_upload_bytes?": Valid(OPT_INT, lambda v: v is None or v > 0, "an integer > 0 or null")}
+          "max_upload_bytes?": Valid(OPT_INT, lambda v: v is None or v > 0, "an integer > 0 or null"),
+          "max_model_bytes?": Valid(OPT_INT, lambda v: v is None or v > 0, "an integer > 0 or null")}
 TILES = {"tiles": DictOf(SIZE, TILE_ID)}
 SUBMISSION = {"id": ID, "track": str, "team": str, "created": str, "scores": SCORES, "method?": OPT_STR,
               "description?": OPT_STR, "url?": OPT_STR, "status?": str, "final_pick?": bool, "best_public?": bool,
-              "private_candidate?": bool}
+              "private_candidate?": bool,
+              "model?": Nullable({"kind": str, "filename": str, "size": COUNT, "sha256": str, "created": str})}
 SUBMISSIONS = [SUBMISSION]
 BOARD = {"track": str, "phase": str, "ranked_by": str,
          "entries": [{"rank": OPT_COUNT, "team": str, "baseline": bool, "submissions": COUNT, "public": SCORES,
