@@ -241,9 +241,11 @@ def hsi_mean(folder: Path, city: str) -> np.ndarray:
 
 
 def c2seg(*args) -> float:
+    """Run `c2seg ARGS` in a fresh interpreter; its wall time."""
+    from common import C2SEG  # bench/common.py (this script's folder leads sys.path)
+
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", "from c2seg_kit.cli import main; main()", *map(str, args)],
-                       capture_output=True, text=True)
+    r = subprocess.run([*C2SEG, *map(str, args)], capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"c2seg {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}")
     for line in r.stderr.splitlines():
