@@ -79,6 +79,7 @@ def authors_side(repo: str, scene: str, weights: str, out: str, solver: str, pat
     import random
     import types
 
+    import scipy.io
     import torch
 
     times = {}
@@ -151,8 +152,6 @@ def authors_side(repo: str, scene: str, weights: str, out: str, solver: str, pat
             labels.append(np.asarray(np.argmax(pred[:, :, :, 1:], axis=3), dtype=np.uint8) + 1)
             top2 = np.sort(pred[:, :, :, 1:], axis=3)[..., -2:]
             margins.append(top2[..., 1] - top2[..., 0])
-    import scipy.io
-
     h, w = scipy.io.loadmat(str(Path(scene, "berlin_multimodal.mat")), variable_names=["label"])["label"].shape
     rows, cols = -(-h // patch), -(-w // patch)  # as their recover() lays the windows out
 
