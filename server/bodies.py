@@ -8,7 +8,8 @@ of every request whose route takes a body (FastAPI body parameters; the upload i
 streams its own body to a spool file under its own caps, see uploads.py). When the route first
 asks for the body, before a byte of it is read:
 
-- a route that needs a team's token gets it checked, from the header alone: 401;
+- a route that needs a team's token gets it checked, from the header alone: 401 (a page of the
+  participants' site: its session, from the cookie alone; see site_sessions.py);
 - a declared Content-Length over MAX_BODY_BYTES: 413;
 
 then, while the body arrives, bytes are counted (declared or chunked alike): past
@@ -28,6 +29,7 @@ from starlette.requests import Request
 
 from . import edge
 from .deps import current_team
+from .site_sessions import member_required
 
 #: The largest body a route other than the upload takes. The largest valid one (every metadata
 #: field at its cap, each character written as a JSON surrogate-pair escape) is about 17 KiB.
@@ -39,8 +41,17 @@ def body_timeout_s() -> float:
     return edge.HEADER_TIMEOUT_S if edge.HEADER_TIMEOUT_S > 0 else 10.0
 
 
-def _needs_team(dependant) -> bool:
-    return any(d.call is current_team or _needs_team(d) for d in dependant.dependencies)
+#: The header-only checks a route's body waits for: the API's token, the site's session.
+GATES = (current_team, member_required)
+
+
+def _gate(dependant):
+    """The first of GATES the route depends on (directly or through a dependency), or None."""
+    for d in dependant.dependencies:
+        found = d.call if d.call in GATES else _gate(d)
+        if found is not None:
+            return found
+    return None
 
 
 #: Every refusal here closes the connection: the unread body is never drained.
@@ -103,9 +114,11 @@ class _Gate:
         request = Request(self.scope)
         app = self.scope["app"]
         # (a test that overrides the token check with app.dependency_overrides gets its override)
-        if _needs_team(route.dependant) and current_team not in app.dependency_overrides:
+        gate = _gate(route.dependant)
+        if gate is not None and gate not in app.dependency_overrides:
+            args = (request, app.state.services) if gate is current_team else (request,)
             try:
-                await run_in_threadpool(current_team, request, app.state.services)
+                await run_in_threadpool(gate, *args)
             except HTTPException as e:
                 raise HTTPException(e.status_code, e.detail, headers={**(e.headers or {}), **CLOSE}) from None
         declared = request.headers.get("content-length")

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     #: Content-Length, or the upload cap when it sends none); past it, 503 with Retry-After.
     spool_budget_mb: int = Field(2048, ge=1)
 
+    #: Hours a participant's sign-in on the site (/team) lasts before the token is asked again.
+    site_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
     #: Seconds a leaderboard may be served from this process's cache (0 disables it);
     #: writes made by this process clear it at once.
     leaderboard_cache_s: float = Field(2.0, ge=0)

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
 
-from . import crud, logs, pages, routes_leaderboard, routes_submissions, routes_teams, stored
+from . import crud, logs, pages, routes_leaderboard, routes_site, routes_submissions, routes_teams, stored
 from .board import BoardCache
 from .bodies import SmallBodies
 from .config import Settings
@@ -38,6 +38,13 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+
+#: The participants' site (/team, routes_site.py): its own script (/static/site.js), which may
+#: call back to this origin, and forms that post to this origin; nothing else beyond the board's.
+SITE_PREFIX = "/team"
+SITE_CSP = (b"default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
+            b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SITE_HEADERS = [(k, SITE_CSP if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS]
 
 
 #: Largest request head (all header lines) accepted. uvicorn's h11 limit only bounds a head
@@ -60,15 +67,17 @@ class SecurityHeaders:
                                     status_code=431, headers={"connection": "close"})
             scope = {**scope, "headers": []}
             return await response(scope, receive, self._with_headers(send))
-        return await self.app(scope, receive, self._with_headers(send))
+        path = scope.get("path", "")
+        site = path == SITE_PREFIX or path.startswith(SITE_PREFIX + "/")
+        return await self.app(scope, receive, self._with_headers(send, SITE_HEADERS if site else SECURITY_HEADERS))
 
     @staticmethod
-    def _with_headers(send):
+    def _with_headers(send, headers=SECURITY_HEADERS):
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+                    (k, v) for k, v in headers if k not in names]
             await send(message)
 
         return send_with_headers
@@ -169,7 +178,7 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
                               "Reference in the kit's repository: docs/api.md (this API, quotas, error codes), "
                               "docs/formats.md (the submission file and the metric).")
     app.state.services = services
-    routers = [m.router for m in (routes_submissions, routes_leaderboard, routes_teams, pages)]
+    routers = [m.router for m in (routes_submissions, routes_leaderboard, routes_teams, pages, routes_site)]
     routers.append(routes_submissions.picks_router)
     # token, then a capped body, before a route reads one (bodies.py)
     app.add_middleware(SmallBodies, routers=routers)

@@ -221,3 +221,21 @@ class PhaseChange(Base):
     at: Mapped[dt.datetime]
     cap: Mapped[int | None] = mapped_column(Integer, default=None)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SiteSession(Base):
+    """A signed-in browser of the participants' site (site_sessions.py). Only the SHA-256 of the
+    session id is kept; `token_hash` is the team's token hash at sign-in: a session whose team
+    has another token since (rotated) or is revoked is refused, so either ends it at once."""
+
+    __tablename__ = "site_sessions"
+    __table_args__ = (Index("ix_site_sessions_team", "team_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    id_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime]
+    #: A one-shot message for the next page (the answer to a plain form post), then cleared.
+    flash: Mapped[str | None] = mapped_column(Text, default=None)

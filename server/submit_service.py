@@ -177,6 +177,8 @@ async def _receive_and_score(services: Services, team: Team, held: admission.Adm
     settings = services.settings
     started = utcnow()
     upload = await receive()
+    if track is None and upload.track is not None:  # declared in the body (a form): the file must name it
+        track = upload.track
     # The deadline rule: an upload counts in the phase in which its last byte arrived. One whose
     # head came before a close (or the switch to final) and whose body came after is refused.
     received = utcnow()

@@ -41,6 +41,8 @@ class Upload:
     size: int
     sha256: str
     fields: dict[str, str] = field(default_factory=dict)  # TEXT_FIELDS that came, decoded (not yet checked)
+    #: The track a form declared in the body (the site's upload form), checked like a declared one.
+    track: str | None = None
 
 
 def too_large(limit: int) -> HTTPException:
@@ -81,8 +83,8 @@ class _FilePart:
     """python-multipart callbacks that write the `file` field to disk, keep the small TEXT_FIELDS
     (each under its byte cap) and skip everything else."""
 
-    def __init__(self, out, limit: int):
-        self.out, self.limit = out, limit
+    def __init__(self, out, limit: int, fields: dict[str, int] = TEXT_FIELDS):
+        self.out, self.limit, self.fields = out, limit, fields
         self.size = 0
         self.digest = hashlib.sha256()
         self.filename: str | None = None
@@ -121,7 +123,7 @@ class _FilePart:
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._disposition)
         name = params.get(b"name", b"").decode("latin-1")
-        if name in TEXT_FIELDS and b"filename" not in params:
+        if name in self.fields and b"filename" not in params:
             if name in self.texts:
                 raise HTTPException(400, f"the multipart body has the field '{name}' twice")
             self._text = name
@@ -134,7 +136,7 @@ class _FilePart:
         if self._text is not None:
             buf = self.texts[self._text]
             buf += data[start:end]
-            if len(buf) > TEXT_FIELDS[self._text]:
+            if len(buf) > self.fields[self._text]:
                 raise HTTPException(422, f"{self._text}: longer than this server accepts")
             return
         if not self._in_file:
@@ -167,8 +169,10 @@ def _parser(boundary: bytes, callbacks: dict) -> MultipartParser:
         return MultipartParser(boundary, callbacks)
 
 
-async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeout_s: float) -> Upload:
-    """Stream the request's multipart body; the `file` field lands in a spool file (caller deletes it)."""
+async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeout_s: float,
+                         fields: dict[str, int] = TEXT_FIELDS) -> Upload:
+    """Stream the request's multipart body; the `file` field lands in a spool file (caller deletes it).
+    ``fields``: the small text fields kept (name -> most bytes), the rest are skipped."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -181,7 +185,7 @@ async def receive_upload(request: Request, *, spool_dir: Path, limit: int, timeo
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            part = _FilePart(out, limit)
+            part = _FilePart(out, limit, fields)
             try:
                 parser = _parser(boundary, part.callbacks())
             except (ValueError, MultipartParseError):

@@ -1,58 +1,74 @@
-"""The participant site (/team) in a real browser: Playwright for Python driving the Debian
-Chromium by its executable path (no browser download), for tests/test_site_browser.py,
-scripts/site_screenshots.py and bench/site_upload.py.
-
-- `chromium_path`: the installed Chromium, or None;
-- `launch`: headless Chromium with the flags the other browser tests use (no sandbox, no GPU,
-  no background network, no first-run);
-- `sign_in`: the sign-in form filled and sent as a person does (the token typed into the form,
-  never put in a URL);
-- `upload`: a file chosen in the upload form and sent; returns when the page shows the answer.
-"""
+"""What the participants' site tests share: an app on a fresh database (the module's scoring pool),
+a team and its token, signing in through the form, and reading the pages' hidden CSRF tokens."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import re
+from html.parser import HTMLParser
 
-#: Where Debian (and CI, which installs Debian's package) puts Chromium, then the names on PATH.
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--hide-scrollbars"]
+from fastapi.testclient import TestClient
 
+from c2seg_server import crud
+from c2seg_server.config import Settings
+from c2seg_server.main import create_app
 
-def chromium_path() -> str | None:
-    for name in CHROMIUM_CANDIDATES:
-        found = name if Path(name).is_file() else shutil.which(name)
-        if found:
-            return found
-    return None
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def launch(playwright, executable: str | None = None):
-    """Headless Chromium (the installed one) under Playwright."""
-    return playwright.chromium.launch(executable_path=executable or chromium_path(), headless=True, args=FLAGS)
+def make_app_client(labels, data_dir, pool, *, base_url: str = "http://testserver", **settings) -> TestClient:
+    """A TestClient (entered: call .__exit__ when done) on a fresh app sharing ``pool``."""
+    app = create_app(Settings(labels=labels, data_dir=data_dir, **settings), pool=pool)
+    client = TestClient(app, base_url=base_url, follow_redirects=False)
+    client.__enter__()
+    return client
 
 
-def sign_in(page, base_url: str, token: str) -> None:
-    """Open the sign-in page, type the token, send the form; waits for the team page."""
-    page.goto(base_url + "/team/sign-in")
-    page.fill("#token", token)
-    with page.expect_navigation():
-        page.press("#token", "Enter")
+def add_team(client: TestClient, name: str = "alpha") -> str:
+    """A team in the client's database; returns its token."""
+    with client.app.state.services.sessions() as s:
+        _, token = crud.add_team(s, name)
+    return token
 
 
-def upload(page, path: Path | str, track: str, timeout_ms: float = 120_000, **fields: str) -> str:
-    """Choose `path` in the upload form (and `track`, and method/description/url from `fields`),
-    press the upload button and wait until #upload-result shows the server's answer; returns its text.
-    The page must run its script (the form then stays on the page)."""
-    page.select_option("#track", track)
-    page.set_input_files("#file", str(path))
-    for name, value in fields.items():
-        page.fill(f"#{name}", value)
-    page.evaluate("document.getElementById('upload-result').textContent = ''")
-    page.click("#upload-button")
-    page.wait_for_function(
-        "() => { const r = document.getElementById('upload-result');"
-        " return r && (r.classList.contains('ok') || r.classList.contains('refused')); }", timeout=timeout_ms)
-    return page.inner_text("#upload-result")
+def csrf_of(html: str) -> str:
+    found = CSRF_RE.search(html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str):
+    """The sign-in form as a browser sends it; returns the answer to the POST."""
+    page = client.get("/team/sign-in")
+    assert page.status_code == 200, page.text
+    return client.post("/team/sign-in", data={"token": token, "csrf": csrf_of(page.text)})
+
+
+def dashboard_csrf(client: TestClient) -> str:
+    page = client.get("/team")
+    assert page.status_code == 200, (page.status_code, page.text[:300])
+    return csrf_of(page.text)
+
+
+class Elements(HTMLParser):
+    """Every start tag of a page as (tag, attributes), and the text inside <script>/<style>."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.inline: list[str] = []
+        self._in: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in and data.strip():
+            self.inline.append(data)
+
+    def find(self, tag: str, **attrs) -> list[dict]:
+        return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
