@@ -128,9 +128,11 @@ def is_https(request: Request) -> bool:
 
 def same_origin(request: Request) -> bool:
     """False when the request's Origin header names another origin than the one it was sent to
-    (no Origin header: true; SameSite=Strict and the CSRF token still apply)."""
+    (no Origin header: true; SameSite=Strict and the CSRF token still apply). A browser sends
+    "Origin: null" on a form post from a page whose referrer policy is no-referrer, as these pages'
+    is: that names no origin either."""
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     host = request.headers.get("host", "")
     return origin == f"{request.url.scheme}://{host}"
