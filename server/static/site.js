@@ -18,7 +18,9 @@
 
   var ANSWER_JSON = { Accept: "application/json" };
   /* The parts of /team that an answer can change, swapped in from a fresh copy of the page. */
-  var REGIONS = ["#my-submissions-box", "#my-submissions", "#quota", "#phases", "#picks"];
+  var REGIONS = ["#submissions", "#quota", "#phases", "#final-picks", "#disqualified"];
+  /* A script may send the form's CSRF token in this header: the server checks it before the body. */
+  var CSRF_HEADER = "X-CSRF-Token";
 
   /* --- small helpers ------------------------------------------------------------------------ */
 
@@ -40,7 +42,7 @@
   function say(region, text, ok) {
     if (!region) { return; }
     region.textContent = text;
-    region.classList.remove("ok", "refused", "busy");
+    region.classList.remove("ok", "refused", "busy", "error");
     region.classList.add(ok === null ? "busy" : ok ? "ok" : "refused");
   }
 
@@ -90,8 +92,9 @@
       if (next && next.classList.contains("local-time")) { return; }
       var when = new Date(t.getAttribute("datetime"));
       if (isNaN(when.getTime())) { return; }
-      var text = "your time: " + fmt.format(when) + (zone ? " (" + zone + ")" : "");
-      t.insertAdjacentElement("afterend", el("span", { "class": "local-time" }, text));
+      var local = fmt.format(when);
+      var named = zone && local.indexOf(zone) < 0 ? ", " + zone : "";
+      t.insertAdjacentElement("afterend", el("span", { "class": "local-time" }, " (your time: " + local + named + ")"));
     });
   }
 
@@ -240,6 +243,9 @@
     var input = form.querySelector("#file");
     var button = form.querySelector("#upload-button");
     var busy = false;
+    /* The answer shows where the person is: under the form (without the script it is at the top of
+       the page the server sends back). */
+    if (result && !result.textContent.trim()) { form.insertAdjacentElement("afterend", result); }
     if (input) {
       input.addEventListener("change", function () {
         var file = input.files && input.files[0];
@@ -267,8 +273,15 @@
       setProgress(box, 0);
       say(result, "Uploading \u201c" + file.name + "\u201d (" + bytesText(file.size) + ")\u2026", null);
       var xhr = new XMLHttpRequest();
-      xhr.open("POST", form.getAttribute("action") || form.action);
+      var track = form.querySelector("#track");
+      var csrf = form.querySelector('input[name="csrf"]');
+      /* The track and the CSRF token go in the request's head too: a wrong one is refused before
+         the file is sent. */
+      var action = new URL(form.getAttribute("action") || form.action, window.location.href);
+      if (track && track.value) { action.searchParams.set("track", track.value); }
+      xhr.open("POST", action.href);
       xhr.setRequestHeader("Accept", "application/json");
+      if (csrf && csrf.value) { xhr.setRequestHeader(CSRF_HEADER, csrf.value); }
       xhr.upload.addEventListener("progress", function (e) {
         if (e.lengthComputable && e.total > 0) { setProgress(box, e.loaded / e.total); }
       });
@@ -280,7 +293,7 @@
         var answer = answerOf(status, body);
         var text = answer.message;
         var scores = answer.ok ? scoresText(answer.submission) : "";
-        if (scores && text.indexOf(scores) < 0) { text += " " + scores; }
+        if (scores && text.indexOf("mIoU") < 0) { text += " " + scores; }
         setProgress(box, 1, answer.ok ? "100 %: done" : "stopped");
         busy = false;
         if (button) { button.disabled = false; }
