@@ -5,7 +5,10 @@ Modules, by layer: a request goes down (routes -> services -> scoring and the da
 The HTTP side (what a request brings and the answer):
   main          create_app(settings) factory, the scoring pool, security headers, error handlers
   routes_*      routers, thin: dependencies -> a service -> the answer. submissions (+ final picks),
-                leaderboard, teams/health; pages: the HTML board
+                leaderboard, teams/health; pages: the HTML board; site: the participants' pages
+                under /team (sign-in, upload, their submissions, picks), answering as the API does
+  site_sessions the site's sign-in: sessions behind an HttpOnly cookie (only hashes stored,
+                ended by a rotated or revoked token), CSRF tokens, same-origin checks
   deps          typed dependencies (SessionDep, TeamDep, ...) and the Services bundle they come from
   schemas       the API's bodies (also the shapes the board's rules fill in)
   bodies        small request bodies: the token first, then a capped body

@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from c2seg_kit import __version__
 from c2seg_kit.errors import C2SegError
@@ -41,7 +43,6 @@ SECURITY_HEADERS = [
 
 #: The participants' site (/team, routes_site.py): its own script (/static/site.js), which may
 #: call back to this origin, and forms that post to this origin; nothing else beyond the board's.
-SITE_PREFIX = "/team"
 SITE_CSP = (b"default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
             b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SITE_HEADERS = [(k, SITE_CSP if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS]
@@ -67,8 +68,7 @@ class SecurityHeaders:
                                     status_code=431, headers={"connection": "close"})
             scope = {**scope, "headers": []}
             return await response(scope, receive, self._with_headers(send))
-        path = scope.get("path", "")
-        site = path == SITE_PREFIX or path.startswith(SITE_PREFIX + "/")
+        site = routes_site.on_site_path(scope.get("path", ""))
         return await self.app(scope, receive, self._with_headers(send, SITE_HEADERS if site else SECURITY_HEADERS))
 
     @staticmethod
@@ -188,7 +188,16 @@ def create_app(settings: Settings | None = None, *, pool: ScoringPool | None = N
     async def one_line_validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if routes_site.on_site(request):
+            return routes_site.error_response(request, 422, f"{where}: {first.get('msg', 'invalid request')}")
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def site_or_api_error(request: Request, exc: StarletteHTTPException):
+        # the site's pages answer in its own shapes (plain words, or its JSON for scripts)
+        if routes_site.on_site(request):
+            return routes_site.error_response(request, exc.status_code, str(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

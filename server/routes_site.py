@@ -31,7 +31,7 @@ from . import routes_submissions, routes_teams, site_sessions, submit_service
 from .deps import ServicesDep, served_track
 from .pages import HERE
 from .schemas import FinalPicksIn, MetadataIn, SubmissionOut
-from .site_sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_PATH, SIGNIN_COOKIE, Member
+from .site_sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_PATH, SIGNIN_COOKIE, Member, wants_json
 from .submit_service import in_db
 from .uploads import TEXT_FIELDS, check_content_length, receive_upload
 
@@ -55,6 +55,27 @@ FORM_FIELDS = {**TEXT_FIELDS, CSRF_FIELD: 256, "track": 64}
 DASHBOARD = "/team"
 
 
+def on_site_path(path: str) -> bool:
+    return path == DASHBOARD or path.startswith(DASHBOARD + "/")
+
+
+def on_site(request: Request) -> bool:
+    return on_site_path(request.url.path)
+
+
+def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+    """A refusal on the site (no session, another origin, a malformed form) in the site's shapes:
+    its JSON for scripts, plain words otherwise (a redirect keeps its Location)."""
+    if wants_json(request):
+        response = JSONResponse({"ok": False, "status": status, "message": message, "submission": None},
+                                status_code=status)
+    else:
+        response = PlainTextResponse(message + "\n", status_code=status)
+    for k, v in (headers or {}).items():
+        response.headers[k] = v
+    return response
+
+
 def _cookie_args(request: Request) -> dict:
     return {"httponly": True, "samesite": "strict", "secure": site_sessions.is_https(request)}
 
@@ -75,7 +96,7 @@ def _scores_text(sub: SubmissionOut) -> str:
 async def _answer(request: Request, member: Member, status: int, message: str,
                   submission: SubmissionOut | None = None) -> Response:
     """The outcome of a form post: JSON for scripts, else a one-shot message and back to /team."""
-    if site_sessions.wants_json(request):
+    if wants_json(request):
         return JSONResponse({"ok": status < 400, "status": status, "message": message,
                              "submission": submission.model_dump(mode="json") if submission else None},
                             status_code=status)
@@ -86,9 +107,7 @@ async def _answer(request: Request, member: Member, status: int, message: str,
 
 def _forged(request: Request, e: HTTPException) -> Response:
     """A post without the session's CSRF token: 403, with nothing done and no message kept."""
-    if site_sessions.wants_json(request):
-        return JSONResponse({"ok": False, "status": 403, "message": e.detail, "submission": None}, status_code=403)
-    return _plain(403, e.detail)
+    return error_response(request, 403, e.detail)
 
 
 def _form_lines(value: str | None) -> str | None:

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from sqlalchemy import delete, select
@@ -134,8 +135,10 @@ def same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return True
-    host = request.headers.get("host", "")
-    return origin == f"{request.url.scheme}://{host}"
+    # The port is left out: a proxy forwards the host without it (nginx's $host), and cookies
+    # and SameSite ignore ports anyway. "null" (a sandboxed or file: page) never matches.
+    sent, own = urlsplit(origin), urlsplit("//" + request.headers.get("host", ""))
+    return sent.scheme == request.url.scheme and sent.hostname is not None and sent.hostname == own.hostname
 
 
 def wants_json(request: Request) -> bool:

@@ -72,3 +72,60 @@ class Elements(HTMLParser):
 
     def find(self, tag: str, **attrs) -> list[dict]:
         return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
+
+
+def raw_post(app, path: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, bytes, int]:
+    """One POST straight through the app's ASGI interface (no client that reads the body first):
+    (status, response headers, response body, how many body chunks the app pulled)."""
+    import anyio
+
+    pulled = 0
+    queue = list(chunks)
+    out: dict = {"status": 0, "headers": {}, "body": b""}
+
+    async def receive():
+        nonlocal pulled
+        if not queue:
+            return {"type": "http.disconnect"}
+        pulled += 1
+        chunk = queue.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+            out["headers"] = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "testserver", **headers}.items()],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    anyio.run(app, scope, receive, send)
+    return out["status"], out["headers"], out["body"], pulled
+
+
+SPLIT = dict(split_block=8, split_seed=7, public_fraction=0.5)
+BW_SHAPE = (40, 40)
+
+
+def site_labels(folder):
+    """Two tracks: AB on test tiles (hostile_files' tile target), BW on a 40 x 40 scene.
+    Returns (the tile target, BW's label array, the two labels files)."""
+    import numpy as np
+    from hostile_files import make_tile_target
+
+    from c2seg_kit.submission.writers import write_labels
+
+    tiles = make_tile_target(folder)
+    bw = np.random.default_rng(5).integers(1, 14, BW_SHAPE).astype(np.uint8)
+    return tiles, bw, [tiles.path, write_labels(folder / "labels-BW.h5", bw, "BW")]
+
+
+def site_pool(labels):
+    """The scoring pool (one worker) of ``labels`` on SPLIT: a context manager."""
+    from c2seg_server.main import make_pool, served_tracks
+
+    settings = Settings(labels=labels, scoring_workers=1, **SPLIT)
+    return make_pool(settings, served_tracks(settings.labels))

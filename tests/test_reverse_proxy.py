@@ -133,6 +133,21 @@ def test_the_board_and_an_upload_through_nginx(proxy, capsys, monkeypatch, tmp_p
                                  "https://127.0.0.1 (or C2SEG_SERVER=https://127.0.0.1)\n")
 
 
+def test_the_participants_site_through_nginx_sets_a_secure_cookie_and_takes_its_forms(proxy):
+    token = proxy["server"].add_team("site-via-proxy")
+    origin = {"Origin": proxy["https"]}  # what a browser sends with a form post
+    with httpx.Client(base_url=proxy["https"], verify=trust(proxy), timeout=30, follow_redirects=False) as c:
+        page = c.get("/team/sign-in")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        r = c.post("/team/sign-in", data={"token": token, "csrf": csrf}, headers=origin)
+        assert r.status_code == 303, r.text
+        cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("c2seg_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+        csrf = c.get("/team").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        r = c.post("/team/picks/AB", data={"csrf": csrf}, headers={**origin, "Accept": "application/json"})
+        assert r.status_code == 200 and r.json()["ok"] is True
+
+
 def tls_socket(proxy, source: str = "127.0.0.1") -> ssl.SSLSocket:
     ctx = ssl.create_default_context(cafile=proxy["cert"])
     raw = socket.create_connection(("127.0.0.1", proxy["https_port"]), timeout=10, source_address=(source, 0))
