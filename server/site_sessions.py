@@ -129,11 +129,9 @@ def is_https(request: Request) -> bool:
 
 def same_origin(request: Request) -> bool:
     """False when the request's Origin header names another origin than the one it was sent to
-    (no Origin header: true; SameSite=Strict and the CSRF token still apply). A browser sends
-    "Origin: null" on a form post from a page whose referrer policy is no-referrer, as these pages'
-    is: that names no origin either."""
+    (no Origin header: true; SameSite=Strict and the CSRF token still apply)."""
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+    if origin is None:
         return True
     # The port is left out: a proxy forwards the host without it (nginx's $host), and cookies
     # and SameSite ignore ports anyway. "null" (a sandboxed or file: page) never matches.
