@@ -47,10 +47,13 @@ def files(folder: Path, scale: float) -> dict[str, tuple[str, Path, Path]]:
     """name -> (track, labels file, prediction file written with team=VARIANT)."""
     berlin = tuple(max(64, int(d * scale)) for d in BERLIN)
     wuhan = tuple(max(512, int(d * scale)) for d in WUHAN)
+    # class 0 (no class) is refused in tile files by `c2seg submit`: the predictions hold 1..13 only
     label, pred = synthetic_pair(*berlin, seed=1)
+    pred[pred == 0] = 1
     out = {"scene": ("AB", write_labels(folder / "labels-AB.h5", label, "AB"),
                      write_submission(folder / "pred-AB.h5", pred, "AB", team=VARIANT))}
     label, pred = synthetic_pair(*wuhan, seed=2)
+    pred[pred == 0] = 1
     out["tiles"] = ("BW", write_tile_labels(folder / "labels-BW.h5", tiles_of(label), "BW"),
                     write_tile_submission(folder / "pred-BW.h5", tiles_of(pred), "BW", team=VARIANT))
     return out
