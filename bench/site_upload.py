@@ -13,7 +13,9 @@ Per file, interleaved so load changes hit both, median of --runs:
 - the page: Playwright drives the installed Chromium, signed in; the file is already chosen in the
   form; timed from pressing Upload to the score shown in the page (#upload-result), which
   includes the page's refresh of the submissions table;
-- `c2seg submit --json`, end to end (a fresh interpreter, the local checks, the upload, the answer).
+- `c2seg submit --json`, end to end (a fresh interpreter, the local checks, the upload, the answer);
+- the bare API call for reference: POST /api/v1/submissions from this process (httpx), the file's
+  bytes already in memory, to the 201 with the scores.
 
 Goal: the page adds under 20 % to `c2seg submit`. --scale < 1 shrinks both files (a quick look).
 """
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser_support import chromium_path, launch, sign_in  # noqa: E402
 from common import C2SEG, WUHAN  # noqa: E402
-from live_server import BERLIN, VARIANT, LiveServer, Variants  # noqa: E402
+from live_server import BERLIN, VARIANT, LiveServer, Variants, upload  # noqa: E402
 from score import synthetic_pair  # noqa: E402
 from score_tiles import tiles_of  # noqa: E402
 
@@ -83,7 +85,9 @@ def main() -> None:
         token = server.add_team("bench-site")
         variants = {name: Variants(pred.read_bytes()) for name, (_, _, pred) in made.items()}
         env = {**os.environ, "C2SEG_SERVER": server.url, "C2SEG_TOKEN": token}
-        with sync_playwright() as pw:
+        import httpx
+
+        with sync_playwright() as pw, httpx.Client(base_url=server.url, timeout=900) as client:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             sign_in(page, server.url, token)
@@ -112,17 +116,25 @@ def main() -> None:
                     if "mIoU" not in text:
                         sys.exit(f"error: the page did not show a score: {text}")
                     path.unlink()
+                    data = variants[name].next()
+                    t0 = time.perf_counter()
+                    r = upload(client, token, data, name=f"{name}.h5")
+                    api = time.perf_counter() - t0
+                    if r.status_code != 201:
+                        sys.exit(f"error: the API answered {r.status_code}: {r.text}")
                     if run:
                         times.setdefault((name, "page"), []).append(shown)
                         times.setdefault((name, "cli"), []).append(cli)
+                        times.setdefault((name, "api"), []).append(api)
             browser.close()
     finally:
         server.stop()
-    print(f"\n{'file (median of ' + str(args.runs) + ')':<28} {'page':>9} {'c2seg submit':>13} {'page / cli':>11}"
-          f" {'goal':>7}")
+    print(f"\n{'file (median of ' + str(args.runs) + ')':<20} {'page':>8} {'c2seg submit':>13} {'page / cli':>11}"
+          f" {'goal':>7} {'bare API':>9} {'page / API':>11}")
     for name in made:
-        page_s, cli_s = statistics.median(times[(name, "page")]), statistics.median(times[(name, "cli")])
-        print(f"{name:<28} {page_s:>8.3f}s {cli_s:>12.3f}s {page_s / cli_s:>10.2f}x {'< 1.20x':>7}")
+        page_s, cli_s, api_s = (statistics.median(times[(name, w)]) for w in ("page", "cli", "api"))
+        print(f"{name:<20} {page_s:>7.3f}s {cli_s:>12.3f}s {page_s / cli_s:>10.2f}x {'< 1.20x':>7}"
+              f" {api_s:>8.3f}s {page_s / api_s:>10.2f}x")
     print(f"({os.cpu_count()} CPUs; runs: " + "; ".join(
         f"{n} {w}: " + " ".join(f"{t:.2f}" for t in v) for (n, w), v in times.items()) + ")")
 

@@ -258,6 +258,18 @@ def test_local_times_beside_utc(server, watched):
                                  "--unschedule"])
 
 
+def test_the_console_watch_sees_a_csp_violation(server, watched):
+    """What the other tests' `csp_violations() == []` would catch: an inline style, refused by the CSP."""
+    w = watched()
+    w.page.goto(server.url + "/team/sign-in")
+    assert w.csp_violations() == []
+    w.page.evaluate("document.body.setAttribute('style', 'color: red')")
+    deadline = time.monotonic() + 10
+    while not w.csp_violations() and time.monotonic() < deadline:
+        w.page.wait_for_timeout(50)
+    assert any("style-src" in m for m in w.csp_violations()), w.console
+
+
 def test_keyboard_alone_reaches_and_sends_the_upload(server, watched, scene):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -293,6 +305,7 @@ def test_keyboard_alone_reaches_and_sends_the_upload(server, watched, scene):
     page.wait_for_function("() => document.getElementById('upload-result').classList.contains('ok')", timeout=60_000)
     (sub,) = api_submissions(server, token).values()
     assert f"{sub['scores']['miou']:.4f}" in page.inner_text("#upload-result")
+    assert page.evaluate("document.activeElement.id") == "upload-button"  # the focus stays where it was
     assert w.csp_violations() == []
 
 

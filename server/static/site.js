@@ -139,9 +139,10 @@
   }
 
   /* Fetch /team again and swap in the regions an answer may have changed; the messages shown
-     beside forms are kept. Resolves to false when the page could not be read (then nothing moves). */
-  function refresh() {
-    var focus = focusKey();
+     beside forms are kept, and the focus goes back to the control that had it when the form was
+     sent (`focus`, from focusKey() then: a disabled button loses it meanwhile). Resolves to false
+     when the page could not be read (then nothing moves). */
+  function refresh(focus) {
     var notes = {};
     document.querySelectorAll(".form-result[data-for]").forEach(function (n) {
       notes[n.getAttribute("data-for")] = { text: n.textContent, cls: n.className };
@@ -267,6 +268,7 @@
         return;
       }
       busy = true;
+      var focus = focusKey();
       if (button) { button.disabled = true; }
       var box = progressFor(form);
       box.hidden = false;
@@ -299,11 +301,13 @@
         if (button) { button.disabled = false; }
         if (answer.status === 401) {
           say(result, text + " Sign in again.", false);
+          restoreFocus(focus);
           return;
         }
-        var after = answer.ok ? refresh() : Promise.resolve(true);
+        var after = answer.ok ? refresh(focus) : Promise.resolve(true);
         after.then(function () {
           say(result, text, answer.ok);
+          restoreFocus(focus);
           if (answer.ok && input) { input.value = ""; }
           if (answer.submission) {
             var row = document.querySelector('#my-submissions tr[data-id="' + answer.submission.id + '"]');
@@ -326,6 +330,7 @@
     if (submitter && submitter.name) { data.append(submitter.name, submitter.value); }
     var multipart = (form.getAttribute("enctype") || "").toLowerCase() === "multipart/form-data";
     var body = multipart ? data : new URLSearchParams(data);
+    var focus = focusKey();
     var buttons = form.querySelectorAll("button, input[type=submit]");
     buttons.forEach(function (b) { b.disabled = true; });
     say(region, "Saving\u2026", null);
@@ -338,7 +343,8 @@
     }).then(function (answer) {
       buttons.forEach(function (b) { b.disabled = false; });
       say(region, answer.message, answer.ok);
-      return answer.ok ? refresh() : true;
+      if (!answer.ok) { restoreFocus(focus); }
+      return answer.ok ? refresh(focus) : true;
     });
   }
 
