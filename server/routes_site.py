@@ -183,7 +183,7 @@ def _dashboard(services, member: Member) -> dict:
     team = member.team
     with services.sessions() as db:
         me = routes_teams.me(team, db, services)
-        subs = routes_submissions.list_submissions(team, db)
+        subs = routes_submissions.list_submissions(team, db)[::-1]  # newest first
         flash = site_sessions.pop_flash(db, member.session_row)
     phases = {q.track: q.phase for q in me.quota}
     return {"me": me, "submissions": subs, "flash": json.loads(flash) if flash else None,
@@ -215,7 +215,7 @@ def tiles_page(request: Request, track: str, services: ServicesDep) -> Response:
 
 # --- the forms ----------------------------------------------------------------------------------
 
-async def _receive(request: Request, member: Member, services, header_csrf: str | None):
+async def _receive(request: Request, member: Member, services, header_csrf: str | None, declared: str | None):
     """The upload's body (uploads.receive_upload) with the form's CSRF token and track checked."""
     settings = services.settings
     upload = await receive_upload(request, spool_dir=settings.spool_dir, limit=settings.max_upload_bytes,
@@ -225,7 +225,9 @@ async def _receive(request: Request, member: Member, services, header_csrf: str 
         upload.fields = {k: _form_lines(v) for k, v in upload.fields.items()}
         chosen = (upload.fields.pop("track", None) or "").strip()
         if chosen:
-            upload.track = served_track(chosen, services)
+            upload.track = served_track(chosen[:16], services)
+            if declared is not None and upload.track != declared:
+                raise HTTPException(422, f"the form chose track {upload.track} but the address names track {declared}")
     except BaseException:
         upload.path.unlink(missing_ok=True)
         raise
@@ -246,7 +248,7 @@ async def upload(request: Request, member: MemberDep, services: ServicesDep) -> 
         nbytes = check_content_length(request, settings.max_upload_bytes)
         query_track = request.query_params.get("track")
         declared = served_track(query_track[:16], services) if query_track else None
-        receive = functools.partial(_receive, request, member, services, header_csrf)
+        receive = functools.partial(_receive, request, member, services, header_csrf, declared)
         try:
             sub = await submit_service.submit(services, team, declared, nbytes, receive)
         except submit_service.Refusal as e:

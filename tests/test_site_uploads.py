@@ -28,6 +28,7 @@ from c2seg_kit.submission.writers import write_submission  # noqa: E402
 from c2seg_server import crud, organizer  # noqa: E402
 
 JSON = {"Accept": "application/json"}
+FORGED = "refused: the form's security token is missing or wrong; reload the page and try again"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,9 @@ def test_a_script_gets_the_apis_submission_as_json(signed_in, files):
     api = client.get(f"/api/v1/submissions/{body['submission']['id']}", headers={"Authorization": f"Bearer {token}"})
     assert body["submission"] == api.json()
     assert shown_message(client)[1] == ""  # a script's answer leaves no message behind
+    with open(files("scene", seed=2, track="BW"), "rb") as f:  # the token in a header instead of the form
+        r = client.post("/team/upload?track=BW", files={"file": ("p.h5", f)}, headers={"X-CSRF-Token": csrf, **JSON})
+    assert r.status_code == 201 and r.json()["ok"] is True
 
 
 def test_the_track_chosen_in_the_form_must_be_the_files(signed_in, files):
@@ -133,6 +137,13 @@ def test_the_track_chosen_in_the_form_must_be_the_files(signed_in, files):
     assert r.status_code == 422 and "AB" in r.json()["message"] and r.json()["submission"] is None
     r = upload(client, csrf, files("scene", track="BW"), track="XY", headers=JSON)
     assert r.status_code == 404 and "not served here" in r.json()["message"]
+    with open(files("scene", track="BW"), "rb") as f:  # a script may name the track in the address too
+        r = client.post("/team/upload?track=AB", data={"csrf": csrf, "track": "BW"}, files={"file": ("p.h5", f)},
+                        headers=JSON)
+    assert r.status_code == 422 and r.json()["message"] == "the form chose track BW but the address names track AB"
+    with open(files("scene", track="BW"), "rb") as f:
+        r = client.post("/team/upload?track=BW", data={"csrf": csrf}, files={"file": ("p.h5", f)}, headers=JSON)
+    assert r.status_code == 201 and r.json()["submission"]["track"] == "BW"
 
 
 def test_a_wrong_layout_gets_the_422_with_its_advice(signed_in, files):
@@ -170,6 +181,11 @@ def test_too_large_gets_413_before_the_body_and_no_session_gets_nothing_read(sig
                                              {**head, "cookie": cookie, "content-length": str(10**9)}, [b"x" * 1024] * 4)
     assert (status, pulled, headers["connection"]) == (413, 0, "close")
     assert json.loads(body)["message"] == "the upload is larger than this server accepts (0.00390625 MiB)"
+    # a script's CSRF header is checked before the body too
+    status, _, body, pulled = raw_post(client.app, "/team/upload",
+                                       {**head, "cookie": cookie, "content-length": "4000", "x-csrf-token": csrf[::-1]},
+                                       [b"x" * 1000] * 4)
+    assert (status, pulled, json.loads(body)["message"]) == (403, 0, FORGED)
     # no session: refused before the body, on the upload and on the small forms alike
     for path in ("/team/upload", "/team/picks/AB", "/team/submissions/1/metadata", "/team/sign-out"):
         status, _, body, pulled = raw_post(client.app, path, {**head, "content-length": "100"}, [b"x" * 100])
@@ -210,6 +226,7 @@ def test_final_picks_while_the_phase_is_open_only(signed_in, files):
     client, token, csrf = signed_in()
     ids = [upload(client, csrf, files("tiles", seed), headers=JSON).json()["submission"]["id"] for seed in (1, 2)]
     page = Elements(client.get("/team").text)
+    assert [a["data-id"] for a in page.find("tr") if "data-id" in a] == [str(i) for i in ids[::-1]]  # newest first
     (form,) = page.find("form", **{"class": "picks", "data-track": "AB"})
     assert sorted(a["value"] for a in page.find("input", type="checkbox", name="ids")) == sorted(map(str, ids))
     r = client.post("/team/picks/AB", data={"csrf": csrf, "ids": [str(ids[1])]})
