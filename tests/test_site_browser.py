@@ -141,6 +141,29 @@ def same_document(page) -> bool:
     return page.evaluate("window.__sameDocument === true")
 
 
+#: WCAG 2 contrast ratio of each element's text colour on the first opaque background behind it.
+CONTRAST_JS = """(selectors) => selectors.map((sel) => {
+  const el = document.querySelector(sel);
+  if (!el) return [sel, null];
+  const rgba = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+                       return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  let bg = [255, 255, 255];
+  for (let n = el; n; n = n.parentElement) {
+    const c = rgba(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || c[3] > 0) { bg = c; break; }
+  }
+  const [hi, lo] = [lum(rgba(getComputedStyle(el).color)), lum(bg)].sort((a, b) => b - a);
+  return [sel, (hi + 0.05) / (lo + 0.05)];
+})"""
+
+
+def low_contrast(page, selectors: list[str], least: float = 4.5) -> list:
+    found = page.evaluate(CONTRAST_JS, selectors)
+    assert all(ratio is not None for _, ratio in found), found  # every selector names an element
+    return [(sel, round(ratio, 2)) for sel, ratio in found if ratio < least]
+
+
 # --- with the page's script ------------------------------------------------------------------------
 
 def test_sign_in_upload_edit_pick_sign_out(server, watched, scene, tmp_path):
@@ -164,6 +187,7 @@ def test_sign_in_upload_edit_pick_sign_out(server, watched, scene, tmp_path):
     miou = subs[sid]["scores"]["miou"]
     assert f"{miou:.4f}" in text, text
     assert page.locator("#upload-result").get_attribute("role") == "status"
+    assert low_contrast(page, ["#upload-result", ".progress-text", "#my-submissions td.num", ".local-time"]) == []
     bar = page.locator("#upload progress, .upload-progress progress").first
     assert bar.get_attribute("value") == "100" and page.get_by_label("Upload progress").count() == 1
     assert "100 %" in page.inner_text(".upload-progress")
@@ -177,6 +201,7 @@ def test_sign_in_upload_edit_pick_sign_out(server, watched, scene, tmp_path):
     text = upload(page, ab_scene, "AB")
     assert "c2seg pack" in text and "tile" in text, text
     assert page.locator("#upload-result").get_attribute("class").split().count("refused") == 1
+    assert low_contrast(page, ["#upload-result"]) == []
     assert len(api_submissions(server, token)) == 1
 
     # Checked in the page before sending: the file's name and its size.
@@ -323,6 +348,9 @@ def test_narrow_and_wide_windows(server, watched, scene):
         sign_in(page, server.url, token)
         sizes.append(page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]"))
         assert all(sw <= iw for sw, iw in sizes), (width, sizes)
+        assert low_contrast(page, ["body", "h1", "caption", "#my-submissions thead th", "#my-submissions td",
+                                   ".help", "#upload-button", "#sign-out-button", "form.metadata label",
+                                   "form.metadata button", "#phases li", ".phase", "a"]) == []
         if width == 500:  # the table scrolls inside its own box
             box = page.evaluate("(() => { const t = document.getElementById('my-submissions');"
                                 " const b = t.parentElement; return [t.scrollWidth, b.clientWidth,"
