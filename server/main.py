@@ -45,7 +45,11 @@ SECURITY_HEADERS = [
 #: call back to this origin, and forms that post to this origin; nothing else beyond the board's.
 SITE_CSP = (b"default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
             b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SITE_HEADERS = [(k, SITE_CSP if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS]
+#: Referrer policy same-origin, not the board's no-referrer: under no-referrer a browser sends
+#: "Origin: null" with every form post and fetch POST, which the site's same-origin check refuses;
+#: same-origin sends the page's own origin home and nothing to other sites.
+SITE_OVERRIDES = {b"content-security-policy": SITE_CSP, b"referrer-policy": b"same-origin"}
+SITE_HEADERS = [(k, SITE_OVERRIDES.get(k, v)) for k, v in SECURITY_HEADERS]
 
 
 #: Largest request head (all header lines) accepted. uvicorn's h11 limit only bounds a head

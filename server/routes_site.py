@@ -110,6 +110,11 @@ def _forged(request: Request, e: HTTPException) -> Response:
     return error_response(request, 403, e.detail)
 
 
+def _form_lines(value: str | None) -> str | None:
+    """A form's text as the API takes it: browsers send a textarea's line ends as CRLF."""
+    return None if value is None else value.replace("\r\n", "\n")
+
+
 def _refusal_text(e: HTTPException) -> str:
     return str(e.detail)
 
@@ -217,6 +222,7 @@ async def _receive(request: Request, member: Member, services, header_csrf: str 
                                   timeout_s=settings.upload_timeout_s, fields=FORM_FIELDS)
     try:
         site_sessions.check_csrf(member, header_csrf or upload.fields.pop(CSRF_FIELD, None))
+        upload.fields = {k: _form_lines(v) for k, v in upload.fields.items()}
         chosen = (upload.fields.pop("track", None) or "").strip()
         if chosen:
             upload.track = served_track(chosen[:16], services)
@@ -270,7 +276,7 @@ async def edit_metadata(request: Request, submission_id: int, member: MemberDep,
     if not 1 <= submission_id <= 2**31 - 1:
         return await _answer(request, member, 404, f"submission {submission_id} not found among yours")
     try:
-        body = MetadataIn(method=method, description=description, url=url)
+        body = MetadataIn(method=method, description=_form_lines(description), url=url)
         out = await in_db(services, lambda s: routes_submissions.edit_submission(
             submission_id, body, member.team, s, services))
     except ValidationError as e:

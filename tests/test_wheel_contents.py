@@ -83,7 +83,7 @@ def test_files_the_code_opens_beside_itself_are_in_the_wheel(wheel_names):
     # alembic reads its migration environment and the template for new revisions from that folder
     for needed in ("c2seg_server/migrations/env.py", "c2seg_server/migrations/script.py.mako",
                    "c2seg_server/migrations/alembic.ini", "c2seg_server/templates/leaderboard.html",
-                   "c2seg_server/static/style.css"):
+                   "c2seg_server/static/style.css", "c2seg_server/static/site.css", "c2seg_server/static/site.js"):
         assert needed in wheel_names
 
 
