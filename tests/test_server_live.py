@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from live_server import VARIANT, Variants, free_port  # noqa: E402
+from live_server import VARIANT, Variants, free_port, wait_for  # noqa: E402
 from split_scores import scores_by_part  # noqa: E402
 
 from c2seg_kit.cli import cli, main  # noqa: E402
@@ -400,6 +400,8 @@ def test_page_renders_the_board_in_headless_chromium(live_server, labels, tmp_pa
     # nor the baseline tag is cut; at 500 px the page itself does not scroll sideways, its table does.
     for phase in ("open", "final"):
         server.admin("phase", "AB", phase)
+        wait_for(lambda: f'class="phase phase-{phase}"' in httpx.get(server.url + "/?track=AB").text,
+                 what=f"the board to show phase {phase}")  # the server rebuilds a board at most every ttl_s
         wide = _layout(browser, flags, server.url, tmp_path, 1400)
         assert wide["box"][0] <= wide["box"][1], (phase, wide)
         assert len(wide["cols"]) == (25 if phase == "final" else 22)
