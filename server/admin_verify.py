@@ -17,7 +17,6 @@ Exit status, for scripts: 0 when the agreement reaches --min-agreement (default 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -33,6 +32,7 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
 
 from .admin_db import ID, open_db, user_error
+from .stored import file_sha256
 
 #: Exit status of a re-run that does not reach --min-agreement.
 DISAGREES = 3
@@ -65,14 +65,6 @@ class Agreement:
 
 def missing_modules(kind: str) -> list[str]:
     return [m for m in NEEDS[kind] if importlib.util.find_spec(m) is None]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_layout(submitted: Path, prepared: Path, track: str) -> None:

@@ -17,6 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# site_support is also a plugin (the site's test modules name it in pytest_plugins, for its
+# fixtures): rewritten when first imported, so that pytest can load it as one without a warning
+pytest.register_assert_rewrite("site_support")
+
 # keep torch and BLAS from oversubscribing CI's 2 cores when tests run in one process
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,11 +1,14 @@
 """What the participants' site tests share: an app on a fresh database (the module's scoring pool),
-a team and its token, signing in through the form, and reading the pages' hidden CSRF tokens."""
+a team and its token, signing in through the form, and reading the pages' hidden CSRF tokens.
+Its fixtures `site_targets` (the labels), `site_scoring` (the pool) and `make_site_client` reach the
+site's test modules through their `pytest_plugins`."""
 
 from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
 
+import pytest
 from fastapi.testclient import TestClient
 
 from c2seg_server import crud
@@ -129,3 +132,36 @@ def site_pool(labels):
 
     settings = Settings(labels=labels, scoring_workers=1, **SPLIT)
     return make_pool(settings, served_tracks(settings.labels))
+
+
+#: What a script asks for to get the site's JSON answers.
+JSON = {"Accept": "application/json"}
+#: The site's refusal of a form post without its session's CSRF token.
+FORGED = "refused: the form's security token is missing or wrong; reload the page and try again"
+
+
+@pytest.fixture(scope="module")
+def site_targets(tmp_path_factory):
+    return site_labels(tmp_path_factory.mktemp("labels"))
+
+
+@pytest.fixture(scope="module")
+def site_scoring(site_targets):
+    with site_pool(site_targets[2]) as p:
+        yield p
+
+
+@pytest.fixture
+def make_site_client(tmp_path, site_targets, site_scoring):
+    """Factory: a TestClient on a fresh app (its own database unless ``data_dir`` names another's)."""
+    clients = []
+
+    def make(base_url="http://testserver", data_dir=None, **settings):
+        c = make_app_client(site_targets[2], data_dir or tmp_path / f"data{len(clients)}", site_scoring, base_url=base_url,
+                            **{**SPLIT, **settings})
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)

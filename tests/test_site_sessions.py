@@ -12,55 +12,25 @@ import re
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["site_support"]  # its fixtures: site_targets, site_scoring, make_site_client
 from site_support import (  # noqa: E402
-    SPLIT,
+    FORGED,
+    JSON,
     Elements,
     add_team,
     csrf_of,
     dashboard_csrf,
-    make_app_client,
     sign_in,
-    site_labels,
-    site_pool,
 )
 
 from c2seg_server import crud, organizer, phases  # noqa: E402
 from c2seg_server.main import SITE_CSP  # noqa: E402
 from c2seg_server.models import SiteSession  # noqa: E402
 
-JSON = {"Accept": "application/json"}
-FORGED = "refused: the form's security token is missing or wrong; reload the page and try again\n"
-
-
-@pytest.fixture(scope="module")
-def labels(tmp_path_factory):
-    return site_labels(tmp_path_factory.mktemp("labels"))
-
-
-@pytest.fixture(scope="module")
-def pool(labels):
-    with site_pool(labels[2]) as p:
-        yield p
-
 
 @pytest.fixture
-def make_client(tmp_path, labels, pool):
-    clients = []
-
-    def make(base_url="http://testserver", data_dir=None, **settings):
-        c = make_app_client(labels[2], data_dir or tmp_path / f"data{len(clients)}", pool, base_url=base_url,
-                            **{**SPLIT, **settings})
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client):
-    return make_client()
+def client(make_site_client):
+    return make_site_client()
 
 
 def session_rows(client) -> list[SiteSession]:
@@ -96,8 +66,8 @@ def test_sign_in_opens_a_session_whose_cookie_is_httponly_strict_and_only_hashed
     assert client.get("/team/sign-in").headers["location"] == "/team"  # signed in already
 
 
-def test_the_cookies_are_secure_over_https(make_client):
-    client = make_client(base_url="https://testserver")
+def test_the_cookies_are_secure_over_https(make_site_client):
+    client = make_site_client(base_url="https://testserver")
     token = add_team(client)
     page = client.get("/team/sign-in")
     assert "secure" in flags(cookie_header(page, "c2seg_signin"))
@@ -120,8 +90,8 @@ def test_a_wrong_or_revoked_token_gets_one_plain_answer_and_no_session(client):
     assert session_rows(client) == []
 
 
-def test_a_session_expires(make_client):
-    client = make_client(site_session_hours=1.5)
+def test_a_session_expires(make_site_client):
+    client = make_site_client(site_session_hours=1.5)
     r = sign_in(client, add_team(client))
     assert "max-age=5400" in flags(cookie_header(r, "c2seg_session"))
     assert client.get("/team").status_code == 200
@@ -159,11 +129,11 @@ def test_a_revoked_or_rotated_token_ends_its_sessions_at_once(client, how):
 
 # --- CSRF -------------------------------------------------------------------------------------------
 
-def test_forged_posts_are_refused(make_client):
-    client = make_client()
+def test_forged_posts_are_refused(make_site_client):
+    client = make_site_client()
     token = add_team(client)
     sign_in(client, token)
-    other = make_client(data_dir=client.app.state.services.settings.data_dir)  # the same database
+    other = make_site_client(data_dir=client.app.state.services.settings.data_dir)  # the same database
     sign_in(other, token)
     other_csrf = dashboard_csrf(other)
     mine = dashboard_csrf(client)
@@ -173,12 +143,12 @@ def test_forged_posts_are_refused(make_client):
         for path, extra in (("/team/picks/BW", {"ids": []}), ("/team/submissions/1/metadata", {"method": "x"}),
                             ("/team/sign-out", {})):
             r = client.post(path, data={**data, **extra})
-            assert (r.status_code, r.text) == (403, FORGED), (path, csrf)
+            assert (r.status_code, r.text) == (403, FORGED + "\n"), (path, csrf)
         r = client.post("/team/upload", data={**data, "track": "BW"}, files={"file": ("p.h5", b"x" * 100)})
-        assert (r.status_code, r.text) == (403, FORGED)
+        assert (r.status_code, r.text) == (403, FORGED + "\n")
         r = client.post("/team/upload", headers={"X-CSRF-Token": csrf or "", **JSON},
                         files={"file": ("p.h5", b"x" * 100)})
-        assert r.status_code == 403 and r.json()["message"] == FORGED.strip()
+        assert r.status_code == 403 and r.json()["message"] == FORGED
     assert len(session_rows(client)) == 2  # no sign-out went through
     assert client.get("/team").status_code == 200
     assert client.post("/team/picks/BW", data={"csrf": mine}, headers=JSON).json()["ok"] is True
@@ -299,11 +269,11 @@ def test_the_dashboard_has_the_forms_and_landmarks_scripts_rely_on(client):
     assert sign_in_page.find("label", **{"for": "token"})
 
 
-def test_the_access_log_holds_neither_the_token_nor_the_session(tmp_path, labels):
+def test_the_access_log_holds_neither_the_token_nor_the_session(tmp_path, site_targets):
     import httpx
     from live_server import LiveServer
 
-    srv = LiveServer(tmp_path, labels[2], env={"C2SEG_SCORING_WORKERS": "1", "C2SEG_SPLIT_BLOCK": "8"},
+    srv = LiveServer(tmp_path, site_targets[2], env={"C2SEG_SCORING_WORKERS": "1", "C2SEG_SPLIT_BLOCK": "8"},
                      options=["--log-level", "info"])
     srv.start()
     try:

@@ -11,57 +11,28 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["site_support"]  # its fixtures: site_targets, site_scoring, make_site_client
 from hostile_files import honest_tile_file  # noqa: E402
 from site_support import (  # noqa: E402
-    SPLIT,
+    FORGED,
+    JSON,
     Elements,
     add_team,
     dashboard_csrf,
-    make_app_client,
     raw_post,
     sign_in,
-    site_labels,
-    site_pool,
 )
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
 from c2seg_server import crud, organizer  # noqa: E402
 
-JSON = {"Accept": "application/json"}
-FORGED = "refused: the form's security token is missing or wrong; reload the page and try again"
-
-
-@pytest.fixture(scope="module")
-def labels(tmp_path_factory):
-    return site_labels(tmp_path_factory.mktemp("labels"))
-
-
-@pytest.fixture(scope="module")
-def pool(labels):
-    with site_pool(labels[2]) as p:
-        yield p
-
 
 @pytest.fixture
-def make_client(tmp_path, labels, pool):
-    clients = []
-
-    def make(**settings):
-        c = make_app_client(labels[2], tmp_path / f"data{len(clients)}", pool, **{**SPLIT, **settings})
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
-
-
-@pytest.fixture
-def signed_in(make_client):
+def signed_in(make_site_client):
     """Factory: a client signed in as a fresh team; returns (client, token, csrf)."""
 
     def make(name="alpha", **settings):
-        client = make_client(**settings)
+        client = make_site_client(**settings)
         token = add_team(client, name)
         assert sign_in(client, token).status_code == 303
         return client, token, dashboard_csrf(client)
@@ -70,9 +41,9 @@ def signed_in(make_client):
 
 
 @pytest.fixture
-def files(tmp_path, labels):
+def files(tmp_path, site_targets):
     """Factory: a submission file: ("tiles", seed) for AB, ("scene", seed) for BW (or AB: wrong layout)."""
-    tiles, bw, _ = labels
+    tiles, bw, _ = site_targets
     counter = iter(range(10**6))
 
     def make(kind="tiles", seed=1, track="BW"):
@@ -246,11 +217,11 @@ def test_final_picks_while_the_phase_is_open_only(signed_in, files):
     assert [s["id"] for s in client.get("/api/v1/submissions", headers=auth).json() if s["final_pick"]] == [ids[1]]
 
 
-def test_the_tiles_page_lists_a_tile_tracks_test_tiles(signed_in, labels):
+def test_the_tiles_page_lists_a_tile_tracks_test_tiles(signed_in, site_targets):
     client, _, _ = signed_in()
     html = client.get("/team/tiles/AB").text
     assert Elements(html).find("ol", id="tiles")
-    for tid, tile in labels[0].tiles.items():
+    for tid, tile in site_targets[0].tiles.items():
         assert f"<li><code>{tid}</code>: {tile.shape[0]} × {tile.shape[1]}</li>" in html
     r = client.get("/team/tiles/BW")
     assert r.status_code == 404 and "whole scene" in r.text
