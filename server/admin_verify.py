@@ -32,7 +32,6 @@ from c2seg_kit.errors import C2SegError
 from c2seg_kit.text import for_terminal as safe
 
 from .admin_db import ID, open_db, user_error
-from .stored import file_sha256
 
 #: Exit status of a re-run that does not reach --min-agreement.
 DISAGREES = 3
@@ -183,7 +182,7 @@ def verify(ctx, submission_id, prepared, min_agreement, stitch, window, overlap,
         if not path.is_file():
             raise C2SegError(f"the stored {what} file of submission {submission_id} is missing ({path}); "
                              "check --data-dir")
-        if file_sha256(path) != digest:
+        if stored.file_sha256(path) != digest:
             raise C2SegError(f"the stored {what} file of submission {submission_id} does not match its upload hash")
     missing = missing_modules(kind)
     if missing:
