@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from c2seg_kit.prepare.pca import PCA, Moments, authors_passes, authors_randomized_pca
+from c2seg_kit.prepare.pca import PCA, Moments
+from c2seg_kit.prepare.pca_authors import authors_passes, authors_randomized_pca
 from c2seg_kit.registry import TRACKS
 
 POOL = 65536

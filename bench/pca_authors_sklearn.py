@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from pca_authors import POOL, cities, pool  # noqa: E402
 
-from c2seg_kit.prepare.pca import authors_randomized_pca  # noqa: E402
+from c2seg_kit.prepare.pca_authors import authors_randomized_pca  # noqa: E402
 
 
 def main() -> None:

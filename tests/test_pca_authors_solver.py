@@ -23,7 +23,8 @@ from city_tiles import make_city_tiles
 from cli_support import run_cli
 
 from c2seg_kit.io.tiles import open_tiles
-from c2seg_kit.prepare.pca import PCA, Moments, _RowSum, authors_iterations, authors_randomized_pca
+from c2seg_kit.prepare.pca import PCA, Moments
+from c2seg_kit.prepare.pca_authors import _RowSum, authors_iterations, authors_randomized_pca
 from c2seg_kit.prepare.pipeline import PrepareOptions, prepare
 from c2seg_kit.prepare.steps import near_ties
 from c2seg_kit.prepare.tile_city import pixels_of

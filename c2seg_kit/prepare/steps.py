@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler, authors_passes, authors_randomized_pca
+from c2seg_kit.prepare.pca import PCA, ExtremeScores, Moments, Sampler
+from c2seg_kit.prepare.pca_authors import authors_passes, authors_randomized_pca
 from c2seg_kit.registry import MODALITIES
 
 CHUNK = 128  # scene cache chunk edge: one training window spans at most 4 chunks
