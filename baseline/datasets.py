@@ -41,8 +41,9 @@ from torch.utils.data import Dataset
 
 from c2seg_kit.classes import CLASSES, NUM_LABELS
 from c2seg_kit.errors import C2SegError
+from c2seg_kit.io.checksums import DISTRIBUTED_MD5, distributed_md5_check
 from c2seg_kit.io.locate import locate_data
-from c2seg_kit.io.tiles import DISTRIBUTED_MD5, SPLIT_ROLES, SPLITS, TileData, distributed_md5_check, open_tiles
+from c2seg_kit.io.tiles import SPLIT_ROLES, SPLITS, TileData, open_tiles
 from c2seg_kit.prepare.cache import PreparedData, RawTransform
 from c2seg_kit.prepare.repair import repaired_hwc
 from c2seg_kit.registry import MODALITIES, TRACKS, get_track

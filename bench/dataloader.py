@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from c2seg_baseline.datasets import C2SegPrepared, C2SegTiles
-from c2seg_kit.io.tiles import natural_key
+from c2seg_kit.io.tile_checks import natural_key
 from c2seg_kit.prepare.pipeline import prepare
 from c2seg_kit.registry import MODALITIES, TRACKS
 from c2seg_kit.synth.tile_sets import synthesize_tiles

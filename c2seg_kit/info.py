@@ -9,19 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from c2seg_kit.classes import NUM_LABELS
+from c2seg_kit.io.checksums import DISTRIBUTED_MD5, distributed_md5_check
 from c2seg_kit.io.locate import locate_data
 from c2seg_kit.io.scene import open_city
-from c2seg_kit.io.tiles import (
-    DISTRIBUTED_MD5,
-    LABEL,
-    SPLIT_ROLES,
-    BandCounts,
-    TileData,
-    TileSplit,
-    check_sizes,
-    distributed_md5_check,
-    open_tiles,
-)
+from c2seg_kit.io.tile_checks import BandCounts, check_sizes
+from c2seg_kit.io.tiles import LABEL, SPLIT_ROLES, TileData, TileSplit, open_tiles
 from c2seg_kit.registry import MODALITIES, Track
 
 BAND_ROWS = 384

@@ -20,7 +20,8 @@ from cli_support import run_cli as run
 from tile_support import make_tiles, write_gdal
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.io.tiles import natural_key, open_tiles
+from c2seg_kit.io.tile_checks import natural_key
+from c2seg_kit.io.tiles import open_tiles
 from c2seg_kit.prepare.cache import PreparedData
 from c2seg_kit.registry import TRACKS
 

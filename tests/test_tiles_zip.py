@@ -12,7 +12,7 @@ from cli_support import run_cli
 from tile_support import HOSTILE, TIFF, evil_zip, make_tiles, zip_folder
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.io import tiles as tiles_module
+from c2seg_kit.io import checksums
 from c2seg_kit.io.safezip import ZipLimits, ZipStore
 from c2seg_kit.io.tiles import open_tiles
 from c2seg_kit.registry import TRACKS
@@ -72,7 +72,7 @@ def test_info_table_says_an_md5_mismatch_once(capsys, ab_zip):
 def test_info_on_zip_with_matching_md5(capsys, ab_zip, monkeypatch):
     path, _ = ab_zip
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    monkeypatch.setitem(tiles_module.DISTRIBUTED_MD5, "C2Seg_AB.zip", md5)
+    monkeypatch.setitem(checksums.DISTRIBUTED_MD5, "C2Seg_AB.zip", md5)
     code, out, err = run_cli(capsys, "info", str(path), "--track", "AB", "--quiet")
     assert code == 0 and err == ""
     assert out.splitlines()[0] == f"archive {path}: MD5 {md5} matches"

@@ -32,7 +32,8 @@ import h5py
 import numpy as np
 
 from c2seg_kit.errors import InvalidDataError
-from c2seg_kit.io.tiles import LABEL, BandCounts, TileSplit, check_sizes
+from c2seg_kit.io.tile_checks import BandCounts, check_sizes
+from c2seg_kit.io.tiles import LABEL, TileSplit
 from c2seg_kit.prepare.cache import georef_json
 from c2seg_kit.prepare.pca import PCA, ExtremeScores
 from c2seg_kit.prepare.repair import repaired_hwc

@@ -25,7 +25,8 @@ from c2seg_kit.classes import NUM_LABELS, as_class_ids, zero_prediction_refusal
 from c2seg_kit.errors import DatasetNotFoundError, InvalidDataError, InvalidSubmissionError
 from c2seg_kit.io.geotiff import write_geotiff
 from c2seg_kit.io.images import NAMES_HELP, class_image_files, read_class_image
-from c2seg_kit.io.tiles import natural_key, open_test_split
+from c2seg_kit.io.tile_checks import natural_key
+from c2seg_kit.io.tiles import open_test_split
 from c2seg_kit.outputs import claim_file, claim_folder, publish_folder, temp_dir_in
 from c2seg_kit.registry import Track
 from c2seg_kit.submission.formats import LAYOUT_TILES

@@ -28,7 +28,7 @@ from h5py import h5d
 
 from c2seg_kit import h5safe
 from c2seg_kit.errors import InvalidDataError, InvalidSubmissionError
-from c2seg_kit.io.tiles import check_id_digits, natural_key
+from c2seg_kit.io.tile_checks import check_id_digits, natural_key
 from c2seg_kit.submission.formats import (
     LABELS_FORMAT,
     LAYOUT_TILES,
@@ -55,7 +55,7 @@ _BAD_ID = re.compile(r"[\x00-\x1f\x7f/]")
 
 def check_tile_id(tile_id: Any) -> str:
     """A tile id usable as an HDF5 member name: a non-empty file stem, no '/', no control
-    characters, and no digit other than ASCII 0-9 (:func:`c2seg_kit.io.tiles.check_id_digits`)."""
+    characters, and no digit other than ASCII 0-9 (:func:`c2seg_kit.io.tile_checks.check_id_digits`)."""
     if not isinstance(tile_id, str) or not tile_id or tile_id in (".", "..") or _BAD_ID.search(tile_id) \
             or len(tile_id.encode("utf-8")) > MAX_TILE_ID_BYTES:
         raise ValueError(f"tile id {tile_id!r} is not a usable name (a file stem without '/' or control characters)")
