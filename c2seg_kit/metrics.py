@@ -27,7 +27,7 @@ _BINS = NUM_LABELS * NUM_LABELS  # combined index 14 * true + pred, 0..195
 # counts' fixed cost (a 65,536-bin histogram and its fold) would dominate.
 _SMALL_PIXELS = 1 << 18
 
-__all__ = ["SCORE_KEYS", "ConfusionMatrix", "compute_scores"]
+__all__ = ["SCORE_KEYS", "ConfusionMatrix", "class_iou", "compute_scores", "miou_of_counts"]
 
 #: Keys of :func:`compute_scores`' result, in the order reports print them.
 SCORE_KEYS = ("oa", "miou", "f1", "kappa", "per_class_iou", "confusion_matrix", "n_pixels")
@@ -135,6 +135,23 @@ def _checked_matrix(matrix: Any) -> np.ndarray:
     return m.astype(np.int64)
 
 
+def class_iou(tp: np.ndarray, pred_count: np.ndarray, true_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class IoU (NaN where undefined) and whether each class is defined (TP + FP + FN > 0),
+    from the true positives, the predicted (TP + FP) and the true (TP + FN) pixel counts of
+    classes 1..13 on the last axis; any leading axes are kept (count sets side by side)."""
+    union = pred_count + true_count - tp  # TP + FP + FN
+    defined = union > 0
+    return np.where(defined, tp / np.maximum(union, 1), np.nan), defined
+
+
+def miou_of_counts(tp: np.ndarray, pred_count: np.ndarray, true_count: np.ndarray) -> np.ndarray:
+    """mIoU over the last axis of :func:`class_iou`'s counts (the undefined classes left out);
+    NaN where no class is defined."""
+    iou, defined = class_iou(tp, pred_count, true_count)
+    n = defined.sum(axis=-1)
+    return np.where(n > 0, np.where(defined, iou, 0.0).sum(axis=-1) / np.maximum(n, 1), np.nan)
+
+
 def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
@@ -154,9 +171,7 @@ def compute_scores(matrix: Any) -> dict:
     pred_count = m.sum(axis=0)[1:]  # TP + FP, per predicted class 1..13 (column 0 is "no class")
     fp = pred_count - tp
     fn = true_count - tp
-    union = tp + fp + fn
-    defined = union > 0
-    iou = np.where(defined, tp / np.maximum(union, 1), np.nan)
+    iou, defined = class_iou(tp, pred_count, true_count)
     f1 = np.where(defined, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
 
     n = int(m.sum())

@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 from c2seg_kit.classes import NUM_CLASSES
+from c2seg_kit.metrics import miou_of_counts
 
 #: Groups of units kept per submission at most.
 MAX_UNITS = 100
@@ -112,13 +113,9 @@ def miou_of(counts: np.ndarray) -> float | None:
 
 
 def _miou(totals: np.ndarray) -> np.ndarray:
-    """mIoU of each (3 x 13) count set in `totals` (N x 3 x 13); NaN where no class is defined."""
-    tp, pred, true = totals[:, 0], totals[:, 1], totals[:, 2]
-    union = pred + true - tp
-    defined = union > 0
-    iou = np.where(defined, tp / np.maximum(union, 1), 0.0)
-    n = defined.sum(axis=1)
-    return np.where(n > 0, iou.sum(axis=1) / np.maximum(n, 1), np.nan)
+    """mIoU of each (3 x 13) count set in `totals` (N x 3 x 13), by the metric's own rule; NaN
+    where no class is defined."""
+    return miou_of_counts(totals[:, 0], totals[:, 1], totals[:, 2])
 
 
 def leave_one_out(counts: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from metrics_support import ALL, oracle
 from sklearn.metrics import cohen_kappa_score
 
 from c2seg_kit.classes import CLASS_NAMES
-from c2seg_kit.metrics import ConfusionMatrix, compute_scores
+from c2seg_kit.metrics import ConfusionMatrix, compute_scores, miou_of_counts
 
 
 def assert_matches(scores: dict, expected: dict) -> None:
@@ -263,3 +263,18 @@ def test_property_invariants(data):
     cut = data.draw(st.integers(0, target.size))
     split = ConfusionMatrix().update(target[:cut], pred[:cut]).update(target[cut:], pred[cut:])
     np.testing.assert_array_equal(split.matrix, m)
+
+
+def test_miou_of_counts_side_by_side_is_each_matrix_miou():
+    """The vectorised reduction (count sets side by side, as the parameter-free Ladder uses it)
+    gives each confusion matrix's own mIoU, None/NaN alike where no class is defined."""
+    rng = np.random.default_rng(11)
+    matrices = [rng.integers(0, 50, (13, 14)) * (rng.random((13, 14)) < 0.3) for _ in range(20)]
+    matrices.append(np.zeros((13, 14), dtype=np.int64))
+    m = np.stack(matrices)
+    classes = np.arange(13)
+    tp = m[:, classes, classes + 1]
+    got = miou_of_counts(tp, m.sum(axis=1)[:, 1:], m.sum(axis=2))
+    for g, matrix in zip(got, matrices, strict=True):
+        want = compute_scores(matrix)["miou"]
+        assert (np.isnan(g) and want is None) or g == pytest.approx(want, rel=1e-12, abs=1e-15)
