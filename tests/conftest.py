@@ -17,9 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# site_support is also a plugin (the site's test modules name it in pytest_plugins, for its
-# fixtures): rewritten when first imported, so that pytest can load it as one without a warning
-pytest.register_assert_rewrite("site_support")
+# server_support and site_support are also plugins (test modules name them in pytest_plugins, for
+# their fixtures): rewritten when first imported, so that pytest can load them without a warning
+pytest.register_assert_rewrite("server_support", "site_support")
 
 # keep torch and BLAS from oversubscribing CI's 2 cores when tests run in one process
 os.environ.setdefault("OMP_NUM_THREADS", "1")

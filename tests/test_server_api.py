@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["server_support"]  # its fixtures: labels_file, pool (of the label_array and SPLIT here)
 from fastapi.testclient import TestClient  # noqa: E402
-from server_support import scoring_pool, write_labels_file  # noqa: E402
 from sklearn.metrics import jaccard_score  # noqa: E402
 from split_scores import as_served, scores_by_part, served_part  # noqa: E402
 
@@ -43,17 +43,6 @@ def label_array():
     lab = rng.integers(1, 14, SHAPE).astype(np.uint8)
     lab[rng.random(SHAPE) < 0.2] = 0  # unlabelled pixels, ignored everywhere
     return lab
-
-
-@pytest.fixture(scope="module")
-def labels_file(tmp_path_factory, label_array):
-    return write_labels_file(tmp_path_factory, label_array)
-
-
-@pytest.fixture(scope="module")
-def pool(labels_file):
-    with scoring_pool(labels_file, SPLIT) as p:
-        yield p
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["server_support"]  # its fixtures: labels_file, pool (of the label_array and SPLIT here)
 from fastapi.testclient import TestClient  # noqa: E402
-from server_support import scoring_pool, write_labels_file  # noqa: E402
 from sqlalchemy import func, inspect, select, text  # noqa: E402
 
 from c2seg_kit.submission.writers import write_submission  # noqa: E402
@@ -37,17 +37,6 @@ SPLIT = dict(split_block=8, split_seed=7, public_fraction=0.5)
 @pytest.fixture(scope="module")
 def label_array():
     return np.random.default_rng(3).integers(1, 14, SHAPE).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def labels_file(tmp_path_factory, label_array):
-    return write_labels_file(tmp_path_factory, label_array)
-
-
-@pytest.fixture(scope="module")
-def pool(labels_file):
-    with scoring_pool(labels_file, SPLIT) as p:
-        yield p
 
 
 @pytest.fixture

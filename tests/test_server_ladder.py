@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["server_support"]  # its fixtures: labels_file, pool (of the label_array and SPLIT here)
 from click.testing import CliRunner  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from server_support import scoring_pool, write_labels_file  # noqa: E402
 
 from c2seg_kit.cli import cli  # noqa: E402
 from c2seg_kit.errors import C2SegError  # noqa: E402
@@ -113,17 +113,6 @@ def test_ladder_mode_keeps_the_public_climb_within_the_bound(attacks):
 @pytest.fixture(scope="module")
 def label_array():
     return np.random.default_rng(11).integers(1, 14, SHAPE).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def labels_file(tmp_path_factory, label_array):
-    return write_labels_file(tmp_path_factory, label_array)
-
-
-@pytest.fixture(scope="module")
-def pool(labels_file):
-    with scoring_pool(labels_file, SPLIT) as p:
-        yield p
 
 
 @pytest.fixture

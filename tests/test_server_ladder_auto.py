@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+pytest_plugins = ["server_support"]  # its fixtures: labels_file, pool (of the label_array and SPLIT here)
 from click.testing import CliRunner  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from hostile_files import honest_tile_file, make_tile_target  # noqa: E402
-from server_support import scoring_pool, write_labels_file  # noqa: E402
 
 from c2seg_kit.cli import cli  # noqa: E402
 from c2seg_kit.metrics import ConfusionMatrix  # noqa: E402
@@ -39,17 +39,6 @@ SPLIT = dict(split_block=BLOCK, split_seed=5, public_fraction=0.5)
 @pytest.fixture(scope="module")
 def label_array():
     return np.random.default_rng(11).integers(1, 14, SHAPE).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def labels_file(tmp_path_factory, label_array):
-    return write_labels_file(tmp_path_factory, label_array)
-
-
-@pytest.fixture(scope="module")
-def pool(labels_file):
-    with scoring_pool(labels_file, SPLIT) as p:
-        yield p
 
 
 @pytest.fixture
